@@ -1,0 +1,174 @@
+//! `/v1/agent/*`: registering and deregistering instances, TTL check updates, agent info.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::{ApiState, Params, consul_json, wire};
+use crate::model::{CheckId, Health, InstanceId};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/agent/service/register", put(register))
+        .route("/v1/agent/service/deregister/{id}", put(deregister))
+        .route("/v1/agent/services", get(services))
+        .route("/v1/agent/service/{id}", get(service))
+        .route("/v1/agent/checks", get(checks))
+        .route("/v1/agent/check/pass/{id}", put(pass))
+        .route("/v1/agent/check/warn/{id}", put(warn))
+        .route("/v1/agent/check/fail/{id}", put(fail))
+        .route("/v1/agent/check/update/{id}", put(update))
+        .route("/v1/agent/self", get(agent_self))
+}
+
+async fn register(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let instance = wire::parse_registration(&wire::parse_json(&body)?)?;
+    let (id, service) = (instance.id.clone(), instance.service.clone());
+    let index = state.registry.register(instance)?;
+    tracing::info!(service = %service, instance = %id, index, "registered");
+    Ok(().into_response())
+}
+
+async fn deregister(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let unknown = || {
+        ApiError::NotFound(format!(
+            "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+        ))
+    };
+    let parsed = InstanceId::parse(&id).map_err(|_| unknown())?;
+    let index = state.registry.deregister(&parsed).ok_or_else(unknown)?;
+    tracing::info!(instance = %id, index, "deregistered");
+    Ok(().into_response())
+}
+
+async fn services(State(state): State<ApiState>) -> Response {
+    let map: BTreeMap<&str, Value> = BTreeMap::new();
+    let instances = state.registry.instances();
+    let mut map = map;
+    for instance in &instances {
+        map.insert(
+            instance.id.as_str(),
+            wire::agent_service(instance, &state.node),
+        );
+    }
+    consul_json(state.registry.index(), json!(map))
+}
+
+async fn service(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let instance = InstanceId::parse(&id)
+        .ok()
+        .and_then(|id| state.registry.instance(&id))
+        .ok_or_else(|| ApiError::NotFound(format!("unknown service ID: {id}")))?;
+    let mut body = wire::agent_service(&instance, &state.node);
+    if let Value::Object(map) = &mut body {
+        map.insert(
+            "ContentHash".into(),
+            json!(format!("{:016x}", instance.modify_index)),
+        );
+    }
+    Ok(consul_json(instance.modify_index, body))
+}
+
+async fn checks(State(state): State<ApiState>) -> Response {
+    let mut map = BTreeMap::new();
+    for instance in state.registry.instances() {
+        for check in &instance.checks {
+            map.insert(
+                check.spec.id.to_string(),
+                wire::check_json(check, &instance, &state.node),
+            );
+        }
+    }
+    consul_json(state.registry.index(), json!(map))
+}
+
+async fn set_status(
+    state: &ApiState,
+    id: &str,
+    status: Health,
+    output: &str,
+) -> Result<Response, ApiError> {
+    let check = CheckId::parse(id).map_err(|e| ApiError::field("check ID", e))?;
+    state.registry.set_check_status(&check, status, output)?;
+    Ok(().into_response())
+}
+
+async fn pass(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    set_status(
+        &s,
+        &id,
+        Health::Passing,
+        Params::parse(q).get("note").unwrap_or(""),
+    )
+    .await
+}
+
+async fn warn(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    set_status(
+        &s,
+        &id,
+        Health::Warning,
+        Params::parse(q).get("note").unwrap_or(""),
+    )
+    .await
+}
+
+async fn fail(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    set_status(
+        &s,
+        &id,
+        Health::Critical,
+        Params::parse(q).get("note").unwrap_or(""),
+    )
+    .await
+}
+
+async fn update(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (status, output) = wire::parse_check_update(&wire::parse_json(&body)?)?;
+    set_status(&s, &id, status, &output).await
+}
+
+async fn agent_self(State(state): State<ApiState>) -> Response {
+    let node = &state.node;
+    let body = json!({
+        "Config": {
+            "Datacenter": node.datacenter,
+            "NodeName": node.name,
+            "NodeID": node.id,
+            "Server": true,
+            "Version": env!("CARGO_PKG_VERSION"),
+            "Revision": "sextant",
+        },
+        "Member": {"Name": node.name, "Addr": node.address, "Port": 8301, "Status": 1, "Tags": {"dc": node.datacenter, "role": "consul"}},
+        "Meta": {},
+    });
+    consul_json(state.registry.index(), body)
+}

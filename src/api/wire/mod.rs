@@ -1,0 +1,7 @@
+//! Consul's JSON, both ways: the only place that knows Consul's field names.
+
+mod parse;
+mod render;
+
+pub use parse::{parse_check_update, parse_json, parse_registration};
+pub use render::{NodeInfo, agent_service, catalog_service, check_json, health_entry};

@@ -1,0 +1,556 @@
+//! Consul's JSON requests, decoded into validated model types.
+//!
+//! Requests are decoded as Consul decodes them: field names match without regard to case, and the
+//! snake_case spellings (`deregister_critical_service_after`) are the same fields. Every value is
+//! checked here, so the registry only ever sees a valid [`Instance`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::api::error::ApiError;
+use crate::model::{
+    Address, Check, CheckId, CheckKind, CheckSpec, Health, Instance, InstanceId, ServiceName,
+    Weights, parse_go_duration,
+};
+
+/// Consul never runs a check more often than this.
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Consul's default check timeout.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+const MAX_TAGS: usize = 64;
+const MAX_TAG_LEN: usize = 255;
+const MAX_META_KEYS: usize = 64;
+const MAX_META_KEY_LEN: usize = 128;
+const MAX_META_VALUE_LEN: usize = 512;
+const MAX_CHECKS: usize = 32;
+
+/// A JSON object whose keys are looked up the way Consul's decoder does.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    /// Where this object sits, for error messages ("Check", "Checks[1]").
+    path: String,
+}
+
+fn fold(key: &str) -> String {
+    key.chars()
+        .filter(|c| *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+impl<'a> Fields<'a> {
+    fn new(value: &'a Value, path: &str) -> Result<Self, ApiError> {
+        match value {
+            Value::Object(map) => Ok(Self {
+                map,
+                path: path.to_owned(),
+            }),
+            _ => Err(ApiError::field(path, "must be a JSON object")),
+        }
+    }
+
+    fn name(&self, field: &str) -> String {
+        if self.path.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{}.{field}", self.path)
+        }
+    }
+
+    /// The value of `field` (any casing, underscores ignored); JSON null counts as absent.
+    fn get(&self, field: &str) -> Option<&'a Value> {
+        let want = fold(field);
+        self.map
+            .iter()
+            .find(|(k, _)| fold(k) == want)
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_null())
+    }
+
+    fn string(&self, field: &str) -> Result<Option<&'a str>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ApiError::field(&self.name(field), "must be a string")),
+        }
+    }
+
+    fn bool(&self, field: &str) -> Result<bool, ApiError> {
+        match self.get(field) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(ApiError::field(&self.name(field), "must be true or false")),
+        }
+    }
+
+    fn uint(&self, field: &str, max: u64) -> Result<Option<u64>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) if v <= max => Ok(Some(v)),
+                _ => Err(ApiError::field(
+                    &self.name(field),
+                    format!("must be an integer from 0 to {max}, got {n}"),
+                )),
+            },
+            Some(_) => Err(ApiError::field(
+                &self.name(field),
+                format!("must be an integer from 0 to {max}"),
+            )),
+        }
+    }
+
+    /// A Go duration: a string ("10s") or a number of nanoseconds, as Consul accepts.
+    fn duration(&self, field: &str) -> Result<Option<Duration>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => parse_go_duration(s)
+                .map(Some)
+                .map_err(|e| ApiError::field(&self.name(field), e)),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(|ns| Some(Duration::from_nanos(ns)))
+                .ok_or_else(|| {
+                    ApiError::field(&self.name(field), "must be a duration such as \"10s\"")
+                }),
+            Some(_) => Err(ApiError::field(
+                &self.name(field),
+                "must be a duration such as \"10s\"",
+            )),
+        }
+    }
+
+    fn string_map(&self, field: &str) -> Result<BTreeMap<String, String>, ApiError> {
+        let Some(value) = self.get(field) else {
+            return Ok(BTreeMap::new());
+        };
+        let Value::Object(map) = value else {
+            return Err(ApiError::field(
+                &self.name(field),
+                "must be an object of strings",
+            ));
+        };
+        map.iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(ApiError::field(
+                    &format!("{}[{k:?}]", self.name(field)),
+                    "must be a string",
+                )),
+            })
+            .collect()
+    }
+}
+
+/// Decodes a request body into JSON, with Consul's wording for a body that is not JSON.
+pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(
+            "Request decode failed: empty body".into(),
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
+}
+
+/// `PUT /v1/agent/service/register`: the body as an instance, or a 400 naming the bad field.
+pub fn parse_registration(body: &Value) -> Result<Instance, ApiError> {
+    let f = Fields::new(body, "")?;
+    let name = f
+        .string("Name")?
+        .ok_or_else(|| ApiError::field("Name", "missing service name"))?;
+    let service = ServiceName::parse(name).map_err(|e| ApiError::field("Name", e))?;
+    let id = match f.string("ID")? {
+        Some(id) if !id.is_empty() => {
+            InstanceId::parse(id).map_err(|e| ApiError::field("ID", e))?
+        }
+        _ => InstanceId::parse(name).map_err(|e| ApiError::field("Name", e))?,
+    };
+    if let Some(kind) = f.string("Kind")?
+        && !kind.is_empty()
+    {
+        return Err(ApiError::field(
+            "Kind",
+            format!("{kind:?} services are not supported; leave Kind empty"),
+        ));
+    }
+    let address = Address::parse(f.string("Address")?.unwrap_or(""))
+        .map_err(|e| ApiError::field("Address", e))?;
+    let port = f.uint("Port", u16::MAX as u64)?.unwrap_or(0) as u16;
+    let weights = parse_weights(&f)?;
+    let checks = parse_checks(&f, &id, &service)?;
+    Ok(Instance {
+        tags: parse_tags(&f)?,
+        meta: parse_meta(&f)?,
+        tagged_addresses: parse_tagged_addresses(&f)?,
+        enable_tag_override: f.bool("EnableTagOverride")?,
+        id,
+        service,
+        address,
+        port,
+        weights,
+        checks,
+        create_index: 0,
+        modify_index: 0,
+    })
+}
+
+/// Tags are free text, as in Consul (`secure=false`, `traefik.enable=true`); those that are DNS
+/// labels can also be asked for in DNS.
+fn parse_tags(f: &Fields) -> Result<Vec<String>, ApiError> {
+    let Some(value) = f.get("Tags") else {
+        return Ok(Vec::new());
+    };
+    let Value::Array(items) = value else {
+        return Err(ApiError::field("Tags", "must be an array of strings"));
+    };
+    if items.len() > MAX_TAGS {
+        return Err(ApiError::field("Tags", format!("at most {MAX_TAGS} tags")));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, tag)| match tag {
+            Value::String(s) if s.is_empty() => {
+                Err(ApiError::field(&format!("Tags[{i}]"), "must not be empty"))
+            }
+            Value::String(s) if s.len() > MAX_TAG_LEN => Err(ApiError::field(
+                &format!("Tags[{i}]"),
+                format!("longer than {MAX_TAG_LEN} bytes"),
+            )),
+            Value::String(s) if s.chars().any(|c| c.is_control() || c.is_whitespace()) => {
+                Err(ApiError::field(
+                    &format!("Tags[{i}]"),
+                    format!("{s:?} contains whitespace or a control character"),
+                ))
+            }
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(ApiError::field(&format!("Tags[{i}]"), "must be a string")),
+        })
+        .collect()
+}
+
+/// Consul's rules for service metadata keys and values.
+fn parse_meta(f: &Fields) -> Result<BTreeMap<String, String>, ApiError> {
+    let meta = f.string_map("Meta")?;
+    if meta.len() > MAX_META_KEYS {
+        return Err(ApiError::field(
+            "Meta",
+            format!("at most {MAX_META_KEYS} keys"),
+        ));
+    }
+    for (key, value) in &meta {
+        let field = format!("Meta[{key:?}]");
+        if key.is_empty() || key.len() > MAX_META_KEY_LEN {
+            return Err(ApiError::field(
+                &field,
+                format!("keys must be 1 to {MAX_META_KEY_LEN} bytes"),
+            ));
+        }
+        if !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ApiError::field(
+                &field,
+                "keys may hold only letters, digits, '_' and '-'",
+            ));
+        }
+        if key.starts_with("consul-") {
+            return Err(ApiError::field(
+                &field,
+                "the \"consul-\" prefix is reserved",
+            ));
+        }
+        if value.len() > MAX_META_VALUE_LEN {
+            return Err(ApiError::field(
+                &field,
+                format!("values must be at most {MAX_META_VALUE_LEN} bytes"),
+            ));
+        }
+    }
+    Ok(meta)
+}
+
+fn parse_tagged_addresses(f: &Fields) -> Result<BTreeMap<String, (String, u16)>, ApiError> {
+    let Some(value) = f.get("TaggedAddresses") else {
+        return Ok(BTreeMap::new());
+    };
+    let Value::Object(map) = value else {
+        return Err(ApiError::field("TaggedAddresses", "must be an object"));
+    };
+    map.iter()
+        .map(|(name, entry)| {
+            let path = format!("TaggedAddresses[{name:?}]");
+            let e = Fields::new(entry, &path)?;
+            let address = e.string("Address")?.unwrap_or("").to_owned();
+            Address::parse(&address).map_err(|err| ApiError::field(&e.name("Address"), err))?;
+            let port = e.uint("Port", u16::MAX as u64)?.unwrap_or(0) as u16;
+            Ok((name.clone(), (address, port)))
+        })
+        .collect()
+}
+
+fn parse_weights(f: &Fields) -> Result<Weights, ApiError> {
+    let Some(value) = f.get("Weights") else {
+        return Ok(Weights::default());
+    };
+    let w = Fields::new(value, "Weights")?;
+    let passing = w.uint("Passing", u16::MAX as u64)?.unwrap_or(1) as u16;
+    if passing == 0 {
+        return Err(ApiError::field("Weights.Passing", "must be greater than 0"));
+    }
+    let warning = w.uint("Warning", u16::MAX as u64)?.unwrap_or(1) as u16;
+    Ok(Weights { passing, warning })
+}
+
+fn parse_checks(
+    f: &Fields,
+    id: &InstanceId,
+    service: &ServiceName,
+) -> Result<Vec<Check>, ApiError> {
+    let mut bodies: Vec<(String, &Value)> = Vec::new();
+    if let Some(check) = f.get("Check") {
+        bodies.push(("Check".into(), check));
+    }
+    match f.get("Checks") {
+        None => {}
+        Some(Value::Array(list)) => bodies.extend(
+            list.iter()
+                .enumerate()
+                .map(|(i, v)| (format!("Checks[{i}]"), v)),
+        ),
+        Some(_) => return Err(ApiError::field("Checks", "must be an array of checks")),
+    }
+    if bodies.len() > MAX_CHECKS {
+        return Err(ApiError::field(
+            "Checks",
+            format!("at most {MAX_CHECKS} checks per instance"),
+        ));
+    }
+    let mut parsed = Vec::new();
+    for (path, body) in &bodies {
+        let fields = Fields::new(body, path)?;
+        if let Some(spec) = parse_check(&fields, service)? {
+            parsed.push((fields, spec));
+        }
+    }
+    // Consul's check IDs: the given CheckID, else service:<id>, numbered when there are several.
+    let several = parsed.len() > 1;
+    let mut checks: Vec<Check> = Vec::new();
+    for (n, (fields, mut spec)) in parsed.into_iter().enumerate() {
+        let given = fields
+            .string("CheckID")?
+            .or(fields.string("ID")?)
+            .filter(|s| !s.is_empty());
+        let check_id = match given {
+            Some(given) => given.to_owned(),
+            None if several => format!("service:{id}:{}", n + 1),
+            None => format!("service:{id}"),
+        };
+        spec.id =
+            CheckId::parse(&check_id).map_err(|e| ApiError::field(&fields.name("CheckID"), e))?;
+        if checks.iter().any(|c| c.spec.id == spec.id) {
+            return Err(ApiError::field(
+                &fields.name("CheckID"),
+                format!("{check_id:?} is used twice"),
+            ));
+        }
+        checks.push(Check::new(spec));
+    }
+    Ok(checks)
+}
+
+/// One check definition; `None` for an empty object (Consul ignores those). The ID is set by the caller.
+fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, ApiError> {
+    for unsupported in [
+        "Args",
+        "ScriptArgs",
+        "Script",
+        "GRPC",
+        "H2PING",
+        "DockerContainerID",
+        "AliasService",
+        "AliasNode",
+        "UDP",
+        "OSService",
+    ] {
+        if f.get(unsupported).is_some() {
+            return Err(ApiError::field(
+                &f.name(unsupported),
+                "this check kind is not supported; use HTTP, TCP or TTL",
+            ));
+        }
+    }
+    let kind = match (f.string("HTTP")?, f.string("TCP")?, f.duration("TTL")?) {
+        (Some(url), None, None) => parse_http_check(f, url)?,
+        (None, Some(target), None) => {
+            let (interval, timeout) = interval_and_timeout(f)?;
+            check_tcp_target(target).map_err(|e| ApiError::field(&f.name("TCP"), e))?;
+            CheckKind::Tcp {
+                target: target.to_owned(),
+                interval,
+                timeout,
+            }
+        }
+        (None, None, Some(ttl)) if ttl.is_zero() => {
+            return Err(ApiError::field(&f.name("TTL"), "must be greater than 0"));
+        }
+        (None, None, Some(ttl)) => CheckKind::Ttl { ttl },
+        (None, None, None) if f.map.values().all(|v| v.is_null() || v == "") => return Ok(None),
+        (None, None, None) => {
+            return Err(ApiError::BadRequest(format!(
+                "{}: must have one of HTTP, TCP or TTL",
+                f.path
+            )));
+        }
+        _ => {
+            return Err(ApiError::BadRequest(format!(
+                "{}: give only one of HTTP, TCP or TTL",
+                f.path
+            )));
+        }
+    };
+    let initial_status = match f.string("Status")? {
+        None | Some("") => Health::Critical, // Consul: a check is critical until it first passes
+        Some(s) => Health::parse(s).ok_or_else(|| {
+            ApiError::field(
+                &f.name("Status"),
+                format!("{s:?} is not passing, warning or critical"),
+            )
+        })?,
+    };
+    Ok(Some(CheckSpec {
+        id: CheckId::parse("pending").expect("a constant ID is valid"),
+        name: f
+            .string("Name")?
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| format!("Service '{service}' check"), str::to_owned),
+        notes: f.string("Notes")?.unwrap_or("").to_owned(),
+        kind,
+        initial_status,
+        success_before_passing: f
+            .uint("SuccessBeforePassing", u32::MAX as u64)?
+            .unwrap_or(0) as u32,
+        failures_before_critical: f
+            .uint("FailuresBeforeCritical", u32::MAX as u64)?
+            .unwrap_or(0) as u32,
+        deregister_critical_after: f.duration("DeregisterCriticalServiceAfter")?,
+    }))
+}
+
+fn parse_http_check(f: &Fields, url: &str) -> Result<CheckKind, ApiError> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| ApiError::field(&f.name("HTTP"), format!("{url:?} is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ApiError::field(
+            &f.name("HTTP"),
+            format!("{url:?} must be an http:// or https:// URL"),
+        ));
+    }
+    let method = f
+        .string("Method")?
+        .filter(|m| !m.is_empty())
+        .unwrap_or("GET")
+        .to_ascii_uppercase();
+    if !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(ApiError::field(
+            &f.name("Method"),
+            format!("{method:?} is not an HTTP method"),
+        ));
+    }
+    let header = match f.get("Header") {
+        None => BTreeMap::new(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| {
+                let values = match v {
+                    Value::Array(items) => items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>(),
+                    Value::String(s) => Some(vec![s.clone()]),
+                    _ => None,
+                };
+                values.map(|vals| (k.clone(), vals)).ok_or_else(|| {
+                    ApiError::field(
+                        &f.name("Header"),
+                        format!("{k:?} must map to a list of strings"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ApiError::field(
+                &f.name("Header"),
+                "must be an object of header → [values]",
+            ));
+        }
+    };
+    let (interval, timeout) = interval_and_timeout(f)?;
+    Ok(CheckKind::Http {
+        url: url.to_owned(),
+        method,
+        header,
+        body: f.string("Body")?.unwrap_or("").to_owned(),
+        tls_skip_verify: f.bool("TLSSkipVerify")?,
+        interval,
+        timeout,
+    })
+}
+
+/// Interval is required for probes; below Consul's minimum it is raised to it. The timeout
+/// defaults to 10 s and never exceeds the interval.
+fn interval_and_timeout(f: &Fields) -> Result<(Duration, Duration), ApiError> {
+    let interval = f
+        .duration("Interval")?
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            ApiError::field(
+                &f.name("Interval"),
+                "required for HTTP and TCP checks (e.g. \"10s\")",
+            )
+        })?
+        .max(MIN_CHECK_INTERVAL);
+    let timeout = f
+        .duration("Timeout")?
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_CHECK_TIMEOUT)
+        .min(interval);
+    Ok((interval, timeout))
+}
+
+fn check_tcp_target(target: &str) -> Result<(), String> {
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{target:?} must be host:port"))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("{target:?} has no valid port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Address::parse(host)
+        .map(|_| ())
+        .map_err(|e| format!("{target:?}: {e}"))?;
+    if host.is_empty() {
+        return Err(format!("{target:?} has no host"));
+    }
+    Ok(())
+}
+
+/// `PUT /v1/agent/check/update/<id>`: `{"Status": …, "Output": …}`.
+pub fn parse_check_update(body: &Value) -> Result<(Health, String), ApiError> {
+    let f = Fields::new(body, "")?;
+    let status = f
+        .string("Status")?
+        .ok_or_else(|| ApiError::field("Status", "missing"))?;
+    let status = Health::parse(status).ok_or_else(|| {
+        ApiError::field(
+            "Status",
+            format!("{status:?} is not passing, warning or critical"),
+        )
+    })?;
+    Ok((status, f.string("Output")?.unwrap_or("").to_owned()))
+}

@@ -1,0 +1,189 @@
+//! Consul's JSON responses, built from registry snapshots.
+
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::model::{Check, CheckKind, Instance, format_go_duration};
+
+/// This server as a Consul node: every instance registered here lives on it.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub name: String,
+    pub id: String,
+    pub address: String,
+    pub datacenter: String,
+}
+
+impl NodeInfo {
+    fn json(&self, index: u64) -> Value {
+        json!({
+            "ID": self.id,
+            "Node": self.name,
+            "Address": self.address,
+            "Datacenter": self.datacenter,
+            "TaggedAddresses": {"lan": self.address, "lan_ipv4": self.address, "wan": self.address, "wan_ipv4": self.address},
+            "Meta": {},
+            "CreateIndex": index,
+            "ModifyIndex": index,
+        })
+    }
+}
+
+fn tagged_addresses(instance: &Instance) -> Value {
+    let map: Map<String, Value> = instance
+        .tagged_addresses
+        .iter()
+        .map(|(name, (address, port))| (name.clone(), json!({"Address": address, "Port": port})))
+        .collect();
+    Value::Object(map)
+}
+
+fn weights(instance: &Instance) -> Value {
+    json!({"Passing": instance.weights.passing, "Warning": instance.weights.warning})
+}
+
+/// `/v1/agent/services` and `/v1/agent/service/<id>`.
+pub fn agent_service(instance: &Instance, node: &NodeInfo) -> Value {
+    json!({
+        "ID": instance.id.as_str(),
+        "Service": instance.service.as_str(),
+        "Tags": instance.tags,
+        "Meta": instance.meta,
+        "Port": instance.port,
+        "Address": instance.address.to_wire(),
+        "TaggedAddresses": tagged_addresses(instance),
+        "Weights": weights(instance),
+        "EnableTagOverride": instance.enable_tag_override,
+        "Datacenter": node.datacenter,
+        "CreateIndex": instance.create_index,
+        "ModifyIndex": instance.modify_index,
+    })
+}
+
+/// One entry of `/v1/catalog/service/<name>`.
+pub fn catalog_service(instance: &Instance, node: &NodeInfo) -> Value {
+    json!({
+        "ID": node.id,
+        "Node": node.name,
+        "Address": node.address,
+        "Datacenter": node.datacenter,
+        "TaggedAddresses": {"lan": node.address, "wan": node.address},
+        "NodeMeta": {},
+        "ServiceKind": "",
+        "ServiceID": instance.id.as_str(),
+        "ServiceName": instance.service.as_str(),
+        "ServiceTags": instance.tags,
+        "ServiceAddress": instance.address.to_wire(),
+        "ServiceTaggedAddresses": tagged_addresses(instance),
+        "ServiceWeights": weights(instance),
+        "ServiceMeta": instance.meta,
+        "ServicePort": instance.port,
+        "ServiceEnableTagOverride": instance.enable_tag_override,
+        "CreateIndex": instance.create_index,
+        "ModifyIndex": instance.modify_index,
+    })
+}
+
+/// One entry of `/v1/health/service/<name>`: `{Node, Service, Checks}`.
+pub fn health_entry(instance: &Instance, node: &NodeInfo, node_index: u64) -> Value {
+    let mut service = agent_service(instance, node);
+    if let Value::Object(map) = &mut service {
+        map.remove("Datacenter");
+    }
+    let mut checks = vec![node_check(node, node_index)];
+    checks.extend(
+        instance
+            .checks
+            .iter()
+            .map(|c| check_json(c, instance, node)),
+    );
+    json!({"Node": node.json(node_index), "Service": service, "Checks": checks})
+}
+
+/// The node's own check, which Consul lists with every instance on a live node.
+fn node_check(node: &NodeInfo, index: u64) -> Value {
+    json!({
+        "Node": node.name,
+        "CheckID": "serfHealth",
+        "Name": "Serf Health Status",
+        "Status": "passing",
+        "Notes": "",
+        "Output": "Agent alive and reachable",
+        "ServiceID": "",
+        "ServiceName": "",
+        "ServiceTags": [],
+        "Type": "",
+        "Definition": {},
+        "CreateIndex": index,
+        "ModifyIndex": index,
+    })
+}
+
+/// A service check in Consul's `HealthCheck` shape. `LastUpdate` is sextant's addition: when the
+/// status last changed (the design documents' client reads it).
+pub fn check_json(check: &Check, instance: &Instance, node: &NodeInfo) -> Value {
+    let spec = &check.spec;
+    let (interval, timeout) = match &spec.kind {
+        CheckKind::Http {
+            interval, timeout, ..
+        }
+        | CheckKind::Tcp {
+            interval, timeout, ..
+        } => (format_go_duration(*interval), format_go_duration(*timeout)),
+        CheckKind::Ttl { .. } => (String::new(), String::new()),
+    };
+    let mut definition = Map::new();
+    match &spec.kind {
+        CheckKind::Http {
+            url,
+            method,
+            tls_skip_verify,
+            ..
+        } => {
+            definition.insert("HTTP".into(), json!(url));
+            definition.insert("Method".into(), json!(method));
+            definition.insert("TLSSkipVerify".into(), json!(tls_skip_verify));
+        }
+        CheckKind::Tcp { target, .. } => {
+            definition.insert("TCP".into(), json!(target));
+        }
+        CheckKind::Ttl { ttl } => {
+            definition.insert("TTL".into(), json!(format_go_duration(*ttl)));
+        }
+    }
+    if !interval.is_empty() {
+        definition.insert("Interval".into(), json!(interval));
+        definition.insert("Timeout".into(), json!(timeout));
+    }
+    if let Some(after) = spec.deregister_critical_after {
+        definition.insert(
+            "DeregisterCriticalServiceAfter".into(),
+            json!(format_go_duration(after)),
+        );
+    }
+    let last_update = OffsetDateTime::from(check.last_update)
+        .replace_nanosecond(check.last_update_micros() * 1000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default();
+    json!({
+        "Node": node.name,
+        "CheckID": spec.id.as_str(),
+        "Name": spec.name,
+        "Status": check.status.as_str(),
+        "Notes": spec.notes,
+        "Output": check.output,
+        "ServiceID": instance.id.as_str(),
+        "ServiceName": instance.service.as_str(),
+        "ServiceTags": instance.tags,
+        "Type": spec.kind.type_name(),
+        "Interval": interval,
+        "Timeout": timeout,
+        "ExposedPort": 0,
+        "Definition": Value::Object(definition),
+        "LastUpdate": last_update,
+        "CreateIndex": instance.create_index,
+        "ModifyIndex": instance.modify_index,
+    })
+}

@@ -1,0 +1,168 @@
+//! Wiring only: registry → DNS → HTTP, bound to their addresses, stopped together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hickory_server::Server;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState, NodeInfo};
+use crate::config::{Config, ConfigError};
+use crate::dns::answers::AnswerCompiler;
+use crate::dns::zones::{self, ZoneError};
+use crate::dns::{DnsHandler, DnsListeners};
+use crate::registry::Registry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+    #[error("cannot listen for DNS on {addr}: {source}")]
+    BindDns {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    BindHttp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct App {
+    registry: Arc<Registry>,
+    dns: Server<DnsHandler>,
+    http: JoinHandle<std::io::Result<()>>,
+    shutdown: CancellationToken,
+    dns_addr: SocketAddr,
+    http_addr: SocketAddr,
+}
+
+impl App {
+    /// Binds every listener and starts serving.
+    pub async fn bind(config: Config) -> Result<Self, AppError> {
+        let domain = config.domain_name()?;
+        let node_name = config.node_name()?;
+        let node_addr = config.advertise_addr();
+        let compiler = AnswerCompiler {
+            domain: domain.clone(),
+            service_ttl: config.service_ttl_secs()?,
+            node_addr,
+            only_passing: config.dns_only_passing,
+        };
+        let registry = Arc::new(Registry::new(compiler));
+        let zones = zones::load(&config.zones, &domain, node_addr)?;
+        tracing::info!(files = ?zones.files, "zones loaded");
+
+        let listeners =
+            DnsListeners::bind(config.dns)
+                .await
+                .map_err(|source| AppError::BindDns {
+                    addr: config.dns,
+                    source,
+                })?;
+        let dns_addr = listeners.local_addr().map_err(|source| AppError::BindDns {
+            addr: config.dns,
+            source,
+        })?;
+        let handler = DnsHandler::new(
+            registry.clone(),
+            zones.catalog,
+            zones.negative_soa,
+            &node_name,
+        );
+        let dns = listeners.serve(handler);
+
+        let http_listener =
+            TcpListener::bind(config.http)
+                .await
+                .map_err(|source| AppError::BindHttp {
+                    addr: config.http,
+                    source,
+                })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| AppError::BindHttp {
+                addr: config.http,
+                source,
+            })?;
+        let state = ApiState {
+            registry: registry.clone(),
+            node: Arc::new(NodeInfo {
+                id: node_id(&node_name),
+                name: node_name,
+                address: node_addr.to_string(),
+                datacenter: config.datacenter(),
+            }),
+            leader: http_addr.to_string(),
+        };
+        let shutdown = CancellationToken::new();
+        let http = tokio::spawn(
+            axum::serve(http_listener, api::router(state))
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future(),
+        );
+        tracing::info!(dns = %dns_addr, http = %http_addr, domain = %domain, "sextant is serving");
+        Ok(Self {
+            registry,
+            dns,
+            http,
+            shutdown,
+            dns_addr,
+            http_addr,
+        })
+    }
+
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Stops accepting, lets requests in flight finish, and returns.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Err(error) = self.dns.shutdown_gracefully().await {
+            tracing::warn!(%error, "DNS server stopped with an error");
+        }
+        match self.http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "HTTP server stopped with an error"),
+            Err(error) => tracing::warn!(%error, "HTTP server task failed"),
+        }
+    }
+}
+
+/// A stable UUID-shaped node ID derived from the node name (Consul clients expect one).
+fn node_id(node_name: &str) -> String {
+    // FNV-1a, twice with different seeds: stable across runs and versions, unlike std's hasher.
+    let fnv = |seed: u64| {
+        node_name.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
+    let hex = format!(
+        "{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x8422_2325_cbf2_9ce4)
+    );
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}

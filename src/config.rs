@@ -1,0 +1,287 @@
+//! Configuration: one serde struct read from an optional TOML file, with command-line flags on top.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use hickory_proto::rr::Name;
+use serde::{Deserialize, Deserializer};
+
+use crate::model::{check_dns_label, parse_go_duration};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// Every setting, with its default. The keys of a `--config` file are these field names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// DNS listen address, UDP and TCP.
+    pub dns: SocketAddr,
+    /// HTTP API listen address.
+    pub http: SocketAddr,
+    /// The domain served: `<service>.service.<domain>`.
+    pub domain: String,
+    /// Folder of `*.zone` master files.
+    pub zones: PathBuf,
+    /// Where registrations are kept.
+    pub data_dir: PathBuf,
+    /// TTL of service records.
+    #[serde(deserialize_with = "go_duration")]
+    pub service_ttl: Duration,
+    /// Name of this node (`<node>.node.<domain>`); default: the host name.
+    pub node_name: Option<String>,
+    /// Address given to instances registered without one; default: the DNS address, or 127.0.0.1.
+    pub advertise: Option<IpAddr>,
+    /// Datacenter reported by the API; default: the domain's first label.
+    pub datacenter: Option<String>,
+    /// Leave warning instances out of DNS answers too (by default only critical ones are).
+    pub dns_only_passing: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            dns: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8600)),
+            http: SocketAddr::from((Ipv4Addr::LOCALHOST, 8500)),
+            domain: "trading-dc".into(),
+            zones: "zones".into(),
+            data_dir: "data".into(),
+            service_ttl: Duration::ZERO,
+            node_name: None,
+            advertise: None,
+            datacenter: None,
+            dns_only_passing: false,
+        }
+    }
+}
+
+fn go_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_go_duration(&text).map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The domain as an absolute, lower-cased DNS name.
+    pub fn domain_name(&self) -> Result<Name, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            field: "domain",
+            message,
+        };
+        let trimmed = self.domain.trim_end_matches('.');
+        for label in trimmed.split('.') {
+            check_dns_label(label).map_err(&invalid)?;
+        }
+        Name::from_ascii(format!("{trimmed}."))
+            .map(|n| n.to_lowercase())
+            .map_err(|e| invalid(e.to_string()))
+    }
+
+    pub fn service_ttl_secs(&self) -> Result<u32, ConfigError> {
+        u32::try_from(self.service_ttl.as_secs()).map_err(|_| ConfigError::Invalid {
+            field: "service_ttl",
+            message: "too long".into(),
+        })
+    }
+
+    pub fn node_name(&self) -> Result<String, ConfigError> {
+        let name = match &self.node_name {
+            Some(name) => name.clone(),
+            None => host_name_label(),
+        };
+        check_dns_label(&name).map_err(|message| ConfigError::Invalid {
+            field: "node_name",
+            message,
+        })?;
+        Ok(name)
+    }
+
+    pub fn advertise_addr(&self) -> IpAddr {
+        self.advertise.unwrap_or_else(|| {
+            let ip = self.dns.ip();
+            if ip.is_unspecified() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                ip
+            }
+        })
+    }
+
+    pub fn datacenter(&self) -> String {
+        self.datacenter
+            .clone()
+            .unwrap_or_else(|| self.domain.split('.').next().unwrap_or("dc1").to_owned())
+    }
+}
+
+/// This machine's host name as a DNS label ("sextant" when it has none that fits).
+fn host_name_label() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let label: String = host
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let label = label.trim_matches('-');
+    if label.is_empty() || label.len() > 63 {
+        "sextant".into()
+    } else {
+        label.to_owned()
+    }
+}
+
+// === command line ===
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sextant",
+    version,
+    about = "DNS-based service discovery: services register over a Consul-compatible HTTP API, everyone else asks over DNS."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: the HTTP API and the authoritative DNS server.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags given here override it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// DNS listen address, UDP and TCP [default: 0.0.0.0:8600]. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub dns: Option<SocketAddr>,
+    /// HTTP API listen address [default: 127.0.0.1:8500]. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Domain to be authoritative for: services answer as <name>.service.<domain> [default: trading-dc].
+    #[arg(long, value_name = "NAME")]
+    pub domain: Option<String>,
+    /// Folder of zone files (<origin>.zone, RFC 1035 master format) [default: zones].
+    #[arg(long, value_name = "DIR")]
+    pub zones: Option<PathBuf>,
+    /// Folder where registrations are kept [default: data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TTL of service records, as a Go duration ("0s", "30s") [default: 0s, as Consul].
+    #[arg(long, value_name = "DURATION", value_parser = parse_go_duration)]
+    pub service_ttl: Option<Duration>,
+    /// Node name, answered as <node>.node.<domain> [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Address of instances registered without one [default: the DNS address, or 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    pub advertise: Option<IpAddr>,
+    /// Datacenter name reported by the API [default: the domain's first label].
+    #[arg(long, value_name = "NAME")]
+    pub datacenter: Option<String>,
+    /// Answer only passing instances in DNS (by default warning ones are answered too).
+    #[arg(long)]
+    pub dns_only_passing: bool,
+}
+
+impl ServeArgs {
+    /// The file's settings (or the defaults), overridden by the flags given.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! override_with {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
+        }
+        override_with!(dns, http, domain, zones, data_dir, service_ttl);
+        if self.node_name.is_some() {
+            config.node_name = self.node_name;
+        }
+        if self.advertise.is_some() {
+            config.advertise = self.advertise;
+        }
+        if self.datacenter.is_some() {
+            config.datacenter = self.datacenter;
+        }
+        config.dns_only_passing |= self.dns_only_passing;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("sextant-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sextant.toml");
+        std::fs::write(
+            &file,
+            "domain = \"from-file\"\nservice_ttl = \"30s\"\nhttp = \"127.0.0.1:9500\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "sextant",
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--domain",
+            "from-flag",
+        ]);
+        let Command::Serve(args) = cli.command;
+        let config = args.into_config().unwrap();
+        assert_eq!(config.domain, "from-flag");
+        assert_eq!(config.service_ttl, Duration::from_secs(30));
+        assert_eq!(config.http, "127.0.0.1:9500".parse().unwrap());
+        assert_eq!(config.dns, "0.0.0.0:8600".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<Config>("domian = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("domian"), "{err}");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let config = Config::from_file(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/sextant.toml"
+        )))
+        .unwrap();
+        assert_eq!(config.domain, "trading-dc");
+    }
+}

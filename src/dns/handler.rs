@@ -1,0 +1,220 @@
+//! The DNS request handler: registry names are answered from the compiled service answers, and
+//! everything else goes to hickory's `Catalog` of zone files (which also says REFUSED for names
+//! outside every zone, FORMERR, NOTIMP and BADVERS).
+
+use std::iter;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
+use rand::Rng;
+
+use super::answers::AnswerSet;
+use super::query::{Target, classify};
+use crate::registry::Registry;
+
+pub struct DnsHandler {
+    registry: Arc<Registry>,
+    catalog: Catalog,
+    negative_soa: Record,
+    domain: Name,
+    node_name: String,
+    node_addr: IpAddr,
+}
+
+/// An answer from the registry, before it is encoded.
+struct Answer {
+    code: ResponseCode,
+    answers: Vec<Record>,
+    additionals: Vec<Record>,
+}
+
+impl Answer {
+    fn negative(code: ResponseCode) -> Self {
+        Self {
+            code,
+            answers: Vec::new(),
+            additionals: Vec::new(),
+        }
+    }
+
+    fn records(answers: Vec<Record>, additionals: Vec<Record>) -> Self {
+        Self {
+            code: ResponseCode::NoError,
+            answers,
+            additionals,
+        }
+    }
+}
+
+impl DnsHandler {
+    pub fn new(
+        registry: Arc<Registry>,
+        catalog: Catalog,
+        negative_soa: Record,
+        node_name: &str,
+    ) -> Self {
+        let compiler = registry.compiler();
+        Self {
+            domain: compiler.domain.clone(),
+            node_addr: compiler.node_addr,
+            node_name: node_name.to_ascii_lowercase(),
+            registry,
+            catalog,
+            negative_soa,
+        }
+    }
+
+    /// Answers a registry name, or `None` when the request is for the catalog.
+    fn answer_dynamic(&self, request: &Request) -> Option<Answer> {
+        let meta = &request.metadata;
+        if meta.message_type != MessageType::Query || meta.op_code != OpCode::Query {
+            return None;
+        }
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return None; // the catalog answers BADVERS
+        }
+        let info = request.request_info().ok()?;
+        let query = info.query;
+        if query.query_class() != DNSClass::IN {
+            return None;
+        }
+        let qname = query.original().name();
+        let qtype = query.query_type();
+        let answer = match classify(qname, &self.domain) {
+            Target::Static => return None,
+            Target::EmptyNonTerminal => Answer::negative(ResponseCode::NoError),
+            Target::NoSuchName => Answer::negative(ResponseCode::NXDomain),
+            Target::Service { service, tag } => {
+                self.service_answer(&service, tag.as_deref(), qtype)
+            }
+            Target::Addr(ip) => address_answer(ip, qtype),
+            Target::Node(node) if node == self.node_name => address_answer(self.node_addr, qtype),
+            Target::Node(_) => Answer::negative(ResponseCode::NXDomain),
+        };
+        Some(with_owner(answer, qname))
+    }
+
+    fn service_answer(&self, service: &str, tag: Option<&str>, qtype: RecordType) -> Answer {
+        let Some(entry) = self.registry.service(service) else {
+            return Answer::negative(ResponseCode::NXDomain);
+        };
+        let set = match tag {
+            None => &entry.answers.all,
+            Some(tag) => match entry.answers.by_tag.get(tag) {
+                Some(set) => set,
+                None => return Answer::negative(ResponseCode::NXDomain),
+            },
+        };
+        // Clients that take the first record spread their load: every answer starts at a random
+        // instance (a rotated copy; the compiled set is shared).
+        let mut rng = rand::rng();
+        let mut pick =
+            |records: &[Record]| rotated(records, rng.random_range(0..records.len().max(1)));
+        match qtype {
+            RecordType::A => Answer::records(pick(&set.a), Vec::new()),
+            RecordType::AAAA => Answer::records(pick(&set.aaaa), Vec::new()),
+            RecordType::ANY => {
+                Answer::records([pick(&set.a), pick(&set.aaaa)].concat(), Vec::new())
+            }
+            RecordType::SRV => srv_answer(set, pick(&set.srv)),
+            _ => Answer::negative(ResponseCode::NoError),
+        }
+    }
+
+    async fn send<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        answer: Answer,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let response_edns = request.edns.as_ref().map(|req| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(req.max_payload().max(512));
+            edns.set_version(0);
+            edns
+        });
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.authoritative = true;
+        meta.response_code = answer.code;
+        // Negative answers carry the zone's SOA so resolvers know how long they may cache them.
+        let soa = (answer.answers.is_empty()).then(|| self.negative_soa.clone());
+        let response = MessageResponseBuilder::new(&request.queries, response_edns.as_ref()).build(
+            meta,
+            answer.answers.iter(),
+            soa.iter(),
+            iter::empty(),
+            answer.additionals.iter(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::debug!(%error, "could not send a DNS response");
+                let mut meta = Metadata::new(
+                    request.metadata.id,
+                    MessageType::Response,
+                    request.metadata.op_code,
+                );
+                meta.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header {
+                    metadata: meta,
+                    counts: HeaderCounts::default(),
+                })
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for DnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        match self.answer_dynamic(request) {
+            Some(answer) => self.send(request, answer, response_handle).await,
+            None => {
+                self.catalog
+                    .handle_request::<R, T>(request, response_handle)
+                    .await
+            }
+        }
+    }
+}
+
+/// SRV records plus the A/AAAA of their targets, for the instances in this answer.
+fn srv_answer(set: &AnswerSet, srv: Vec<Record>) -> Answer {
+    Answer::records(srv, set.srv_additional.to_vec())
+}
+
+fn address_answer(ip: IpAddr, qtype: RecordType) -> Answer {
+    let rdata = match (ip, qtype) {
+        (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => RData::A(A(v4)),
+        (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => RData::AAAA(AAAA(v6)),
+        _ => return Answer::negative(ResponseCode::NoError),
+    };
+    // Addresses do not move: the record is as stable as the name that encodes it.
+    Answer::records(vec![Record::from_rdata(Name::root(), 0, rdata)], Vec::new())
+}
+
+/// Answer records are compiled under the canonical name; they are sent under the name asked for
+/// (its case, and RFC 2782's `_service._tcp` form), as resolvers expect.
+fn with_owner(mut answer: Answer, qname: &Name) -> Answer {
+    for record in &mut answer.answers {
+        record.name = qname.clone();
+    }
+    answer
+}
+
+fn rotated(records: &[Record], start: usize) -> Vec<Record> {
+    let mut out = Vec::with_capacity(records.len());
+    out.extend_from_slice(&records[start.min(records.len())..]);
+    out.extend_from_slice(&records[..start.min(records.len())]);
+    out
+}

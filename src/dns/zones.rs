@@ -1,0 +1,171 @@
+//! Static zones: every `*.zone` file in the zones folder, parsed with hickory's master-file parser
+//! and served by hickory's `Catalog`. The served domain always has a zone; without a file its SOA
+//! and NS are synthesized.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
+use hickory_proto::serialize::txt::Parser;
+use hickory_server::net::runtime::TokioRuntimeProvider;
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    #[error("cannot read zone file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid zone file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// The loaded zones, and the SOA of the served domain (the authority of every negative answer).
+pub struct Zones {
+    pub catalog: Catalog,
+    /// The domain's SOA with its TTL already lowered to the negative-caching TTL (RFC 2308 §5).
+    pub negative_soa: Record,
+    pub files: Vec<PathBuf>,
+}
+
+pub fn load(dir: &Path, domain: &Name, node_addr: IpAddr) -> Result<Zones, ZoneError> {
+    let mut catalog = Catalog::new();
+    let mut files = Vec::new();
+    let mut domain_soa = None;
+    for path in zone_files(dir)? {
+        let text = std::fs::read_to_string(&path).map_err(|source| ZoneError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let default_origin = Name::from_ascii(format!("{stem}.")).ok();
+        let parse_error = |message: String| ZoneError::Parse {
+            path: path.clone(),
+            message,
+        };
+        let (origin, records) = Parser::new(text, Some(path.clone()), default_origin)
+            .parse()
+            .map_err(|e| parse_error(e.to_string()))?;
+        let origin = origin.to_lowercase();
+        let soa = soa_of(&origin, &records)
+            .ok_or_else(|| parse_error(format!("no SOA record at the origin {origin}")))?;
+        if origin == domain.to_lowercase() {
+            domain_soa = Some(soa);
+        }
+        add_zone(&mut catalog, origin, records).map_err(parse_error)?;
+        files.push(path);
+    }
+    let soa = match domain_soa {
+        Some(soa) => soa,
+        None => {
+            let (soa, records) = synthesized_zone(domain, node_addr);
+            add_zone(&mut catalog, domain.to_lowercase(), records).map_err(|message| {
+                ZoneError::Parse {
+                    path: dir.to_path_buf(),
+                    message,
+                }
+            })?;
+            soa
+        }
+    };
+    Ok(Zones {
+        catalog,
+        negative_soa: soa,
+        files,
+    })
+}
+
+/// The `*.zone` files of `dir`, sorted; a missing folder holds none.
+fn zone_files(dir: &Path) -> Result<Vec<PathBuf>, ZoneError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ZoneError::Read {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "zone") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn soa_of(origin: &Name, records: &BTreeMap<RrKey, RecordSet>) -> Option<Record> {
+    let rrset = records.get(&RrKey::new(LowerName::new(origin), RecordType::SOA))?;
+    let record = rrset.records_without_rrsigs().next()?;
+    let RData::SOA(soa) = &record.data else {
+        return None;
+    };
+    let negative_ttl = record.ttl.min(soa.minimum);
+    let mut negative = record.clone();
+    negative.ttl = negative_ttl;
+    Some(negative)
+}
+
+fn add_zone(
+    catalog: &mut Catalog,
+    origin: Name,
+    records: BTreeMap<RrKey, RecordSet>,
+) -> Result<(), String> {
+    let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+        origin.clone(),
+        records,
+        ZoneType::Primary,
+        AxfrPolicy::Deny,
+    )?;
+    let handler: Arc<dyn ZoneHandler> = Arc::new(handler);
+    catalog.upsert(LowerName::new(&origin), vec![handler]);
+    Ok(())
+}
+
+/// A minimal zone for the domain when no file defines it: SOA, NS `ns.<domain>` and its address.
+/// Negative answers may be cached for 0 s: services come back at any moment.
+fn synthesized_zone(domain: &Name, node_addr: IpAddr) -> (Record, BTreeMap<RrKey, RecordSet>) {
+    let origin = domain.to_lowercase();
+    let ns_name = Name::from_ascii("ns")
+        .and_then(|n| n.append_domain(&origin))
+        .unwrap_or_else(|_| origin.clone());
+    let hostmaster = Name::from_ascii("hostmaster")
+        .and_then(|n| n.append_domain(&origin))
+        .unwrap_or_else(|_| origin.clone());
+    let soa = Record::from_rdata(
+        origin.clone(),
+        0,
+        RData::SOA(SOA::new(
+            ns_name.clone(),
+            hostmaster,
+            1,
+            3600,
+            600,
+            86400,
+            0,
+        )),
+    );
+    let ns = Record::from_rdata(origin.clone(), 3600, RData::NS(NS(ns_name.clone())));
+    let glue = match node_addr {
+        IpAddr::V4(v4) => Record::from_rdata(ns_name, 3600, RData::A(A(v4))),
+        IpAddr::V6(v6) => Record::from_rdata(ns_name, 3600, RData::AAAA(AAAA(v6))),
+    };
+    let mut records = BTreeMap::new();
+    for record in [soa.clone(), ns, glue] {
+        let key = RrKey::new(LowerName::new(&record.name), record.record_type());
+        records
+            .entry(key)
+            .or_insert_with(|| RecordSet::new(record.name.clone(), record.record_type(), 0))
+            .insert(record, 0);
+    }
+    (soa, records)
+}

@@ -1,0 +1,38 @@
+//! The `sextant` binary: command line → config → logging → serve until SIGINT or SIGTERM.
+
+use clap::Parser;
+use sextant::App;
+use sextant::config::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let Command::Serve(args) = Cli::parse().command;
+    if let Err(error) = serve(args).await {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(args: sextant::config::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let config = args.into_config()?;
+    let app = App::bind(config).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    app.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = term.recv() => Ok(()),
+    }
+}

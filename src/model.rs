@@ -1,0 +1,472 @@
+//! Validated domain types: what a registered instance is once the edge has checked it.
+//!
+//! Everything here is built by `api::wire` (or the store, later) and never re-validated in the core.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A service name as it appears in DNS: one label, letters, digits and hyphens, at most 63 bytes.
+/// Kept as registered (for the HTTP API); `key()` is the case-folded form DNS and lookups use.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceName(Arc<str>);
+
+impl ServiceName {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        check_dns_label(name)?;
+        Ok(Self(name.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The case-insensitive identity of the service (DNS names compare without case).
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey::new(&self.0)
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The lower-cased service name: the key of the per-service index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey(Arc<str>);
+
+impl ServiceKey {
+    pub fn new(name: &str) -> Self {
+        Self(name.to_ascii_lowercase().into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An instance ID. Consul allows almost anything here (`redis:6379`, `10.0.0.1:8080`), and sextant's
+/// DNS never puts IDs in names, so only what would break the HTTP paths it appears in is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(Arc<str>);
+
+impl InstanceId {
+    pub const MAX_LEN: usize = 256;
+
+    pub fn parse(id: &str) -> Result<Self, String> {
+        if id.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if id.len() > Self::MAX_LEN {
+            return Err(format!("must be at most {} bytes", Self::MAX_LEN));
+        }
+        if let Some(c) = id
+            .chars()
+            .find(|c| c.is_control() || c.is_whitespace() || *c == '/' || *c == '?' || *c == '#')
+        {
+            return Err(format!("must not contain {c:?}"));
+        }
+        Ok(Self(id.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Check IDs are chosen by clients (or derived from the service ID) and appear in URL paths.
+pub type CheckId = InstanceId;
+
+/// Checks `label` is one DNS label by the host-name rule (RFC 1123): letters, digits, hyphens,
+/// 1 to 63 bytes, no hyphen at either end.
+pub fn check_dns_label(label: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if label.len() > 63 {
+        return Err(format!(
+            "{label:?} is longer than 63 bytes, the limit of a DNS label"
+        ));
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return Err(format!(
+            "{label:?} contains {c:?}; a DNS label holds only letters, digits and '-'"
+        ));
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err(format!("{label:?} must not start or end with '-'"));
+    }
+    Ok(())
+}
+
+/// True when a tag can be asked for in DNS (`<tag>.<service>.service.<domain>`).
+pub fn is_dns_label(label: &str) -> bool {
+    check_dns_label(label).is_ok()
+}
+
+/// Where an instance can be reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// No address given: the instance is on this node (Consul uses the agent's address).
+    Node,
+    Ip(IpAddr),
+    /// A host name, lower-cased, without the trailing dot.
+    Host(Arc<str>),
+}
+
+impl Address {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Ok(Self::Node);
+        }
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Self::Ip(ip));
+        }
+        let host = text.strip_suffix('.').unwrap_or(text);
+        if host.len() > 253 {
+            return Err(format!(
+                "{text:?} is neither an IP address nor a host name (longer than 253 bytes)"
+            ));
+        }
+        // A host name whose labels are all digits would be an IPv4 typo, not a name.
+        if host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!("{text:?} is not a valid IP address"));
+        }
+        for label in host.split('.') {
+            check_dns_label(label)
+                .map_err(|e| format!("{text:?} is neither an IP address nor a host name: {e}"))?;
+        }
+        Ok(Self::Host(host.to_ascii_lowercase().into()))
+    }
+
+    /// The text Consul reports: empty for "the node's address".
+    pub fn to_wire(&self) -> String {
+        match self {
+            Self::Node => String::new(),
+            Self::Ip(ip) => ip.to_string(),
+            Self::Host(h) => h.to_string(),
+        }
+    }
+}
+
+/// Health, ordered from best to worst so an instance's status is the `max` of its checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Health {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passing => "passing",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "passing" => Some(Self::Passing),
+            "warning" => Some(Self::Warning),
+            "critical" => Some(Self::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// SRV weights by health, as Consul's `Weights`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Weights {
+    pub passing: u16,
+    pub warning: u16,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self {
+            passing: 1,
+            warning: 1,
+        }
+    }
+}
+
+/// What a check probes. Only the definition: running it is the health module's job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    Http {
+        url: String,
+        method: String,
+        header: BTreeMap<String, Vec<String>>,
+        body: String,
+        tls_skip_verify: bool,
+        interval: Duration,
+        timeout: Duration,
+    },
+    Tcp {
+        target: String,
+        interval: Duration,
+        timeout: Duration,
+    },
+    Ttl {
+        ttl: Duration,
+    },
+}
+
+impl CheckKind {
+    /// Consul's `Type` field.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Http { .. } => "http",
+            Self::Tcp { .. } => "tcp",
+            Self::Ttl { .. } => "ttl",
+        }
+    }
+}
+
+/// A check definition as registered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckSpec {
+    pub id: CheckId,
+    pub name: String,
+    pub notes: String,
+    pub kind: CheckKind,
+    pub initial_status: Health,
+    pub success_before_passing: u32,
+    pub failures_before_critical: u32,
+    pub deregister_critical_after: Option<Duration>,
+}
+
+/// A check and its current state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub spec: CheckSpec,
+    pub status: Health,
+    pub output: String,
+    /// When the status or output last changed.
+    pub last_update: SystemTime,
+}
+
+impl Check {
+    /// The sub-second part of `last_update` in whole microseconds (what ISO-8601 readers accept).
+    pub fn last_update_micros(&self) -> u32 {
+        self.last_update
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_micros())
+    }
+
+    pub fn new(spec: CheckSpec) -> Self {
+        Self {
+            status: spec.initial_status,
+            output: String::new(),
+            last_update: SystemTime::now(),
+            spec,
+        }
+    }
+}
+
+/// A registered service instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub service: ServiceName,
+    pub tags: Vec<String>,
+    pub address: Address,
+    pub port: u16,
+    pub meta: BTreeMap<String, String>,
+    pub tagged_addresses: BTreeMap<String, (String, u16)>,
+    pub weights: Weights,
+    pub enable_tag_override: bool,
+    pub checks: Vec<Check>,
+    /// Raft-style indexes as Consul reports them; set by the registry.
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl Instance {
+    /// The worst status of the instance's checks; passing with none.
+    pub fn health(&self) -> Health {
+        self.checks
+            .iter()
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(Health::Passing)
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))
+    }
+}
+
+/// Parses a Go duration string ("10s", "1m30s", "500ms", "1.5h", "0"), as Consul's JSON takes them.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("{text:?} is not a duration (use Go's form: \"10s\", \"1m30s\", \"500ms\")");
+    let s = text.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() || s.starts_with('-') {
+        return Err(bad());
+    }
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let mut rest = s;
+    let mut total_nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit_nanos = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total_nanos += value * unit_nanos;
+    }
+    // Go's durations stop at about 292 years; anything near that is a mistake.
+    if !total_nanos.is_finite() || total_nanos > 9.2e18 {
+        return Err(bad());
+    }
+    Ok(Duration::from_nanos(total_nanos.round() as u64))
+}
+
+/// Formats a duration the way Go prints it, for echoing definitions back ("10s", "1m30s", "500ms").
+pub fn format_go_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    if d < Duration::from_secs(1) {
+        let nanos = d.as_nanos();
+        return if nanos.is_multiple_of(1_000_000) {
+            format!("{}ms", nanos / 1_000_000)
+        } else if nanos.is_multiple_of(1000) {
+            format!("{}µs", nanos / 1000)
+        } else {
+            format!("{nanos}ns")
+        };
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let frac = d.subsec_nanos();
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if frac == 0 {
+        out.push_str(&format!("{s}s"));
+    } else {
+        let frac = format!("{:09}", frac);
+        out.push_str(&format!("{s}.{}s", frac.trim_end_matches('0')));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse() {
+        let cases = [
+            ("10s", Duration::from_secs(10)),
+            ("1m30s", Duration::from_secs(90)),
+            ("500ms", Duration::from_millis(500)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("2h45m", Duration::from_secs(9900)),
+            ("100us", Duration::from_micros(100)),
+            ("0", Duration::ZERO),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_go_duration(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "",
+            "10",
+            "ten seconds",
+            "-5s",
+            "5x",
+            "s",
+            "1.2.3s",
+            "9999999999h",
+        ] {
+            assert!(parse_go_duration(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn go_durations_round_trip() {
+        for text in ["10s", "1m30s", "500ms", "1h0m0s", "2.5s", "30s"] {
+            let d = parse_go_duration(text).unwrap();
+            assert_eq!(parse_go_duration(&format_go_duration(d)), Ok(d), "{text}");
+        }
+        assert_eq!(format_go_duration(Duration::from_secs(90)), "1m30s");
+    }
+
+    #[test]
+    fn labels_and_addresses() {
+        assert!(ServiceName::parse("orders-v2").is_ok());
+        for bad in ["", "orders.v2", "orders_v2", "-orders", &"x".repeat(64)] {
+            assert!(ServiceName::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Address::parse("").unwrap(), Address::Node);
+        assert!(matches!(
+            Address::parse("10.0.0.1").unwrap(),
+            Address::Ip(_)
+        ));
+        assert!(matches!(Address::parse("::1").unwrap(), Address::Ip(_)));
+        assert_eq!(
+            Address::parse("DB.Example.com.").unwrap(),
+            Address::Host("db.example.com".into())
+        );
+        for bad in ["10.0.0.300", "not an address", "a..b", "under_score.com"] {
+            assert!(Address::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn instance_ids() {
+        assert!(InstanceId::parse("redis:6379").is_ok());
+        assert!(InstanceId::parse("10.0.0.1:8080").is_ok());
+        for bad in ["", "a/b", "a b", "a\nb"] {
+            assert!(InstanceId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn health_is_worst_of_checks() {
+        assert!(Health::Passing < Health::Warning && Health::Warning < Health::Critical);
+    }
+}
