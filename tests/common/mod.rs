@@ -1,0 +1,110 @@
+//! Test harness: a real sextant on ephemeral loopback ports, a real HTTP client, a real DNS client.
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+pub mod dns;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use sextant::{App, Config};
+
+pub struct TestServer {
+    app: Option<App>,
+    pub http: reqwest::Client,
+    pub base: String,
+    pub dns: SocketAddr,
+}
+
+/// The repository's own zone files, as shipped.
+pub fn repo_zones() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones")
+}
+
+pub fn test_config() -> Config {
+    Config {
+        dns: "127.0.0.1:0".parse().unwrap(),
+        http: "127.0.0.1:0".parse().unwrap(),
+        zones: repo_zones(),
+        node_name: Some("testnode".into()),
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let app = App::bind(config).await.expect("server starts");
+        Self {
+            base: format!("http://{}", app.http_addr()),
+            dns: app.dns_addr(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            app: Some(app),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn put_json(&self, path: &str, body: &Value) -> (StatusCode, String) {
+        let resp = self.http.put(self.url(path)).json(body).send().await.expect("HTTP PUT");
+        (resp.status(), resp.text().await.unwrap())
+    }
+
+    pub async fn put_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, String) {
+        let resp = self.http.put(self.url(path)).body(body).send().await.expect("HTTP PUT");
+        (resp.status(), resp.text().await.unwrap())
+    }
+
+    pub async fn put(&self, path: &str) -> (StatusCode, String) {
+        self.put_raw(path, "").await
+    }
+
+    /// Registers and asserts the 200.
+    pub async fn register(&self, body: Value) {
+        let (status, text) = self.put_json("/v1/agent/service/register", &body).await;
+        assert_eq!(status, StatusCode::OK, "registration of {body} refused: {text}");
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let resp = self.http.get(self.url(path)).send().await.expect("HTTP GET");
+        let headers = resp.headers().clone();
+        (resp.status(), headers, resp.text().await.unwrap())
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let (status, _, text) = self.get(path).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {text}"))
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+    }
+}
+
+/// Polls `probe` until it returns true or `timeout` passes; tests never "sleep a bit".
+pub async fn eventually<F, Fut>(timeout: Duration, mut probe: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if probe().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
