@@ -1,5 +1,7 @@
 //! The `sextant` binary: command line → config → logging → serve until SIGINT or SIGTERM.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use sextant::App;
 use sextant::config::{Cli, Command};
@@ -7,10 +9,13 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() {
+    // Logs go to stderr, coloured only on a terminal, so they can be piped and parsed.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let Command::Serve(args) = Cli::parse().command;
     if let Err(error) = serve(args).await {

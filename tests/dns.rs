@@ -27,13 +27,22 @@ async fn registered_instance_answers_a_and_srv_over_udp_and_tcp() {
         tcp(server.dns, "orders.service.trading-dc.", RecordType::A).await,
     ] {
         assert_eq!(rcode(&reply), ResponseCode::NoError);
-        assert!(reply.metadata.authoritative, "AA is set on authoritative answers");
+        assert!(
+            reply.metadata.authoritative,
+            "AA is set on authoritative answers"
+        );
         assert_eq!(addresses(&reply), vec![ip("10.0.0.1")]);
     }
 
     let srv = udp(server.dns, "orders.service.trading-dc.", RecordType::SRV).await;
-    assert_eq!(srvs(&srv), vec![(8080, 1, "0a000001.addr.trading-dc.".to_string())]);
-    assert_eq!(additional_addresses(&srv), vec![("0a000001.addr.trading-dc.".to_string(), ip("10.0.0.1"))]);
+    assert_eq!(
+        srvs(&srv),
+        vec![(8080, 1, "0a000001.addr.trading-dc.".to_string())]
+    );
+    assert_eq!(
+        additional_addresses(&srv),
+        vec![("0a000001.addr.trading-dc.".to_string(), ip("10.0.0.1"))]
+    );
     // The SRV target itself resolves to the instance address.
     let target = udp(server.dns, "0a000001.addr.trading-dc.", RecordType::A).await;
     assert_eq!(addresses(&target), vec![ip("10.0.0.1")]);
@@ -49,7 +58,10 @@ async fn names_match_without_case_and_ipv6_answers_aaaa() {
     let reply = udp(server.dns, "QUOTES.Service.TRADING-DC.", RecordType::AAAA).await;
     assert_eq!(addresses(&reply), vec![ip("2001:db8::7")]);
     // The answer is under the name as asked (resolvers using 0x20 compare it).
-    assert_eq!(reply.answers[0].name.to_ascii(), "QUOTES.Service.TRADING-DC.");
+    assert_eq!(
+        reply.answers[0].name.to_ascii(),
+        "QUOTES.Service.TRADING-DC."
+    );
     // A service with only an IPv6 instance has no A records: NODATA, not NXDOMAIN.
     let a = udp(server.dns, "quotes.service.trading-dc.", RecordType::A).await;
     assert_eq!(rcode(&a), ResponseCode::NoError);
@@ -60,15 +72,23 @@ async fn names_match_without_case_and_ipv6_answers_aaaa() {
 #[tokio::test]
 async fn deregistered_service_is_nxdomain_with_soa() {
     let server = TestServer::start().await;
-    server.register(json!({"Name": "orders", "ID": "orders-1", "Address": "10.0.0.1", "Port": 80})).await;
-    assert_eq!(addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await).len(), 1);
+    server
+        .register(json!({"Name": "orders", "ID": "orders-1", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+    assert_eq!(
+        addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await).len(),
+        1
+    );
 
     let (status, body) = server.put("/v1/agent/service/deregister/orders-1").await;
     assert_eq!(status, 200, "{body}");
     let reply = udp(server.dns, "orders.service.trading-dc.", RecordType::A).await;
     assert_eq!(rcode(&reply), ResponseCode::NXDomain);
     assert!(reply.answers.is_empty());
-    assert!(has_soa(&reply, "trading-dc."), "NXDOMAIN carries the SOA: {reply:?}");
+    assert!(
+        has_soa(&reply, "trading-dc."),
+        "NXDOMAIN carries the SOA: {reply:?}"
+    );
     assert!(reply.metadata.authoritative);
     server.stop().await;
 }
@@ -78,23 +98,39 @@ async fn critical_instances_are_never_handed_out() {
     let server = TestServer::start().await;
     for (id, addr) in [("orders-1", "10.0.0.1"), ("orders-2", "10.0.0.2")] {
         server
-            .register(json!({"Name": "orders", "ID": id, "Address": addr, "Port": 80,
-                              "Check": {"TTL": "60s", "Status": "passing"}}))
+            .register(
+                json!({"Name": "orders", "ID": id, "Address": addr, "Port": 80,
+                              "Check": {"TTL": "60s", "Status": "passing"}}),
+            )
             .await;
     }
-    let both: HashSet<_> = addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await).into_iter().collect();
+    let both: HashSet<_> =
+        addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await)
+            .into_iter()
+            .collect();
     assert_eq!(both, HashSet::from([ip("10.0.0.1"), ip("10.0.0.2")]));
 
-    let (status, body) = server.put("/v1/agent/check/fail/service:orders-1?note=down").await;
+    let (status, body) = server
+        .put("/v1/agent/check/fail/service:orders-1?note=down")
+        .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await), vec![ip("10.0.0.2")]);
+    assert_eq!(
+        addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await),
+        vec![ip("10.0.0.2")]
+    );
     let srv = udp(server.dns, "orders.service.trading-dc.", RecordType::SRV).await;
     assert_eq!(srvs(&srv).len(), 1);
-    assert_eq!(additional_addresses(&srv), vec![("0a000002.addr.trading-dc.".to_string(), ip("10.0.0.2"))]);
+    assert_eq!(
+        additional_addresses(&srv),
+        vec![("0a000002.addr.trading-dc.".to_string(), ip("10.0.0.2"))]
+    );
 
     // A warning instance is still answered (as Consul), with its Warning weight in SRV.
     server.put("/v1/agent/check/warn/service:orders-2").await;
-    assert_eq!(addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await), vec![ip("10.0.0.2")]);
+    assert_eq!(
+        addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await),
+        vec![ip("10.0.0.2")]
+    );
 
     // All critical: the name still exists (NOERROR, no records, SOA), never NXDOMAIN.
     server.put("/v1/agent/check/fail/service:orders-2").await;
@@ -107,7 +143,10 @@ async fn critical_instances_are_never_handed_out() {
 
     // Back to passing: back in DNS.
     server.put("/v1/agent/check/pass/service:orders-1").await;
-    assert_eq!(addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await), vec![ip("10.0.0.1")]);
+    assert_eq!(
+        addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await),
+        vec![ip("10.0.0.1")]
+    );
     server.stop().await;
 }
 
@@ -115,21 +154,33 @@ async fn critical_instances_are_never_handed_out() {
 async fn a_check_without_status_starts_critical_as_in_consul() {
     let server = TestServer::start().await;
     server
-        .register(json!({"Name": "web", "ID": "web-1", "Address": "10.0.1.1", "Port": 80,
-                          "Check": {"HTTP": "http://10.0.1.1/health", "Interval": "10s"}}))
+        .register(
+            json!({"Name": "web", "ID": "web-1", "Address": "10.0.1.1", "Port": 80,
+                          "Check": {"HTTP": "http://10.0.1.1/health", "Interval": "10s"}}),
+        )
         .await;
     let reply = udp(server.dns, "web.service.trading-dc.", RecordType::A).await;
     assert_eq!(rcode(&reply), ResponseCode::NoError);
-    assert!(reply.answers.is_empty(), "an unchecked instance is not handed out yet");
+    assert!(
+        reply.answers.is_empty(),
+        "an unchecked instance is not handed out yet"
+    );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn negative_answers_carry_the_soa() {
     let server = TestServer::start().await;
-    server.register(json!({"Name": "orders", "Address": "10.0.0.1", "Port": 80})).await;
+    server
+        .register(json!({"Name": "orders", "Address": "10.0.0.1", "Port": 80}))
+        .await;
 
-    for name in ["nosuch.service.trading-dc.", "www.trading-dc.", "a.b.c.service.trading-dc.", "zz.addr.trading-dc."] {
+    for name in [
+        "nosuch.service.trading-dc.",
+        "www.trading-dc.",
+        "a.b.c.service.trading-dc.",
+        "zz.addr.trading-dc.",
+    ] {
         let reply = udp(server.dns, name, RecordType::A).await;
         assert_eq!(rcode(&reply), ResponseCode::NXDomain, "{name}");
         assert!(reply.metadata.authoritative, "{name}");
@@ -180,7 +231,10 @@ async fn without_a_zone_file_soa_and_ns_are_synthesized() {
     let nx = udp(server.dns, "nosuch.service.other-dc.", RecordType::A).await;
     assert_eq!(rcode(&nx), ResponseCode::NXDomain);
     assert!(has_soa(&nx, "other-dc."));
-    assert_eq!(rcode(&udp(server.dns, "x.service.trading-dc.", RecordType::A).await), ResponseCode::Refused);
+    assert_eq!(
+        rcode(&udp(server.dns, "x.service.trading-dc.", RecordType::A).await),
+        ResponseCode::Refused
+    );
     server.stop().await;
 }
 
@@ -193,18 +247,32 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
             .await;
     }
     let udp_reply = udp(server.dns, "big.service.trading-dc.", RecordType::SRV).await;
-    assert!(udp_reply.metadata.truncation, "60 SRV records do not fit 512 bytes: TC must be set");
+    assert!(
+        udp_reply.metadata.truncation,
+        "60 SRV records do not fit 512 bytes: TC must be set"
+    );
 
     let tcp_reply = tcp(server.dns, "big.service.trading-dc.", RecordType::SRV).await;
     assert!(!tcp_reply.metadata.truncation);
     assert_eq!(srvs(&tcp_reply).len(), 60);
-    assert_eq!(additional_addresses(&tcp_reply).len(), 60, "every SRV target's address is in the additional section");
+    assert_eq!(
+        additional_addresses(&tcp_reply).len(),
+        60,
+        "every SRV target's address is in the additional section"
+    );
 
     // A client announcing a large EDNS buffer gets everything over UDP as well.
-    let big_buffer = udp_message(server.dns, &query_message("big.service.trading-dc.", RecordType::A, Some(4096))).await;
+    let big_buffer = udp_message(
+        server.dns,
+        &query_message("big.service.trading-dc.", RecordType::A, Some(4096)),
+    )
+    .await;
     assert!(!big_buffer.metadata.truncation);
     assert_eq!(addresses(&big_buffer).len(), 60);
-    assert!(big_buffer.edns.is_some(), "an EDNS query gets an OPT record back");
+    assert!(
+        big_buffer.edns.is_some(),
+        "an EDNS query gets an OPT record back"
+    );
     server.stop().await;
 }
 
@@ -223,7 +291,10 @@ async fn answers_rotate_between_queries() {
         assert_eq!(addrs.len(), 5, "every query gets every instance");
         firsts.insert(addrs[0]);
     }
-    assert!(firsts.len() >= 3, "the first record varies between queries: {firsts:?}");
+    assert!(
+        firsts.len() >= 3,
+        "the first record varies between queries: {firsts:?}"
+    );
     server.stop().await;
 }
 
@@ -238,56 +309,110 @@ async fn tags_node_address_and_service_ttl() {
     server.register(json!({"Name": "db", "ID": "db-1", "Address": "10.3.0.1", "Port": 5432, "Tags": ["primary"]})).await;
     server.register(json!({"Name": "db", "ID": "db-2", "Address": "10.3.0.2", "Port": 5432, "Tags": ["replica"]})).await;
     // No Address: the instance is on this node, as in Consul.
-    server.register(json!({"Name": "local", "Port": 7000})).await;
+    server
+        .register(json!({"Name": "local", "Port": 7000}))
+        .await;
 
     let primary = udp(server.dns, "primary.db.service.trading-dc.", RecordType::A).await;
     assert_eq!(addresses(&primary), vec![ip("10.3.0.1")]);
     assert_eq!(primary.answers[0].ttl, 15);
-    let rfc2782 = udp(server.dns, "_db._replica.service.trading-dc.", RecordType::SRV).await;
+    let rfc2782 = udp(
+        server.dns,
+        "_db._replica.service.trading-dc.",
+        RecordType::SRV,
+    )
+    .await;
     assert_eq!(srvs(&rfc2782).len(), 1);
-    assert_eq!(rfc2782.answers[0].name.to_ascii(), "_db._replica.service.trading-dc.");
+    assert_eq!(
+        rfc2782.answers[0].name.to_ascii(),
+        "_db._replica.service.trading-dc."
+    );
     let any_tag = udp(server.dns, "_db._tcp.service.trading-dc.", RecordType::SRV).await;
     assert_eq!(srvs(&any_tag).len(), 2);
-    assert_eq!(rcode(&udp(server.dns, "nosuchtag.db.service.trading-dc.", RecordType::A).await), ResponseCode::NXDomain);
+    assert_eq!(
+        rcode(
+            &udp(
+                server.dns,
+                "nosuchtag.db.service.trading-dc.",
+                RecordType::A
+            )
+            .await
+        ),
+        ResponseCode::NXDomain
+    );
 
-    assert_eq!(addresses(&udp(server.dns, "local.service.trading-dc.", RecordType::A).await), vec![ip("192.0.2.10")]);
-    assert_eq!(addresses(&udp(server.dns, "testnode.node.trading-dc.", RecordType::A).await), vec![ip("192.0.2.10")]);
+    assert_eq!(
+        addresses(&udp(server.dns, "local.service.trading-dc.", RecordType::A).await),
+        vec![ip("192.0.2.10")]
+    );
+    assert_eq!(
+        addresses(&udp(server.dns, "testnode.node.trading-dc.", RecordType::A).await),
+        vec![ip("192.0.2.10")]
+    );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn malformed_packets_do_not_stop_the_server() {
     let server = TestServer::start().await;
-    server.register(json!({"Name": "orders", "Address": "10.0.0.1", "Port": 80})).await;
-    let valid = query_message("orders.service.trading-dc.", RecordType::A, None).to_vec().unwrap();
-    let mut garbage: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0xff; 11], vec![0xff; 12], vec![0xab; 600]];
+    server
+        .register(json!({"Name": "orders", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+    let valid = query_message("orders.service.trading-dc.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    let mut garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0],
+        vec![0xff; 11],
+        vec![0xff; 12],
+        vec![0xab; 600],
+    ];
     garbage.push(valid[..valid.len() - 3].to_vec()); // truncated question
     let mut bad_label = valid.clone();
     bad_label[12] = 0xc0; // a compression pointer where a label should start
     garbage.push(bad_label);
     for packet in &garbage {
-        if let Some(reply) = udp_raw_within(server.dns, packet, std::time::Duration::from_millis(300)).await {
+        if let Some(reply) =
+            udp_raw_within(server.dns, packet, std::time::Duration::from_millis(300)).await
+        {
             // Either dropped, or answered with an error code: never a crash, never an answer.
             assert!(reply.len() >= 4, "a reply is at least a header's start");
-            assert_ne!(reply[3] & 0x0f, 0, "a malformed query gets an error rcode, got {reply:?}");
+            assert_ne!(
+                reply[3] & 0x0f,
+                0,
+                "a malformed query gets an error rcode, got {reply:?}"
+            );
         }
     }
     let mut tcp = TcpClient::connect(server.dns).await;
-    tcp.send_raw(&[0xde, 0xad, 0xbe, 0xef, 0, 1]).await;
+    tcp.send_raw(&[0xde, 0xad, 0xbe, 0xef, 0, 1]).await; // a whole frame of garbage
     let _ = tcp.recv().await; // FORMERR or a closed connection; either is fine
 
     let reply = udp(server.dns, "orders.service.trading-dc.", RecordType::A).await;
-    assert_eq!(addresses(&reply), vec![ip("10.0.0.1")], "the server still answers after malformed input");
+    assert_eq!(
+        addresses(&reply),
+        vec![ip("10.0.0.1")],
+        "the server still answers after malformed input"
+    );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn several_queries_on_one_tcp_connection() {
     let server = TestServer::start().await;
-    server.register(json!({"Name": "orders", "Address": "10.0.0.1", "Port": 80})).await;
+    server
+        .register(json!({"Name": "orders", "Address": "10.0.0.1", "Port": 80}))
+        .await;
     let mut conn = TcpClient::connect(server.dns).await;
     for _ in 0..5 {
-        let reply = conn.query(&query_message("orders.service.trading-dc.", RecordType::A, None)).await;
+        let reply = conn
+            .query(&query_message(
+                "orders.service.trading-dc.",
+                RecordType::A,
+                None,
+            ))
+            .await;
         assert_eq!(addresses(&reply), vec![ip("10.0.0.1")]);
     }
     server.stop().await;

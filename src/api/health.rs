@@ -7,7 +7,9 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{ApiState, Params, consul_json, wire};
-use crate::model::Health;
+use std::sync::Arc;
+
+use crate::model::{Health, Instance, InstanceId};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -38,14 +40,24 @@ async fn service(
     consul_json(entry.modify_index, json!(list))
 }
 
+/// The checks of a service's instances. When no service has that name but an instance has that
+/// ID, its checks (sextant's extension: the design documents' client asks by instance ID).
 async fn checks(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
-    let Some(entry) = state.registry.service(&name) else {
-        return consul_json(state.registry.index(), json!([]));
+    let render = |instances: &[Arc<Instance>]| -> Value {
+        let list: Vec<Value> = instances
+            .iter()
+            .flat_map(|i| i.checks.iter().map(|c| wire::check_json(c, i, &state.node)))
+            .collect();
+        json!(list)
     };
-    let list: Vec<Value> = entry
-        .instances
-        .iter()
-        .flat_map(|i| i.checks.iter().map(|c| wire::check_json(c, i, &state.node)))
-        .collect();
-    consul_json(entry.modify_index, json!(list))
+    if let Some(entry) = state.registry.service(&name) {
+        return consul_json(entry.modify_index, render(&entry.instances));
+    }
+    match InstanceId::parse(&name)
+        .ok()
+        .and_then(|id| state.registry.instance(&id))
+    {
+        Some(instance) => consul_json(instance.modify_index, render(&[instance])),
+        None => consul_json(state.registry.index(), json!([])),
+    }
 }

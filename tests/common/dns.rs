@@ -13,7 +13,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub fn query_message(name: &str, rtype: RecordType, edns_payload: Option<u16>) -> Message {
     let mut msg = Message::new(rand_id(), MessageType::Query, OpCode::Query);
     msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(Name::from_ascii(name).expect("valid query name"), rtype));
+    msg.add_query(Query::query(
+        Name::from_ascii(name).expect("valid query name"),
+        rtype,
+    ));
     if let Some(size) = edns_payload {
         let mut edns = Edns::new();
         edns.set_max_payload(size);
@@ -38,15 +41,23 @@ pub async fn udp_raw_within(server: SocketAddr, packet: &[u8], wait: Duration) -
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.send_to(packet, server).await.unwrap();
     let mut buf = vec![0u8; 65535];
-    let (len, _) = tokio::time::timeout(wait, socket.recv_from(&mut buf)).await.ok()?.ok()?;
+    let (len, _) = tokio::time::timeout(wait, socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
     buf.truncate(len);
     Some(buf)
 }
 
 pub async fn udp_message(server: SocketAddr, msg: &Message) -> Message {
-    let reply = udp_raw(server, &msg.to_vec().unwrap()).await.expect("a UDP reply within 5 s");
+    let reply = udp_raw(server, &msg.to_vec().unwrap())
+        .await
+        .expect("a UDP reply within 5 s");
     let parsed = Message::from_vec(&reply).expect("a well-formed reply");
-    assert_eq!(parsed.metadata.id, msg.metadata.id, "reply ID matches the query");
+    assert_eq!(
+        parsed.metadata.id, msg.metadata.id,
+        "reply ID matches the query"
+    );
     parsed
 }
 
@@ -70,9 +81,15 @@ impl TcpClient {
 
     pub async fn recv(&mut self) -> Option<Message> {
         let mut len = [0u8; 2];
-        tokio::time::timeout(TIMEOUT, self.0.read_exact(&mut len)).await.ok()?.ok()?;
+        tokio::time::timeout(TIMEOUT, self.0.read_exact(&mut len))
+            .await
+            .ok()?
+            .ok()?;
         let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        tokio::time::timeout(TIMEOUT, self.0.read_exact(&mut buf)).await.ok()?.ok()?;
+        tokio::time::timeout(TIMEOUT, self.0.read_exact(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         Some(Message::from_vec(&buf).expect("a well-formed reply"))
     }
 
@@ -85,7 +102,10 @@ impl TcpClient {
 }
 
 pub async fn tcp(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
-    TcpClient::connect(server).await.query(&query_message(name, rtype, None)).await
+    TcpClient::connect(server)
+        .await
+        .query(&query_message(name, rtype, None))
+        .await
 }
 
 // === reading answers ===

@@ -1,0 +1,154 @@
+//! The real `sextant` binary: starts on port 0, says where it listens, serves, and stops cleanly
+//! on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+
+#[tokio::test]
+async fn binary_serves_on_ephemeral_ports_and_stops_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args([
+            "serve",
+            "--dns",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--zones",
+        ])
+        .arg(common::repo_zones())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sextant starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let field = |line: &str, key: &str| -> Option<SocketAddr> {
+        let start = line.find(&format!("{key}="))? + key.len() + 1;
+        line[start..].split_whitespace().next()?.parse().ok()
+    };
+    let (dns, http) = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server logs its addresses");
+        if line.contains("sextant is serving") {
+            break (field(&line, "dns").unwrap(), field(&line, "http").unwrap());
+        }
+    };
+
+    let client = reqwest::Client::new();
+    let resp = client
+        .put(format!("http://{http}/v1/agent/service/register"))
+        .body(r#"{"Name": "orders", "Address": "10.0.0.1", "Port": 8080}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let reply = common::dns::udp(dns, "orders.service.trading-dc.", RecordType::SRV).await;
+    assert_eq!(
+        common::dns::srvs(&reply),
+        vec![(8080, 1, "0a000001.addr.trading-dc.".to_string())]
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sextant did not stop within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+/// A server left behind by a failed test would hold the test runner's pipes open.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args([
+            "serve",
+            "--dns",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--domain",
+            "bad_domain",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("error: invalid domain"), "{stderr}");
+
+    let dir = std::env::temp_dir().join(format!("sextant-badzone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("trading-dc.zone"), "@ IN SOA this is not a zone\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args([
+            "serve",
+            "--dns",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--zones",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("trading-dc.zone"),
+        "the error names the zone file: {stderr}"
+    );
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--dns",
+        "--http",
+        "--domain",
+        "--zones",
+        "--data-dir",
+        "--config",
+        "--service-ttl",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+}

@@ -1,0 +1,453 @@
+//! The Consul-compatible HTTP API: shapes, status codes, field casing, and bad input.
+
+mod common;
+
+use common::TestServer;
+use hickory_proto::rr::RecordType;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn register_list_get_and_deregister() {
+    let server = TestServer::start().await;
+    server
+        .register(json!({
+            "ID": "orders-1", "Name": "orders", "Address": "10.0.0.1", "Port": 8080,
+            "Tags": ["primary", "v2"], "Meta": {"version": "2.1"},
+            "Weights": {"Passing": 10, "Warning": 1}
+        }))
+        .await;
+
+    let services = server.get_json("/v1/agent/services").await;
+    let s = &services["orders-1"];
+    assert_eq!(s["ID"], "orders-1");
+    assert_eq!(s["Service"], "orders");
+    assert_eq!(s["Address"], "10.0.0.1");
+    assert_eq!(s["Port"], 8080);
+    assert_eq!(s["Tags"], json!(["primary", "v2"]));
+    assert_eq!(s["Meta"], json!({"version": "2.1"}));
+    assert_eq!(s["Weights"], json!({"Passing": 10, "Warning": 1}));
+
+    let one = server.get_json("/v1/agent/service/orders-1").await;
+    assert_eq!(one["Service"], "orders");
+    let (status, _, body) = server.get("/v1/agent/service/nope").await;
+    assert_eq!(status, 404, "{body}");
+
+    // Re-registering the same ID replaces the instance.
+    server
+        .register(json!({"ID": "orders-1", "Name": "orders", "Address": "10.0.0.9", "Port": 9090}))
+        .await;
+    let one = server.get_json("/v1/agent/service/orders-1").await;
+    assert_eq!(one["Address"], "10.0.0.9");
+    assert_eq!(one["Port"], 9090);
+    assert_eq!(one["Tags"], json!([]));
+    assert_eq!(
+        server
+            .get_json("/v1/agent/services")
+            .await
+            .as_object()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let (status, body) = server.put("/v1/agent/service/deregister/orders-1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get_json("/v1/agent/services").await, json!({}));
+    let (status, body) = server.put("/v1/agent/service/deregister/orders-1").await;
+    assert_eq!(status, 404, "deregistering an unknown ID: {body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn id_defaults_to_name_and_lowercase_snake_case_fields_are_accepted() {
+    let server = TestServer::start().await;
+    // What py-consul sends: lower-case keys, snake_case for compound names.
+    server
+        .register(json!({
+            "name": "payments", "port": 7000, "address": "10.9.0.1", "tags": ["blue"],
+            "enable_tag_override": true,
+            "tagged_addresses": {"lan": {"address": "10.9.0.1", "port": 7000}},
+            "checks": [{"ttl": "30s", "status": "passing", "deregister_critical_service_after": "90s"}]
+        }))
+        .await;
+    let s = server.get_json("/v1/agent/service/payments").await;
+    assert_eq!(s["ID"], "payments", "ID defaults to Name");
+    assert_eq!(s["EnableTagOverride"], true);
+    assert_eq!(
+        s["TaggedAddresses"]["lan"],
+        json!({"Address": "10.9.0.1", "Port": 7000})
+    );
+    let checks = server.get_json("/v1/health/checks/payments").await;
+    assert_eq!(
+        checks[0]["CheckID"], "service:payments",
+        "one check in Checks gets service:<id>"
+    );
+    assert_eq!(checks[0]["Status"], "passing");
+    assert_eq!(checks[0]["Type"], "ttl");
+    assert_eq!(
+        checks[0]["Definition"]["DeregisterCriticalServiceAfter"],
+        "1m30s"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn check_ids_follow_consul() {
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "api", "ID": "api-1", "Port": 80, "Checks": [
+            {"TTL": "10s"},
+            {"TCP": "127.0.0.1:80", "Interval": "5s"},
+            {"CheckID": "custom", "HTTP": "http://127.0.0.1/health", "Interval": "10s", "Timeout": "30s"}
+        ]}))
+        .await;
+    let checks = server.get_json("/v1/agent/checks").await;
+    let mut ids: Vec<&String> = checks.as_object().unwrap().keys().collect();
+    ids.sort();
+    assert_eq!(ids, ["custom", "service:api-1:1", "service:api-1:2"]);
+    assert_eq!(
+        checks["custom"]["Status"], "critical",
+        "checks start critical, as in Consul"
+    );
+    assert_eq!(
+        checks["custom"]["Timeout"], "10s",
+        "the timeout never exceeds the interval"
+    );
+    assert_eq!(checks["service:api-1:2"]["Interval"], "5s");
+    assert_eq!(checks["service:api-1:2"]["Timeout"], "5s");
+
+    // Another instance may not take a check ID that is in use.
+    let (status, body) = server
+        .put_json(
+            "/v1/agent/service/register",
+            &json!({"Name": "api", "ID": "api-2", "Check": {"CheckID": "custom", "TTL": "5s"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("custom"), "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ttl_check_updates_set_status_and_output() {
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "worker", "Port": 1, "Check": {"TTL": "30s"}}))
+        .await;
+    let status_of = |v: &Value| v[0]["Checks"][1]["Status"].as_str().unwrap().to_owned();
+
+    let (s, _) = server
+        .put("/v1/agent/check/pass/service:worker?note=all%20good")
+        .await;
+    assert_eq!(s, 200);
+    let health = server.get_json("/v1/health/service/worker").await;
+    assert_eq!(status_of(&health), "passing");
+    assert_eq!(health[0]["Checks"][1]["Output"], "all good");
+
+    let (s, body) = server
+        .put_json(
+            "/v1/agent/check/update/service:worker",
+            &json!({"Status": "warning", "Output": "slow"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let health = server.get_json("/v1/health/service/worker").await;
+    assert_eq!(status_of(&health), "warning");
+    assert_eq!(health[0]["Checks"][1]["Output"], "slow");
+
+    let (s, body) = server
+        .put_json(
+            "/v1/agent/check/update/service:worker",
+            &json!({"Status": "dead"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    let (s, body) = server.put("/v1/agent/check/pass/nosuchcheck").await;
+    assert_eq!(s, 404, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn catalog_and_health_views() {
+    let server = TestServer::start().await;
+    let reg = |id: &str, addr: &str, tags: Value, status: &str| {
+        json!({"Name": "orders", "ID": id, "Address": addr, "Port": 8080, "Tags": tags,
+               "Check": {"TTL": "60s", "Status": status}})
+    };
+    server
+        .register(reg("o1", "10.0.0.1", json!(["primary"]), "passing"))
+        .await;
+    server
+        .register(reg("o2", "10.0.0.2", json!(["replica"]), "warning"))
+        .await;
+    server
+        .register(reg("o3", "10.0.0.3", json!(["replica"]), "critical"))
+        .await;
+    server.register(json!({"Name": "billing", "Port": 1})).await;
+
+    let services = server.get_json("/v1/catalog/services").await;
+    assert_eq!(
+        services,
+        json!({"billing": [], "orders": ["primary", "replica"]})
+    );
+
+    let catalog = server.get_json("/v1/catalog/service/orders").await;
+    assert_eq!(
+        catalog.as_array().unwrap().len(),
+        3,
+        "the catalog lists instances whatever their health"
+    );
+    let first = &catalog[0];
+    for field in [
+        "ID",
+        "Node",
+        "Address",
+        "Datacenter",
+        "ServiceID",
+        "ServiceName",
+        "ServiceAddress",
+        "ServicePort",
+        "ServiceTags",
+        "ServiceMeta",
+        "ServiceWeights",
+        "CreateIndex",
+        "ModifyIndex",
+    ] {
+        assert!(
+            first.get(field).is_some(),
+            "catalog entry has {field}: {first}"
+        );
+    }
+    assert_eq!(first["Datacenter"], "trading-dc");
+    let tagged = server
+        .get_json("/v1/catalog/service/orders?tag=replica")
+        .await;
+    assert_eq!(tagged.as_array().unwrap().len(), 2);
+
+    let all = server.get_json("/v1/health/service/orders").await;
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    let entry = &all[0];
+    assert_eq!(entry["Node"]["Node"], "testnode");
+    assert_eq!(entry["Service"]["ID"], "o1");
+    assert_eq!(entry["Service"]["Service"], "orders");
+    assert_eq!(entry["Checks"][0]["CheckID"], "serfHealth");
+    assert_eq!(entry["Checks"][1]["CheckID"], "service:o1");
+
+    let passing = server.get_json("/v1/health/service/orders?passing").await;
+    let ids: Vec<&str> = passing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Service"]["ID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["o1"], "?passing drops warning and critical instances");
+    let passing_true = server
+        .get_json("/v1/health/service/orders?passing=true&tag=primary")
+        .await;
+    assert_eq!(passing_true.as_array().unwrap().len(), 1);
+    let replica = server
+        .get_json("/v1/health/service/orders?tag=replica")
+        .await;
+    assert_eq!(replica.as_array().unwrap().len(), 2);
+    assert_eq!(
+        server.get_json("/v1/health/service/nosuch").await,
+        json!([])
+    );
+
+    let checks = server.get_json("/v1/health/checks/orders").await;
+    assert_eq!(checks.as_array().unwrap().len(), 3);
+
+    let (_, headers, _) = server.get("/v1/health/service/orders").await;
+    let index: u64 = headers["X-Consul-Index"].to_str().unwrap().parse().unwrap();
+    assert!(index > 0);
+    assert_eq!(headers["X-Consul-KnownLeader"], "true");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn index_grows_with_every_change() {
+    let server = TestServer::start().await;
+    let index = || async {
+        let (_, headers, _) = server.get("/v1/catalog/services").await;
+        headers["X-Consul-Index"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let i0 = index().await;
+    server.register(json!({"Name": "a", "Port": 1})).await;
+    let i1 = index().await;
+    server.register(json!({"Name": "b", "Port": 1})).await;
+    let i2 = index().await;
+    server.put("/v1/agent/service/deregister/a").await;
+    let i3 = index().await;
+    assert!(i0 < i1 && i1 < i2 && i2 < i3, "{i0} {i1} {i2} {i3}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn status_leader_and_agent_self() {
+    let server = TestServer::start().await;
+    let (status, _, body) = server.get("/v1/status/leader").await;
+    assert_eq!(status, 200);
+    let leader: String = serde_json::from_str(&body).expect("a quoted string");
+    assert!(
+        leader.parse::<std::net::SocketAddr>().is_ok(),
+        "leader is ip:port, got {leader}"
+    );
+
+    let me = server.get_json("/v1/agent/self").await;
+    assert_eq!(me["Config"]["Datacenter"], "trading-dc");
+    assert_eq!(me["Config"]["NodeName"], "testnode");
+
+    let (status, _, body) = server.get("/v1/no/such/endpoint").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("/v1/no/such/endpoint"), "{body}");
+    server.stop().await;
+}
+
+/// Each bad registration is refused with 400 and a message naming the field; nothing is stored.
+#[tokio::test]
+async fn bad_registrations_are_refused_and_store_nothing() {
+    let server = TestServer::start().await;
+    let cases: Vec<(&str, String)> = vec![
+        ("Request decode failed", "{\"Name\": \"x\",".into()),
+        ("Request decode failed", "".into()),
+        ("must be a JSON object", "[1, 2]".into()),
+        ("Name", json!({"Port": 80}).to_string()),
+        ("Name", json!({"Name": "bad_name"}).to_string()),
+        ("Name", json!({"Name": "has.dot"}).to_string()),
+        ("Name", json!({"Name": "x".repeat(64)}).to_string()),
+        ("Name", json!({"Name": 42}).to_string()),
+        ("ID", json!({"Name": "ok", "ID": "a/b"}).to_string()),
+        (
+            "Tags[1]",
+            json!({"Name": "ok", "Tags": ["fine", "has space"]}).to_string(),
+        ),
+        ("Tags", json!({"Name": "ok", "Tags": "primary"}).to_string()),
+        ("Port", json!({"Name": "ok", "Port": 70000}).to_string()),
+        ("Port", json!({"Name": "ok", "Port": -1}).to_string()),
+        ("Port", json!({"Name": "ok", "Port": "80"}).to_string()),
+        (
+            "Address",
+            json!({"Name": "ok", "Address": "not an address!"}).to_string(),
+        ),
+        (
+            "Address",
+            json!({"Name": "ok", "Address": "10.0.0.256"}).to_string(),
+        ),
+        (
+            "Meta",
+            json!({"Name": "ok", "Meta": {"bad key": "v"}}).to_string(),
+        ),
+        (
+            "Weights.Passing",
+            json!({"Name": "ok", "Weights": {"Passing": 0}}).to_string(),
+        ),
+        (
+            "Check.Interval",
+            json!({"Name": "ok", "Check": {"HTTP": "http://x/", "Interval": "10 seconds"}})
+                .to_string(),
+        ),
+        (
+            "Check.Interval",
+            json!({"Name": "ok", "Check": {"TCP": "x:80"}}).to_string(),
+        ),
+        (
+            "Check.TTL",
+            json!({"Name": "ok", "Check": {"TTL": "soon"}}).to_string(),
+        ),
+        (
+            "Check.HTTP",
+            json!({"Name": "ok", "Check": {"HTTP": "not a url", "Interval": "10s"}}).to_string(),
+        ),
+        (
+            "Check.TCP",
+            json!({"Name": "ok", "Check": {"TCP": "no-port", "Interval": "10s"}}).to_string(),
+        ),
+        (
+            "Check.Args",
+            json!({"Name": "ok", "Check": {"Args": ["/bin/true"], "Interval": "10s"}}).to_string(),
+        ),
+        (
+            "Checks[1].GRPC",
+            json!({"Name": "ok", "Checks": [{"TTL": "5s"}, {"GRPC": "x:1", "Interval": "1s"}]})
+                .to_string(),
+        ),
+        (
+            "Check: must have one of HTTP, TCP or TTL",
+            json!({"Name": "ok", "Check": {"Interval": "10s"}}).to_string(),
+        ),
+        (
+            "Check.Status",
+            json!({"Name": "ok", "Check": {"TTL": "5s", "Status": "fine"}}).to_string(),
+        ),
+    ];
+    for (expected, body) in &cases {
+        let (status, message) = server
+            .put_raw("/v1/agent/service/register", body.clone())
+            .await;
+        assert_eq!(status, 400, "{body} → {status} {message}");
+        assert!(
+            message.contains(expected),
+            "{body}: message {message:?} should name {expected:?}"
+        );
+    }
+    assert_eq!(
+        server.get_json("/v1/agent/services").await,
+        json!({}),
+        "nothing was stored"
+    );
+    assert_eq!(server.get_json("/v1/agent/checks").await, json!({}));
+    let dns = common::dns::udp(server.dns, "ok.service.trading-dc.", RecordType::A).await;
+    assert_eq!(
+        common::dns::rcode(&dns),
+        hickory_proto::op::ResponseCode::NXDomain
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let server = TestServer::start().await;
+    let huge = format!(
+        "{{\"Name\": \"x\", \"Meta\": {{\"k\": \"{}\"}}}}",
+        "v".repeat(1024 * 1024 + 10)
+    );
+    let (status, body) = server.put_raw("/v1/agent/service/register", huge).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(server.get_json("/v1/agent/services").await, json!({}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn free_form_tags_are_kept_and_dns_label_tags_are_queryable() {
+    // Consul clients send tags such as "secure=false" (Spring Cloud) or "traefik.enable=true";
+    // they are stored and listed, and only label-shaped tags can be asked for in DNS.
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "web", "Address": "10.5.0.1", "Port": 80, "Tags": ["secure=false", "traefik.enable=true", "blue"]}))
+        .await;
+    let s = server.get_json("/v1/agent/service/web").await;
+    assert_eq!(
+        s["Tags"],
+        json!(["secure=false", "traefik.enable=true", "blue"])
+    );
+    let reply = common::dns::udp(server.dns, "blue.web.service.trading-dc.", RecordType::A).await;
+    assert_eq!(common::dns::addresses(&reply).len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_method_is_405() {
+    let server = TestServer::start().await;
+    let resp = server
+        .http
+        .get(server.url("/v1/agent/service/register"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    server.stop().await;
+}
