@@ -80,8 +80,13 @@ impl TcpClient {
     }
 
     pub async fn recv(&mut self) -> Option<Message> {
+        self.recv_within(TIMEOUT).await
+    }
+
+    /// The next reply, waiting at most `wait` for it to start.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Message> {
         let mut len = [0u8; 2];
-        tokio::time::timeout(TIMEOUT, self.0.read_exact(&mut len))
+        tokio::time::timeout(wait, self.0.read_exact(&mut len))
             .await
             .ok()?
             .ok()?;
