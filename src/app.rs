@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hickory_server::Server;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -11,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState, NodeInfo};
 use crate::config::{Config, ConfigError};
 use crate::dns::answers::AnswerCompiler;
+use crate::dns::fast::FastPath;
 use crate::dns::zones::{self, ZoneError};
-use crate::dns::{DnsHandler, DnsListeners};
+use crate::dns::{DnsEngine, DnsHandler, DnsListeners, DnsServer};
 use crate::registry::Registry;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub enum AppError {
 /// A running server.
 pub struct App {
     registry: Arc<Registry>,
-    dns: Server<DnsHandler>,
+    dns: DnsServer,
     http: JoinHandle<std::io::Result<()>>,
     shutdown: CancellationToken,
     dns_addr: SocketAddr,
@@ -49,34 +49,39 @@ impl App {
         let domain = config.domain_name()?;
         let node_name = config.node_name()?;
         let node_addr = config.advertise_addr();
-        let compiler = AnswerCompiler {
-            domain: domain.clone(),
-            service_ttl: config.service_ttl_secs()?,
+        let compiler = AnswerCompiler::new(
+            domain.clone(),
+            config.service_ttl_secs()?,
             node_addr,
-            only_passing: config.dns_only_passing,
-        };
+            config.dns_only_passing,
+        );
         let registry = Arc::new(Registry::new(compiler));
         let zones = zones::load(&config.zones, &domain, node_addr)?;
         tracing::info!(files = ?zones.files, "zones loaded");
 
-        let listeners =
-            DnsListeners::bind(config.dns)
-                .await
-                .map_err(|source| AppError::BindDns {
-                    addr: config.dns,
-                    source,
-                })?;
+        let listeners = DnsListeners::bind(config.dns, config.dns_workers())
+            .await
+            .map_err(|source| AppError::BindDns {
+                addr: config.dns,
+                source,
+            })?;
         let dns_addr = listeners.local_addr().map_err(|source| AppError::BindDns {
             addr: config.dns,
             source,
         })?;
-        let handler = DnsHandler::new(
+        let fast = FastPath::new(registry.clone(), &zones.negative_soa, &node_name);
+        let hickory = DnsHandler::new(
             registry.clone(),
             zones.catalog,
             zones.negative_soa,
             &node_name,
         );
-        let dns = listeners.serve(handler);
+        let dns = listeners
+            .serve(Arc::new(DnsEngine::new(fast, hickory)))
+            .map_err(|source| AppError::BindDns {
+                addr: config.dns,
+                source,
+            })?;
 
         let http_listener =
             TcpListener::bind(config.http)
@@ -131,11 +136,9 @@ impl App {
     }
 
     /// Stops accepting, lets requests in flight finish, and returns.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         self.shutdown.cancel();
-        if let Err(error) = self.dns.shutdown_gracefully().await {
-            tracing::warn!(%error, "DNS server stopped with an error");
-        }
+        self.dns.shutdown().await;
         match self.http.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "HTTP server stopped with an error"),

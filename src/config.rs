@@ -51,6 +51,8 @@ pub struct Config {
     pub datacenter: Option<String>,
     /// Leave warning instances out of DNS answers too (by default only critical ones are).
     pub dns_only_passing: bool,
+    /// UDP worker threads (one socket each); default: the number of cores.
+    pub dns_workers: Option<usize>,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             advertise: None,
             datacenter: None,
             dns_only_passing: false,
+            dns_workers: None,
         }
     }
 }
@@ -130,6 +133,12 @@ impl Config {
                 ip
             }
         })
+    }
+
+    pub fn dns_workers(&self) -> usize {
+        self.dns_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, 256)
     }
 
     pub fn datacenter(&self) -> String {
@@ -212,6 +221,9 @@ pub struct ServeArgs {
     /// Answer only passing instances in DNS (by default warning ones are answered too).
     #[arg(long)]
     pub dns_only_passing: bool,
+    /// UDP worker threads, each with its own SO_REUSEPORT socket [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    pub dns_workers: Option<usize>,
 }
 
 impl ServeArgs {
@@ -230,6 +242,9 @@ impl ServeArgs {
         }
         if self.advertise.is_some() {
             config.advertise = self.advertise;
+        }
+        if self.dns_workers.is_some() {
+            config.dns_workers = self.dns_workers;
         }
         if self.datacenter.is_some() {
             config.datacenter = self.datacenter;

@@ -10,25 +10,52 @@ use std::sync::Arc;
 use hickory_proto::rr::rdata::{A, AAAA, SRV};
 use hickory_proto::rr::{Name, RData, Record};
 
+use super::wire::{Owner, WireCompiler, WireRecords};
 use crate::model::{Address, Health, Instance, ServiceName, is_dns_label};
 
 /// The records answering one owner name (`<service>.service.<domain>` or a tag form).
 #[derive(Debug, Default, Clone)]
-pub struct AnswerSet {
-    pub a: Arc<[Record]>,
-    pub aaaa: Arc<[Record]>,
-    pub srv: Arc<[Record]>,
+pub struct AnswerRecords {
+    pub a: Vec<Record>,
+    pub aaaa: Vec<Record>,
+    pub srv: Vec<Record>,
     /// A/AAAA for every SRV target that sextant is authoritative for.
-    pub srv_additional: Arc<[Record]>,
+    pub srv_additional: Vec<Record>,
+}
+
+/// The same answers compiled to wire format: what the fast path copies.
+#[derive(Debug, Default, Clone)]
+pub struct AnswerSet {
+    pub a: WireRecords,
+    pub aaaa: WireRecords,
+    pub srv: WireRecords,
+    pub srv_additional: WireRecords,
 }
 
 impl AnswerSet {
+    fn compile(records: &AnswerRecords, wire: &WireCompiler) -> Self {
+        Self {
+            a: wire.compile(&records.a, Owner::Question),
+            aaaa: wire.compile(&records.aaaa, Owner::Question),
+            srv: wire.compile(&records.srv, Owner::Question),
+            srv_additional: wire.compile(&records.srv_additional, Owner::OwnName),
+        }
+    }
+
     /// No instance to hand out: every one is critical (a NODATA answer, not NXDOMAIN).
     pub fn is_empty(&self) -> bool {
         self.srv.is_empty()
     }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.a.heap_bytes()
+            + self.aaaa.heap_bytes()
+            + self.srv.heap_bytes()
+            + self.srv_additional.heap_bytes()
+    }
 }
 
+/// A service's answers, compiled when it changes.
 #[derive(Debug, Default)]
 pub struct ServiceAnswers {
     pub all: AnswerSet,
@@ -36,10 +63,22 @@ pub struct ServiceAnswers {
     pub by_tag: BTreeMap<Box<str>, AnswerSet>,
 }
 
+impl ServiceAnswers {
+    pub fn heap_bytes(&self) -> usize {
+        self.all.heap_bytes()
+            + self
+                .by_tag
+                .iter()
+                .map(|(k, v)| k.len() + 48 + v.heap_bytes())
+                .sum::<usize>()
+    }
+}
+
 /// What every compiled answer shares: the zone, the TTL, the node's own addresses.
 #[derive(Debug, Clone)]
 pub struct AnswerCompiler {
     pub domain: Name,
+    pub wire: WireCompiler,
     pub service_ttl: u32,
     pub node_addr: IpAddr,
     /// When true, warning instances are left out of answers as well (default: only critical ones).
@@ -47,10 +86,19 @@ pub struct AnswerCompiler {
 }
 
 impl AnswerCompiler {
+    pub fn new(domain: Name, service_ttl: u32, node_addr: IpAddr, only_passing: bool) -> Self {
+        Self {
+            wire: WireCompiler::new(&domain),
+            domain,
+            service_ttl,
+            node_addr,
+            only_passing,
+        }
+    }
+
+    /// Compiles every answer of a service: all instances, and each DNS-label tag's subset.
     pub fn compile(&self, service: &ServiceName, instances: &[Arc<Instance>]) -> ServiceAnswers {
-        let svc_label = service.key();
-        let owner = self.name_under(&[svc_label.as_str(), "service"]);
-        let all = self.compile_set(&owner, instances.iter());
+        let all = AnswerSet::compile(&self.records(service, None, instances), &self.wire);
         let tags: BTreeSet<String> = instances
             .iter()
             .flat_map(|i| i.tags.iter())
@@ -60,24 +108,34 @@ impl AnswerCompiler {
         let by_tag = tags
             .into_iter()
             .map(|tag| {
-                let owner = self.name_under(&[&tag, svc_label.as_str(), "service"]);
-                let set = self.compile_set(&owner, instances.iter().filter(|i| i.has_tag(&tag)));
+                let set =
+                    AnswerSet::compile(&self.records(service, Some(&tag), instances), &self.wire);
                 (tag.into_boxed_str(), set)
             })
             .collect();
         ServiceAnswers { all, by_tag }
     }
 
-    fn compile_set<'a>(
+    /// The records answering `[<tag>.]<service>.service.<domain>`: only instances that carry the
+    /// tag (when given) and whose health is answered.
+    pub fn records(
         &self,
-        owner: &Name,
-        instances: impl Iterator<Item = &'a Arc<Instance>>,
-    ) -> AnswerSet {
+        service: &ServiceName,
+        tag: Option<&str>,
+        instances: &[Arc<Instance>],
+    ) -> AnswerRecords {
+        let svc_label = service.key();
+        let owner = match tag {
+            None => self.name_under(&[svc_label.as_str(), "service"]),
+            Some(tag) => self.name_under(&[tag, svc_label.as_str(), "service"]),
+        };
         let ttl = self.service_ttl;
-        let (mut a, mut aaaa, mut srv, mut extra) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut out = AnswerRecords::default();
         let mut seen_ips = BTreeSet::new();
-        for instance in instances {
+        for instance in instances
+            .iter()
+            .filter(|i| tag.is_none_or(|t| i.has_tag(t)))
+        {
             let health = instance.health();
             if !self.answers_for(health) {
                 continue;
@@ -96,24 +154,21 @@ impl AnswerCompiler {
                     let target = self.addr_name(ip);
                     if seen_ips.insert(ip) {
                         let (answer, list) = match ip {
-                            IpAddr::V4(v4) => (RData::A(A(v4)), &mut a),
-                            IpAddr::V6(v6) => (RData::AAAA(AAAA(v6)), &mut aaaa),
+                            IpAddr::V4(v4) => (RData::A(A(v4)), &mut out.a),
+                            IpAddr::V6(v6) => (RData::AAAA(AAAA(v6)), &mut out.aaaa),
                         };
                         list.push(Record::from_rdata(owner.clone(), ttl, answer.clone()));
-                        extra.push(Record::from_rdata(target.clone(), ttl, answer));
+                        out.srv_additional
+                            .push(Record::from_rdata(target.clone(), ttl, answer));
                     }
                     target
                 }
             };
             let rdata = SRV::new(1, weight, instance.port, target);
-            srv.push(Record::from_rdata(owner.clone(), ttl, RData::SRV(rdata)));
+            out.srv
+                .push(Record::from_rdata(owner.clone(), ttl, RData::SRV(rdata)));
         }
-        AnswerSet {
-            a: a.into(),
-            aaaa: aaaa.into(),
-            srv: srv.into(),
-            srv_additional: extra.into(),
-        }
+        out
     }
 
     fn answers_for(&self, health: Health) -> bool {
@@ -177,12 +232,12 @@ mod tests {
 
     #[test]
     fn addr_labels_round_trip() {
-        let compiler = AnswerCompiler {
-            domain: Name::from_ascii("trading-dc.").unwrap(),
-            service_ttl: 0,
-            node_addr: "127.0.0.1".parse().unwrap(),
-            only_passing: false,
-        };
+        let compiler = AnswerCompiler::new(
+            Name::from_ascii("trading-dc.").unwrap(),
+            0,
+            "127.0.0.1".parse().unwrap(),
+            false,
+        );
         for ip in ["10.0.0.1", "2001:db8::1"] {
             let ip: IpAddr = ip.parse().unwrap();
             let name = compiler.addr_name(ip);

@@ -14,7 +14,6 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
 use rand::Rng;
 
-use super::answers::AnswerSet;
 use super::query::{Target, classify};
 use crate::registry::Registry;
 
@@ -104,15 +103,16 @@ impl DnsHandler {
         let Some(entry) = self.registry.service(service) else {
             return Answer::negative(ResponseCode::NXDomain);
         };
-        let set = match tag {
-            None => &entry.answers.all,
-            Some(tag) => match entry.answers.by_tag.get(tag) {
-                Some(set) => set,
-                None => return Answer::negative(ResponseCode::NXDomain),
-            },
-        };
+        if tag.is_some_and(|t| !entry.answers.by_tag.contains_key(t)) {
+            return Answer::negative(ResponseCode::NXDomain);
+        }
+        // The hickory path builds records on demand: only queries the fast path passes on get here.
+        let set = self
+            .registry
+            .compiler()
+            .records(&entry.name, tag, &entry.instances);
         // Clients that take the first record spread their load: every answer starts at a random
-        // instance (a rotated copy; the compiled set is shared).
+        // instance.
         let mut rng = rand::rng();
         let mut pick =
             |records: &[Record]| rotated(records, rng.random_range(0..records.len().max(1)));
@@ -122,7 +122,7 @@ impl DnsHandler {
             RecordType::ANY => {
                 Answer::records([pick(&set.a), pick(&set.aaaa)].concat(), Vec::new())
             }
-            RecordType::SRV => srv_answer(set, pick(&set.srv)),
+            RecordType::SRV => Answer::records(pick(&set.srv), set.srv_additional),
             _ => Answer::negative(ResponseCode::NoError),
         }
     }
@@ -186,11 +186,6 @@ impl RequestHandler for DnsHandler {
             }
         }
     }
-}
-
-/// SRV records plus the A/AAAA of their targets, for the instances in this answer.
-fn srv_answer(set: &AnswerSet, srv: Vec<Record>) -> Answer {
-    Answer::records(srv, set.srv_additional.to_vec())
 }
 
 fn address_answer(ip: IpAddr, qtype: RecordType) -> Answer {

@@ -1,43 +1,53 @@
 //! DNS: query parsing, compiled service answers, static zones, the request handler and listeners.
 
 pub mod answers;
+pub mod engine;
+pub mod fast;
 pub mod handler;
 pub mod query;
+mod tcp;
+mod udp;
+pub mod wire;
 pub mod zones;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+pub use engine::DnsEngine;
 pub use handler::DnsHandler;
 
-/// A connection that sends no complete query for this long is closed.
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Per-connection buffer of responses waiting to be written.
-const TCP_RESPONSE_BUFFER: usize = 64;
-
-/// The bound DNS listeners (UDP and TCP on the same port).
+/// The bound DNS listeners: UDP sockets (one per worker) and TCP, on the same port.
 pub struct DnsListeners {
-    pub udp: UdpSocket,
-    pub tcp: TcpListener,
+    udp: Vec<std::net::UdpSocket>,
+    tcp: TcpListener,
+}
+
+/// Running DNS serving; stops with [`DnsServer::shutdown`].
+pub struct DnsServer {
+    udp: udp::UdpWorkers,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl DnsListeners {
-    /// Binds UDP and TCP on `addr`. With port 0 the UDP port is chosen first and TCP takes the same.
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+    /// Binds `workers` UDP sockets and a TCP listener on `addr`. With port 0 the UDP port is
+    /// chosen first and TCP takes the same.
+    pub async fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Self> {
         if addr.port() != 0 {
             return Ok(Self {
-                udp: UdpSocket::bind(addr).await?,
+                udp: udp::bind_sockets(addr, workers)?,
                 tcp: TcpListener::bind(addr).await?,
             });
         }
         // An ephemeral UDP port may be taken for TCP by someone else: retry a few times.
         let mut last_error = None;
         for _ in 0..20 {
-            let udp = UdpSocket::bind(addr).await?;
-            match TcpListener::bind(udp.local_addr()?).await {
+            let udp = udp::bind_sockets(addr, workers)?;
+            match TcpListener::bind(udp[0].local_addr()?).await {
                 Ok(tcp) => return Ok(Self { udp, tcp }),
                 Err(e) => last_error = Some(e),
             }
@@ -46,14 +56,36 @@ impl DnsListeners {
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.udp.local_addr()
+        self.udp[0].local_addr()
     }
 
-    /// Starts serving; the returned server stops with `shutdown_gracefully`.
-    pub fn serve(self, handler: DnsHandler) -> Server<DnsHandler> {
-        let mut server = Server::new(handler);
-        server.register_socket(self.udp);
-        server.register_listener(self.tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-        server
+    /// Starts the UDP workers and the TCP acceptor.
+    pub fn serve(self, engine: Arc<DnsEngine>) -> std::io::Result<DnsServer> {
+        let runtime = tokio::runtime::Handle::current();
+        let udp = udp::UdpWorkers::spawn(self.udp, engine.clone(), runtime)?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(tcp::serve(
+            self.tcp,
+            engine,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        Ok(DnsServer {
+            udp,
+            shutdown,
+            tasks,
+        })
+    }
+}
+
+impl DnsServer {
+    /// Stops accepting, closes connections and waits for the workers.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        let udp = self.udp;
+        let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
     }
 }

@@ -1,0 +1,141 @@
+//! Query bytes to response bytes: the fast path first, hickory's `Catalog` for the rest.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::{Header, Message, ResponseCode};
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_server::net::NetError;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+
+use super::fast::{FastPath, Outcome, Transport};
+use super::handler::DnsHandler;
+
+pub struct DnsEngine {
+    fast: FastPath,
+    hickory: DnsHandler,
+}
+
+impl DnsEngine {
+    pub fn new(fast: FastPath, hickory: DnsHandler) -> Self {
+        Self { fast, hickory }
+    }
+
+    /// The fast path alone (see [`FastPath::answer`]).
+    pub fn answer_fast(
+        &self,
+        query: &[u8],
+        out: &mut Vec<u8>,
+        transport: Transport,
+        rotation: usize,
+    ) -> Outcome {
+        self.fast.answer(query, out, transport, rotation)
+    }
+
+    /// The hickory path alone: `None` when the packet deserves no answer (too short to have a
+    /// header, or itself a response: answering those would make us a reflector).
+    pub async fn answer_hickory(
+        &self,
+        query: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let header = Header::read(&mut BinDecoder::new(query)).ok()?;
+        if header.metadata.message_type == hickory_proto::op::MessageType::Response {
+            return None;
+        }
+        let protocol = match transport {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp => Protocol::Tcp,
+        };
+        let request = match Request::from_bytes(query.to_vec(), src, protocol) {
+            Ok(request) => request,
+            Err(_) => {
+                let reply = Message::error_msg(
+                    header.metadata.id,
+                    header.metadata.op_code,
+                    ResponseCode::FormErr,
+                );
+                return reply.to_vec().ok();
+            }
+        };
+        let capture = Capture {
+            transport,
+            bytes: Arc::new(Mutex::new(None)),
+        };
+        self.hickory
+            .handle_request::<_, TokioTime>(&request, capture.clone())
+            .await;
+        let mut slot = capture.bytes.lock().unwrap_or_else(|p| p.into_inner());
+        slot.take()
+    }
+
+    /// Answers into `out`; false when there is nothing to send.
+    pub async fn answer(
+        &self,
+        query: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        rotation: usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        match self.fast.answer(query, out, transport, rotation) {
+            Outcome::Answered => true,
+            Outcome::Fallback => match self.answer_hickory(query, src, transport).await {
+                Some(bytes) => {
+                    *out = bytes;
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+}
+
+/// Keeps the encoded response the hickory path produces, sized as hickory's own server would.
+#[derive(Clone)]
+struct Capture {
+    transport: Transport,
+    bytes: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let max_size = match (self.transport, response.edns()) {
+            (Transport::Tcp, _) => u16::MAX,
+            (Transport::Udp, Some(edns)) => edns.max_payload().max(512),
+            (Transport::Udp, None) => 512,
+        };
+        let id = response.metadata().id;
+        let op_code = response.metadata().op_code;
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max_size);
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::warn!(%error, "could not encode a response; answering SERVFAIL");
+                bytes = Message::error_msg(id, op_code, ResponseCode::ServFail).to_vec()?;
+                let header = Header::read(&mut BinDecoder::new(&bytes))?;
+                ResponseInfo::from(header)
+            }
+        };
+        *self.bytes.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+        Ok(info)
+    }
+}

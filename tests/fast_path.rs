@@ -1,0 +1,323 @@
+//! The fast path against the hickory path: for every query form the fast path answers, both
+//! must give the same response, record by record (order aside: both rotate).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use serde_json::json;
+use sextant::api::wire::{parse_json, parse_registration};
+use sextant::dns::answers::AnswerCompiler;
+use sextant::dns::fast::{FastPath, Outcome, Transport};
+use sextant::dns::{DnsEngine, DnsHandler, zones};
+use sextant::registry::Registry;
+
+fn engine() -> (Arc<Registry>, DnsEngine) {
+    let domain = Name::from_ascii("trading-dc.").unwrap();
+    let node_addr = "192.0.2.1".parse().unwrap();
+    let registry = Arc::new(Registry::new(AnswerCompiler::new(
+        domain.clone(),
+        5,
+        node_addr,
+        false,
+    )));
+    let zones = zones::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
+        &domain,
+        node_addr,
+    )
+    .unwrap();
+    let fast = FastPath::new(registry.clone(), &zones.negative_soa, "node1");
+    let hickory = DnsHandler::new(registry.clone(), zones.catalog, zones.negative_soa, "node1");
+    (registry, DnsEngine::new(fast, hickory))
+}
+
+fn register(registry: &Registry, body: serde_json::Value) {
+    let instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap()).unwrap();
+    registry.register(instance).unwrap();
+}
+
+fn populate(registry: &Registry) {
+    register(
+        registry,
+        json!({"Name": "orders", "ID": "o1", "Address": "10.0.0.1", "Port": 8080, "Tags": ["primary"]}),
+    );
+    register(
+        registry,
+        json!({"Name": "orders", "ID": "o2", "Address": "10.0.0.2", "Port": 8081, "Tags": ["replica"],
+                              "Weights": {"Passing": 5, "Warning": 2}, "Check": {"TTL": "9s", "Status": "warning"}}),
+    );
+    register(
+        registry,
+        json!({"Name": "orders", "ID": "o3", "Address": "10.0.0.3", "Port": 8082,
+                              "Check": {"TTL": "9s", "Status": "critical"}}),
+    );
+    register(
+        registry,
+        json!({"Name": "quotes", "ID": "q1", "Address": "2001:db8::1", "Port": 9000}),
+    );
+    register(
+        registry,
+        json!({"Name": "quotes", "ID": "q2", "Address": "10.0.1.1", "Port": 9000}),
+    );
+    register(
+        registry,
+        json!({"Name": "external", "Address": "db.example.com", "Port": 5432}),
+    );
+    register(registry, json!({"Name": "local", "Port": 7000}));
+    register(registry, json!({"Name": "down", "Check": {"TTL": "9s"}}));
+    for i in 0..40 {
+        register(
+            registry,
+            json!({"Name": "big", "ID": format!("b{i}"), "Address": format!("10.9.0.{}", i + 1), "Port": 1000 + i}),
+        );
+    }
+}
+
+fn query(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    let mut msg = Message::new(0x1234, MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        msg.set_edns(e);
+    }
+    msg.to_vec().unwrap()
+}
+
+fn sorted(records: &[Record]) -> Vec<String> {
+    let mut out: Vec<String> = records
+        .iter()
+        .map(|r| r.to_string().to_ascii_lowercase())
+        .collect();
+    out.sort();
+    out
+}
+
+const SRC: &str = "127.0.0.1:5353";
+
+#[tokio::test]
+async fn fast_and_hickory_paths_give_the_same_answers() {
+    let (registry, engine) = engine();
+    populate(&registry);
+    let names = [
+        "orders.service.trading-dc.",
+        "ORDERS.Service.Trading-DC.",
+        "primary.orders.service.trading-dc.",
+        "replica.orders.service.trading-dc.",
+        "_orders._tcp.service.trading-dc.",
+        "_orders._replica.service.trading-dc.",
+        "nosuchtag.orders.service.trading-dc.",
+        "quotes.service.trading-dc.",
+        "external.service.trading-dc.",
+        "local.service.trading-dc.",
+        "down.service.trading-dc.",
+        "big.service.trading-dc.",
+        "nosuch.service.trading-dc.",
+        "a.b.c.service.trading-dc.",
+        "service.trading-dc.",
+        "addr.trading-dc.",
+        "0a000001.addr.trading-dc.",
+        "20010db8000000000000000000000001.addr.trading-dc.",
+        "xyz.addr.trading-dc.",
+        "node1.node.trading-dc.",
+        "other.node.trading-dc.",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::SRV,
+        RecordType::ANY,
+        RecordType::TXT,
+        RecordType::MX,
+    ];
+    let src: SocketAddr = SRC.parse().unwrap();
+    let mut compared = 0;
+    for name in names {
+        for rtype in types {
+            for edns in [None, Some(1232), Some(4096)] {
+                for transport in [Transport::Udp, Transport::Tcp] {
+                    let q = query(name, rtype, edns);
+                    let mut fast = Vec::new();
+                    assert_eq!(
+                        engine.answer_fast(&q, &mut fast, transport, 7),
+                        Outcome::Answered,
+                        "{name} {rtype}"
+                    );
+                    let slow = engine
+                        .answer_hickory(&q, src, transport)
+                        .await
+                        .expect("hickory answers");
+                    let (f, s) = (
+                        Message::from_vec(&fast).unwrap(),
+                        Message::from_vec(&slow).unwrap(),
+                    );
+                    let what = format!("{name} {rtype} edns={edns:?} {transport:?}");
+                    assert_eq!(f.metadata.response_code, s.metadata.response_code, "{what}");
+                    assert_eq!(f.metadata.authoritative, s.metadata.authoritative, "{what}");
+                    assert_eq!(
+                        f.metadata.recursion_desired, s.metadata.recursion_desired,
+                        "{what}"
+                    );
+                    assert_eq!(f.metadata.id, 0x1234, "{what}");
+                    assert_eq!(f.metadata.message_type, MessageType::Response, "{what}");
+                    assert_eq!(f.queries, s.queries, "{what}");
+                    if f.metadata.truncation || s.metadata.truncation {
+                        assert!(f.metadata.truncation, "{what}: the fast path truncates too");
+                        // Unlike hickory, the fast path keeps the OPT record on a truncated answer.
+                        assert_eq!(f.edns.is_some(), edns.is_some(), "{what}");
+                        continue;
+                    }
+                    assert_eq!(
+                        f.edns.as_ref().map(Edns::max_payload),
+                        s.edns.as_ref().map(Edns::max_payload),
+                        "{what}"
+                    );
+                    assert_eq!(sorted(&f.answers), sorted(&s.answers), "{what}: answers");
+                    assert_eq!(
+                        sorted(&f.authorities),
+                        sorted(&s.authorities),
+                        "{what}: authorities"
+                    );
+                    assert_eq!(
+                        sorted(&f.additionals),
+                        sorted(&s.additionals),
+                        "{what}: additionals"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        compared > 600,
+        "compared {compared} responses record by record"
+    );
+}
+
+#[tokio::test]
+async fn what_the_fast_path_leaves_to_hickory() {
+    let (registry, engine) = engine();
+    populate(&registry);
+    let mut out = Vec::new();
+    let fallback = |q: &[u8], out: &mut Vec<u8>| {
+        engine.answer_fast(q, out, Transport::Udp, 0) == Outcome::Fallback
+    };
+    // Zone-file names and names outside the zone.
+    for name in [
+        "trading-dc.",
+        "ns1.trading-dc.",
+        "www.trading-dc.",
+        "example.com.",
+        ".",
+    ] {
+        assert!(
+            fallback(&query(name, RecordType::A, None), &mut out),
+            "{name}"
+        );
+    }
+    // EDNS version 1 (hickory answers BADVERS), an unknown EDNS option, another class, another
+    // opcode, a response, a compressed question, trailing bytes, garbage.
+    let mut v1 = Message::from_vec(&query(
+        "orders.service.trading-dc.",
+        RecordType::A,
+        Some(1232),
+    ))
+    .unwrap();
+    v1.edns.as_mut().unwrap().set_version(1);
+    assert!(fallback(&v1.to_vec().unwrap(), &mut out));
+    let mut chaos = Message::new(1, MessageType::Query, OpCode::Query);
+    let mut q = Query::query(
+        Name::from_ascii("orders.service.trading-dc.").unwrap(),
+        RecordType::A,
+    );
+    q.set_query_class(DNSClass::CH);
+    chaos.add_query(q);
+    assert!(fallback(&chaos.to_vec().unwrap(), &mut out));
+    let mut notify =
+        Message::from_vec(&query("orders.service.trading-dc.", RecordType::SOA, None)).unwrap();
+    notify.metadata.op_code = OpCode::Notify;
+    assert!(fallback(&notify.to_vec().unwrap(), &mut out));
+    let mut response = query("orders.service.trading-dc.", RecordType::A, None);
+    response[2] |= 0x80;
+    assert!(fallback(&response, &mut out));
+    let mut trailing = query("orders.service.trading-dc.", RecordType::A, None);
+    trailing.push(0);
+    assert!(fallback(&trailing, &mut out));
+    let mut nsid = query("orders.service.trading-dc.", RecordType::A, Some(1232));
+    let len = nsid.len();
+    nsid[len - 2..].copy_from_slice(&[0, 4]); // OPT RDLENGTH 4
+    nsid.extend_from_slice(&[0, 3, 0, 0]); // NSID, empty
+    assert!(fallback(&nsid, &mut out));
+    for garbage in [&[][..], &[0u8; 11][..], &[0xff; 40][..]] {
+        assert!(fallback(garbage, &mut out));
+    }
+    // The hickory path drops what deserves no answer and says FORMERR to the rest.
+    let src: SocketAddr = SRC.parse().unwrap();
+    assert!(
+        engine
+            .answer_hickory(&response, src, Transport::Udp)
+            .await
+            .is_none(),
+        "responses are never answered"
+    );
+    assert!(
+        engine
+            .answer_hickory(&[0u8; 5], src, Transport::Udp)
+            .await
+            .is_none()
+    );
+    let formerr = engine
+        .answer_hickory(
+            &[0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xff],
+            src,
+            Transport::Udp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        Message::from_vec(&formerr).unwrap().metadata.response_code,
+        hickory_proto::op::ResponseCode::FormErr
+    );
+}
+
+#[tokio::test]
+async fn udp_truncation_keeps_whole_records_and_fits_the_limit() {
+    let (registry, engine) = engine();
+    populate(&registry);
+    for (edns, limit) in [(None, 512), (Some(512), 512), (Some(1232), 1232)] {
+        let mut out = Vec::new();
+        let q = query("big.service.trading-dc.", RecordType::SRV, edns);
+        assert_eq!(
+            engine.answer_fast(&q, &mut out, Transport::Udp, 3),
+            Outcome::Answered
+        );
+        assert!(
+            out.len() <= limit,
+            "{} bytes for a limit of {limit}",
+            out.len()
+        );
+        let msg = Message::from_vec(&out).expect("a truncated answer is still well-formed");
+        assert!(msg.metadata.truncation);
+        assert!(!msg.answers.is_empty() && msg.answers.len() < 40);
+        assert!(
+            msg.additionals
+                .iter()
+                .all(|r| r.record_type() == RecordType::OPT)
+        );
+    }
+    // Over TCP, everything.
+    let mut out = Vec::new();
+    engine.answer_fast(
+        &query("big.service.trading-dc.", RecordType::SRV, None),
+        &mut out,
+        Transport::Tcp,
+        3,
+    );
+    let msg = Message::from_vec(&out).unwrap();
+    assert!(!msg.metadata.truncation);
+    assert_eq!((msg.answers.len(), msg.additionals.len()), (40, 40));
+}
