@@ -1,15 +1,21 @@
 //! UDP serving: one socket per worker thread, all bound to the same port with `SO_REUSEPORT`, so
 //! the kernel spreads queries over the workers and each answers without sharing anything.
-//! Workers are plain threads doing blocking receive → answer → send: no wake-ups, no task
-//! scheduling on the hot path. Queries the fast path passes on are answered by the hickory path
+//! Workers are plain threads that take a batch of queries in one system call (`recvmmsg`),
+//! answer them, and send the batch in one (`sendmmsg`): no task scheduling on the hot path. Queries the fast path passes on are answered by the hickory path
 //! on the tokio runtime.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::socket::{
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::engine::DnsEngine;
@@ -76,48 +82,127 @@ impl UdpWorkers {
     }
 }
 
+/// Queries taken from the socket in one system call (and answered in one).
+const BATCH: usize = 32;
+
 fn serve(
     socket: &UdpSocket,
     engine: &DnsEngine,
     runtime: &tokio::runtime::Handle,
     stop: &AtomicBool,
 ) {
-    let mut query = vec![0u8; MAX_QUERY];
-    let mut response = Vec::with_capacity(MAX_QUERY);
+    let fd = socket.as_raw_fd();
+    let mut queries = vec![0u8; MAX_QUERY * BATCH];
+    let mut responses: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(MAX_QUERY)).collect();
+    let mut received: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(BATCH);
+    let mut replies: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(BATCH);
+    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut rotation = 0usize;
     while !stop.load(Ordering::Relaxed) {
-        let (len, src) = match socket.recv_from(&mut query) {
-            Ok(received) => received,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on Linux; they concern one client.
-                tracing::debug!(error = %e, "UDP receive failed");
-                continue;
-            }
-        };
-        rotation = rotation.wrapping_add(1);
-        let packet = &query[..len];
-        let answered = match engine.answer_fast(packet, &mut response, Transport::Udp, rotation) {
-            Outcome::Answered => true,
-            Outcome::Fallback => {
-                match runtime.block_on(engine.answer_hickory(packet, src, Transport::Udp)) {
-                    Some(bytes) => {
-                        response = bytes;
-                        true
-                    }
-                    None => false,
+        received.clear();
+        {
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> = queries
+                .chunks_mut(MAX_QUERY)
+                .map(|c| [IoSliceMut::new(c)])
+                .collect();
+            // Blocks for the first query (or the stop-poll timeout), then takes what else is queued.
+            match recvmmsg(
+                fd,
+                &mut recv_headers,
+                slices.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) {
+                Ok(results) => received.extend(results.filter_map(|m| Some((m.bytes, m.address?)))),
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on Linux; they concern one client.
+                    tracing::debug!(error = %e, "UDP receive failed");
+                    continue;
                 }
             }
-        };
-        if answered && let Err(e) = socket.send_to(&response, src) {
-            tracing::debug!(error = %e, %src, "UDP send failed");
+        }
+        replies.clear();
+        for (slot, &(len, src)) in received.iter().enumerate() {
+            rotation = rotation.wrapping_add(1);
+            let query = &queries[slot * MAX_QUERY..slot * MAX_QUERY + len];
+            let response = &mut responses[slot];
+            let answered = match engine.answer_fast(query, response, Transport::Udp, rotation) {
+                Outcome::Answered => true,
+                Outcome::Fallback => fallback(engine, runtime, query, src, response),
+            };
+            if answered {
+                replies.push((slot, src));
+            }
+        }
+        send_all(fd, &mut send_headers, &responses, &replies);
+    }
+}
+
+/// Answers one query on the hickory path (rare: zone-file names, unusual queries, bad packets).
+fn fallback(
+    engine: &DnsEngine,
+    runtime: &tokio::runtime::Handle,
+    query: &[u8],
+    src: SockaddrStorage,
+    out: &mut Vec<u8>,
+) -> bool {
+    let Some(src) = socket_addr(&src) else {
+        return false;
+    };
+    match runtime.block_on(engine.answer_hickory(query, src, Transport::Udp)) {
+        Some(bytes) => {
+            *out = bytes;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Sends every reply, in as few system calls as the kernel allows.
+fn send_all(
+    fd: RawFd,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    responses: &[Vec<u8>],
+    replies: &[(usize, SockaddrStorage)],
+) {
+    let mut sent = 0;
+    while sent < replies.len() {
+        let batch = &replies[sent..];
+        let slices: Vec<[IoSlice<'_>; 1]> = batch
+            .iter()
+            .map(|(slot, _)| [IoSlice::new(&responses[*slot])])
+            .collect();
+        let addrs: Vec<Option<SockaddrStorage>> =
+            batch.iter().map(|(_, addr)| Some(*addr)).collect();
+        let no_cmsgs: [ControlMessage<'_>; 0] = [];
+        match sendmmsg(
+            fd,
+            headers,
+            slices.iter(),
+            &addrs,
+            no_cmsgs,
+            MsgFlags::empty(),
+        ) {
+            Ok(results) => match results.count() {
+                0 => return,
+                n => sent += n,
+            },
+            Err(Errno::EINTR) => {}
+            Err(e) => {
+                // The first message failed (an unreachable client); skip it and go on.
+                tracing::debug!(error = %e, "UDP send failed");
+                sent += 1;
+            }
         }
     }
+}
+
+fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }

@@ -1,0 +1,105 @@
+//! The DNS answer path alone: query bytes in, response bytes out, through the fast path.
+//! A hot 3-instance service (A), a 100-instance service (SRV over TCP, every record) and
+//! NXDOMAIN, with 10 and with 100,000 registered services: the cost must not depend on the count.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+use serde_json::json;
+use sextant::api::wire::{parse_json, parse_registration};
+use sextant::dns::answers::AnswerCompiler;
+use sextant::dns::fast::{FastPath, Outcome, Transport};
+use sextant::dns::zones;
+use sextant::registry::Registry;
+
+fn register(registry: &Registry, body: serde_json::Value) {
+    let instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap()).unwrap();
+    registry.register(instance).unwrap();
+}
+
+fn fast_path(services: usize) -> FastPath {
+    let domain = Name::from_ascii("trading-dc.").unwrap();
+    let node = "192.0.2.1".parse().unwrap();
+    let registry = Arc::new(Registry::new(AnswerCompiler::new(
+        domain.clone(),
+        0,
+        node,
+        false,
+    )));
+    let zones = zones::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
+        &domain,
+        node,
+    )
+    .unwrap();
+    for i in 0..3 {
+        register(
+            &registry,
+            json!({"Name": "hot", "ID": format!("hot-{i}"), "Address": format!("10.0.0.{}", i + 1), "Port": 8080}),
+        );
+    }
+    for i in 0..100 {
+        register(
+            &registry,
+            json!({"Name": "wide", "ID": format!("wide-{i}"), "Address": format!("10.1.0.{}", i + 1), "Port": 9000}),
+        );
+    }
+    for i in 0..services.saturating_sub(2) {
+        let ip = format!("10.{}.{}.{}", 2 + i / 65536, (i / 256) % 256, i % 256);
+        register(
+            &registry,
+            json!({"Name": format!("svc-{i}"), "Address": ip, "Port": 80}),
+        );
+    }
+    FastPath::new(registry, &zones.negative_soa, "node1")
+}
+
+fn query(name: &str, rtype: RecordType) -> Vec<u8> {
+    let mut msg = Message::new(0x4242, MessageType::Query, OpCode::Query);
+    msg.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    msg.to_vec().unwrap()
+}
+
+fn answer_path(c: &mut Criterion) {
+    let mut group = c.benchmark_group("answer");
+    for services in [10usize, 100_000] {
+        let fast = fast_path(services);
+        let cases = [
+            (
+                "hot A",
+                query("hot.service.trading-dc.", RecordType::A),
+                Transport::Udp,
+            ),
+            (
+                "100-instance SRV tcp",
+                query("wide.service.trading-dc.", RecordType::SRV),
+                Transport::Tcp,
+            ),
+            (
+                "NXDOMAIN",
+                query("nosuch.service.trading-dc.", RecordType::A),
+                Transport::Udp,
+            ),
+        ];
+        for (label, q, transport) in cases {
+            let mut out = Vec::with_capacity(65535);
+            let mut rotation = 0usize;
+            group.bench_with_input(BenchmarkId::new(label, services), &q, |b, q| {
+                b.iter(|| {
+                    rotation = rotation.wrapping_add(1);
+                    let outcome = fast.answer(black_box(q), &mut out, transport, rotation);
+                    debug_assert_eq!(outcome, Outcome::Answered);
+                    black_box(out.len())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, answer_path);
+criterion_main!(benches);
