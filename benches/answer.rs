@@ -24,18 +24,8 @@ fn register(registry: &Registry, body: serde_json::Value) {
 fn fast_path(services: usize) -> FastPath {
     let domain = Name::from_ascii("trading-dc.").unwrap();
     let node = "192.0.2.1".parse().unwrap();
-    let registry = Arc::new(Registry::new(AnswerCompiler::new(
-        domain.clone(),
-        0,
-        node,
-        false,
-    )));
-    let zones = zones::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
-        &domain,
-        node,
-    )
-    .unwrap();
+    let registry = Arc::new(Registry::new(AnswerCompiler::new(domain.clone(), 0, node, false)));
+    let zones = zones::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"), &domain, node).unwrap();
     for i in 0..3 {
         register(
             &registry,
@@ -69,11 +59,7 @@ fn answer_path(c: &mut Criterion) {
     for services in [10usize, 100_000] {
         let fast = fast_path(services);
         let cases = [
-            (
-                "hot A",
-                query("hot.service.trading-dc.", RecordType::A),
-                Transport::Udp,
-            ),
+            ("hot A", query("hot.service.trading-dc.", RecordType::A), Transport::Udp),
             (
                 "100-instance SRV tcp",
                 query("wide.service.trading-dc.", RecordType::SRV),

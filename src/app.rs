@@ -22,15 +22,9 @@ pub enum AppError {
     #[error(transparent)]
     Zone(#[from] ZoneError),
     #[error("cannot listen for DNS on {addr}: {source}")]
-    BindDns {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    BindDns { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for HTTP on {addr}: {source}")]
-    BindHttp {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    BindHttp { addr: SocketAddr, source: std::io::Error },
 }
 
 /// A running server.
@@ -70,12 +64,7 @@ impl App {
             source,
         })?;
         let fast = FastPath::new(registry.clone(), &zones.negative_soa, &node_name);
-        let hickory = DnsHandler::new(
-            registry.clone(),
-            zones.catalog,
-            zones.negative_soa,
-            &node_name,
-        );
+        let hickory = DnsHandler::new(registry.clone(), zones.catalog, zones.negative_soa, &node_name);
         let dns = listeners
             .serve(Arc::new(DnsEngine::new(fast, hickory)))
             .map_err(|source| AppError::BindDns {
@@ -83,19 +72,16 @@ impl App {
                 source,
             })?;
 
-        let http_listener =
-            TcpListener::bind(config.http)
-                .await
-                .map_err(|source| AppError::BindHttp {
-                    addr: config.http,
-                    source,
-                })?;
-        let http_addr = http_listener
-            .local_addr()
+        let http_listener = TcpListener::bind(config.http)
+            .await
             .map_err(|source| AppError::BindHttp {
                 addr: config.http,
                 source,
             })?;
+        let http_addr = http_listener.local_addr().map_err(|source| AppError::BindHttp {
+            addr: config.http,
+            source,
+        })?;
         let state = ApiState {
             registry: registry.clone(),
             node: Arc::new(NodeInfo {
@@ -151,15 +137,11 @@ impl App {
 fn node_id(node_name: &str) -> String {
     // FNV-1a, twice with different seeds: stable across runs and versions, unlike std's hasher.
     let fnv = |seed: u64| {
-        node_name.bytes().fold(seed, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
+        node_name
+            .bytes()
+            .fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
     };
-    let hex = format!(
-        "{:016x}{:016x}",
-        fnv(0xcbf2_9ce4_8422_2325),
-        fnv(0x8422_2325_cbf2_9ce4)
-    );
+    let hex = format!("{:016x}{:016x}", fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4));
     format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],

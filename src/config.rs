@@ -13,17 +13,11 @@ use crate::model::{check_dns_label, parse_go_duration};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid {field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    Invalid { field: &'static str, message: String },
 }
 
 /// Every setting, with its default. The keys of a `--config` file are these field names.
@@ -292,11 +286,8 @@ mod tests {
 
     #[test]
     fn example_config_parses() {
-        let config = Config::from_file(Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/sextant.toml"
-        )))
-        .unwrap();
+        let config =
+            Config::from_file(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sextant.toml"))).unwrap();
         assert_eq!(config.domain, "trading-dc");
     }
 }

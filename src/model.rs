@@ -39,6 +39,13 @@ impl fmt::Display for ServiceName {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey(Arc<str>);
 
+// Lookups by `&str` (the DNS path has the lower-cased label, not a key): `Arc<str>` hashes as `str`.
+impl std::borrow::Borrow<str> for ServiceKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl ServiceKey {
     pub fn new(name: &str) -> Self {
         Self(name.to_ascii_lowercase().into())
@@ -94,14 +101,9 @@ pub fn check_dns_label(label: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if label.len() > 63 {
-        return Err(format!(
-            "{label:?} is longer than 63 bytes, the limit of a DNS label"
-        ));
+        return Err(format!("{label:?} is longer than 63 bytes, the limit of a DNS label"));
     }
-    if let Some(c) = label
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-    {
+    if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
         return Err(format!(
             "{label:?} contains {c:?}; a DNS label holds only letters, digits and '-'"
         ));
@@ -149,8 +151,7 @@ impl Address {
             return Err(format!("{text:?} is not a valid IP address"));
         }
         for label in host.split('.') {
-            check_dns_label(label)
-                .map_err(|e| format!("{text:?} is neither an IP address nor a host name: {e}"))?;
+            check_dns_label(label).map_err(|e| format!("{text:?} is neither an IP address nor a host name: {e}"))?;
         }
         Ok(Self::Host(host.to_ascii_lowercase().into()))
     }
@@ -201,10 +202,7 @@ pub struct Weights {
 
 impl Default for Weights {
     fn default() -> Self {
-        Self {
-            passing: 1,
-            warning: 1,
-        }
+        Self { passing: 1, warning: 1 }
     }
 }
 
@@ -303,11 +301,7 @@ pub struct Instance {
 impl Instance {
     /// The worst status of the instance's checks; passing with none.
     pub fn health(&self) -> Health {
-        self.checks
-            .iter()
-            .map(|c| c.status)
-            .max()
-            .unwrap_or(Health::Passing)
+        self.checks.iter().map(|c| c.status).max().unwrap_or(Health::Passing)
     }
 
     pub fn has_tag(&self, tag: &str) -> bool {
@@ -317,8 +311,7 @@ impl Instance {
 
 /// Parses a Go duration string ("10s", "1m30s", "500ms", "1.5h", "0"), as Consul's JSON takes them.
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("{text:?} is not a duration (use Go's form: \"10s\", \"1m30s\", \"500ms\")");
+    let bad = || format!("{text:?} is not a duration (use Go's form: \"10s\", \"1m30s\", \"500ms\")");
     let s = text.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -330,9 +323,7 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let mut rest = s;
     let mut total_nanos: f64 = 0.0;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
         if num_len == 0 {
             return Err(bad());
         }
@@ -412,16 +403,7 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse_go_duration(text), Ok(want), "{text}");
         }
-        for bad in [
-            "",
-            "10",
-            "ten seconds",
-            "-5s",
-            "5x",
-            "s",
-            "1.2.3s",
-            "9999999999h",
-        ] {
+        for bad in ["", "10", "ten seconds", "-5s", "5x", "s", "1.2.3s", "9999999999h"] {
             assert!(parse_go_duration(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -442,10 +424,7 @@ mod tests {
             assert!(ServiceName::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(Address::parse("").unwrap(), Address::Node);
-        assert!(matches!(
-            Address::parse("10.0.0.1").unwrap(),
-            Address::Ip(_)
-        ));
+        assert!(matches!(Address::parse("10.0.0.1").unwrap(), Address::Ip(_)));
         assert!(matches!(Address::parse("::1").unwrap(), Address::Ip(_)));
         assert_eq!(
             Address::parse("DB.Example.com.").unwrap(),

@@ -13,14 +13,7 @@ use hickory_proto::rr::RecordType;
 #[tokio::test]
 async fn binary_serves_on_ephemeral_ports_and_stops_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args([
-            "serve",
-            "--dns",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--zones",
-        ])
+        .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
         .arg(common::repo_zones())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -114,14 +107,7 @@ fn bad_configuration_is_a_clear_error() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("trading-dc.zone"), "@ IN SOA this is not a zone\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args([
-            "serve",
-            "--dns",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--zones",
-        ])
+        .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
         .arg(&dir)
         .output()
         .unwrap();

@@ -41,12 +41,7 @@ async fn register_list_get_and_deregister() {
     assert_eq!(one["Port"], 9090);
     assert_eq!(one["Tags"], json!([]));
     assert_eq!(
-        server
-            .get_json("/v1/agent/services")
-            .await
-            .as_object()
-            .unwrap()
-            .len(),
+        server.get_json("/v1/agent/services").await.as_object().unwrap().len(),
         1
     );
 
@@ -84,10 +79,7 @@ async fn id_defaults_to_name_and_lowercase_snake_case_fields_are_accepted() {
     );
     assert_eq!(checks[0]["Status"], "passing");
     assert_eq!(checks[0]["Type"], "ttl");
-    assert_eq!(
-        checks[0]["Definition"]["DeregisterCriticalServiceAfter"],
-        "1m30s"
-    );
+    assert_eq!(checks[0]["Definition"]["DeregisterCriticalServiceAfter"], "1m30s");
     server.stop().await;
 }
 
@@ -136,9 +128,7 @@ async fn ttl_check_updates_set_status_and_output() {
         .await;
     let status_of = |v: &Value| v[0]["Checks"][1]["Status"].as_str().unwrap().to_owned();
 
-    let (s, _) = server
-        .put("/v1/agent/check/pass/service:worker?note=all%20good")
-        .await;
+    let (s, _) = server.put("/v1/agent/check/pass/service:worker?note=all%20good").await;
     assert_eq!(s, 200);
     let health = server.get_json("/v1/health/service/worker").await;
     assert_eq!(status_of(&health), "passing");
@@ -156,10 +146,7 @@ async fn ttl_check_updates_set_status_and_output() {
     assert_eq!(health[0]["Checks"][1]["Output"], "slow");
 
     let (s, body) = server
-        .put_json(
-            "/v1/agent/check/update/service:worker",
-            &json!({"Status": "dead"}),
-        )
+        .put_json("/v1/agent/check/update/service:worker", &json!({"Status": "dead"}))
         .await;
     assert_eq!(s, 400, "{body}");
     let (s, body) = server.put("/v1/agent/check/pass/nosuchcheck").await;
@@ -186,10 +173,7 @@ async fn catalog_and_health_views() {
     server.register(json!({"Name": "billing", "Port": 1})).await;
 
     let services = server.get_json("/v1/catalog/services").await;
-    assert_eq!(
-        services,
-        json!({"billing": [], "orders": ["primary", "replica"]})
-    );
+    assert_eq!(services, json!({"billing": [], "orders": ["primary", "replica"]}));
 
     let catalog = server.get_json("/v1/catalog/service/orders").await;
     assert_eq!(
@@ -213,15 +197,10 @@ async fn catalog_and_health_views() {
         "CreateIndex",
         "ModifyIndex",
     ] {
-        assert!(
-            first.get(field).is_some(),
-            "catalog entry has {field}: {first}"
-        );
+        assert!(first.get(field).is_some(), "catalog entry has {field}: {first}");
     }
     assert_eq!(first["Datacenter"], "trading-dc");
-    let tagged = server
-        .get_json("/v1/catalog/service/orders?tag=replica")
-        .await;
+    let tagged = server.get_json("/v1/catalog/service/orders?tag=replica").await;
     assert_eq!(tagged.as_array().unwrap().len(), 2);
 
     let all = server.get_json("/v1/health/service/orders").await;
@@ -245,14 +224,9 @@ async fn catalog_and_health_views() {
         .get_json("/v1/health/service/orders?passing=true&tag=primary")
         .await;
     assert_eq!(passing_true.as_array().unwrap().len(), 1);
-    let replica = server
-        .get_json("/v1/health/service/orders?tag=replica")
-        .await;
+    let replica = server.get_json("/v1/health/service/orders?tag=replica").await;
     assert_eq!(replica.as_array().unwrap().len(), 2);
-    assert_eq!(
-        server.get_json("/v1/health/service/nosuch").await,
-        json!([])
-    );
+    assert_eq!(server.get_json("/v1/health/service/nosuch").await, json!([]));
 
     let checks = server.get_json("/v1/health/checks/orders").await;
     assert_eq!(checks.as_array().unwrap().len(), 3);
@@ -269,11 +243,7 @@ async fn index_grows_with_every_change() {
     let server = TestServer::start().await;
     let index = || async {
         let (_, headers, _) = server.get("/v1/catalog/services").await;
-        headers["X-Consul-Index"]
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
+        headers["X-Consul-Index"].to_str().unwrap().parse::<u64>().unwrap()
     };
     let i0 = index().await;
     server.register(json!({"Name": "a", "Port": 1})).await;
@@ -333,31 +303,21 @@ async fn bad_registrations_are_refused_and_store_nothing() {
             "Address",
             json!({"Name": "ok", "Address": "not an address!"}).to_string(),
         ),
-        (
-            "Address",
-            json!({"Name": "ok", "Address": "10.0.0.256"}).to_string(),
-        ),
-        (
-            "Meta",
-            json!({"Name": "ok", "Meta": {"bad key": "v"}}).to_string(),
-        ),
+        ("Address", json!({"Name": "ok", "Address": "10.0.0.256"}).to_string()),
+        ("Meta", json!({"Name": "ok", "Meta": {"bad key": "v"}}).to_string()),
         (
             "Weights.Passing",
             json!({"Name": "ok", "Weights": {"Passing": 0}}).to_string(),
         ),
         (
             "Check.Interval",
-            json!({"Name": "ok", "Check": {"HTTP": "http://x/", "Interval": "10 seconds"}})
-                .to_string(),
+            json!({"Name": "ok", "Check": {"HTTP": "http://x/", "Interval": "10 seconds"}}).to_string(),
         ),
         (
             "Check.Interval",
             json!({"Name": "ok", "Check": {"TCP": "x:80"}}).to_string(),
         ),
-        (
-            "Check.TTL",
-            json!({"Name": "ok", "Check": {"TTL": "soon"}}).to_string(),
-        ),
+        ("Check.TTL", json!({"Name": "ok", "Check": {"TTL": "soon"}}).to_string()),
         (
             "Check.HTTP",
             json!({"Name": "ok", "Check": {"HTTP": "not a url", "Interval": "10s"}}).to_string(),
@@ -372,8 +332,7 @@ async fn bad_registrations_are_refused_and_store_nothing() {
         ),
         (
             "Checks[1].GRPC",
-            json!({"Name": "ok", "Checks": [{"TTL": "5s"}, {"GRPC": "x:1", "Interval": "1s"}]})
-                .to_string(),
+            json!({"Name": "ok", "Checks": [{"TTL": "5s"}, {"GRPC": "x:1", "Interval": "1s"}]}).to_string(),
         ),
         (
             "Check: must have one of HTTP, TCP or TTL",
@@ -385,9 +344,7 @@ async fn bad_registrations_are_refused_and_store_nothing() {
         ),
     ];
     for (expected, body) in &cases {
-        let (status, message) = server
-            .put_raw("/v1/agent/service/register", body.clone())
-            .await;
+        let (status, message) = server.put_raw("/v1/agent/service/register", body.clone()).await;
         assert_eq!(status, 400, "{body} → {status} {message}");
         assert!(
             message.contains(expected),
@@ -401,10 +358,7 @@ async fn bad_registrations_are_refused_and_store_nothing() {
     );
     assert_eq!(server.get_json("/v1/agent/checks").await, json!({}));
     let dns = common::dns::udp(server.dns, "ok.service.trading-dc.", RecordType::A).await;
-    assert_eq!(
-        common::dns::rcode(&dns),
-        hickory_proto::op::ResponseCode::NXDomain
-    );
+    assert_eq!(common::dns::rcode(&dns), hickory_proto::op::ResponseCode::NXDomain);
     server.stop().await;
 }
 
@@ -430,10 +384,7 @@ async fn free_form_tags_are_kept_and_dns_label_tags_are_queryable() {
         .register(json!({"Name": "web", "Address": "10.5.0.1", "Port": 80, "Tags": ["secure=false", "traefik.enable=true", "blue"]}))
         .await;
     let s = server.get_json("/v1/agent/service/web").await;
-    assert_eq!(
-        s["Tags"],
-        json!(["secure=false", "traefik.enable=true", "blue"])
-    );
+    assert_eq!(s["Tags"], json!(["secure=false", "traefik.enable=true", "blue"]));
     let reply = common::dns::udp(server.dns, "blue.web.service.trading-dc.", RecordType::A).await;
     assert_eq!(common::dns::addresses(&reply).len(), 1);
     server.stop().await;

@@ -27,18 +27,12 @@ async fn registered_instance_answers_a_and_srv_over_udp_and_tcp() {
         tcp(server.dns, "orders.service.trading-dc.", RecordType::A).await,
     ] {
         assert_eq!(rcode(&reply), ResponseCode::NoError);
-        assert!(
-            reply.metadata.authoritative,
-            "AA is set on authoritative answers"
-        );
+        assert!(reply.metadata.authoritative, "AA is set on authoritative answers");
         assert_eq!(addresses(&reply), vec![ip("10.0.0.1")]);
     }
 
     let srv = udp(server.dns, "orders.service.trading-dc.", RecordType::SRV).await;
-    assert_eq!(
-        srvs(&srv),
-        vec![(8080, 1, "0a000001.addr.trading-dc.".to_string())]
-    );
+    assert_eq!(srvs(&srv), vec![(8080, 1, "0a000001.addr.trading-dc.".to_string())]);
     assert_eq!(
         additional_addresses(&srv),
         vec![("0a000001.addr.trading-dc.".to_string(), ip("10.0.0.1"))]
@@ -58,10 +52,7 @@ async fn names_match_without_case_and_ipv6_answers_aaaa() {
     let reply = udp(server.dns, "QUOTES.Service.TRADING-DC.", RecordType::AAAA).await;
     assert_eq!(addresses(&reply), vec![ip("2001:db8::7")]);
     // The answer is under the name as asked (resolvers using 0x20 compare it).
-    assert_eq!(
-        reply.answers[0].name.to_ascii(),
-        "QUOTES.Service.TRADING-DC."
-    );
+    assert_eq!(reply.answers[0].name.to_ascii(), "QUOTES.Service.TRADING-DC.");
     // A service with only an IPv6 instance has no A records: NODATA, not NXDOMAIN.
     let a = udp(server.dns, "quotes.service.trading-dc.", RecordType::A).await;
     assert_eq!(rcode(&a), ResponseCode::NoError);
@@ -85,10 +76,7 @@ async fn deregistered_service_is_nxdomain_with_soa() {
     let reply = udp(server.dns, "orders.service.trading-dc.", RecordType::A).await;
     assert_eq!(rcode(&reply), ResponseCode::NXDomain);
     assert!(reply.answers.is_empty());
-    assert!(
-        has_soa(&reply, "trading-dc."),
-        "NXDOMAIN carries the SOA: {reply:?}"
-    );
+    assert!(has_soa(&reply, "trading-dc."), "NXDOMAIN carries the SOA: {reply:?}");
     assert!(reply.metadata.authoritative);
     server.stop().await;
 }
@@ -98,21 +86,16 @@ async fn critical_instances_are_never_handed_out() {
     let server = TestServer::start().await;
     for (id, addr) in [("orders-1", "10.0.0.1"), ("orders-2", "10.0.0.2")] {
         server
-            .register(
-                json!({"Name": "orders", "ID": id, "Address": addr, "Port": 80,
-                              "Check": {"TTL": "60s", "Status": "passing"}}),
-            )
+            .register(json!({"Name": "orders", "ID": id, "Address": addr, "Port": 80,
+                              "Check": {"TTL": "60s", "Status": "passing"}}))
             .await;
     }
-    let both: HashSet<_> =
-        addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await)
-            .into_iter()
-            .collect();
+    let both: HashSet<_> = addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await)
+        .into_iter()
+        .collect();
     assert_eq!(both, HashSet::from([ip("10.0.0.1"), ip("10.0.0.2")]));
 
-    let (status, body) = server
-        .put("/v1/agent/check/fail/service:orders-1?note=down")
-        .await;
+    let (status, body) = server.put("/v1/agent/check/fail/service:orders-1?note=down").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         addresses(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await),
@@ -154,17 +137,12 @@ async fn critical_instances_are_never_handed_out() {
 async fn a_check_without_status_starts_critical_as_in_consul() {
     let server = TestServer::start().await;
     server
-        .register(
-            json!({"Name": "web", "ID": "web-1", "Address": "10.0.1.1", "Port": 80,
-                          "Check": {"HTTP": "http://10.0.1.1/health", "Interval": "10s"}}),
-        )
+        .register(json!({"Name": "web", "ID": "web-1", "Address": "10.0.1.1", "Port": 80,
+                          "Check": {"HTTP": "http://10.0.1.1/health", "Interval": "10s"}}))
         .await;
     let reply = udp(server.dns, "web.service.trading-dc.", RecordType::A).await;
     assert_eq!(rcode(&reply), ResponseCode::NoError);
-    assert!(
-        reply.answers.is_empty(),
-        "an unchecked instance is not handed out yet"
-    );
+    assert!(reply.answers.is_empty(), "an unchecked instance is not handed out yet");
     server.stop().await;
 }
 
@@ -269,10 +247,7 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     .await;
     assert!(!big_buffer.metadata.truncation);
     assert_eq!(addresses(&big_buffer).len(), 60);
-    assert!(
-        big_buffer.edns.is_some(),
-        "an EDNS query gets an OPT record back"
-    );
+    assert!(big_buffer.edns.is_some(), "an EDNS query gets an OPT record back");
     server.stop().await;
 }
 
@@ -291,10 +266,7 @@ async fn answers_rotate_between_queries() {
         assert_eq!(addrs.len(), 5, "every query gets every instance");
         firsts.insert(addrs[0]);
     }
-    assert!(
-        firsts.len() >= 3,
-        "the first record varies between queries: {firsts:?}"
-    );
+    assert!(firsts.len() >= 3, "the first record varies between queries: {firsts:?}");
     server.stop().await;
 }
 
@@ -306,38 +278,25 @@ async fn tags_node_address_and_service_ttl() {
         ..test_config()
     })
     .await;
-    server.register(json!({"Name": "db", "ID": "db-1", "Address": "10.3.0.1", "Port": 5432, "Tags": ["primary"]})).await;
-    server.register(json!({"Name": "db", "ID": "db-2", "Address": "10.3.0.2", "Port": 5432, "Tags": ["replica"]})).await;
-    // No Address: the instance is on this node, as in Consul.
     server
-        .register(json!({"Name": "local", "Port": 7000}))
+        .register(json!({"Name": "db", "ID": "db-1", "Address": "10.3.0.1", "Port": 5432, "Tags": ["primary"]}))
         .await;
+    server
+        .register(json!({"Name": "db", "ID": "db-2", "Address": "10.3.0.2", "Port": 5432, "Tags": ["replica"]}))
+        .await;
+    // No Address: the instance is on this node, as in Consul.
+    server.register(json!({"Name": "local", "Port": 7000})).await;
 
     let primary = udp(server.dns, "primary.db.service.trading-dc.", RecordType::A).await;
     assert_eq!(addresses(&primary), vec![ip("10.3.0.1")]);
     assert_eq!(primary.answers[0].ttl, 15);
-    let rfc2782 = udp(
-        server.dns,
-        "_db._replica.service.trading-dc.",
-        RecordType::SRV,
-    )
-    .await;
+    let rfc2782 = udp(server.dns, "_db._replica.service.trading-dc.", RecordType::SRV).await;
     assert_eq!(srvs(&rfc2782).len(), 1);
-    assert_eq!(
-        rfc2782.answers[0].name.to_ascii(),
-        "_db._replica.service.trading-dc."
-    );
+    assert_eq!(rfc2782.answers[0].name.to_ascii(), "_db._replica.service.trading-dc.");
     let any_tag = udp(server.dns, "_db._tcp.service.trading-dc.", RecordType::SRV).await;
     assert_eq!(srvs(&any_tag).len(), 2);
     assert_eq!(
-        rcode(
-            &udp(
-                server.dns,
-                "nosuchtag.db.service.trading-dc.",
-                RecordType::A
-            )
-            .await
-        ),
+        rcode(&udp(server.dns, "nosuchtag.db.service.trading-dc.", RecordType::A).await),
         ResponseCode::NXDomain
     );
 
@@ -361,21 +320,13 @@ async fn malformed_packets_do_not_stop_the_server() {
     let valid = query_message("orders.service.trading-dc.", RecordType::A, None)
         .to_vec()
         .unwrap();
-    let mut garbage: Vec<Vec<u8>> = vec![
-        vec![],
-        vec![0],
-        vec![0xff; 11],
-        vec![0xff; 12],
-        vec![0xab; 600],
-    ];
+    let mut garbage: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0xff; 11], vec![0xff; 12], vec![0xab; 600]];
     garbage.push(valid[..valid.len() - 3].to_vec()); // truncated question
     let mut bad_label = valid.clone();
     bad_label[12] = 0xc0; // a compression pointer where a label should start
     garbage.push(bad_label);
     for packet in &garbage {
-        if let Some(reply) =
-            udp_raw_within(server.dns, packet, std::time::Duration::from_millis(300)).await
-        {
+        if let Some(reply) = udp_raw_within(server.dns, packet, std::time::Duration::from_millis(300)).await {
             // Either dropped, or answered with an error code: never a crash, never an answer.
             assert!(reply.len() >= 4, "a reply is at least a header's start");
             assert_ne!(
@@ -407,11 +358,7 @@ async fn several_queries_on_one_tcp_connection() {
     let mut conn = TcpClient::connect(server.dns).await;
     for _ in 0..5 {
         let reply = conn
-            .query(&query_message(
-                "orders.service.trading-dc.",
-                RecordType::A,
-                None,
-            ))
+            .query(&query_message("orders.service.trading-dc.", RecordType::A, None))
             .await;
         assert_eq!(addresses(&reply), vec![ip("10.0.0.1")]);
     }

@@ -17,12 +17,7 @@ use sextant::registry::Registry;
 fn engine() -> (Arc<Registry>, DnsEngine) {
     let domain = Name::from_ascii("trading-dc.").unwrap();
     let node_addr = "192.0.2.1".parse().unwrap();
-    let registry = Arc::new(Registry::new(AnswerCompiler::new(
-        domain.clone(),
-        5,
-        node_addr,
-        false,
-    )));
+    let registry = Arc::new(Registry::new(AnswerCompiler::new(domain.clone(), 5, node_addr, false)));
     let zones = zones::load(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
         &domain,
@@ -89,10 +84,7 @@ fn query(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {
 }
 
 fn sorted(records: &[Record]) -> Vec<String> {
-    let mut out: Vec<String> = records
-        .iter()
-        .map(|r| r.to_string().to_ascii_lowercase())
-        .collect();
+    let mut out: Vec<String> = records.iter().map(|r| r.to_string().to_ascii_lowercase()).collect();
     out.sort();
     out
 }
@@ -151,17 +143,11 @@ async fn fast_and_hickory_paths_give_the_same_answers() {
                         .answer_hickory(&q, src, transport)
                         .await
                         .expect("hickory answers");
-                    let (f, s) = (
-                        Message::from_vec(&fast).unwrap(),
-                        Message::from_vec(&slow).unwrap(),
-                    );
+                    let (f, s) = (Message::from_vec(&fast).unwrap(), Message::from_vec(&slow).unwrap());
                     let what = format!("{name} {rtype} edns={edns:?} {transport:?}");
                     assert_eq!(f.metadata.response_code, s.metadata.response_code, "{what}");
                     assert_eq!(f.metadata.authoritative, s.metadata.authoritative, "{what}");
-                    assert_eq!(
-                        f.metadata.recursion_desired, s.metadata.recursion_desired,
-                        "{what}"
-                    );
+                    assert_eq!(f.metadata.recursion_desired, s.metadata.recursion_desired, "{what}");
                     assert_eq!(f.metadata.id, 0x1234, "{what}");
                     assert_eq!(f.metadata.message_type, MessageType::Response, "{what}");
                     assert_eq!(f.queries, s.queries, "{what}");
@@ -177,25 +163,14 @@ async fn fast_and_hickory_paths_give_the_same_answers() {
                         "{what}"
                     );
                     assert_eq!(sorted(&f.answers), sorted(&s.answers), "{what}: answers");
-                    assert_eq!(
-                        sorted(&f.authorities),
-                        sorted(&s.authorities),
-                        "{what}: authorities"
-                    );
-                    assert_eq!(
-                        sorted(&f.additionals),
-                        sorted(&s.additionals),
-                        "{what}: additionals"
-                    );
+                    assert_eq!(sorted(&f.authorities), sorted(&s.authorities), "{what}: authorities");
+                    assert_eq!(sorted(&f.additionals), sorted(&s.additionals), "{what}: additionals");
                     compared += 1;
                 }
             }
         }
     }
-    assert!(
-        compared > 600,
-        "compared {compared} responses record by record"
-    );
+    assert!(compared > 600, "compared {compared} responses record by record");
 }
 
 #[tokio::test]
@@ -203,42 +178,22 @@ async fn what_the_fast_path_leaves_to_hickory() {
     let (registry, engine) = engine();
     populate(&registry);
     let mut out = Vec::new();
-    let fallback = |q: &[u8], out: &mut Vec<u8>| {
-        engine.answer_fast(q, out, Transport::Udp, 0) == Outcome::Fallback
-    };
+    let fallback = |q: &[u8], out: &mut Vec<u8>| engine.answer_fast(q, out, Transport::Udp, 0) == Outcome::Fallback;
     // Zone-file names and names outside the zone.
-    for name in [
-        "trading-dc.",
-        "ns1.trading-dc.",
-        "www.trading-dc.",
-        "example.com.",
-        ".",
-    ] {
-        assert!(
-            fallback(&query(name, RecordType::A, None), &mut out),
-            "{name}"
-        );
+    for name in ["trading-dc.", "ns1.trading-dc.", "www.trading-dc.", "example.com.", "."] {
+        assert!(fallback(&query(name, RecordType::A, None), &mut out), "{name}");
     }
     // EDNS version 1 (hickory answers BADVERS), an unknown EDNS option, another class, another
     // opcode, a response, a compressed question, trailing bytes, garbage.
-    let mut v1 = Message::from_vec(&query(
-        "orders.service.trading-dc.",
-        RecordType::A,
-        Some(1232),
-    ))
-    .unwrap();
+    let mut v1 = Message::from_vec(&query("orders.service.trading-dc.", RecordType::A, Some(1232))).unwrap();
     v1.edns.as_mut().unwrap().set_version(1);
     assert!(fallback(&v1.to_vec().unwrap(), &mut out));
     let mut chaos = Message::new(1, MessageType::Query, OpCode::Query);
-    let mut q = Query::query(
-        Name::from_ascii("orders.service.trading-dc.").unwrap(),
-        RecordType::A,
-    );
+    let mut q = Query::query(Name::from_ascii("orders.service.trading-dc.").unwrap(), RecordType::A);
     q.set_query_class(DNSClass::CH);
     chaos.add_query(q);
     assert!(fallback(&chaos.to_vec().unwrap(), &mut out));
-    let mut notify =
-        Message::from_vec(&query("orders.service.trading-dc.", RecordType::SOA, None)).unwrap();
+    let mut notify = Message::from_vec(&query("orders.service.trading-dc.", RecordType::SOA, None)).unwrap();
     notify.metadata.op_code = OpCode::Notify;
     assert!(fallback(&notify.to_vec().unwrap(), &mut out));
     let mut response = query("orders.service.trading-dc.", RecordType::A, None);
@@ -258,24 +213,12 @@ async fn what_the_fast_path_leaves_to_hickory() {
     // The hickory path drops what deserves no answer and says FORMERR to the rest.
     let src: SocketAddr = SRC.parse().unwrap();
     assert!(
-        engine
-            .answer_hickory(&response, src, Transport::Udp)
-            .await
-            .is_none(),
+        engine.answer_hickory(&response, src, Transport::Udp).await.is_none(),
         "responses are never answered"
     );
-    assert!(
-        engine
-            .answer_hickory(&[0u8; 5], src, Transport::Udp)
-            .await
-            .is_none()
-    );
+    assert!(engine.answer_hickory(&[0u8; 5], src, Transport::Udp).await.is_none());
     let formerr = engine
-        .answer_hickory(
-            &[0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xff],
-            src,
-            Transport::Udp,
-        )
+        .answer_hickory(&[0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xff], src, Transport::Udp)
         .await
         .unwrap();
     assert_eq!(
@@ -291,23 +234,12 @@ async fn udp_truncation_keeps_whole_records_and_fits_the_limit() {
     for (edns, limit) in [(None, 512), (Some(512), 512), (Some(1232), 1232)] {
         let mut out = Vec::new();
         let q = query("big.service.trading-dc.", RecordType::SRV, edns);
-        assert_eq!(
-            engine.answer_fast(&q, &mut out, Transport::Udp, 3),
-            Outcome::Answered
-        );
-        assert!(
-            out.len() <= limit,
-            "{} bytes for a limit of {limit}",
-            out.len()
-        );
+        assert_eq!(engine.answer_fast(&q, &mut out, Transport::Udp, 3), Outcome::Answered);
+        assert!(out.len() <= limit, "{} bytes for a limit of {limit}", out.len());
         let msg = Message::from_vec(&out).expect("a truncated answer is still well-formed");
         assert!(msg.metadata.truncation);
         assert!(!msg.answers.is_empty() && msg.answers.len() < 40);
-        assert!(
-            msg.additionals
-                .iter()
-                .all(|r| r.record_type() == RecordType::OPT)
-        );
+        assert!(msg.additionals.iter().all(|r| r.record_type() == RecordType::OPT));
     }
     // Over TCP, everything.
     let mut out = Vec::new();

@@ -33,16 +33,12 @@ async fn the_seed_clients_calls_work_unchanged() {
             "DeregisterCriticalServiceAfter": "30s"
         }
     });
-    let (status, body) = server
-        .put_json("/v1/agent/service/register", &registration)
-        .await;
+    let (status, body) = server.put_json("/v1/agent/service/register", &registration).await;
     assert_eq!(status, 200, "{body}");
 
     // get_service_instances(): reads Service.{ID,Service,Address,Port,Tags,Meta} and the status of
     // the check whose CheckID is "service:<ID>".
-    let data = server
-        .get_json(&format!("/v1/health/service/{service_name}"))
-        .await;
+    let data = server.get_json(&format!("/v1/health/service/{service_name}")).await;
     let entries = data.as_array().expect("a list");
     assert_eq!(entries.len(), 1);
     let service = &entries[0]["Service"];
@@ -69,9 +65,7 @@ async fn the_seed_clients_calls_work_unchanged() {
 
     // get_service_health(): /v1/health/checks/<id> with CheckID, Status, Output and LastUpdate
     // (parsed by datetime.fromisoformat after replacing Z).
-    let checks = server
-        .get_json(&format!("/v1/health/checks/{service_id}"))
-        .await;
+    let checks = server.get_json(&format!("/v1/health/checks/{service_id}")).await;
     let check = checks
         .as_array()
         .unwrap()
@@ -80,9 +74,7 @@ async fn the_seed_clients_calls_work_unchanged() {
         .expect("the service check");
     assert!(check["Status"].is_string());
     assert!(check["Output"].is_string());
-    let last_update = check["LastUpdate"]
-        .as_str()
-        .expect("LastUpdate is a string");
+    let last_update = check["LastUpdate"].as_str().expect("LastUpdate is a string");
     let parsed = OffsetDateTime::parse(last_update, &Rfc3339).expect("LastUpdate is RFC 3339");
     assert!((OffsetDateTime::now_utc() - parsed).whole_seconds().abs() < 60);
     let fraction = last_update
@@ -99,14 +91,10 @@ async fn the_seed_clients_calls_work_unchanged() {
     assert!(services.as_object().unwrap().contains_key(service_name));
 
     // deregister_service()
-    let (status, body) = server
-        .put(&format!("/v1/agent/service/deregister/{service_id}"))
-        .await;
+    let (status, body) = server.put(&format!("/v1/agent/service/deregister/{service_id}")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        server
-            .get_json(&format!("/v1/health/service/{service_name}"))
-            .await,
+        server.get_json(&format!("/v1/health/service/{service_name}")).await,
         json!([])
     );
     server.stop().await;

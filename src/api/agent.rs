@@ -35,10 +35,7 @@ async fn register(State(state): State<ApiState>, body: Bytes) -> Result<Response
     Ok(().into_response())
 }
 
-async fn deregister(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn deregister(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let unknown = || {
         ApiError::NotFound(format!(
             "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
@@ -55,28 +52,19 @@ async fn services(State(state): State<ApiState>) -> Response {
     let instances = state.registry.instances();
     let mut map = map;
     for instance in &instances {
-        map.insert(
-            instance.id.as_str(),
-            wire::agent_service(instance, &state.node),
-        );
+        map.insert(instance.id.as_str(), wire::agent_service(instance, &state.node));
     }
     consul_json(state.registry.index(), json!(map))
 }
 
-async fn service(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn service(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let instance = InstanceId::parse(&id)
         .ok()
         .and_then(|id| state.registry.instance(&id))
         .ok_or_else(|| ApiError::NotFound(format!("unknown service ID: {id}")))?;
     let mut body = wire::agent_service(&instance, &state.node);
     if let Value::Object(map) = &mut body {
-        map.insert(
-            "ContentHash".into(),
-            json!(format!("{:016x}", instance.modify_index)),
-        );
+        map.insert("ContentHash".into(), json!(format!("{:016x}", instance.modify_index)));
     }
     Ok(consul_json(instance.modify_index, body))
 }
@@ -94,64 +82,25 @@ async fn checks(State(state): State<ApiState>) -> Response {
     consul_json(state.registry.index(), json!(map))
 }
 
-async fn set_status(
-    state: &ApiState,
-    id: &str,
-    status: Health,
-    output: &str,
-) -> Result<Response, ApiError> {
+async fn set_status(state: &ApiState, id: &str, status: Health, output: &str) -> Result<Response, ApiError> {
     let check = CheckId::parse(id).map_err(|e| ApiError::field("check ID", e))?;
     state.registry.set_check_status(&check, status, output)?;
     Ok(().into_response())
 }
 
-async fn pass(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    set_status(
-        &s,
-        &id,
-        Health::Passing,
-        Params::parse(q).get("note").unwrap_or(""),
-    )
-    .await
+async fn pass(State(s): State<ApiState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    set_status(&s, &id, Health::Passing, Params::parse(q).get("note").unwrap_or("")).await
 }
 
-async fn warn(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    set_status(
-        &s,
-        &id,
-        Health::Warning,
-        Params::parse(q).get("note").unwrap_or(""),
-    )
-    .await
+async fn warn(State(s): State<ApiState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    set_status(&s, &id, Health::Warning, Params::parse(q).get("note").unwrap_or("")).await
 }
 
-async fn fail(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    set_status(
-        &s,
-        &id,
-        Health::Critical,
-        Params::parse(q).get("note").unwrap_or(""),
-    )
-    .await
+async fn fail(State(s): State<ApiState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    set_status(&s, &id, Health::Critical, Params::parse(q).get("note").unwrap_or("")).await
 }
 
-async fn update(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+async fn update(State(s): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let (status, output) = wire::parse_check_update(&wire::parse_json(&body)?)?;
     set_status(&s, &id, status, &output).await
 }

@@ -26,11 +26,7 @@ async fn services(State(state): State<ApiState>) -> Response {
     consul_json(state.registry.index(), json!(map))
 }
 
-async fn service(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Response {
+async fn service(State(state): State<ApiState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
     let params = Params::parse(q);
     let tags: Vec<&str> = params.all("tag").collect();
     let Some(entry) = state.registry.service(&name) else {

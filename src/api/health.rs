@@ -19,11 +19,7 @@ pub fn routes() -> Router<ApiState> {
 
 /// `?passing` keeps only instances whose every check passes (warning ones are dropped too, as
 /// Consul does); `?tag=` (repeatable) keeps instances carrying every given tag.
-async fn service(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Response {
+async fn service(State(state): State<ApiState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
     let params = Params::parse(q);
     let passing = params.flag("passing");
     let tags: Vec<&str> = params.all("tag").collect();

@@ -49,10 +49,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        format!("no such endpoint: {}", uri.path()),
-    )
+    (StatusCode::NOT_FOUND, format!("no such endpoint: {}", uri.path()))
 }
 
 /// A JSON answer with Consul's consistency headers.
@@ -72,18 +69,11 @@ struct Params(Vec<(String, String)>);
 impl Params {
     fn parse(raw: Option<String>) -> Self {
         let raw = raw.unwrap_or_default();
-        Self(
-            form_urlencoded::parse(raw.as_bytes())
-                .into_owned()
-                .collect(),
-        )
+        Self(form_urlencoded::parse(raw.as_bytes()).into_owned().collect())
     }
 
     fn all(&self, name: &str) -> impl Iterator<Item = &str> {
-        self.0
-            .iter()
-            .filter(move |(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     fn get(&self, name: &str) -> Option<&str> {

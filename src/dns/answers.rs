@@ -48,10 +48,7 @@ impl AnswerSet {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.a.heap_bytes()
-            + self.aaaa.heap_bytes()
-            + self.srv.heap_bytes()
-            + self.srv_additional.heap_bytes()
+        self.a.heap_bytes() + self.aaaa.heap_bytes() + self.srv.heap_bytes() + self.srv_additional.heap_bytes()
     }
 }
 
@@ -108,8 +105,7 @@ impl AnswerCompiler {
         let by_tag = tags
             .into_iter()
             .map(|tag| {
-                let set =
-                    AnswerSet::compile(&self.records(service, Some(&tag), instances), &self.wire);
+                let set = AnswerSet::compile(&self.records(service, Some(&tag), instances), &self.wire);
                 (tag.into_boxed_str(), set)
             })
             .collect();
@@ -118,12 +114,7 @@ impl AnswerCompiler {
 
     /// The records answering `[<tag>.]<service>.service.<domain>`: only instances that carry the
     /// tag (when given) and whose health is answered.
-    pub fn records(
-        &self,
-        service: &ServiceName,
-        tag: Option<&str>,
-        instances: &[Arc<Instance>],
-    ) -> AnswerRecords {
+    pub fn records(&self, service: &ServiceName, tag: Option<&str>, instances: &[Arc<Instance>]) -> AnswerRecords {
         let svc_label = service.key();
         let owner = match tag {
             None => self.name_under(&[svc_label.as_str(), "service"]),
@@ -132,10 +123,7 @@ impl AnswerCompiler {
         let ttl = self.service_ttl;
         let mut out = AnswerRecords::default();
         let mut seen_ips = BTreeSet::new();
-        for instance in instances
-            .iter()
-            .filter(|i| tag.is_none_or(|t| i.has_tag(t)))
-        {
+        for instance in instances.iter().filter(|i| tag.is_none_or(|t| i.has_tag(t))) {
             let health = instance.health();
             if !self.answers_for(health) {
                 continue;
@@ -158,15 +146,13 @@ impl AnswerCompiler {
                             IpAddr::V6(v6) => (RData::AAAA(AAAA(v6)), &mut out.aaaa),
                         };
                         list.push(Record::from_rdata(owner.clone(), ttl, answer.clone()));
-                        out.srv_additional
-                            .push(Record::from_rdata(target.clone(), ttl, answer));
+                        out.srv_additional.push(Record::from_rdata(target.clone(), ttl, answer));
                     }
                     target
                 }
             };
             let rdata = SRV::new(1, weight, instance.port, target);
-            out.srv
-                .push(Record::from_rdata(owner.clone(), ttl, RData::SRV(rdata)));
+            out.srv.push(Record::from_rdata(owner.clone(), ttl, RData::SRV(rdata)));
         }
         out
     }
@@ -208,16 +194,10 @@ impl AnswerCompiler {
 pub fn parse_addr_label(label: &str) -> Option<IpAddr> {
     let bytes: Option<Vec<u8>> = (0..label.len())
         .step_by(2)
-        .map(|i| {
-            label
-                .get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
+        .map(|i| label.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
         .collect();
     match bytes?.as_slice() {
-        b if b.len() == 4 && label.len() == 8 => {
-            Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])))
-        }
+        b if b.len() == 4 && label.len() == 8 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
         b if b.len() == 16 && label.len() == 32 => {
             let octets: [u8; 16] = b.try_into().ok()?;
             Some(IpAddr::V6(Ipv6Addr::from(octets)))
@@ -242,10 +222,7 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             let name = compiler.addr_name(ip);
             let label = name.iter().next().unwrap();
-            assert_eq!(
-                parse_addr_label(std::str::from_utf8(label).unwrap()),
-                Some(ip)
-            );
+            assert_eq!(parse_addr_label(std::str::from_utf8(label).unwrap()), Some(ip));
         }
         assert_eq!(
             compiler.addr_name("10.0.0.1".parse().unwrap()).to_ascii(),

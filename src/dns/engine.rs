@@ -26,24 +26,13 @@ impl DnsEngine {
     }
 
     /// The fast path alone (see [`FastPath::answer`]).
-    pub fn answer_fast(
-        &self,
-        query: &[u8],
-        out: &mut Vec<u8>,
-        transport: Transport,
-        rotation: usize,
-    ) -> Outcome {
+    pub fn answer_fast(&self, query: &[u8], out: &mut Vec<u8>, transport: Transport, rotation: usize) -> Outcome {
         self.fast.answer(query, out, transport, rotation)
     }
 
     /// The hickory path alone: `None` when the packet deserves no answer (too short to have a
     /// header, or itself a response: answering those would make us a reflector).
-    pub async fn answer_hickory(
-        &self,
-        query: &[u8],
-        src: SocketAddr,
-        transport: Transport,
-    ) -> Option<Vec<u8>> {
+    pub async fn answer_hickory(&self, query: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
         let header = Header::read(&mut BinDecoder::new(query)).ok()?;
         if header.metadata.message_type == hickory_proto::op::MessageType::Response {
             return None;
@@ -55,11 +44,7 @@ impl DnsEngine {
         let request = match Request::from_bytes(query.to_vec(), src, protocol) {
             Ok(request) => request,
             Err(_) => {
-                let reply = Message::error_msg(
-                    header.metadata.id,
-                    header.metadata.op_code,
-                    ResponseCode::FormErr,
-                );
+                let reply = Message::error_msg(header.metadata.id, header.metadata.op_code, ResponseCode::FormErr);
                 return reply.to_vec().ok();
             }
         };

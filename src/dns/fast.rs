@@ -75,10 +75,7 @@ impl Question {
 
 /// What the name asks for, once under the domain.
 enum Lookup<'q> {
-    Service {
-        service: &'q [u8],
-        tag: Option<&'q [u8]>,
-    },
+    Service { service: &'q [u8], tag: Option<&'q [u8]> },
     Address(IpAddr),
     NoData,
     NxDomain,
@@ -101,13 +98,7 @@ impl FastPath {
 
     /// Answers `query` into `out` (cleared first). `rotation` picks the first record of a
     /// rotated answer; callers pass a counter that changes with every query.
-    pub fn answer(
-        &self,
-        query: &[u8],
-        out: &mut Vec<u8>,
-        transport: Transport,
-        rotation: usize,
-    ) -> Outcome {
+    pub fn answer(&self, query: &[u8], out: &mut Vec<u8>, transport: Transport, rotation: usize) -> Outcome {
         let Some(q) = parse_question(query) else {
             return Outcome::Fallback;
         };
@@ -121,39 +112,28 @@ impl FastPath {
         };
         // Room for the OPT record we add when the client sent one.
         let limit = limit - if q.edns_payload.is_some() { 11 } else { 0 };
-        let domain_pointer =
-            (0xC000 | (HEADER_LEN + q.name_len - self.domain.len()) as u16).to_be_bytes();
+        let domain_pointer = (0xC000 | (HEADER_LEN + q.name_len - self.domain.len()) as u16).to_be_bytes();
 
         out.clear();
         out.extend_from_slice(&query[..q.end]);
         let mut counts = [1u16, 0, 0, 0];
         let rcode = match lookup {
-            Lookup::Service { service, tag } => {
-                let entry = std::str::from_utf8(service)
-                    .ok()
-                    .and_then(|s| self.registry.service(s));
-                let set = entry.as_ref().and_then(|e| match tag {
-                    None => Some(&e.answers.all),
-                    Some(tag) => std::str::from_utf8(tag)
-                        .ok()
-                        .and_then(|t| e.answers.by_tag.get(t)),
-                });
-                match set {
-                    Some(set) => {
-                        write_service_answer(
-                            set,
-                            q.qtype,
-                            out,
-                            &mut counts,
-                            limit,
-                            rotation,
-                            domain_pointer,
-                        );
-                        RCODE_NOERROR
+            Lookup::Service { service, tag } => match std::str::from_utf8(service) {
+                Err(_) => RCODE_NXDOMAIN, // not ASCII: no service has that name
+                Ok(service) => self.registry.with_service(service, |entry| {
+                    let set = entry.and_then(|e| match tag {
+                        None => Some(&e.answers.all),
+                        Some(tag) => std::str::from_utf8(tag).ok().and_then(|t| e.answers.by_tag.get(t)),
+                    });
+                    match set {
+                        Some(set) => {
+                            write_service_answer(set, q.qtype, out, &mut counts, limit, rotation, domain_pointer);
+                            RCODE_NOERROR
+                        }
+                        None => RCODE_NXDOMAIN,
                     }
-                    None => RCODE_NXDOMAIN,
-                }
-            }
+                }),
+            },
             Lookup::Address(ip) => {
                 write_address(ip, q.qtype, out, &mut counts);
                 RCODE_NOERROR
@@ -166,9 +146,7 @@ impl FastPath {
             counts[1] = count_answers_written(out, q.end);
         }
         if counts[1] == 0 && !truncated {
-            counts[2] = self
-                .negative_soa
-                .write_rotated(out, 0, limit, domain_pointer) as u16;
+            counts[2] = self.negative_soa.write_rotated(out, 0, limit, domain_pointer) as u16;
         }
         if let Some(payload) = q.edns_payload {
             out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
@@ -197,8 +175,7 @@ impl FastPath {
                 service: q.label(0),
                 tag: None,
             },
-            (b"service", 3) => match (q.label(0).strip_prefix(b"_"), q.label(1).strip_prefix(b"_"))
-            {
+            (b"service", 3) => match (q.label(0).strip_prefix(b"_"), q.label(1).strip_prefix(b"_")) {
                 (Some(service), Some(tag)) => Lookup::Service {
                     service,
                     tag: (tag != b"tcp" && tag != b"udp").then_some(tag),
@@ -230,13 +207,7 @@ fn parse_question(query: &[u8]) -> Option<Question> {
     let is_response = flags & 0x8000 != 0;
     let opcode = (flags >> 11) & 0xF;
     let counts = |i: usize| u16::from_be_bytes([query[4 + 2 * i], query[5 + 2 * i]]);
-    if is_response
-        || opcode != 0
-        || counts(0) != 1
-        || counts(1) != 0
-        || counts(2) != 0
-        || counts(3) > 1
-    {
+    if is_response || opcode != 0 || counts(0) != 1 || counts(1) != 0 || counts(2) != 0 || counts(3) > 1 {
         return None;
     }
     let mut q = Question {
@@ -267,10 +238,7 @@ fn parse_question(query: &[u8]) -> Option<Question> {
         q.label_starts[q.labels] = q.name_len as u8;
         q.labels += 1;
         q.lower[q.name_len] = len as u8;
-        for (dst, src) in q.lower[q.name_len + 1..q.name_len + 1 + len]
-            .iter_mut()
-            .zip(label)
-        {
+        for (dst, src) in q.lower[q.name_len + 1..q.name_len + 1 + len].iter_mut().zip(label) {
             *dst = src.to_ascii_lowercase();
         }
         q.name_len += len + 1;
@@ -349,9 +317,7 @@ fn write_service_answer(
     }
     if qtype == TYPE_SRV {
         // Additional records are a courtesy (RFC 2181 §9): those that fit go, without TC.
-        counts[3] = set
-            .srv_additional
-            .write_rotated(out, 0, limit, domain_pointer) as u16;
+        counts[3] = set.srv_additional.write_rotated(out, 0, limit, domain_pointer) as u16;
     }
 }
 

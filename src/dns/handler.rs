@@ -52,12 +52,7 @@ impl Answer {
 }
 
 impl DnsHandler {
-    pub fn new(
-        registry: Arc<Registry>,
-        catalog: Catalog,
-        negative_soa: Record,
-        node_name: &str,
-    ) -> Self {
+    pub fn new(registry: Arc<Registry>, catalog: Catalog, negative_soa: Record, node_name: &str) -> Self {
         let compiler = registry.compiler();
         Self {
             domain: compiler.domain.clone(),
@@ -89,9 +84,7 @@ impl DnsHandler {
             Target::Static => return None,
             Target::EmptyNonTerminal => Answer::negative(ResponseCode::NoError),
             Target::NoSuchName => Answer::negative(ResponseCode::NXDomain),
-            Target::Service { service, tag } => {
-                self.service_answer(&service, tag.as_deref(), qtype)
-            }
+            Target::Service { service, tag } => self.service_answer(&service, tag.as_deref(), qtype),
             Target::Addr(ip) => address_answer(ip, qtype),
             Target::Node(node) if node == self.node_name => address_answer(self.node_addr, qtype),
             Target::Node(_) => Answer::negative(ResponseCode::NXDomain),
@@ -107,21 +100,15 @@ impl DnsHandler {
             return Answer::negative(ResponseCode::NXDomain);
         }
         // The hickory path builds records on demand: only queries the fast path passes on get here.
-        let set = self
-            .registry
-            .compiler()
-            .records(&entry.name, tag, &entry.instances);
+        let set = self.registry.compiler().records(&entry.name, tag, &entry.instances);
         // Clients that take the first record spread their load: every answer starts at a random
         // instance.
         let mut rng = rand::rng();
-        let mut pick =
-            |records: &[Record]| rotated(records, rng.random_range(0..records.len().max(1)));
+        let mut pick = |records: &[Record]| rotated(records, rng.random_range(0..records.len().max(1)));
         match qtype {
             RecordType::A => Answer::records(pick(&set.a), Vec::new()),
             RecordType::AAAA => Answer::records(pick(&set.aaaa), Vec::new()),
-            RecordType::ANY => {
-                Answer::records([pick(&set.a), pick(&set.aaaa)].concat(), Vec::new())
-            }
+            RecordType::ANY => Answer::records([pick(&set.a), pick(&set.aaaa)].concat(), Vec::new()),
             RecordType::SRV => Answer::records(pick(&set.srv), set.srv_additional),
             _ => Answer::negative(ResponseCode::NoError),
         }
@@ -155,11 +142,7 @@ impl DnsHandler {
             Ok(info) => info,
             Err(error) => {
                 tracing::debug!(%error, "could not send a DNS response");
-                let mut meta = Metadata::new(
-                    request.metadata.id,
-                    MessageType::Response,
-                    request.metadata.op_code,
-                );
+                let mut meta = Metadata::new(request.metadata.id, MessageType::Response, request.metadata.op_code);
                 meta.response_code = ResponseCode::ServFail;
                 ResponseInfo::from(Header {
                     metadata: meta,
@@ -172,18 +155,10 @@ impl DnsHandler {
 
 #[async_trait::async_trait]
 impl RequestHandler for DnsHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
         match self.answer_dynamic(request) {
             Some(answer) => self.send(request, answer, response_handle).await,
-            None => {
-                self.catalog
-                    .handle_request::<R, T>(request, response_handle)
-                    .await
-            }
+            None => self.catalog.handle_request::<R, T>(request, response_handle).await,
         }
     }
 }

@@ -65,17 +65,8 @@ impl DnsListeners {
         let udp = udp::UdpWorkers::spawn(self.udp, engine.clone(), runtime)?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        tasks.spawn(tcp::serve(
-            self.tcp,
-            engine,
-            shutdown.clone(),
-            tasks.clone(),
-        ));
-        Ok(DnsServer {
-            udp,
-            shutdown,
-            tasks,
-        })
+        tasks.spawn(tcp::serve(self.tcp, engine, shutdown.clone(), tasks.clone()));
+        Ok(DnsServer { udp, shutdown, tasks })
     }
 }
 

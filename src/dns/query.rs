@@ -11,10 +11,7 @@ use super::answers::parse_addr_label;
 pub enum Target {
     /// `<service>.service.<domain>`, `<tag>.<service>.service.<domain>`, or RFC 2782's
     /// `_<service>._<tag>.service.<domain>` (`_tcp`/`_udp` meaning any tag). Lower-cased.
-    Service {
-        service: String,
-        tag: Option<String>,
-    },
+    Service { service: String, tag: Option<String> },
     /// `<hex-ip>.addr.<domain>`: an SRV target.
     Addr(IpAddr),
     /// `<node>.node.<domain>`.
@@ -72,10 +69,7 @@ mod tests {
     use super::*;
 
     fn classify_str(q: &str) -> Target {
-        classify(
-            &Name::from_ascii(q).unwrap(),
-            &Name::from_ascii("trading-dc.").unwrap(),
-        )
+        classify(&Name::from_ascii(q).unwrap(), &Name::from_ascii("trading-dc.").unwrap())
     }
 
     fn service(s: &str, tag: Option<&str>) -> Target {
@@ -90,19 +84,13 @@ mod tests {
         let cases = [
             ("orders.service.trading-dc.", service("orders", None)),
             ("ORDERS.Service.Trading-DC.", service("orders", None)),
-            (
-                "primary.orders.service.trading-dc.",
-                service("orders", Some("primary")),
-            ),
+            ("primary.orders.service.trading-dc.", service("orders", Some("primary"))),
             ("_orders._tcp.service.trading-dc.", service("orders", None)),
             (
                 "_orders._primary.service.trading-dc.",
                 service("orders", Some("primary")),
             ),
-            (
-                "0a000001.addr.trading-dc.",
-                Target::Addr("10.0.0.1".parse().unwrap()),
-            ),
+            ("0a000001.addr.trading-dc.", Target::Addr("10.0.0.1".parse().unwrap())),
             ("xyz.addr.trading-dc.", Target::NoSuchName),
             ("sextant.node.trading-dc.", Target::Node("sextant".into())),
             ("service.trading-dc.", Target::EmptyNonTerminal),

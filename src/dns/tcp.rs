@@ -19,12 +19,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 1024;
 
-pub async fn serve(
-    listener: TcpListener,
-    engine: Arc<DnsEngine>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) {
+pub async fn serve(listener: TcpListener, engine: Arc<DnsEngine>, shutdown: CancellationToken, tasks: TaskTracker) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, src) = tokio::select! {
@@ -72,9 +67,7 @@ async fn connection(stream: TcpStream, src: SocketAddr, engine: &DnsEngine) -> s
         };
         tokio::time::timeout(IDLE_TIMEOUT, read.read_exact(&mut query[..len]))
             .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "query not completed in time")
-            })??;
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "query not completed in time"))??;
         rotation = rotation.wrapping_add(1);
         if engine
             .answer(&query[..len], src, Transport::Tcp, rotation, &mut response)

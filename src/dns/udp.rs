@@ -13,9 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
-};
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::engine::DnsEngine;
@@ -85,12 +83,7 @@ impl UdpWorkers {
 /// Queries taken from the socket in one system call (and answered in one).
 const BATCH: usize = 32;
 
-fn serve(
-    socket: &UdpSocket,
-    engine: &DnsEngine,
-    runtime: &tokio::runtime::Handle,
-    stop: &AtomicBool,
-) {
+fn serve(socket: &UdpSocket, engine: &DnsEngine, runtime: &tokio::runtime::Handle, stop: &AtomicBool) {
     let fd = socket.as_raw_fd();
     let mut queries = vec![0u8; MAX_QUERY * BATCH];
     let mut responses: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(MAX_QUERY)).collect();
@@ -102,18 +95,10 @@ fn serve(
     while !stop.load(Ordering::Relaxed) {
         received.clear();
         {
-            let mut slices: Vec<[IoSliceMut<'_>; 1]> = queries
-                .chunks_mut(MAX_QUERY)
-                .map(|c| [IoSliceMut::new(c)])
-                .collect();
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> =
+                queries.chunks_mut(MAX_QUERY).map(|c| [IoSliceMut::new(c)]).collect();
             // Blocks for the first query (or the stop-poll timeout), then takes what else is queued.
-            match recvmmsg(
-                fd,
-                &mut recv_headers,
-                slices.iter_mut(),
-                MsgFlags::MSG_WAITFORONE,
-                None,
-            ) {
+            match recvmmsg(fd, &mut recv_headers, slices.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
                 Ok(results) => received.extend(results.filter_map(|m| Some((m.bytes, m.address?)))),
                 Err(Errno::EAGAIN | Errno::EINTR) => continue,
                 Err(e) => {
@@ -174,17 +159,9 @@ fn send_all(
             .iter()
             .map(|(slot, _)| [IoSlice::new(&responses[*slot])])
             .collect();
-        let addrs: Vec<Option<SockaddrStorage>> =
-            batch.iter().map(|(_, addr)| Some(*addr)).collect();
+        let addrs: Vec<Option<SockaddrStorage>> = batch.iter().map(|(_, addr)| Some(*addr)).collect();
         let no_cmsgs: [ControlMessage<'_>; 0] = [];
-        match sendmmsg(
-            fd,
-            headers,
-            slices.iter(),
-            &addrs,
-            no_cmsgs,
-            MsgFlags::empty(),
-        ) {
+        match sendmmsg(fd, headers, slices.iter(), &addrs, no_cmsgs, MsgFlags::empty()) {
             Ok(results) => match results.count() {
                 0 => return,
                 n => sent += n,
@@ -203,6 +180,5 @@ fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = addr.as_sockaddr_in() {
         return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
     }
-    addr.as_sockaddr_in6()
-        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+    addr.as_sockaddr_in6().map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }

@@ -45,13 +45,7 @@ impl WireRecords {
     /// Appends records `start, start+1, …` (wrapping) to `out` while they fit in `limit` bytes.
     /// Returns how many were written. `domain_pointer` is the pointer to the domain suffix of
     /// this response's question.
-    pub fn write_rotated(
-        &self,
-        out: &mut Vec<u8>,
-        start: usize,
-        limit: usize,
-        domain_pointer: [u8; 2],
-    ) -> usize {
+    pub fn write_rotated(&self, out: &mut Vec<u8>, start: usize, limit: usize, domain_pointer: [u8; 2]) -> usize {
         let n = self.len();
         for k in 0..n {
             let i = (start + k) % n;
@@ -94,11 +88,7 @@ impl WireCompiler {
     }
 
     /// Compiles `records`; a record whose data is not one sextant compiles is skipped.
-    pub fn compile<'a>(
-        &self,
-        records: impl IntoIterator<Item = &'a Record>,
-        owner: Owner,
-    ) -> WireRecords {
+    pub fn compile<'a>(&self, records: impl IntoIterator<Item = &'a Record>, owner: Owner) -> WireRecords {
         let mut data = Vec::new();
         let mut ends = Vec::new();
         let mut patches = Vec::new();
@@ -109,10 +99,7 @@ impl WireCompiler {
                 Owner::Question => data.extend_from_slice(&QUESTION_NAME_POINTER),
                 Owner::OwnName => patch = self.write_name(&mut data, &record.name, start),
             }
-            if self
-                .write_rdata_header_and_data(&mut data, record)
-                .is_none()
-            {
+            if self.write_rdata_header_and_data(&mut data, record).is_none() {
                 data.truncate(start);
                 continue;
             }

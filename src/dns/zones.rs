@@ -17,10 +17,7 @@ use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 #[derive(Debug, thiserror::Error)]
 pub enum ZoneError {
     #[error("cannot read zone file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid zone file {path}: {message}")]
     Parse { path: PathBuf, message: String },
 }
@@ -55,8 +52,8 @@ pub fn load(dir: &Path, domain: &Name, node_addr: IpAddr) -> Result<Zones, ZoneE
             .parse()
             .map_err(|e| parse_error(e.to_string()))?;
         let origin = origin.to_lowercase();
-        let soa = soa_of(&origin, &records)
-            .ok_or_else(|| parse_error(format!("no SOA record at the origin {origin}")))?;
+        let soa =
+            soa_of(&origin, &records).ok_or_else(|| parse_error(format!("no SOA record at the origin {origin}")))?;
         if origin == domain.to_lowercase() {
             domain_soa = Some(soa);
         }
@@ -67,11 +64,9 @@ pub fn load(dir: &Path, domain: &Name, node_addr: IpAddr) -> Result<Zones, ZoneE
         Some(soa) => soa,
         None => {
             let (soa, records) = synthesized_zone(domain, node_addr);
-            add_zone(&mut catalog, domain.to_lowercase(), records).map_err(|message| {
-                ZoneError::Parse {
-                    path: dir.to_path_buf(),
-                    message,
-                }
+            add_zone(&mut catalog, domain.to_lowercase(), records).map_err(|message| ZoneError::Parse {
+                path: dir.to_path_buf(),
+                message,
             })?;
             soa
         }
@@ -115,17 +110,9 @@ fn soa_of(origin: &Name, records: &BTreeMap<RrKey, RecordSet>) -> Option<Record>
     Some(negative)
 }
 
-fn add_zone(
-    catalog: &mut Catalog,
-    origin: Name,
-    records: BTreeMap<RrKey, RecordSet>,
-) -> Result<(), String> {
-    let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
-        origin.clone(),
-        records,
-        ZoneType::Primary,
-        AxfrPolicy::Deny,
-    )?;
+fn add_zone(catalog: &mut Catalog, origin: Name, records: BTreeMap<RrKey, RecordSet>) -> Result<(), String> {
+    let handler =
+        InMemoryZoneHandler::<TokioRuntimeProvider>::new(origin.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)?;
     let handler: Arc<dyn ZoneHandler> = Arc::new(handler);
     catalog.upsert(LowerName::new(&origin), vec![handler]);
     Ok(())
@@ -144,15 +131,7 @@ fn synthesized_zone(domain: &Name, node_addr: IpAddr) -> (Record, BTreeMap<RrKey
     let soa = Record::from_rdata(
         origin.clone(),
         0,
-        RData::SOA(SOA::new(
-            ns_name.clone(),
-            hostmaster,
-            1,
-            3600,
-            600,
-            86400,
-            0,
-        )),
+        RData::SOA(SOA::new(ns_name.clone(), hostmaster, 1, 3600, 600, 86400, 0)),
     );
     let ns = Record::from_rdata(origin.clone(), 3600, RData::NS(NS(ns_name.clone())));
     let glue = match node_addr {

@@ -31,11 +31,7 @@ pub struct ServiceEntry {
 impl ServiceEntry {
     /// The union of the instances' tags, sorted, without duplicates (Consul's catalog listing).
     pub fn tags(&self) -> Vec<String> {
-        let mut tags: Vec<String> = self
-            .instances
-            .iter()
-            .flat_map(|i| i.tags.iter().cloned())
-            .collect();
+        let mut tags: Vec<String> = self.instances.iter().flat_map(|i| i.tags.iter().cloned()).collect();
         tags.sort();
         tags.dedup();
         tags
@@ -45,7 +41,8 @@ impl ServiceEntry {
 pub struct Registry {
     writer: Mutex<()>,
     instances: DashMap<InstanceId, Arc<Instance>>,
-    services: DashMap<ServiceKey, Arc<ServiceEntry>>,
+    /// Read on every DNS query: lock-free reads of immutable entries.
+    services: papaya::HashMap<ServiceKey, Arc<ServiceEntry>>,
     check_owner: DashMap<CheckId, InstanceId>,
     index: AtomicU64,
     compiler: AnswerCompiler,
@@ -56,7 +53,7 @@ impl Registry {
         Self {
             writer: Mutex::new(()),
             instances: DashMap::new(),
-            services: DashMap::new(),
+            services: papaya::HashMap::new(),
             check_owner: DashMap::new(),
             index: AtomicU64::new(1),
             compiler,
@@ -83,18 +80,23 @@ impl Registry {
 
     /// A service by name, case-insensitively.
     pub fn service(&self, name: &str) -> Option<Arc<ServiceEntry>> {
-        self.services
-            .get(&ServiceKey::new(name))
-            .map(|e| e.value().clone())
+        self.service_by_key(&ServiceKey::new(name))
     }
 
     pub fn service_by_key(&self, key: &ServiceKey) -> Option<Arc<ServiceEntry>> {
-        self.services.get(key).map(|e| e.value().clone())
+        self.services.pin().get(key).cloned()
+    }
+
+    /// Runs `f` on a service found by its lower-case name, without taking a lock or a reference
+    /// count: the DNS answer path.
+    pub fn with_service<R>(&self, lower_name: &str, f: impl FnOnce(Option<&ServiceEntry>) -> R) -> R {
+        let services = self.services.pin();
+        f(services.get(lower_name).map(|e| &**e))
     }
 
     /// Every service, sorted by name.
     pub fn services(&self) -> Vec<Arc<ServiceEntry>> {
-        let mut all: Vec<_> = self.services.iter().map(|e| e.value().clone()).collect();
+        let mut all: Vec<_> = self.services.pin().values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
@@ -143,8 +145,7 @@ impl Registry {
             }
         }
         for check in &instance.checks {
-            self.check_owner
-                .insert(check.spec.id.clone(), instance.id.clone());
+            self.check_owner.insert(check.spec.id.clone(), instance.id.clone());
         }
         let key = instance.service.key();
         let instance = Arc::new(instance);
@@ -174,12 +175,7 @@ impl Registry {
     }
 
     /// Sets a check's status and output (TTL updates; probe results).
-    pub fn set_check_status(
-        &self,
-        check: &CheckId,
-        status: Health,
-        output: &str,
-    ) -> Result<u64, RegistryError> {
+    pub fn set_check_status(&self, check: &CheckId, status: Health, output: &str) -> Result<u64, RegistryError> {
         let _w = self.lock();
         let owner = self
             .check_owner
@@ -239,7 +235,7 @@ impl Registry {
             instances.push(joined.clone());
         }
         if instances.is_empty() {
-            self.services.remove(key);
+            self.services.pin().remove(key);
             return;
         }
         instances.sort_by(|a, b| a.id.cmp(&b.id));
@@ -252,6 +248,6 @@ impl Registry {
             instances,
             answers,
         };
-        self.services.insert(key.clone(), Arc::new(entry));
+        self.services.pin().insert(key.clone(), Arc::new(entry));
     }
 }

@@ -13,10 +13,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub fn query_message(name: &str, rtype: RecordType, edns_payload: Option<u16>) -> Message {
     let mut msg = Message::new(rand_id(), MessageType::Query, OpCode::Query);
     msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(
-        Name::from_ascii(name).expect("valid query name"),
-        rtype,
-    ));
+    msg.add_query(Query::query(Name::from_ascii(name).expect("valid query name"), rtype));
     if let Some(size) = edns_payload {
         let mut edns = Edns::new();
         edns.set_max_payload(size);
@@ -54,10 +51,7 @@ pub async fn udp_message(server: SocketAddr, msg: &Message) -> Message {
         .await
         .expect("a UDP reply within 5 s");
     let parsed = Message::from_vec(&reply).expect("a well-formed reply");
-    assert_eq!(
-        parsed.metadata.id, msg.metadata.id,
-        "reply ID matches the query"
-    );
+    assert_eq!(parsed.metadata.id, msg.metadata.id, "reply ID matches the query");
     parsed
 }
 

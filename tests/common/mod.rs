@@ -56,28 +56,12 @@ impl TestServer {
     }
 
     pub async fn put_json(&self, path: &str, body: &Value) -> (StatusCode, String) {
-        let resp = self
-            .http
-            .put(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("HTTP PUT");
+        let resp = self.http.put(self.url(path)).json(body).send().await.expect("HTTP PUT");
         (resp.status(), resp.text().await.unwrap())
     }
 
-    pub async fn put_raw(
-        &self,
-        path: &str,
-        body: impl Into<reqwest::Body>,
-    ) -> (StatusCode, String) {
-        let resp = self
-            .http
-            .put(self.url(path))
-            .body(body)
-            .send()
-            .await
-            .expect("HTTP PUT");
+    pub async fn put_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, String) {
+        let resp = self.http.put(self.url(path)).body(body).send().await.expect("HTTP PUT");
         (resp.status(), resp.text().await.unwrap())
     }
 
@@ -88,20 +72,11 @@ impl TestServer {
     /// Registers and asserts the 200.
     pub async fn register(&self, body: Value) {
         let (status, text) = self.put_json("/v1/agent/service/register", &body).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "registration of {body} refused: {text}"
-        );
+        assert_eq!(status, StatusCode::OK, "registration of {body} refused: {text}");
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("HTTP GET");
+        let resp = self.http.get(self.url(path)).send().await.expect("HTTP GET");
         let headers = resp.headers().clone();
         (resp.status(), headers, resp.text().await.unwrap())
     }
@@ -109,8 +84,7 @@ impl TestServer {
     pub async fn get_json(&self, path: &str) -> Value {
         let (status, _, text) = self.get(path).await;
         assert_eq!(status, StatusCode::OK, "GET {path}: {text}");
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {text}"))
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {text}"))
     }
 
     pub async fn stop(mut self) {

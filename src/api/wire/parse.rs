@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 
 use crate::api::error::ApiError;
 use crate::model::{
-    Address, Check, CheckId, CheckKind, CheckSpec, Health, Instance, InstanceId, ServiceName,
-    Weights, parse_go_duration,
+    Address, Check, CheckId, CheckKind, CheckSpec, Health, Instance, InstanceId, ServiceName, Weights,
+    parse_go_duration,
 };
 
 /// Consul never runs a check more often than this.
@@ -35,10 +35,7 @@ struct Fields<'a> {
 }
 
 fn fold(key: &str) -> String {
-    key.chars()
-        .filter(|c| *c != '_')
-        .flat_map(char::to_lowercase)
-        .collect()
+    key.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect()
 }
 
 impl<'a> Fields<'a> {
@@ -114,13 +111,8 @@ impl<'a> Fields<'a> {
             Some(Value::Number(n)) => n
                 .as_u64()
                 .map(|ns| Some(Duration::from_nanos(ns)))
-                .ok_or_else(|| {
-                    ApiError::field(&self.name(field), "must be a duration such as \"10s\"")
-                }),
-            Some(_) => Err(ApiError::field(
-                &self.name(field),
-                "must be a duration such as \"10s\"",
-            )),
+                .ok_or_else(|| ApiError::field(&self.name(field), "must be a duration such as \"10s\"")),
+            Some(_) => Err(ApiError::field(&self.name(field), "must be a duration such as \"10s\"")),
         }
     }
 
@@ -129,10 +121,7 @@ impl<'a> Fields<'a> {
             return Ok(BTreeMap::new());
         };
         let Value::Object(map) = value else {
-            return Err(ApiError::field(
-                &self.name(field),
-                "must be an object of strings",
-            ));
+            return Err(ApiError::field(&self.name(field), "must be an object of strings"));
         };
         map.iter()
             .map(|(k, v)| match v {
@@ -149,12 +138,9 @@ impl<'a> Fields<'a> {
 /// Decodes a request body into JSON, with Consul's wording for a body that is not JSON.
 pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest(
-            "Request decode failed: empty body".into(),
-        ));
+        return Err(ApiError::BadRequest("Request decode failed: empty body".into()));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
 }
 
 /// `PUT /v1/agent/service/register`: the body as an instance, or a 400 naming the bad field.
@@ -165,9 +151,7 @@ pub fn parse_registration(body: &Value) -> Result<Instance, ApiError> {
         .ok_or_else(|| ApiError::field("Name", "missing service name"))?;
     let service = ServiceName::parse(name).map_err(|e| ApiError::field("Name", e))?;
     let id = match f.string("ID")? {
-        Some(id) if !id.is_empty() => {
-            InstanceId::parse(id).map_err(|e| ApiError::field("ID", e))?
-        }
+        Some(id) if !id.is_empty() => InstanceId::parse(id).map_err(|e| ApiError::field("ID", e))?,
         _ => InstanceId::parse(name).map_err(|e| ApiError::field("Name", e))?,
     };
     if let Some(kind) = f.string("Kind")?
@@ -178,8 +162,7 @@ pub fn parse_registration(body: &Value) -> Result<Instance, ApiError> {
             format!("{kind:?} services are not supported; leave Kind empty"),
         ));
     }
-    let address = Address::parse(f.string("Address")?.unwrap_or(""))
-        .map_err(|e| ApiError::field("Address", e))?;
+    let address = Address::parse(f.string("Address")?.unwrap_or("")).map_err(|e| ApiError::field("Address", e))?;
     let port = f.uint("Port", u16::MAX as u64)?.unwrap_or(0) as u16;
     let weights = parse_weights(&f)?;
     let checks = parse_checks(&f, &id, &service)?;
@@ -215,19 +198,15 @@ fn parse_tags(f: &Fields) -> Result<Vec<String>, ApiError> {
         .iter()
         .enumerate()
         .map(|(i, tag)| match tag {
-            Value::String(s) if s.is_empty() => {
-                Err(ApiError::field(&format!("Tags[{i}]"), "must not be empty"))
-            }
+            Value::String(s) if s.is_empty() => Err(ApiError::field(&format!("Tags[{i}]"), "must not be empty")),
             Value::String(s) if s.len() > MAX_TAG_LEN => Err(ApiError::field(
                 &format!("Tags[{i}]"),
                 format!("longer than {MAX_TAG_LEN} bytes"),
             )),
-            Value::String(s) if s.chars().any(|c| c.is_control() || c.is_whitespace()) => {
-                Err(ApiError::field(
-                    &format!("Tags[{i}]"),
-                    format!("{s:?} contains whitespace or a control character"),
-                ))
-            }
+            Value::String(s) if s.chars().any(|c| c.is_control() || c.is_whitespace()) => Err(ApiError::field(
+                &format!("Tags[{i}]"),
+                format!("{s:?} contains whitespace or a control character"),
+            )),
             Value::String(s) => Ok(s.clone()),
             _ => Err(ApiError::field(&format!("Tags[{i}]"), "must be a string")),
         })
@@ -238,10 +217,7 @@ fn parse_tags(f: &Fields) -> Result<Vec<String>, ApiError> {
 fn parse_meta(f: &Fields) -> Result<BTreeMap<String, String>, ApiError> {
     let meta = f.string_map("Meta")?;
     if meta.len() > MAX_META_KEYS {
-        return Err(ApiError::field(
-            "Meta",
-            format!("at most {MAX_META_KEYS} keys"),
-        ));
+        return Err(ApiError::field("Meta", format!("at most {MAX_META_KEYS} keys")));
     }
     for (key, value) in &meta {
         let field = format!("Meta[{key:?}]");
@@ -251,20 +227,14 @@ fn parse_meta(f: &Fields) -> Result<BTreeMap<String, String>, ApiError> {
                 format!("keys must be 1 to {MAX_META_KEY_LEN} bytes"),
             ));
         }
-        if !key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(ApiError::field(
                 &field,
                 "keys may hold only letters, digits, '_' and '-'",
             ));
         }
         if key.starts_with("consul-") {
-            return Err(ApiError::field(
-                &field,
-                "the \"consul-\" prefix is reserved",
-            ));
+            return Err(ApiError::field(&field, "the \"consul-\" prefix is reserved"));
         }
         if value.len() > MAX_META_VALUE_LEN {
             return Err(ApiError::field(
@@ -308,22 +278,14 @@ fn parse_weights(f: &Fields) -> Result<Weights, ApiError> {
     Ok(Weights { passing, warning })
 }
 
-fn parse_checks(
-    f: &Fields,
-    id: &InstanceId,
-    service: &ServiceName,
-) -> Result<Vec<Check>, ApiError> {
+fn parse_checks(f: &Fields, id: &InstanceId, service: &ServiceName) -> Result<Vec<Check>, ApiError> {
     let mut bodies: Vec<(String, &Value)> = Vec::new();
     if let Some(check) = f.get("Check") {
         bodies.push(("Check".into(), check));
     }
     match f.get("Checks") {
         None => {}
-        Some(Value::Array(list)) => bodies.extend(
-            list.iter()
-                .enumerate()
-                .map(|(i, v)| (format!("Checks[{i}]"), v)),
-        ),
+        Some(Value::Array(list)) => bodies.extend(list.iter().enumerate().map(|(i, v)| (format!("Checks[{i}]"), v))),
         Some(_) => return Err(ApiError::field("Checks", "must be an array of checks")),
     }
     if bodies.len() > MAX_CHECKS {
@@ -352,8 +314,7 @@ fn parse_checks(
             None if several => format!("service:{id}:{}", n + 1),
             None => format!("service:{id}"),
         };
-        spec.id =
-            CheckId::parse(&check_id).map_err(|e| ApiError::field(&fields.name("CheckID"), e))?;
+        spec.id = CheckId::parse(&check_id).map_err(|e| ApiError::field(&fields.name("CheckID"), e))?;
         if checks.iter().any(|c| c.spec.id == spec.id) {
             return Err(ApiError::field(
                 &fields.name("CheckID"),
@@ -417,12 +378,8 @@ fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, A
     };
     let initial_status = match f.string("Status")? {
         None | Some("") => Health::Critical, // Consul: a check is critical until it first passes
-        Some(s) => Health::parse(s).ok_or_else(|| {
-            ApiError::field(
-                &f.name("Status"),
-                format!("{s:?} is not passing, warning or critical"),
-            )
-        })?,
+        Some(s) => Health::parse(s)
+            .ok_or_else(|| ApiError::field(&f.name("Status"), format!("{s:?} is not passing, warning or critical")))?,
     };
     Ok(Some(CheckSpec {
         id: CheckId::parse("pending").expect("a constant ID is valid"),
@@ -433,19 +390,15 @@ fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, A
         notes: f.string("Notes")?.unwrap_or("").to_owned(),
         kind,
         initial_status,
-        success_before_passing: f
-            .uint("SuccessBeforePassing", u32::MAX as u64)?
-            .unwrap_or(0) as u32,
-        failures_before_critical: f
-            .uint("FailuresBeforeCritical", u32::MAX as u64)?
-            .unwrap_or(0) as u32,
+        success_before_passing: f.uint("SuccessBeforePassing", u32::MAX as u64)?.unwrap_or(0) as u32,
+        failures_before_critical: f.uint("FailuresBeforeCritical", u32::MAX as u64)?.unwrap_or(0) as u32,
         deregister_critical_after: f.duration("DeregisterCriticalServiceAfter")?,
     }))
 }
 
 fn parse_http_check(f: &Fields, url: &str) -> Result<CheckKind, ApiError> {
-    let parsed = url::Url::parse(url)
-        .map_err(|e| ApiError::field(&f.name("HTTP"), format!("{url:?} is not a URL: {e}")))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| ApiError::field(&f.name("HTTP"), format!("{url:?} is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(ApiError::field(
             &f.name("HTTP"),
@@ -476,12 +429,9 @@ fn parse_http_check(f: &Fields, url: &str) -> Result<CheckKind, ApiError> {
                     Value::String(s) => Some(vec![s.clone()]),
                     _ => None,
                 };
-                values.map(|vals| (k.clone(), vals)).ok_or_else(|| {
-                    ApiError::field(
-                        &f.name("Header"),
-                        format!("{k:?} must map to a list of strings"),
-                    )
-                })
+                values
+                    .map(|vals| (k.clone(), vals))
+                    .ok_or_else(|| ApiError::field(&f.name("Header"), format!("{k:?} must map to a list of strings")))
             })
             .collect::<Result<_, _>>()?,
         Some(_) => {
@@ -509,12 +459,7 @@ fn interval_and_timeout(f: &Fields) -> Result<(Duration, Duration), ApiError> {
     let interval = f
         .duration("Interval")?
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            ApiError::field(
-                &f.name("Interval"),
-                "required for HTTP and TCP checks (e.g. \"10s\")",
-            )
-        })?
+        .ok_or_else(|| ApiError::field(&f.name("Interval"), "required for HTTP and TCP checks (e.g. \"10s\")"))?
         .max(MIN_CHECK_INTERVAL);
     let timeout = f
         .duration("Timeout")?
@@ -546,11 +491,7 @@ pub fn parse_check_update(body: &Value) -> Result<(Health, String), ApiError> {
     let status = f
         .string("Status")?
         .ok_or_else(|| ApiError::field("Status", "missing"))?;
-    let status = Health::parse(status).ok_or_else(|| {
-        ApiError::field(
-            "Status",
-            format!("{status:?} is not passing, warning or critical"),
-        )
-    })?;
+    let status = Health::parse(status)
+        .ok_or_else(|| ApiError::field("Status", format!("{status:?} is not passing, warning or critical")))?;
     Ok((status, f.string("Output")?.unwrap_or("").to_owned()))
 }

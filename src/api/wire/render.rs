@@ -92,12 +92,7 @@ pub fn health_entry(instance: &Instance, node: &NodeInfo, node_index: u64) -> Va
         map.remove("Datacenter");
     }
     let mut checks = vec![node_check(node, node_index)];
-    checks.extend(
-        instance
-            .checks
-            .iter()
-            .map(|c| check_json(c, instance, node)),
-    );
+    checks.extend(instance.checks.iter().map(|c| check_json(c, instance, node)));
     json!({"Node": node.json(node_index), "Service": service, "Checks": checks})
 }
 
@@ -125,12 +120,9 @@ fn node_check(node: &NodeInfo, index: u64) -> Value {
 pub fn check_json(check: &Check, instance: &Instance, node: &NodeInfo) -> Value {
     let spec = &check.spec;
     let (interval, timeout) = match &spec.kind {
-        CheckKind::Http {
-            interval, timeout, ..
+        CheckKind::Http { interval, timeout, .. } | CheckKind::Tcp { interval, timeout, .. } => {
+            (format_go_duration(*interval), format_go_duration(*timeout))
         }
-        | CheckKind::Tcp {
-            interval, timeout, ..
-        } => (format_go_duration(*interval), format_go_duration(*timeout)),
         CheckKind::Ttl { .. } => (String::new(), String::new()),
     };
     let mut definition = Map::new();
