@@ -206,18 +206,23 @@ impl Default for Weights {
     }
 }
 
+/// An HTTP check's definition (boxed in [`CheckKind`]: most checks are TTL or TCP, and the
+/// enum should not be this large for them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCheck {
+    pub url: String,
+    pub method: String,
+    pub header: BTreeMap<String, Vec<String>>,
+    pub body: String,
+    pub tls_skip_verify: bool,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
 /// What a check probes. Only the definition: running it is the health module's job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CheckKind {
-    Http {
-        url: String,
-        method: String,
-        header: BTreeMap<String, Vec<String>>,
-        body: String,
-        tls_skip_verify: bool,
-        interval: Duration,
-        timeout: Duration,
-    },
+    Http(Box<HttpCheck>),
     Tcp {
         target: String,
         interval: Duration,
@@ -232,9 +237,18 @@ impl CheckKind {
     /// Consul's `Type` field.
     pub fn type_name(&self) -> &'static str {
         match self {
-            Self::Http { .. } => "http",
+            Self::Http(_) => "http",
             Self::Tcp { .. } => "tcp",
             Self::Ttl { .. } => "ttl",
+        }
+    }
+
+    /// How often the check runs and how long one run may take (probes only; TTL checks are pushed).
+    pub fn schedule(&self) -> Option<(Duration, Duration)> {
+        match self {
+            Self::Http(http) => Some((http.interval, http.timeout)),
+            Self::Tcp { interval, timeout, .. } => Some((*interval, *timeout)),
+            Self::Ttl { .. } => None,
         }
     }
 }
@@ -280,19 +294,23 @@ impl Check {
     }
 }
 
+/// Key/value metadata sorted by key: one allocation (most instances have a handful of keys).
+pub type Meta = Box<[(Box<str>, Box<str>)]>;
+
 /// A registered service instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
     pub id: InstanceId,
     pub service: ServiceName,
-    pub tags: Vec<String>,
+    pub tags: Box<[Box<str>]>,
     pub address: Address,
     pub port: u16,
-    pub meta: BTreeMap<String, String>,
+    pub meta: Meta,
     pub tagged_addresses: BTreeMap<String, (String, u16)>,
     pub weights: Weights,
     pub enable_tag_override: bool,
-    pub checks: Vec<Check>,
+    /// A boxed slice, not a `Vec`: a pushed-to `Vec` keeps room for four checks.
+    pub checks: Box<[Check]>,
     /// Raft-style indexes as Consul reports them; set by the registry.
     pub create_index: u64,
     pub modify_index: u64,

@@ -3,7 +3,7 @@
 //! SRV targets use Consul's `<hex-ip>.addr.<domain>` form: the name encodes the address, so it
 //! resolves without a registry lookup and is shared by every instance on that address.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -56,18 +56,21 @@ impl AnswerSet {
 #[derive(Debug, Default)]
 pub struct ServiceAnswers {
     pub all: AnswerSet,
-    /// Lower-cased tag → the answers for instances carrying it (only tags that are DNS labels).
-    pub by_tag: BTreeMap<Box<str>, AnswerSet>,
+    /// (lower-cased tag, the answers for instances carrying it), sorted by tag; only tags that
+    /// are DNS labels. A sorted slice rather than a map: one allocation, however many tags.
+    pub by_tag: Box<[(Box<str>, AnswerSet)]>,
 }
 
 impl ServiceAnswers {
+    /// The answers for a lower-cased tag.
+    pub fn tag(&self, tag: &str) -> Option<&AnswerSet> {
+        let found = self.by_tag.binary_search_by(|(t, _)| (**t).cmp(tag)).ok()?;
+        Some(&self.by_tag[found].1)
+    }
+
     pub fn heap_bytes(&self) -> usize {
-        self.all.heap_bytes()
-            + self
-                .by_tag
-                .iter()
-                .map(|(k, v)| k.len() + 48 + v.heap_bytes())
-                .sum::<usize>()
+        let slots = self.by_tag.len() * std::mem::size_of::<(Box<str>, AnswerSet)>();
+        self.all.heap_bytes() + slots + self.by_tag.iter().map(|(k, v)| k.len() + v.heap_bytes()).sum::<usize>()
     }
 }
 
@@ -102,6 +105,7 @@ impl AnswerCompiler {
             .filter(|t| is_dns_label(t))
             .map(|t| t.to_ascii_lowercase())
             .collect();
+        // Tags come sorted from the set: `tag()` binary-searches them.
         let by_tag = tags
             .into_iter()
             .map(|tag| {

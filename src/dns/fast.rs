@@ -123,7 +123,7 @@ impl FastPath {
                 Ok(service) => self.registry.with_service(service, |entry| {
                     let set = entry.and_then(|e| match tag {
                         None => Some(&e.answers.all),
-                        Some(tag) => std::str::from_utf8(tag).ok().and_then(|t| e.answers.by_tag.get(t)),
+                        Some(tag) => std::str::from_utf8(tag).ok().and_then(|t| e.answers.tag(t)),
                     });
                     match set {
                         Some(set) => {

@@ -96,7 +96,7 @@ impl DnsHandler {
         let Some(entry) = self.registry.service(service) else {
             return Answer::negative(ResponseCode::NXDomain);
         };
-        if tag.is_some_and(|t| !entry.answers.by_tag.contains_key(t)) {
+        if tag.is_some_and(|t| entry.answers.tag(t).is_none()) {
             return Answer::negative(ResponseCode::NXDomain);
         }
         // The hickory path builds records on demand: only queries the fast path passes on get here.

@@ -13,33 +13,39 @@ const QUESTION_NAME_POINTER: [u8; 2] = [0xC0, 0x0C];
 /// Marks a record without a domain pointer to fill in.
 const NO_PATCH: u16 = u16::MAX;
 
-/// A list of compiled records.
+/// A list of compiled records in one allocation: each record is stored as its length (u16),
+/// the offset of its domain pointer to fill in (u16, `NO_PATCH` if none), then its bytes.
 #[derive(Debug, Default, Clone)]
 pub struct WireRecords {
     data: Box<[u8]>,
-    /// End offset of each record in `data`.
-    ends: Box<[u32]>,
-    /// Offset, within each record, of the domain pointer to fill in (`NO_PATCH` if none).
-    patches: Box<[u16]>,
+    count: u32,
 }
 
 impl WireRecords {
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.count as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    fn record(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.data[start..self.ends[i] as usize]
+        self.count == 0
     }
 
     /// Bytes taken, for the memory report.
     pub fn heap_bytes(&self) -> usize {
-        self.data.len() + self.ends.len() * 4 + self.patches.len() * 2
+        self.data.len()
+    }
+
+    /// The records in order: (patch offset, bytes).
+    fn records(&self) -> impl Iterator<Item = (u16, &[u8])> + Clone {
+        let mut rest = &self.data[..];
+        std::iter::from_fn(move || {
+            let (head, tail) = rest.split_at_checked(4)?;
+            let len = u16::from_be_bytes([head[0], head[1]]) as usize;
+            let patch = u16::from_be_bytes([head[2], head[3]]);
+            let (record, tail) = tail.split_at(len);
+            rest = tail;
+            Some((patch, record))
+        })
     }
 
     /// Appends records `start, start+1, …` (wrapping) to `out` while they fit in `limit` bytes.
@@ -47,15 +53,14 @@ impl WireRecords {
     /// this response's question.
     pub fn write_rotated(&self, out: &mut Vec<u8>, start: usize, limit: usize, domain_pointer: [u8; 2]) -> usize {
         let n = self.len();
-        for k in 0..n {
-            let i = (start + k) % n;
-            let record = self.record(i);
+        let start = if n == 0 { 0 } else { start % n };
+        let rotated = self.records().skip(start).chain(self.records().take(start));
+        for (written, (patch, record)) in rotated.enumerate() {
             if out.len() + record.len() > limit {
-                return k;
+                return written;
             }
             let at = out.len();
             out.extend_from_slice(record);
-            let patch = self.patches[i];
             if patch != NO_PATCH {
                 out[at + patch as usize..at + patch as usize + 2].copy_from_slice(&domain_pointer);
             }
@@ -90,9 +95,10 @@ impl WireCompiler {
     /// Compiles `records`; a record whose data is not one sextant compiles is skipped.
     pub fn compile<'a>(&self, records: impl IntoIterator<Item = &'a Record>, owner: Owner) -> WireRecords {
         let mut data = Vec::new();
-        let mut ends = Vec::new();
-        let mut patches = Vec::new();
+        let mut count = 0;
         for record in records {
+            let header = data.len();
+            data.extend_from_slice(&[0; 4]);
             let start = data.len();
             let mut patch = None;
             match owner {
@@ -100,16 +106,17 @@ impl WireCompiler {
                 Owner::OwnName => patch = self.write_name(&mut data, &record.name, start),
             }
             if self.write_rdata_header_and_data(&mut data, record).is_none() {
-                data.truncate(start);
+                data.truncate(header);
                 continue;
             }
-            ends.push(data.len() as u32);
-            patches.push(patch.unwrap_or(NO_PATCH));
+            let len = (data.len() - start) as u16;
+            data[header..header + 2].copy_from_slice(&len.to_be_bytes());
+            data[header + 2..header + 4].copy_from_slice(&patch.unwrap_or(NO_PATCH).to_be_bytes());
+            count += 1;
         }
         WireRecords {
-            data: data.into(),
-            ends: ends.into(),
-            patches: patches.into(),
+            data: data.into_boxed_slice(),
+            count,
         }
     }
 

@@ -31,7 +31,11 @@ pub struct ServiceEntry {
 impl ServiceEntry {
     /// The union of the instances' tags, sorted, without duplicates (Consul's catalog listing).
     pub fn tags(&self) -> Vec<String> {
-        let mut tags: Vec<String> = self.instances.iter().flat_map(|i| i.tags.iter().cloned()).collect();
+        let mut tags: Vec<String> = self
+            .instances
+            .iter()
+            .flat_map(|i| i.tags.iter().map(|t| t.to_string()))
+            .collect();
         tags.sort();
         tags.dedup();
         tags
@@ -239,6 +243,7 @@ impl Registry {
             return;
         }
         instances.sort_by(|a, b| a.id.cmp(&b.id));
+        instances.shrink_to_fit();
         let name = instances[0].service.clone();
         let answers = self.compiler.compile(&name, &instances);
         let entry = ServiceEntry {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::api::error::ApiError;
 use crate::model::{
-    Address, Check, CheckId, CheckKind, CheckSpec, Health, Instance, InstanceId, ServiceName, Weights,
+    Address, Check, CheckId, CheckKind, CheckSpec, Health, HttpCheck, Instance, InstanceId, Meta, ServiceName, Weights,
     parse_go_duration,
 };
 
@@ -184,9 +184,9 @@ pub fn parse_registration(body: &Value) -> Result<Instance, ApiError> {
 
 /// Tags are free text, as in Consul (`secure=false`, `traefik.enable=true`); those that are DNS
 /// labels can also be asked for in DNS.
-fn parse_tags(f: &Fields) -> Result<Vec<String>, ApiError> {
+fn parse_tags(f: &Fields) -> Result<Box<[Box<str>]>, ApiError> {
     let Some(value) = f.get("Tags") else {
-        return Ok(Vec::new());
+        return Ok(Box::default());
     };
     let Value::Array(items) = value else {
         return Err(ApiError::field("Tags", "must be an array of strings"));
@@ -207,14 +207,14 @@ fn parse_tags(f: &Fields) -> Result<Vec<String>, ApiError> {
                 &format!("Tags[{i}]"),
                 format!("{s:?} contains whitespace or a control character"),
             )),
-            Value::String(s) => Ok(s.clone()),
+            Value::String(s) => Ok(s.as_str().into()),
             _ => Err(ApiError::field(&format!("Tags[{i}]"), "must be a string")),
         })
         .collect()
 }
 
 /// Consul's rules for service metadata keys and values.
-fn parse_meta(f: &Fields) -> Result<BTreeMap<String, String>, ApiError> {
+fn parse_meta(f: &Fields) -> Result<Meta, ApiError> {
     let meta = f.string_map("Meta")?;
     if meta.len() > MAX_META_KEYS {
         return Err(ApiError::field("Meta", format!("at most {MAX_META_KEYS} keys")));
@@ -243,7 +243,10 @@ fn parse_meta(f: &Fields) -> Result<BTreeMap<String, String>, ApiError> {
             ));
         }
     }
-    Ok(meta)
+    Ok(meta
+        .into_iter()
+        .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+        .collect())
 }
 
 fn parse_tagged_addresses(f: &Fields) -> Result<BTreeMap<String, (String, u16)>, ApiError> {
@@ -278,7 +281,7 @@ fn parse_weights(f: &Fields) -> Result<Weights, ApiError> {
     Ok(Weights { passing, warning })
 }
 
-fn parse_checks(f: &Fields, id: &InstanceId, service: &ServiceName) -> Result<Vec<Check>, ApiError> {
+fn parse_checks(f: &Fields, id: &InstanceId, service: &ServiceName) -> Result<Box<[Check]>, ApiError> {
     let mut bodies: Vec<(String, &Value)> = Vec::new();
     if let Some(check) = f.get("Check") {
         bodies.push(("Check".into(), check));
@@ -323,7 +326,7 @@ fn parse_checks(f: &Fields, id: &InstanceId, service: &ServiceName) -> Result<Ve
         }
         checks.push(Check::new(spec));
     }
-    Ok(checks)
+    Ok(checks.into_boxed_slice())
 }
 
 /// One check definition; `None` for an empty object (Consul ignores those). The ID is set by the caller.
@@ -442,7 +445,7 @@ fn parse_http_check(f: &Fields, url: &str) -> Result<CheckKind, ApiError> {
         }
     };
     let (interval, timeout) = interval_and_timeout(f)?;
-    Ok(CheckKind::Http {
+    Ok(CheckKind::Http(Box::new(HttpCheck {
         url: url.to_owned(),
         method,
         header,
@@ -450,7 +453,7 @@ fn parse_http_check(f: &Fields, url: &str) -> Result<CheckKind, ApiError> {
         tls_skip_verify: f.bool("TLSSkipVerify")?,
         interval,
         timeout,
-    })
+    })))
 }
 
 /// Interval is required for probes; below Consul's minimum it is raised to it. The timeout

@@ -39,6 +39,10 @@ fn tagged_addresses(instance: &Instance) -> Value {
     Value::Object(map)
 }
 
+fn meta_json(instance: &Instance) -> Value {
+    Value::Object(instance.meta.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
+}
+
 fn weights(instance: &Instance) -> Value {
     json!({"Passing": instance.weights.passing, "Warning": instance.weights.warning})
 }
@@ -49,7 +53,7 @@ pub fn agent_service(instance: &Instance, node: &NodeInfo) -> Value {
         "ID": instance.id.as_str(),
         "Service": instance.service.as_str(),
         "Tags": instance.tags,
-        "Meta": instance.meta,
+        "Meta": meta_json(instance),
         "Port": instance.port,
         "Address": instance.address.to_wire(),
         "TaggedAddresses": tagged_addresses(instance),
@@ -77,7 +81,7 @@ pub fn catalog_service(instance: &Instance, node: &NodeInfo) -> Value {
         "ServiceAddress": instance.address.to_wire(),
         "ServiceTaggedAddresses": tagged_addresses(instance),
         "ServiceWeights": weights(instance),
-        "ServiceMeta": instance.meta,
+        "ServiceMeta": meta_json(instance),
         "ServicePort": instance.port,
         "ServiceEnableTagOverride": instance.enable_tag_override,
         "CreateIndex": instance.create_index,
@@ -119,23 +123,15 @@ fn node_check(node: &NodeInfo, index: u64) -> Value {
 /// status last changed (the design documents' client reads it).
 pub fn check_json(check: &Check, instance: &Instance, node: &NodeInfo) -> Value {
     let spec = &check.spec;
-    let (interval, timeout) = match &spec.kind {
-        CheckKind::Http { interval, timeout, .. } | CheckKind::Tcp { interval, timeout, .. } => {
-            (format_go_duration(*interval), format_go_duration(*timeout))
-        }
-        CheckKind::Ttl { .. } => (String::new(), String::new()),
-    };
+    let (interval, timeout) = spec.kind.schedule().map_or((String::new(), String::new()), |(i, t)| {
+        (format_go_duration(i), format_go_duration(t))
+    });
     let mut definition = Map::new();
     match &spec.kind {
-        CheckKind::Http {
-            url,
-            method,
-            tls_skip_verify,
-            ..
-        } => {
-            definition.insert("HTTP".into(), json!(url));
-            definition.insert("Method".into(), json!(method));
-            definition.insert("TLSSkipVerify".into(), json!(tls_skip_verify));
+        CheckKind::Http(http) => {
+            definition.insert("HTTP".into(), json!(http.url));
+            definition.insert("Method".into(), json!(http.method));
+            definition.insert("TLSSkipVerify".into(), json!(http.tls_skip_verify));
         }
         CheckKind::Tcp { target, .. } => {
             definition.insert("TCP".into(), json!(target));

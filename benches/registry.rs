@@ -1,0 +1,170 @@
+//! The write side: memory per instance, the cost of recompiling a large service, and what a
+//! large service changing 100 times a second does to other services' answers.
+//! Run with `cargo bench --bench registry`; figures are printed (and go in the README).
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+use serde_json::json;
+use sextant::api::wire::{parse_json, parse_registration};
+use sextant::dns::answers::AnswerCompiler;
+use sextant::dns::fast::{FastPath, Transport};
+use sextant::dns::zones;
+use sextant::model::{CheckId, Health};
+use sextant::registry::Registry;
+
+fn registry() -> Arc<Registry> {
+    let domain = Name::from_ascii("trading-dc.").unwrap();
+    Arc::new(Registry::new(AnswerCompiler::new(
+        domain,
+        0,
+        "192.0.2.1".parse().unwrap(),
+        false,
+    )))
+}
+
+fn register(registry: &Registry, body: serde_json::Value) {
+    let instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap()).unwrap();
+    registry.register(instance).unwrap();
+}
+
+fn ip(i: usize) -> String {
+    format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256)
+}
+
+fn resident_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// 100,000 instances across 10,000 services, each with a TTL check and two tags.
+fn memory() {
+    let before = resident_bytes();
+    let registry = registry();
+    let start = Instant::now();
+    for i in 0..100_000 {
+        let service = format!("svc-{}", i % 10_000);
+        register(
+            &registry,
+            json!({"Name": service, "ID": format!("{service}-{i}"), "Address": ip(i), "Port": 8080,
+                   "Tags": ["v1", if i % 2 == 0 { "blue" } else { "green" }], "Meta": {"version": "1.0"},
+                   "Check": {"TTL": "30s", "Status": "passing"}}),
+        );
+    }
+    let elapsed = start.elapsed();
+    let after = resident_bytes();
+    let compiled: usize = registry.services().iter().map(|s| s.answers.heap_bytes()).sum();
+    println!(
+        "memory: 100000 instances in 10000 services: resident +{:.1} MB ({} bytes/instance; compiled DNS answers {} bytes/instance); registered in {:.2} s ({:.0}/s, in-process)",
+        (after - before) as f64 / 1e6,
+        (after - before) / 100_000,
+        compiled / 100_000,
+        elapsed.as_secs_f64(),
+        100_000.0 / elapsed.as_secs_f64()
+    );
+}
+
+fn query(name: &str) -> Vec<u8> {
+    let mut msg = Message::new(7, MessageType::Query, OpCode::Query);
+    msg.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    msg.to_vec().unwrap()
+}
+
+/// Median and p99 of the hot answer, in ns, over `n` samples of 100 queries each.
+fn answer_times(fast: &FastPath, q: &[u8], n: usize) -> (f64, f64) {
+    let mut out = Vec::with_capacity(4096);
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        for k in 0..100 {
+            black_box(fast.answer(black_box(q), &mut out, Transport::Udp, i + k));
+        }
+        samples.push(t.elapsed().as_nanos() as f64 / 100.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    (samples[n / 2], samples[n * 99 / 100])
+}
+
+/// A 1,000-instance service flips one instance's health 100 times a second while a hot service
+/// is answered; the hot answer's cost is compared with and without that churn.
+fn churn() {
+    let registry = registry();
+    let domain = Name::from_ascii("trading-dc.").unwrap();
+    let zones = zones::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
+        &domain,
+        "192.0.2.1".parse().unwrap(),
+    )
+    .unwrap();
+    for i in 0..3 {
+        register(
+            &registry,
+            json!({"Name": "hot", "ID": format!("hot-{i}"), "Address": ip(i), "Port": 80}),
+        );
+    }
+    for i in 0..1000 {
+        register(
+            &registry,
+            json!({"Name": "big", "ID": format!("big-{i}"), "Address": ip(1000 + i), "Port": 80,
+                   "Check": {"TTL": "30s", "Status": "passing"}}),
+        );
+    }
+    let fast = FastPath::new(registry.clone(), &zones.negative_soa, "node1");
+    let q = query("hot.service.trading-dc.");
+    let quiet = answer_times(&fast, &q, 20_000);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (registry, stop) = (registry.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let check = CheckId::parse("service:big-7").unwrap();
+            let (mut changes, mut busy) = (0u32, Duration::ZERO);
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let status = if changes % 2 == 0 {
+                    Health::Critical
+                } else {
+                    Health::Passing
+                };
+                let t = Instant::now();
+                registry.set_check_status(&check, status, "").unwrap();
+                busy += t.elapsed();
+                changes += 1;
+                next += Duration::from_millis(10);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            (changes, busy)
+        })
+    };
+    let busy_answers = answer_times(&fast, &q, 20_000);
+    stop.store(true, Ordering::Relaxed);
+    let (changes, busy) = writer.join().unwrap();
+    println!(
+        "churn: hot A answer p50/p99 {:.0}/{:.0} ns quiet, {:.0}/{:.0} ns while a 1000-instance service changed {} times ({:.0} µs per recompile)",
+        quiet.0,
+        quiet.1,
+        busy_answers.0,
+        busy_answers.1,
+        changes,
+        busy.as_secs_f64() * 1e6 / f64::from(changes.max(1))
+    );
+}
+
+fn main() {
+    // `cargo test --benches` runs benchmarks once as a smoke test: keep that quick.
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        churn();
+        return;
+    }
+    memory();
+    churn();
+}
