@@ -12,7 +12,8 @@
 #                 2core: every server with its default workers (one per CPU), nothing pinned
 #   tests         udp-a (A, hot service), udp-srv (SRV, 3 instances), udp-nx (NXDOMAIN), udp-svc (A, random
 #                 service), udp-mixed (40% random A, 30% SRV, 20% hot A, 10% NXDOMAIN), tcp-a, tcp-mixed,
-#                 lat-mixed (mixed at a fixed 20k qps: p50/p99 latency)
+#                 lat-mixed (mixed at a fixed 20k qps: p50/p99 latency); udp-a-qN, udp-mixed-qN: a fixed N qps
+#                 (CPU per query of servers doing the same work, e.g. udp-a-q60000 in mode 1core)
 #
 # Server CPU per query comes from /proc (utime+stime of the server process and its children) over the
 # dnsperf run. Results: target/bench-dns/<timestamp>/ (runs.csv, raw logs, summary.md); the table goes
@@ -181,6 +182,8 @@ run_one() {  # size mode test server rep data
         tcp-a) args=(-m tcp -d "$data/queries/a-only.txt") ;;
         tcp-mixed) args=(-m tcp -d "$data/queries/mixed.txt") ;;
         lat-mixed) args=(-m udp -d "$data/queries/mixed.txt" -Q "$QRATE" -v) ;;
+        udp-a-q*) args=(-m udp -d "$data/queries/a-only.txt" -Q "${test##*-q}") ;;
+        udp-mixed-q*) args=(-m udp -d "$data/queries/mixed.txt" -Q "${test##*-q}") ;;
         *) echo "unknown test $test" >&2; exit 2 ;;
     esac
     [ "$mode" = 1core ] && [ "$NCPU" -gt 1 ] && lg=(taskset -c 0)
