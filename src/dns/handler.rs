@@ -1,4 +1,5 @@
-//! The DNS request handler: registry names are answered from the compiled service answers, and
+//! The hickory path: registry names are answered with records built on demand (the fast path in
+//! `fast.rs` answers them first; `tests/fast_path.rs` holds the two to the same answers), and
 //! everything else goes to hickory's `Catalog` of zone files (which also says REFUSED for names
 //! outside every zone, FORMERR, NOTIMP and BADVERS).
 
