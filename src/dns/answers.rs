@@ -42,11 +42,6 @@ impl AnswerSet {
         }
     }
 
-    /// No instance to hand out: every one is critical (a NODATA answer, not NXDOMAIN).
-    pub fn is_empty(&self) -> bool {
-        self.srv.is_empty()
-    }
-
     pub fn heap_bytes(&self) -> usize {
         self.a.heap_bytes() + self.aaaa.heap_bytes() + self.srv.heap_bytes() + self.srv_additional.heap_bytes()
     }

@@ -105,12 +105,6 @@ impl Registry {
         all
     }
 
-    /// The instance that owns a check.
-    pub fn check_owner(&self, check: &CheckId) -> Option<Arc<Instance>> {
-        let owner = self.check_owner.get(check)?.value().clone();
-        self.instance(&owner)
-    }
-
     pub fn compiler(&self) -> &AnswerCompiler {
         &self.compiler
     }
