@@ -70,13 +70,24 @@ impl DnsEngine {
     ) -> bool {
         match self.fast.answer(query, out, transport, rotation) {
             Outcome::Answered => true,
-            Outcome::Fallback => match self.answer_hickory(query, src, transport).await {
-                Some(bytes) => {
-                    *out = bytes;
-                    true
-                }
-                None => false,
-            },
+            Outcome::Fallback => self.answer_hickory_into(query, src, transport, out).await,
+        }
+    }
+
+    /// The hickory path, writing into `out`; false when there is nothing to send.
+    pub async fn answer_hickory_into(
+        &self,
+        query: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        match self.answer_hickory(query, src, transport).await {
+            Some(bytes) => {
+                *out = bytes;
+                true
+            }
+            None => false,
         }
     }
 }

@@ -136,13 +136,7 @@ fn fallback(
     let Some(src) = socket_addr(&src) else {
         return false;
     };
-    match runtime.block_on(engine.answer_hickory(query, src, Transport::Udp)) {
-        Some(bytes) => {
-            *out = bytes;
-            true
-        }
-        None => false,
-    }
+    runtime.block_on(engine.answer_hickory_into(query, src, Transport::Udp, out))
 }
 
 /// Sends every reply, in as few system calls as the kernel allows.
