@@ -136,7 +136,7 @@ fn churn() {
                     Health::Passing
                 };
                 let t = Instant::now();
-                registry.set_check_status(&check, status, "").unwrap();
+                registry.ttl_update(&check, status, "").unwrap();
                 busy += t.elapsed();
                 changes += 1;
                 next += Duration::from_millis(10);

@@ -1,4 +1,4 @@
-//! Wiring only: registry → DNS → HTTP, bound to their addresses, stopped together.
+//! Wiring only: registry → health checks → DNS → HTTP, bound to their addresses, stopped together.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use crate::dns::answers::AnswerCompiler;
 use crate::dns::fast::FastPath;
 use crate::dns::zones::{self, ZoneError};
 use crate::dns::{DnsEngine, DnsHandler, DnsListeners, DnsServer};
+use crate::health::{HealthChecker, HealthError};
 use crate::registry::Registry;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,8 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Zone(#[from] ZoneError),
+    #[error(transparent)]
+    Health(#[from] HealthError),
     #[error("cannot listen for DNS on {addr}: {source}")]
     BindDns { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for HTTP on {addr}: {source}")]
@@ -30,6 +33,7 @@ pub enum AppError {
 /// A running server.
 pub struct App {
     registry: Arc<Registry>,
+    health: HealthChecker,
     dns: DnsServer,
     http: JoinHandle<std::io::Result<()>>,
     shutdown: CancellationToken,
@@ -50,6 +54,7 @@ impl App {
             config.dns_only_passing,
         );
         let registry = Arc::new(Registry::new(compiler));
+        let max_checks_in_flight = config.max_checks_in_flight()?;
         let zones = zones::load(&config.zones, &domain, node_addr)?;
         tracing::info!(files = ?zones.files, "zones loaded");
 
@@ -92,6 +97,8 @@ impl App {
             }),
             leader: http_addr.to_string(),
         };
+        // Started last, so a listener that fails to bind leaves no check running.
+        let health = HealthChecker::start(registry.clone(), max_checks_in_flight)?;
         let shutdown = CancellationToken::new();
         let http = tokio::spawn(
             axum::serve(http_listener, api::router(state))
@@ -101,6 +108,7 @@ impl App {
         tracing::info!(dns = %dns_addr, http = %http_addr, domain = %domain, "sextant is serving");
         Ok(Self {
             registry,
+            health,
             dns,
             http,
             shutdown,
@@ -121,6 +129,10 @@ impl App {
         &self.registry
     }
 
+    pub fn health(&self) -> &HealthChecker {
+        &self.health
+    }
+
     /// Stops accepting, lets requests in flight finish, and returns.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
@@ -130,6 +142,7 @@ impl App {
             Ok(Err(error)) => tracing::warn!(%error, "HTTP server stopped with an error"),
             Err(error) => tracing::warn!(%error, "HTTP server task failed"),
         }
+        self.health.shutdown().await;
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Config {
     pub dns_only_passing: bool,
     /// UDP worker threads (one socket each); default: the number of cores.
     pub dns_workers: Option<usize>,
+    /// Most HTTP/TCP probes running at once; the rest wait their turn (and run late).
+    pub max_checks_in_flight: usize,
 }
 
 impl Default for Config {
@@ -63,6 +65,7 @@ impl Default for Config {
             datacenter: None,
             dns_only_passing: false,
             dns_workers: None,
+            max_checks_in_flight: 1024,
         }
     }
 }
@@ -133,6 +136,16 @@ impl Config {
         self.dns_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .clamp(1, 256)
+    }
+
+    pub fn max_checks_in_flight(&self) -> Result<usize, ConfigError> {
+        match self.max_checks_in_flight {
+            0 => Err(ConfigError::Invalid {
+                field: "max_checks_in_flight",
+                message: "must be at least 1".into(),
+            }),
+            n => Ok(n.min(tokio::sync::Semaphore::MAX_PERMITS)),
+        }
     }
 
     pub fn datacenter(&self) -> String {
@@ -218,6 +231,9 @@ pub struct ServeArgs {
     /// UDP worker threads, each with its own SO_REUSEPORT socket [default: the number of cores].
     #[arg(long, value_name = "N")]
     pub dns_workers: Option<usize>,
+    /// Most HTTP/TCP health probes running at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_checks_in_flight: Option<usize>,
 }
 
 impl ServeArgs {
@@ -230,7 +246,7 @@ impl ServeArgs {
         macro_rules! override_with {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        override_with!(dns, http, domain, zones, data_dir, service_ttl);
+        override_with!(dns, http, domain, zones, data_dir, service_ttl, max_checks_in_flight);
         if self.node_name.is_some() {
             config.node_name = self.node_name;
         }

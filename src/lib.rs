@@ -3,13 +3,15 @@
 //! Services register over a Consul-compatible HTTP API ([`api`]); the [`registry`] keeps every
 //! instance and, on each change, recompiles that service's DNS answers; the DNS server ([`dns`])
 //! answers `<service>.service.<domain>` from those compiled answers and everything else from the
-//! zone files. Data flows one way: HTTP writes the registry, DNS reads it. [`app`] wires the
-//! pieces; [`config`] holds the settings; [`model`] the validated types they share.
+//! zone files. The [`health`] checker runs every registered check and writes the results back
+//! through the registry. Data flows one way: HTTP and health checks write the registry, DNS reads
+//! it. [`app`] wires the pieces; [`config`] holds the settings; [`model`] the validated types they share.
 
 pub mod api;
 pub mod app;
 pub mod config;
 pub mod dns;
+pub mod health;
 pub mod model;
 pub mod registry;
 

@@ -8,6 +8,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+// tokio's clock, so TTL and threshold tests can pause time; outside a runtime it is std's.
+use tokio::time::Instant;
+
 /// A service name as it appears in DNS: one label, letters, digits and hyphens, at most 63 bytes.
 /// Kept as registered (for the HTTP API); `key()` is the case-folded form DNS and lookups use.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -274,6 +277,13 @@ pub struct Check {
     pub output: String,
     /// When the status or output last changed.
     pub last_update: SystemTime,
+    /// Set by the registry when it stores the definition and kept while it is unchanged, so a
+    /// probe started for an older definition cannot report into a newer one.
+    pub generation: u64,
+    /// Since when the check has been critical (for `DeregisterCriticalServiceAfter`).
+    pub critical_since: Option<Instant>,
+    /// TTL checks: when the check turns critical unless a heartbeat comes first. `None` once expired.
+    pub ttl_deadline: Option<Instant>,
 }
 
 impl Check {
@@ -285,13 +295,57 @@ impl Check {
     }
 
     pub fn new(spec: CheckSpec) -> Self {
+        let now = Instant::now();
         Self {
             status: spec.initial_status,
             output: String::new(),
             last_update: SystemTime::now(),
+            generation: 0,
+            critical_since: (spec.initial_status == Health::Critical).then_some(now),
+            ttl_deadline: match spec.kind {
+                CheckKind::Ttl { ttl } => Some(now + ttl),
+                _ => None,
+            },
             spec,
         }
     }
+
+    /// Sets status and output; true when either changed. Keeps `critical_since` and `last_update` right.
+    pub fn set_status(&mut self, status: Health, output: &str, now: Instant) -> bool {
+        let output = bounded_output(output);
+        if self.status == status && self.output == output {
+            return false;
+        }
+        if status != self.status {
+            self.critical_since = (status == Health::Critical).then_some(now);
+        }
+        self.status = status;
+        self.output = output.into_owned();
+        self.last_update = SystemTime::now();
+        true
+    }
+
+    /// When the instance is to be deregistered for having been critical too long, if ever.
+    pub fn reap_at(&self) -> Option<Instant> {
+        Some(self.critical_since? + self.spec.deregister_critical_after?)
+    }
+}
+
+/// Consul's cap on stored check output (`check_output_max_size`): a probe or a TTL note cannot
+/// grow the registry without bound.
+pub const MAX_CHECK_OUTPUT: usize = 4096;
+
+/// `output` cut to [`MAX_CHECK_OUTPUT`] bytes at a character boundary, saying how much was kept.
+pub fn bounded_output(output: &str) -> std::borrow::Cow<'_, str> {
+    if output.len() <= MAX_CHECK_OUTPUT {
+        return output.into();
+    }
+    let note = format!("Captured {MAX_CHECK_OUTPUT} of {} bytes\n...\n", output.len());
+    let mut end = MAX_CHECK_OUTPUT;
+    while !output.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{note}{}", &output[..end]).into()
 }
 
 /// Key/value metadata sorted by key: one allocation (most instances have a handful of keys).

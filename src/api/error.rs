@@ -23,7 +23,7 @@ impl ApiError {
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
-            RegistryError::CheckIdTaken { .. } => Self::BadRequest(e.to_string()),
+            RegistryError::CheckIdTaken { .. } | RegistryError::NotTtl(_) => Self::BadRequest(e.to_string()),
             RegistryError::UnknownCheck(id) => Self::NotFound(format!(
                 "Unknown check ID {:?}. Ensure that the check ID is passed, not the check name.",
                 id.as_str()

@@ -6,6 +6,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use super::error::ApiError;
 use super::{ApiState, Params, consul_json, wire};
 use std::sync::Arc;
 
@@ -15,6 +16,34 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/health/service/{name}", get(service))
         .route("/v1/health/checks/{name}", get(checks))
+        .route("/v1/health/state/{state}", get(state))
+}
+
+/// Every check in a state (`passing`, `warning`, `critical`, or `any`), with the node's own
+/// check, which is always passing.
+async fn state(State(state): State<ApiState>, Path(wanted): Path<String>) -> Result<Response, ApiError> {
+    let wanted = match wanted.as_str() {
+        "any" => None,
+        "passing" => Some(Health::Passing),
+        "warning" => Some(Health::Warning),
+        "critical" => Some(Health::Critical),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid check state {other:?}: use passing, warning, critical or any"
+            )));
+        }
+    };
+    let index = state.registry.index();
+    let mut list = Vec::new();
+    if wanted.is_none_or(|w| w == Health::Passing) {
+        list.push(wire::node_check(&state.node, 1));
+    }
+    for instance in state.registry.instances() {
+        for check in instance.checks.iter().filter(|c| wanted.is_none_or(|w| c.status == w)) {
+            list.push(wire::check_json(check, &instance, &state.node));
+        }
+    }
+    Ok(consul_json(index, json!(list)))
 }
 
 /// `?passing` keeps only instances whose every check passes (warning ones are dropped too, as

@@ -48,7 +48,7 @@ impl AnswerSet {
 }
 
 /// A service's answers, compiled when it changes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ServiceAnswers {
     pub all: AnswerSet,
     /// (lower-cased tag, the answers for instances carrying it), sorted by tag; only tags that

@@ -8,4 +8,6 @@ pub enum RegistryError {
     CheckIdTaken { check: CheckId, owner: InstanceId },
     #[error("unknown check ID {0:?}")]
     UnknownCheck(CheckId),
+    #[error("check {0:?} is not a TTL check: its status comes from its probe, not from updates")]
+    NotTtl(CheckId),
 }

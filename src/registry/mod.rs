@@ -5,8 +5,10 @@
 //! readers (DNS, HTTP) take one `Arc` and never see a half-applied change. Writers are serialized by
 //! one mutex: a write touches a handful of entries and never waits on I/O while holding it.
 
+mod checks;
 mod error;
 
+pub use checks::{CheckEvent, CheckTimers};
 pub use error::RegistryError;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use dashmap::DashMap;
 
 use crate::dns::answers::{AnswerCompiler, ServiceAnswers};
-use crate::model::{CheckId, Health, Instance, InstanceId, ServiceKey, ServiceName};
+use crate::model::{CheckId, Instance, InstanceId, ServiceKey, ServiceName};
 
 /// One service as readers see it: a consistent snapshot of its instances and answers.
 #[derive(Debug)]
@@ -42,8 +44,25 @@ impl ServiceEntry {
     }
 }
 
+/// What only writers touch, behind the writer lock.
+#[derive(Default)]
+struct Writer {
+    /// Where check starts and stops go (the health checker), once it has subscribed.
+    check_events: Option<tokio::sync::mpsc::UnboundedSender<CheckEvent>>,
+}
+
+impl Writer {
+    /// Sent under the writer lock, so the health checker sees changes in the registry's order.
+    fn emit(&self, event: CheckEvent) {
+        if let Some(events) = &self.check_events {
+            // A closed channel means the checker has stopped (shutdown): nothing left to tell.
+            let _ = events.send(event);
+        }
+    }
+}
+
 pub struct Registry {
-    writer: Mutex<()>,
+    writer: Mutex<Writer>,
     instances: DashMap<InstanceId, Arc<Instance>>,
     /// Read on every DNS query: lock-free reads of immutable entries.
     services: papaya::HashMap<ServiceKey, Arc<ServiceEntry>>,
@@ -55,7 +74,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(compiler: AnswerCompiler) -> Self {
         Self {
-            writer: Mutex::new(()),
+            writer: Mutex::new(Writer::default()),
             instances: DashMap::new(),
             services: papaya::HashMap::new(),
             check_owner: DashMap::new(),
@@ -111,10 +130,10 @@ impl Registry {
 
     // === writes ===
 
-    /// Adds or replaces an instance. A check whose definition is unchanged keeps its status.
-    /// Returns the index of the change.
+    /// Adds or replaces an instance. A check whose definition is unchanged keeps its state (status,
+    /// timers, the running probe). Returns the index of the change.
     pub fn register(&self, mut instance: Instance) -> Result<u64, RegistryError> {
-        let _w = self.lock();
+        let w = self.lock();
         for check in &instance.checks {
             if let Some(owner) = self.check_owner.get(&check.spec.id)
                 && *owner != instance.id
@@ -128,81 +147,72 @@ impl Registry {
         let index = self.next_index();
         let previous = self.instances.get(&instance.id).map(|e| e.value().clone());
         instance.modify_index = index;
-        instance.create_index = index;
-        if let Some(old) = &previous {
-            instance.create_index = old.create_index;
-            for check in &mut instance.checks {
-                if let Some(kept) = old.checks.iter().find(|c| c.spec == check.spec) {
-                    check.status = kept.status;
-                    check.output = kept.output.clone();
-                    check.last_update = kept.last_update;
+        instance.create_index = previous.as_ref().map_or(index, |old| old.create_index);
+        let mut started = Vec::new();
+        for check in &mut instance.checks {
+            let kept = previous
+                .as_ref()
+                .and_then(|old| old.checks.iter().find(|c| c.spec == check.spec));
+            match kept {
+                Some(kept) => *check = kept.clone(),
+                None => {
+                    check.generation = index;
+                    started.push(CheckEvent::Start {
+                        spec: check.spec.clone(),
+                        generation: index,
+                    });
                 }
             }
+        }
+        if let Some(old) = &previous {
             for check in &old.checks {
                 self.check_owner.remove(&check.spec.id);
+                if !instance.checks.iter().any(|c| c.spec == check.spec) {
+                    w.emit(CheckEvent::Stop {
+                        check: check.spec.id.clone(),
+                    });
+                }
             }
         }
         for check in &instance.checks {
             self.check_owner.insert(check.spec.id.clone(), instance.id.clone());
         }
+        started.into_iter().for_each(|event| w.emit(event));
         let key = instance.service.key();
         let instance = Arc::new(instance);
         self.instances.insert(instance.id.clone(), instance.clone());
         if let Some(old) = previous {
             let old_key = old.service.key();
             if old_key != key {
-                self.rebuild_service(&old_key, index, None);
+                self.rebuild_service(&old_key, index, None, true);
             }
         }
-        self.rebuild_service(&key, index, Some(&instance));
+        self.rebuild_service(&key, index, Some(&instance), true);
         self.publish(index);
         Ok(index)
     }
 
     /// Removes an instance and its checks. Returns the index of the change, or `None` if unknown.
     pub fn deregister(&self, id: &InstanceId) -> Option<u64> {
-        let _w = self.lock();
+        let mut w = self.lock();
+        self.remove_instance(&mut w, id)
+    }
+
+    fn remove_instance(&self, w: &mut Writer, id: &InstanceId) -> Option<u64> {
         let (_, old) = self.instances.remove(id)?;
         for check in &old.checks {
             self.check_owner.remove(&check.spec.id);
+            w.emit(CheckEvent::Stop {
+                check: check.spec.id.clone(),
+            });
         }
         let index = self.next_index();
-        self.rebuild_service(&old.service.key(), index, None);
+        self.rebuild_service(&old.service.key(), index, None, true);
         self.publish(index);
         Some(index)
     }
 
-    /// Sets a check's status and output (TTL updates; probe results).
-    pub fn set_check_status(&self, check: &CheckId, status: Health, output: &str) -> Result<u64, RegistryError> {
-        let _w = self.lock();
-        let owner = self
-            .check_owner
-            .get(check)
-            .map(|e| e.value().clone())
-            .ok_or_else(|| RegistryError::UnknownCheck(check.clone()))?;
-        let current = self
-            .instance(&owner)
-            .ok_or_else(|| RegistryError::UnknownCheck(check.clone()))?;
-        let mut updated = Instance::clone(&current);
-        let Some(slot) = updated.checks.iter_mut().find(|c| c.spec.id == *check) else {
-            return Err(RegistryError::UnknownCheck(check.clone()));
-        };
-        if slot.status == status && slot.output == output {
-            return Ok(self.index());
-        }
-        slot.status = status;
-        slot.output = output.to_owned();
-        slot.last_update = std::time::SystemTime::now();
-        let index = self.next_index();
-        updated.modify_index = index;
-        let key = updated.service.key();
-        self.instances.insert(owner, Arc::new(updated));
-        self.rebuild_service(&key, index, None);
-        self.publish(index);
-        Ok(index)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ()> {
+    fn lock(&self) -> MutexGuard<'_, Writer> {
         // A panic while holding the writer lock leaves no partial state behind it (every write
         // publishes whole entries), so a poisoned lock is safe to take over.
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
@@ -218,8 +228,9 @@ impl Registry {
 
     /// Recompiles one service's entry (or drops it when it has no instance left). The members are
     /// the previous entry's, refreshed from the instance map, plus `joined`: the cost is that
-    /// service's size, never the registry's.
-    fn rebuild_service(&self, key: &ServiceKey, index: u64, joined: Option<&Arc<Instance>>) {
+    /// service's size, never the registry's. Without `recompile` (nothing DNS shows changed, as
+    /// when only a check's output did) the previous answers are copied instead of compiled.
+    fn rebuild_service(&self, key: &ServiceKey, index: u64, joined: Option<&Arc<Instance>>, recompile: bool) {
         let previous = self.service_by_key(key);
         let mut instances: Vec<Arc<Instance>> = previous
             .iter()
@@ -239,7 +250,10 @@ impl Registry {
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         instances.shrink_to_fit();
         let name = instances[0].service.clone();
-        let answers = self.compiler.compile(&name, &instances);
+        let answers = match previous.as_ref().filter(|_| !recompile) {
+            Some(previous) => previous.answers.clone(),
+            None => self.compiler.compile(&name, &instances),
+        };
         let entry = ServiceEntry {
             name,
             create_index: previous.as_ref().map_or(index, |p| p.create_index),

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test file uses its own part of the harness
 
 pub mod dns;
+pub mod endpoint;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +54,10 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    pub fn app(&self) -> &App {
+        self.app.as_ref().expect("server running")
     }
 
     pub async fn put_json(&self, path: &str, body: &Value) -> (StatusCode, String) {

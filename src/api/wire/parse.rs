@@ -432,11 +432,13 @@ fn parse_http_check(f: &Fields, url: &str) -> Result<CheckKind, ApiError> {
                     Value::String(s) => Some(vec![s.clone()]),
                     _ => None,
                 };
-                values
-                    .map(|vals| (k.clone(), vals))
-                    .ok_or_else(|| ApiError::field(&f.name("Header"), format!("{k:?} must map to a list of strings")))
+                let values = values.ok_or_else(|| {
+                    ApiError::field(&f.name("Header"), format!("{k:?} must map to a list of strings"))
+                })?;
+                check_header(k, &values).map_err(|e| ApiError::field(&f.name("Header"), e))?;
+                Ok((k.clone(), values))
             })
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<_, ApiError>>()?,
         Some(_) => {
             return Err(ApiError::field(
                 &f.name("Header"),
@@ -470,6 +472,16 @@ fn interval_and_timeout(f: &Fields) -> Result<(Duration, Duration), ApiError> {
         .unwrap_or(DEFAULT_CHECK_TIMEOUT)
         .min(interval);
     Ok((interval, timeout))
+}
+
+/// A header the probe can send: a valid name, values without control characters.
+fn check_header(name: &str, values: &[String]) -> Result<(), String> {
+    axum::http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a valid header name"))?;
+    for value in values {
+        axum::http::HeaderValue::from_str(value)
+            .map_err(|_| format!("the value of {name:?} is not a valid header value"))?;
+    }
+    Ok(())
 }
 
 fn check_tcp_target(target: &str) -> Result<(), String> {

@@ -101,7 +101,7 @@ pub fn health_entry(instance: &Instance, node: &NodeInfo, node_index: u64) -> Va
 }
 
 /// The node's own check, which Consul lists with every instance on a live node.
-fn node_check(node: &NodeInfo, index: u64) -> Value {
+pub fn node_check(node: &NodeInfo, index: u64) -> Value {
     json!({
         "Node": node.name,
         "CheckID": "serfHealth",

@@ -1,0 +1,118 @@
+//! One check's life: probing on its schedule, TTL expiry and reaping, until it is stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::thresholds::Thresholds;
+use crate::model::CheckSpec;
+use crate::registry::Registry;
+
+pub(super) struct Runner {
+    pub registry: Arc<Registry>,
+    pub shared: Arc<Shared>,
+    pub spec: CheckSpec,
+    pub generation: u64,
+    /// Woken when a TTL update moved the check's deadlines.
+    pub touched: Arc<Notify>,
+    pub stop: CancellationToken,
+}
+
+impl Runner {
+    /// Sleeps until the next thing to do (a probe, a TTL deadline, a reap), does it, repeats.
+    /// Deadlines are re-read from the registry each time round, so they are never stale; the
+    /// registry re-checks them when they are applied.
+    pub async fn run(self) {
+        let schedule = self.spec.kind.schedule();
+        let mut thresholds = Thresholds::new(self.spec.success_before_passing, self.spec.failures_before_critical);
+        // The first run is staggered over the interval, so a restart or a bulk registration does
+        // not probe everything at once.
+        let mut next_probe = schedule.map(|(interval, _)| Instant::now() + stagger(interval));
+        loop {
+            let Some(timers) = self.registry.check_timers(&self.spec.id, self.generation) else {
+                return; // removed or redefined: a Stop is on its way
+            };
+            let wake = [next_probe, timers.ttl_deadline, timers.reap_at]
+                .into_iter()
+                .flatten()
+                .min();
+            tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return,
+                () = self.touched.notified() => continue,
+                () = sleep_until_some(wake) => {}
+            }
+            let now = Instant::now();
+            if timers.reap_at.is_some_and(|at| at <= now) && self.registry.reap_critical(&self.spec.id, self.generation)
+            {
+                return;
+            }
+            if timers.ttl_deadline.is_some_and(|at| at <= now) {
+                self.registry.expire_ttl(&self.spec.id, self.generation);
+            }
+            if let (Some(due), Some((interval, _))) = (next_probe, schedule)
+                && due <= now
+            {
+                if !self.probe(due, &mut thresholds).await {
+                    return;
+                }
+                next_probe = Some(next_after(due, interval, Instant::now()));
+            }
+        }
+    }
+
+    /// Runs the probe once, when a slot is free, and reports what passes the thresholds.
+    /// False when stopped meanwhile.
+    async fn probe(&self, due: Instant, thresholds: &mut Thresholds) -> bool {
+        let permit = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return false,
+            permit = self.shared.in_flight.acquire() => permit,
+        };
+        let Ok(_permit) = permit else {
+            return false; // closed: shutting down
+        };
+        self.shared
+            .lateness
+            .record(Instant::now().saturating_duration_since(due));
+        let result = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return false,
+            result = self.shared.prober.probe(&self.spec.kind) => result,
+        };
+        if let Some((status, output)) = result
+            && thresholds.observe(status)
+        {
+            self.registry
+                .record_probe(&self.spec.id, self.generation, status, &output);
+        }
+        true
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn stagger(interval: Duration) -> Duration {
+    let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(rand::random_range(0..nanos))
+}
+
+/// The first slot of the schedule after `now`: a probe that ran late does not shift the schedule,
+/// and slots missed meanwhile are skipped rather than run back to back.
+fn next_after(due: Instant, interval: Duration, now: Instant) -> Instant {
+    let interval = interval.max(Duration::from_millis(1));
+    let mut next = due + interval;
+    while next <= now {
+        next += interval;
+    }
+    next
+}

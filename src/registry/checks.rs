@@ -1,0 +1,189 @@
+//! Check state: TTL heartbeats, probe results, expiry and reaping, and the event stream that tells
+//! the health checker which checks to run.
+//!
+//! Every change that depends on time is conditional on what the registry holds when it is applied
+//! (the definition's generation, the TTL deadline, how long the check has been critical), so a
+//! timer that fires late or races a heartbeat can never apply a stale decision.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::time::Instant;
+
+use super::{Registry, RegistryError, Writer};
+use crate::model::{Check, CheckId, CheckKind, CheckSpec, Health, Instance};
+
+/// What the health checker must do, sent in the order of the registry's writes.
+#[derive(Debug, Clone)]
+pub enum CheckEvent {
+    /// A check definition was stored: run it. `generation` identifies this definition.
+    Start { spec: CheckSpec, generation: u64 },
+    /// A check was removed, or redefined (a `Start` follows): stop running it.
+    Stop { check: CheckId },
+    /// A TTL check was updated through the API: its deadlines moved.
+    Touched { check: CheckId },
+}
+
+/// The moments a check's runner must act on, as the registry holds them now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckTimers {
+    /// TTL checks: when the check expires unless a heartbeat comes first.
+    pub ttl_deadline: Option<Instant>,
+    /// When the instance is to be deregistered for having been critical too long.
+    pub reap_at: Option<Instant>,
+}
+
+/// The output Consul gives a TTL check that nobody updated in time.
+pub const TTL_EXPIRED: &str = "TTL expired";
+
+impl Registry {
+    /// The stream of check starts and stops, beginning with a `Start` for every check already
+    /// registered. A second subscription replaces the first.
+    pub fn subscribe_checks(&self) -> UnboundedReceiver<CheckEvent> {
+        let mut w = self.lock();
+        let (events, receiver) = unbounded_channel();
+        for instance in self.instances.iter() {
+            for check in &instance.checks {
+                let _ = events.send(CheckEvent::Start {
+                    spec: check.spec.clone(),
+                    generation: check.generation,
+                });
+            }
+        }
+        w.check_events = Some(events);
+        receiver
+    }
+
+    /// The current deadlines of one definition of a check; `None` once it is removed or redefined.
+    pub fn check_timers(&self, check: &CheckId, generation: u64) -> Option<CheckTimers> {
+        let owner = self.check_owner.get(check)?.value().clone();
+        let instance = self.instance(&owner)?;
+        let check = instance
+            .checks
+            .iter()
+            .find(|c| c.spec.id == *check && c.generation == generation)?;
+        Some(CheckTimers {
+            ttl_deadline: check.ttl_deadline,
+            reap_at: check.reap_at(),
+        })
+    }
+
+    /// A TTL heartbeat (`PUT /v1/agent/check/pass|warn|fail|update/<id>`): sets the status and
+    /// restarts the TTL. Refused for checks that are probed, as Consul does.
+    pub fn ttl_update(&self, check: &CheckId, status: Health, output: &str) -> Result<u64, RegistryError> {
+        let mut w = self.lock();
+        let now = Instant::now();
+        let index = self.update_check(&mut w, check, |c| {
+            let CheckKind::Ttl { ttl } = c.spec.kind else {
+                return Err(RegistryError::NotTtl(check.clone()));
+            };
+            c.ttl_deadline = Some(now + ttl);
+            Ok(c.set_status(status, output, now))
+        })?;
+        w.emit(CheckEvent::Touched { check: check.clone() });
+        Ok(index)
+    }
+
+    /// A probe's result, already past its thresholds. Ignored when the check has been removed or
+    /// redefined since the probe started.
+    pub fn record_probe(&self, check: &CheckId, generation: u64, status: Health, output: &str) {
+        let mut w = self.lock();
+        let _ = self.update_check(&mut w, check, |c| {
+            Ok(c.generation == generation && c.set_status(status, output, Instant::now()))
+        });
+    }
+
+    /// Turns a TTL check critical if its deadline has passed with no heartbeat.
+    pub fn expire_ttl(&self, check: &CheckId, generation: u64) {
+        let mut w = self.lock();
+        let now = Instant::now();
+        let _ = self.update_check(&mut w, check, |c| {
+            if c.generation != generation || c.ttl_deadline.is_none_or(|deadline| deadline > now) {
+                return Ok(false);
+            }
+            c.ttl_deadline = None;
+            Ok(c.set_status(Health::Critical, TTL_EXPIRED, now))
+        });
+    }
+
+    /// Deregisters the check's instance if the check has been critical for longer than its
+    /// `DeregisterCriticalServiceAfter`. True when it did.
+    pub fn reap_critical(&self, check: &CheckId, generation: u64) -> bool {
+        let mut w = self.lock();
+        let now = Instant::now();
+        let Some(owner) = self.check_owner.get(check).map(|e| e.value().clone()) else {
+            return false;
+        };
+        let Some(instance) = self.instance(&owner) else {
+            return false;
+        };
+        let due = instance
+            .checks
+            .iter()
+            .find(|c| c.spec.id == *check && c.generation == generation)
+            .and_then(Check::reap_at)
+            .is_some_and(|at| at <= now);
+        if !due {
+            return false;
+        }
+        tracing::warn!(
+            service = %instance.service,
+            instance = %instance.id,
+            check = %check,
+            "check critical for longer than DeregisterCriticalServiceAfter: deregistering"
+        );
+        self.remove_instance(&mut w, &owner).is_some()
+    }
+
+    /// Applies `change` to one check. When it reports a visible change (status or output), the
+    /// instance gets a new index and its service is rebuilt; answers are recompiled only if the
+    /// instance's health changed. Timer-only changes are stored without a new index.
+    fn update_check(
+        &self,
+        _w: &mut Writer,
+        check: &CheckId,
+        change: impl FnOnce(&mut Check) -> Result<bool, RegistryError>,
+    ) -> Result<u64, RegistryError> {
+        let unknown = || RegistryError::UnknownCheck(check.clone());
+        let owner = self
+            .check_owner
+            .get(check)
+            .map(|e| e.value().clone())
+            .ok_or_else(unknown)?;
+        let current = self.instance(&owner).ok_or_else(unknown)?;
+        let mut updated = Instance::clone(&current);
+        let slot = updated
+            .checks
+            .iter_mut()
+            .find(|c| c.spec.id == *check)
+            .ok_or_else(unknown)?;
+        let before = slot.status;
+        let visible = change(slot)?;
+        let (after, output) = (slot.status, slot.output.clone());
+        if !visible {
+            if updated.checks != current.checks {
+                self.instances.insert(owner, Arc::new(updated));
+            }
+            return Ok(self.index());
+        }
+        if after != before {
+            tracing::info!(
+                service = %updated.service,
+                instance = %updated.id,
+                check = %check,
+                from = before.as_str(),
+                to = after.as_str(),
+                output = %output,
+                "check status changed"
+            );
+        }
+        let recompile = updated.health() != current.health();
+        let index = self.next_index();
+        updated.modify_index = index;
+        let key = updated.service.key();
+        self.instances.insert(owner, Arc::new(updated));
+        self.rebuild_service(&key, index, None, recompile);
+        self.publish(index);
+        Ok(index)
+    }
+}
