@@ -161,7 +161,8 @@ fn churn() {
 
 fn main() {
     // `cargo test --benches` runs benchmarks once as a smoke test: keep that quick.
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not.
+    if !std::env::args().any(|a| a == "--bench") {
         churn();
         return;
     }

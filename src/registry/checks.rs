@@ -11,7 +11,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::time::Instant;
 
 use super::{Registry, RegistryError, Writer};
-use crate::model::{Check, CheckId, CheckKind, CheckSpec, Health, Instance};
+use crate::model::{Check, CheckId, CheckKind, CheckSpec, Health, Instance, bounded_output};
 
 /// What the health checker must do, sent in the order of the registry's writes.
 #[derive(Debug, Clone)]
@@ -54,17 +54,22 @@ impl Registry {
         receiver
     }
 
-    /// The current deadlines of one definition of a check; `None` once it is removed or redefined.
-    pub fn check_timers(&self, check: &CheckId, generation: u64) -> Option<CheckTimers> {
+    /// Runs `f` on one definition of a check as it is now; `None` once it is removed or redefined.
+    fn with_check<R>(&self, check: &CheckId, generation: u64, f: impl FnOnce(&Check) -> R) -> Option<R> {
         let owner = self.check_owner.get(check)?.value().clone();
         let instance = self.instance(&owner)?;
-        let check = instance
+        let found = instance
             .checks
             .iter()
             .find(|c| c.spec.id == *check && c.generation == generation)?;
-        Some(CheckTimers {
-            ttl_deadline: check.ttl_deadline,
-            reap_at: check.reap_at(),
+        Some(f(found))
+    }
+
+    /// The current deadlines of one definition of a check; `None` once it is removed or redefined.
+    pub fn check_timers(&self, check: &CheckId, generation: u64) -> Option<CheckTimers> {
+        self.with_check(check, generation, |c| CheckTimers {
+            ttl_deadline: c.ttl_deadline,
+            reap_at: c.reap_at(),
         })
     }
 
@@ -88,6 +93,13 @@ impl Registry {
     /// redefined since the probe started.
     pub fn record_probe(&self, check: &CheckId, generation: u64, status: Health, output: &str) {
         let mut w = self.lock();
+        // Most probes repeat the last result: settle those without copying the instance.
+        let unchanged = self.with_check(check, generation, |c| {
+            c.status == status && c.output == bounded_output(output)
+        });
+        if unchanged != Some(false) {
+            return;
+        }
         let _ = self.update_check(&mut w, check, |c| {
             Ok(c.generation == generation && c.set_status(status, output, Instant::now()))
         });
@@ -111,21 +123,16 @@ impl Registry {
     pub fn reap_critical(&self, check: &CheckId, generation: u64) -> bool {
         let mut w = self.lock();
         let now = Instant::now();
+        let due = self.with_check(check, generation, |c| c.reap_at().is_some_and(|at| at <= now));
+        if due != Some(true) {
+            return false;
+        }
         let Some(owner) = self.check_owner.get(check).map(|e| e.value().clone()) else {
             return false;
         };
         let Some(instance) = self.instance(&owner) else {
             return false;
         };
-        let due = instance
-            .checks
-            .iter()
-            .find(|c| c.spec.id == *check && c.generation == generation)
-            .and_then(Check::reap_at)
-            .is_some_and(|at| at <= now);
-        if !due {
-            return false;
-        }
         tracing::warn!(
             service = %instance.service,
             instance = %instance.id,
