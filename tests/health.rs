@@ -503,3 +503,53 @@ async fn failure_detection_time() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_instance_is_as_healthy_as_its_worst_check() {
+    let server = TestServer::start().await;
+    let endpoint = HttpEndpoint::start(200).await;
+    server
+        .register(json!({"Name": "cache", "ID": "cache-1", "Address": "10.1.0.7",
+               "Checks": [{"HTTP": endpoint.url("/"), "Interval": "1s"},
+                          {"TTL": "1m", "Status": "passing"}]}))
+        .await;
+    wait_for("passing", async || passing(&server, "cache").await == ["cache-1"]).await;
+    assert_eq!(dns_a(&server, "cache").await, [ip("10.1.0.7")]);
+
+    let (code, _) = server.put("/v1/agent/check/warn/service:cache-1:2").await;
+    assert_eq!(code, 200);
+    assert!(passing(&server, "cache").await.is_empty(), "warning is not passing");
+    assert_eq!(dns_a(&server, "cache").await, [ip("10.1.0.7")], "warning stays in DNS");
+
+    endpoint.set_status(503);
+    wait_for("critical", async || {
+        status_is(&server, "service:cache-1:1", "critical").await
+    })
+    .await;
+    assert!(
+        dns_a(&server, "cache").await.is_empty(),
+        "one critical check takes it out"
+    );
+    let (code, _) = server.put("/v1/agent/check/pass/service:cache-1:2").await;
+    assert_eq!(code, 200);
+    assert!(
+        dns_a(&server, "cache").await.is_empty(),
+        "still critical by its HTTP check"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dns_only_passing_drops_warning_instances() {
+    let mut config = common::test_config();
+    config.dns_only_passing = true;
+    let server = TestServer::start_with(config).await;
+    server
+        .register(json!({"Name": "q", "ID": "q-1", "Address": "10.1.0.8", "Check": {"TTL": "1m", "Status": "passing"}}))
+        .await;
+    assert_eq!(dns_a(&server, "q").await, [ip("10.1.0.8")]);
+    let (code, _) = server.put("/v1/agent/check/warn/service:q-1").await;
+    assert_eq!(code, 200);
+    assert!(dns_a(&server, "q").await.is_empty());
+    server.stop().await;
+}
