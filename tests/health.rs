@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use common::dns::*;
-use common::endpoint::{HttpEndpoint, Mode};
+use common::endpoint::{HttpEndpoint, HttpsEndpoint, Mode};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
@@ -551,5 +551,34 @@ async fn dns_only_passing_drops_warning_instances() {
     let (code, _) = server.put("/v1/agent/check/warn/service:q-1").await;
     assert_eq!(code, 200);
     assert!(dns_a(&server, "q").await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tls_skip_verify_accepts_a_self_signed_certificate() {
+    let server = TestServer::start().await;
+    let endpoint = HttpsEndpoint::start().await;
+    for (id, skip) in [("strict", false), ("lenient", true)] {
+        server
+            .register(json!({"Name": "secure", "ID": id, "Address": "10.1.0.10",
+                   "Check": {"HTTP": endpoint.url(), "Interval": "1s", "TLSSkipVerify": skip}}))
+            .await;
+    }
+    wait_for("the lenient check to pass", async || {
+        status_is(&server, "service:lenient", "passing").await
+    })
+    .await;
+    let (_, output) = check(&server, "service:lenient").await.unwrap();
+    assert!(output.contains("200 OK") && output.contains("secure"), "{output}");
+    // The strict check has run by now too (same interval), and refused the certificate.
+    wait_for("the strict check to report", async || {
+        check(&server, "service:strict")
+            .await
+            .is_some_and(|(_, output)| !output.is_empty())
+    })
+    .await;
+    let (status, output) = check(&server, "service:strict").await.unwrap();
+    assert_eq!(status, "critical");
+    assert!(output.to_lowercase().contains("certificate"), "{output}");
     server.stop().await;
 }
