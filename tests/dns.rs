@@ -364,3 +364,35 @@ async fn several_queries_on_one_tcp_connection() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn parents_of_rfc2782_names_exist_and_zone_transfers_are_refused() {
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "orders", "ID": "orders-1", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+    // A resolver minimising query names asks these on its way to `_orders._tcp.service…`:
+    // NXDOMAIN would tell it nothing exists below (RFC 8020).
+    for name in [
+        "service.trading-dc.",
+        "_tcp.service.trading-dc.",
+        "_udp.service.trading-dc.",
+    ] {
+        let reply = udp(server.dns, name, RecordType::A).await;
+        assert_eq!(rcode(&reply), ResponseCode::NoError, "{name}");
+        assert!(reply.answers.is_empty() && has_soa(&reply, "trading-dc."), "{name}");
+    }
+    for (name, rtype) in [
+        ("trading-dc.", RecordType::AXFR),
+        ("trading-dc.", RecordType::IXFR),
+        ("orders.service.trading-dc.", RecordType::AXFR),
+    ] {
+        let reply = tcp(server.dns, name, rtype).await;
+        assert_eq!(rcode(&reply), ResponseCode::Refused, "{name} {rtype}");
+        assert!(
+            reply.answers.is_empty() && reply.authorities.is_empty(),
+            "{name} {rtype}"
+        );
+    }
+    server.stop().await;
+}

@@ -111,6 +111,8 @@ async fn fast_and_hickory_paths_give_the_same_answers() {
         "nosuch.service.trading-dc.",
         "a.b.c.service.trading-dc.",
         "service.trading-dc.",
+        "_tcp.service.trading-dc.",
+        "_replica.service.trading-dc.",
         "addr.trading-dc.",
         "0a000001.addr.trading-dc.",
         "20010db8000000000000000000000001.addr.trading-dc.",

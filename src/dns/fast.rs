@@ -19,6 +19,8 @@ const TYPE_AAAA: u16 = 28;
 const TYPE_SRV: u16 = 33;
 const TYPE_OPT: u16 = 41;
 const TYPE_ANY: u16 = 255;
+const TYPE_IXFR: u16 = 251;
+const TYPE_AXFR: u16 = 252;
 const CLASS_IN: u16 = 1;
 const EDNS_COOKIE: u16 = 10;
 const EDNS_PADDING: u16 = 12;
@@ -102,6 +104,9 @@ impl FastPath {
         let Some(q) = parse_question(query) else {
             return Outcome::Fallback;
         };
+        if q.qtype == TYPE_AXFR || q.qtype == TYPE_IXFR {
+            return Outcome::Fallback; // refused by the hickory path
+        }
         let Some(lookup) = self.classify(&q) else {
             return Outcome::Fallback;
         };
@@ -171,6 +176,8 @@ impl FastPath {
         let kind = q.label(below - 1);
         let lookup = match (kind, below) {
             (b"service" | b"addr" | b"node", 1) => Lookup::NoData,
+            // `_tcp.service.<domain>`: the parent of RFC 2782 names (see `query::classify`).
+            (b"service", 2) if q.label(0).starts_with(b"_") => Lookup::NoData,
             (b"service", 2) => Lookup::Service {
                 service: q.label(0),
                 tag: None,

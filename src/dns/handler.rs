@@ -81,6 +81,10 @@ impl DnsHandler {
         }
         let qname = query.original().name();
         let qtype = query.query_type();
+        // Registrations are not for copying out: no zone transfers, of the zone files either.
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            return Some(Answer::negative(ResponseCode::Refused));
+        }
         let answer = match classify(qname, &self.domain) {
             Target::Static => return None,
             Target::EmptyNonTerminal => Answer::negative(ResponseCode::NoError),
@@ -131,7 +135,8 @@ impl DnsHandler {
         meta.authoritative = true;
         meta.response_code = answer.code;
         // Negative answers carry the zone's SOA so resolvers know how long they may cache them.
-        let soa = (answer.answers.is_empty()).then(|| self.negative_soa.clone());
+        let negative = matches!(answer.code, ResponseCode::NoError | ResponseCode::NXDomain);
+        let soa = (negative && answer.answers.is_empty()).then(|| self.negative_soa.clone());
         let response = MessageResponseBuilder::new(&request.queries, response_edns.as_ref()).build(
             meta,
             answer.answers.iter(),

@@ -42,6 +42,9 @@ pub fn classify(qname: &Name, domain: &Name) -> Target {
         .collect();
     match (labels[0].as_str(), &labels[1..]) {
         ("service" | "addr" | "node", []) => Target::EmptyNonTerminal,
+        // `_<tag>.service.<domain>` (as in `_tcp`): the parent of RFC 2782 names. It must not be
+        // NXDOMAIN, or a resolver that minimises query names stops there (RFC 8020).
+        ("service", [label]) if label.starts_with('_') => Target::EmptyNonTerminal,
         ("service", [service]) => Target::Service {
             service: service.clone(),
             tag: None,

@@ -1,0 +1,314 @@
+//! Real stub resolvers forwarding the domain to sextant, as hosts run them: unbound (forward-zone
+//! and stub-zone) and dnsmasq, started on loopback ports with the configurations the README gives.
+//! `scripts/test.sh` installs them (`apt-get install -y unbound dnsmasq-base`).
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::dns::*;
+use common::{TestServer, test_config};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use serde_json::json;
+
+/// A resolver process, killed when dropped.
+struct Resolver {
+    name: &'static str,
+    addr: SocketAddr,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sextant-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port free for both UDP and TCP right now.
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn require(binary: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin"] {
+        let path = PathBuf::from(dir).join(binary);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("{binary} is not installed: run `apt-get install -y {package}` (scripts/test.sh does it)");
+}
+
+impl Resolver {
+    fn spawn(name: &'static str, mut command: Command, addr: SocketAddr, dir: TempDir) -> Self {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            name,
+            addr,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// unbound with `trading-dc` sent to sextant: `forward-zone` (a resolver's usual setup) or
+    /// `stub-zone` (unbound iterates, treating sextant as the zone's authoritative server).
+    fn unbound(sextant: SocketAddr, zone_kind: &str) -> Self {
+        let binary = require("unbound", "unbound");
+        let dir = TempDir::new("unbound");
+        let port = free_port();
+        let zone = if zone_kind == "forward" {
+            format!(
+                "forward-zone:\n  name: \"trading-dc.\"\n  forward-addr: {}@{}\n",
+                sextant.ip(),
+                sextant.port()
+            )
+        } else {
+            format!(
+                "stub-zone:\n  name: \"trading-dc.\"\n  stub-addr: {}@{}\n",
+                sextant.ip(),
+                sextant.port()
+            )
+        };
+        let config = format!(
+            "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  \
+             directory: \"{dir}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n  do-ip6: no\n  \
+             access-control: 127.0.0.0/8 allow\n  do-not-query-localhost: no\n  domain-insecure: \"trading-dc.\"\n  \
+             module-config: \"iterator\"\n  num-threads: 1\n\n{zone}",
+            dir = dir.0.display(),
+        );
+        let file = dir.0.join("unbound.conf");
+        std::fs::write(&file, config).unwrap();
+        let check = Command::new(require("unbound-checkconf", "unbound"))
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "unbound-checkconf refused the config: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        let mut command = Command::new(binary);
+        command.arg("-d").arg("-c").arg(&file);
+        Self::spawn(
+            if zone_kind == "forward" {
+                "unbound forward-zone"
+            } else {
+                "unbound stub-zone"
+            },
+            command,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        )
+    }
+
+    /// dnsmasq with `server=/trading-dc/<sextant>` and its cache on.
+    fn dnsmasq(sextant: SocketAddr) -> Self {
+        let binary = require("dnsmasq", "dnsmasq-base");
+        let dir = TempDir::new("dnsmasq");
+        let port = free_port();
+        let mut command = Command::new(binary);
+        command.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--user=root",
+            &format!("--pid-file={}", dir.0.join("dnsmasq.pid").display()),
+            &format!("--port={port}"),
+            &format!("--server=/trading-dc/{}#{}", sextant.ip(), sextant.port()),
+            "--cache-size=1000",
+        ]);
+        Self::spawn("dnsmasq", command, SocketAddr::from(([127, 0, 0, 1], port)), dir)
+    }
+}
+
+async fn resolve_a(resolver: &Resolver, name: &str) -> (ResponseCode, Vec<IpAddr>) {
+    let reply = udp(resolver.addr, name, RecordType::A).await;
+    let mut ips = addresses(&reply);
+    ips.sort();
+    (rcode(&reply), ips)
+}
+
+/// Polls until the resolver answers (it may still be starting).
+async fn wait_ready(resolver: &mut Resolver) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = udp_raw_within(
+            resolver.addr,
+            &query_message("orders.service.trading-dc.", RecordType::A, None)
+                .to_vec()
+                .unwrap(),
+            Duration::from_millis(300),
+        )
+        .await;
+        if reply.is_some() {
+            return;
+        }
+        if let Some(status) = resolver.child.try_wait().unwrap() {
+            panic!("{} exited with {status}", resolver.name);
+        }
+        assert!(Instant::now() < deadline, "{} did not start answering", resolver.name);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A, SRV and a negative answer through the resolver, then an instance turning critical: the
+/// resolver's answer changes within the service TTL.
+async fn resolves_through(make: impl Fn(SocketAddr) -> Resolver) {
+    let mut config = test_config();
+    config.service_ttl = Duration::from_secs(2);
+    let server = TestServer::start_with(config).await;
+    for (id, address) in [("orders-1", "10.0.0.1"), ("orders-2", "10.0.0.2")] {
+        server
+            .register(
+                json!({"Name": "orders", "ID": id, "Address": address, "Port": 8080, "Tags": ["primary"],
+                   "Check": {"TTL": "1m", "Status": "passing"}}),
+            )
+            .await;
+    }
+    let mut resolver = make(server.dns);
+    wait_ready(&mut resolver).await;
+    let who = resolver.name;
+
+    let (code, ips) = resolve_a(&resolver, "orders.service.trading-dc.").await;
+    assert_eq!(
+        (code, ips),
+        (ResponseCode::NoError, vec![ip("10.0.0.1"), ip("10.0.0.2")]),
+        "{who}: A"
+    );
+    let (_, ips) = resolve_a(&resolver, "primary.orders.service.trading-dc.").await;
+    assert_eq!(ips, [ip("10.0.0.1"), ip("10.0.0.2")], "{who}: tag form");
+
+    for name in ["orders.service.trading-dc.", "_orders._tcp.service.trading-dc."] {
+        let srv = udp(resolver.addr, name, RecordType::SRV).await;
+        let mut found = srvs(&srv);
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                (8080, 1, "0a000001.addr.trading-dc.".to_owned()),
+                (8080, 1, "0a000002.addr.trading-dc.".to_owned())
+            ],
+            "{who}: SRV {name}"
+        );
+    }
+    let (_, target) = resolve_a(&resolver, "0a000002.addr.trading-dc.").await;
+    assert_eq!(target, [ip("10.0.0.2")], "{who}: SRV target");
+
+    let (code, ips) = resolve_a(&resolver, "missing.service.trading-dc.").await;
+    assert_eq!((code, ips.len()), (ResponseCode::NXDomain, 0), "{who}: unknown service");
+
+    let (code, _) = server.put("/v1/agent/check/fail/service:orders-2").await;
+    assert_eq!(code, 200);
+    let failed = Instant::now();
+    loop {
+        let (_, ips) = resolve_a(&resolver, "orders.service.trading-dc.").await;
+        if ips == [ip("10.0.0.1")] {
+            break;
+        }
+        // Within the TTL, plus up to 1 s because resolvers count TTLs in whole seconds.
+        assert!(
+            failed.elapsed() < Duration::from_millis(3500),
+            "{who}: still answers {ips:?} {:?} after the instance failed (TTL 2s)",
+            failed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "{who}: a failed instance left the resolver's answer after {:?} (TTL 2s)",
+        failed.elapsed()
+    );
+    drop(resolver);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unbound_forward_zone() {
+    resolves_through(|dns| Resolver::unbound(dns, "forward")).await;
+}
+
+#[tokio::test]
+async fn unbound_stub_zone() {
+    resolves_through(|dns| Resolver::unbound(dns, "stub")).await;
+}
+
+#[tokio::test]
+async fn dnsmasq_server_line() {
+    resolves_through(Resolver::dnsmasq).await;
+}
+
+/// `dig`, as the README's walk-through uses it.
+#[tokio::test]
+async fn dig_smoke() {
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "orders", "ID": "orders-1", "Address": "10.0.0.1", "Port": 8080}))
+        .await;
+    let dig = require("dig", "bind9-dnsutils");
+    let port = server.dns.port().to_string();
+    let run = async |args: &[&str]| {
+        let output = tokio::process::Command::new(&dig)
+            .args(["@127.0.0.1", "-p", &port, "+time=2", "+tries=1"])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "dig {args:?} failed");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let a = run(&["orders.service.trading-dc", "A", "+short"]).await;
+    assert_eq!(a.trim(), "10.0.0.1");
+    let srv = run(&["orders.service.trading-dc", "SRV"]).await;
+    assert!(srv.contains("status: NOERROR") && srv.contains("flags: qr aa"), "{srv}");
+    assert!(srv.contains("1 1 8080 0a000001.addr.trading-dc."), "{srv}");
+    assert!(srv.contains("0a000001.addr.trading-dc. 0\tIN\tA\t10.0.0.1"), "{srv}");
+    let tcp = run(&["+tcp", "orders.service.trading-dc", "A", "+short"]).await;
+    assert_eq!(tcp.trim(), "10.0.0.1");
+    let nx = run(&["nothing.service.trading-dc", "A"]).await;
+    assert!(nx.contains("status: NXDOMAIN") && nx.contains("SOA"), "{nx}");
+    let axfr = run(&["trading-dc", "AXFR"]).await;
+    assert!(axfr.contains("Transfer failed"), "{axfr}");
+    server.stop().await;
+}
