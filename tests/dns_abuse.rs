@@ -1,0 +1,158 @@
+//! Hostile input over real sockets: hundreds of malformed, truncated, random and oversized UDP
+//! and TCP packets, after which the server still answers correctly.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::TestServer;
+use common::dns::*;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UdpSocket};
+
+/// A question section by hand, so names can break the rules (a 64-byte label, 300 bytes in all,
+/// a compression pointer to itself).
+fn raw_query(id: u16, name: &[u8], qtype: u16) -> Vec<u8> {
+    let mut packet = id.to_be_bytes().to_vec();
+    packet.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    packet.extend_from_slice(name);
+    packet.extend_from_slice(&qtype.to_be_bytes());
+    packet.extend_from_slice(&[0, 1]);
+    packet
+}
+
+fn wire_name(labels: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in labels {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.push(0);
+    out
+}
+
+/// Every kind of bad packet, from a fixed seed (a failure is reproducible).
+fn bad_packets(count: usize) -> Vec<Vec<u8>> {
+    let mut rng = StdRng::seed_from_u64(0x5e7a47);
+    let valid = query_message("orders.service.trading-dc.", RecordType::SRV, Some(1232))
+        .to_vec()
+        .unwrap();
+    let long_label = [b'a'; 64];
+    let many_labels: Vec<&[u8]> = std::iter::repeat_n(&b"abcdefghijklmnopqrstuvwxyz"[..], 12).collect();
+    let oversized = [
+        raw_query(1, &wire_name(&[&long_label, b"service", b"trading-dc"]), 1),
+        raw_query(2, &wire_name(&many_labels), 1),
+        raw_query(3, &[0xC0, 12, 0, 0], 1),                  // a pointer to itself
+        raw_query(4, &[7, b'o', b'r', b'd', b'e', b'r'], 1), // the name runs off the end
+        raw_query(5, &wire_name(&[b"orders", b"service", b"trading-dc"]), 252), // AXFR over UDP
+    ];
+    let mut packets: Vec<Vec<u8>> = oversized.to_vec();
+    while packets.len() < count {
+        let packet = match rng.random_range(0..3) {
+            // Random bytes of random length, including empty and larger than any query.
+            0 => (0..rng.random_range(0..1500)).map(|_| rng.random()).collect(),
+            // A valid query cut short.
+            1 => valid[..rng.random_range(0..valid.len())].to_vec(),
+            // A valid query with a few bytes changed.
+            _ => {
+                let mut p = valid.clone();
+                for _ in 0..rng.random_range(1..6) {
+                    let i = rng.random_range(0..p.len());
+                    p[i] = rng.random();
+                }
+                p
+            }
+        };
+        packets.push(packet);
+    }
+    packets
+}
+
+async fn still_answers(server: &TestServer) {
+    let reply = udp(server.dns, "orders.service.trading-dc.", RecordType::A).await;
+    assert_eq!(rcode(&reply), ResponseCode::NoError);
+    assert_eq!(addresses(&reply), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+    let reply = tcp(server.dns, "orders.service.trading-dc.", RecordType::SRV).await;
+    assert_eq!(srvs(&reply).len(), 1);
+    let reply = udp(server.dns, "nothing.service.trading-dc.", RecordType::A).await;
+    assert_eq!(rcode(&reply), ResponseCode::NXDomain);
+}
+
+#[tokio::test]
+async fn malformed_udp_packets_leave_the_server_answering() {
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "orders", "ID": "orders-1", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let packets = bad_packets(600);
+    for packet in &packets {
+        socket.send_to(packet, server.dns).await.unwrap();
+    }
+    // Whatever comes back must be a well-formed DNS message (FORMERR, REFUSED, an answer).
+    let mut buf = vec![0u8; 65535];
+    let mut replies = 0;
+    while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf)).await {
+        hickory_proto::op::Message::from_vec(&buf[..n]).expect("every reply decodes");
+        replies += 1;
+    }
+    println!("{} bad UDP packets, {replies} replies", packets.len());
+    for (i, packet) in bad_packets(6).iter().take(5).enumerate() {
+        let reply = udp_raw_within(server.dns, packet, Duration::from_millis(500)).await;
+        if let Some(reply) = reply {
+            let msg = hickory_proto::op::Message::from_vec(&reply).expect("a reply decodes");
+            assert_ne!(
+                rcode(&msg),
+                ResponseCode::NoError,
+                "oversized or broken name {i} was answered"
+            );
+        }
+    }
+    still_answers(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_tcp_streams_leave_the_server_answering() {
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "orders", "ID": "orders-1", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+    let packets = bad_packets(300);
+    let mut rng = StdRng::seed_from_u64(7);
+    for chunk in packets.chunks(10) {
+        let mut stream = TcpStream::connect(server.dns).await.unwrap();
+        for packet in chunk {
+            let len = packet.len().min(u16::MAX as usize) as u16;
+            // Sometimes a length prefix that promises more than is sent.
+            let claimed = if rng.random_bool(0.2) {
+                len.saturating_add(100)
+            } else {
+                len
+            };
+            if stream.write_all(&claimed.to_be_bytes()).await.is_err() || stream.write_all(packet).await.is_err() {
+                break; // the server closed the connection: fine
+            }
+        }
+        drop(stream);
+    }
+    // Half a length prefix, then silence: the connection is dropped at the idle timeout, and
+    // others are served meanwhile.
+    let mut stalled = TcpStream::connect(server.dns).await.unwrap();
+    stalled.write_all(&[0]).await.unwrap();
+    still_answers(&server).await;
+    let mut client = TcpClient::connect(server.dns).await;
+    for _ in 0..3 {
+        let reply = client
+            .query(&query_message("orders.service.trading-dc.", RecordType::A, None))
+            .await;
+        assert_eq!(addresses(&reply).len(), 1);
+    }
+    server.stop().await;
+}
