@@ -47,12 +47,15 @@ impl App {
         let domain = config.domain_name()?;
         let node_name = config.node_name()?;
         let node_addr = config.advertise_addr();
-        let compiler = AnswerCompiler::new(
+        let mut compiler = AnswerCompiler::new(
             domain.clone(),
             config.service_ttl_secs()?,
             node_addr,
             config.dns_only_passing,
         );
+        compiler.service_ttls = config.service_ttls_secs()?;
+        compiler.node_ttl = config.node_ttl_secs()?;
+        compiler.a_record_limit = config.dns_a_record_limit;
         let registry = Arc::new(Registry::new(compiler));
         let max_checks_in_flight = config.max_checks_in_flight()?;
         let zones = zones::load(&config.zones, &domain, node_addr)?;

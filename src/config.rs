@@ -1,5 +1,6 @@
 //! Configuration: one serde struct read from an optional TOML file, with command-line flags on top.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +38,14 @@ pub struct Config {
     /// TTL of service records.
     #[serde(deserialize_with = "go_duration")]
     pub service_ttl: Duration,
+    /// Per-service TTLs: `{ orders = "5s", "web*" = "30s" }` (an exact name or a prefix with `*`).
+    #[serde(deserialize_with = "go_duration_map")]
+    pub service_ttls: BTreeMap<String, Duration>,
+    /// TTL of `<node>.node.<domain>` answers.
+    #[serde(deserialize_with = "go_duration")]
+    pub node_ttl: Duration,
+    /// At most this many A/AAAA records per answer (after rotation); 0: no limit.
+    pub dns_a_record_limit: usize,
     /// Name of this node (`<node>.node.<domain>`); default: the host name.
     pub node_name: Option<String>,
     /// Address given to instances registered without one; default: the DNS address, or 127.0.0.1.
@@ -60,6 +69,9 @@ impl Default for Config {
             zones: "zones".into(),
             data_dir: "data".into(),
             service_ttl: Duration::ZERO,
+            service_ttls: BTreeMap::new(),
+            node_ttl: Duration::ZERO,
+            dns_a_record_limit: 0,
             node_name: None,
             advertise: None,
             datacenter: None,
@@ -73,6 +85,24 @@ impl Default for Config {
 fn go_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_go_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn go_duration_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Duration>, D::Error> {
+    BTreeMap::<String, String>::deserialize(d)?
+        .into_iter()
+        .map(|(name, text)| {
+            let ttl = parse_go_duration(&text).map_err(serde::de::Error::custom)?;
+            Ok((name, ttl))
+        })
+        .collect()
+}
+
+/// A TTL in whole seconds, as DNS carries it.
+fn ttl_secs(field: &'static str, ttl: Duration) -> Result<u32, ConfigError> {
+    u32::try_from(ttl.as_secs()).map_err(|_| ConfigError::Invalid {
+        field,
+        message: "too long".into(),
+    })
 }
 
 impl Config {
@@ -103,10 +133,29 @@ impl Config {
     }
 
     pub fn service_ttl_secs(&self) -> Result<u32, ConfigError> {
-        u32::try_from(self.service_ttl.as_secs()).map_err(|_| ConfigError::Invalid {
-            field: "service_ttl",
-            message: "too long".into(),
-        })
+        ttl_secs("service_ttl", self.service_ttl)
+    }
+
+    /// The per-service TTLs, names lower-cased, checked: each a service name, or a prefix of one
+    /// followed by `*`.
+    pub fn service_ttls_secs(&self) -> Result<Vec<(String, u32)>, ConfigError> {
+        self.service_ttls
+            .iter()
+            .map(|(pattern, ttl)| {
+                let name = pattern.strip_suffix('*').unwrap_or(pattern);
+                if !name.is_empty() && !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return Err(ConfigError::Invalid {
+                        field: "service_ttl",
+                        message: format!("{pattern:?} is neither a service name nor a prefix followed by '*'"),
+                    });
+                }
+                Ok((pattern.to_ascii_lowercase(), ttl_secs("service_ttl", *ttl)?))
+            })
+            .collect()
+    }
+
+    pub fn node_ttl_secs(&self) -> Result<u32, ConfigError> {
+        ttl_secs("node_ttl", self.node_ttl)
     }
 
     pub fn node_name(&self) -> Result<String, ConfigError> {
@@ -176,6 +225,14 @@ fn host_name_label() -> String {
 
 // === command line ===
 
+/// `30s` (every service) or `orders=5s` / `web*=30s` (some).
+fn parse_service_ttl(text: &str) -> Result<(Option<String>, Duration), String> {
+    match text.split_once('=') {
+        Some((name, ttl)) => Ok((Some(name.to_owned()), parse_go_duration(ttl)?)),
+        None => Ok((None, parse_go_duration(text)?)),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sextant",
@@ -213,9 +270,16 @@ pub struct ServeArgs {
     /// Folder where registrations are kept [default: data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// TTL of service records, as a Go duration ("0s", "30s") [default: 0s, as Consul].
+    /// TTL of service records, as a Go duration ("0s", "30s") [default: 0s, as Consul]; repeat as
+    /// NAME=DURATION for one service, or PREFIX*=DURATION for services starting with PREFIX.
+    #[arg(long, value_name = "[NAME=]DURATION", value_parser = parse_service_ttl)]
+    pub service_ttl: Vec<(Option<String>, Duration)>,
+    /// TTL of <node>.node.<domain> answers [default: 0s].
     #[arg(long, value_name = "DURATION", value_parser = parse_go_duration)]
-    pub service_ttl: Option<Duration>,
+    pub node_ttl: Option<Duration>,
+    /// At most this many A/AAAA records per answer, after rotation (Consul's a_record_limit) [default: 0, no limit].
+    #[arg(long, value_name = "N")]
+    pub dns_a_record_limit: Option<usize>,
     /// Node name, answered as <node>.node.<domain> [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
@@ -246,7 +310,24 @@ impl ServeArgs {
         macro_rules! override_with {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        override_with!(dns, http, domain, zones, data_dir, service_ttl, max_checks_in_flight);
+        override_with!(
+            dns,
+            http,
+            domain,
+            zones,
+            data_dir,
+            node_ttl,
+            dns_a_record_limit,
+            max_checks_in_flight
+        );
+        for (name, ttl) in self.service_ttl {
+            match name {
+                Some(name) => {
+                    config.service_ttls.insert(name, ttl);
+                }
+                None => config.service_ttl = ttl,
+            }
+        }
         if self.node_name.is_some() {
             config.node_name = self.node_name;
         }
@@ -285,11 +366,19 @@ mod tests {
             file.to_str().unwrap(),
             "--domain",
             "from-flag",
+            "--service-ttl",
+            "orders=5s",
+            "--service-ttl",
+            "web*=1m",
         ]);
         let Command::Serve(args) = cli.command;
         let config = args.into_config().unwrap();
         assert_eq!(config.domain, "from-flag");
         assert_eq!(config.service_ttl, Duration::from_secs(30));
+        assert_eq!(
+            config.service_ttls_secs().unwrap(),
+            [("orders".to_owned(), 5), ("web*".to_owned(), 60)]
+        );
         assert_eq!(config.http, "127.0.0.1:9500".parse().unwrap());
         assert_eq!(config.dns, "0.0.0.0:8600".parse().unwrap());
     }

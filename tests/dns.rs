@@ -396,3 +396,71 @@ async fn parents_of_rfc2782_names_exist_and_zone_transfers_are_refused() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_record_limit_and_ttls() {
+    let mut config = test_config();
+    config.dns_a_record_limit = 3;
+    config.service_ttl = std::time::Duration::from_secs(10);
+    config
+        .service_ttls
+        .insert("orders".into(), std::time::Duration::from_secs(5));
+    config
+        .service_ttls
+        .insert("web*".into(), std::time::Duration::from_secs(30));
+    config.node_ttl = std::time::Duration::from_secs(60);
+    let server = TestServer::start_with(config).await;
+    for n in 1..=10 {
+        server
+            .register(
+                json!({"Name": "orders", "ID": format!("orders-{n}"), "Address": format!("10.0.0.{n}"), "Port": 80}),
+            )
+            .await;
+    }
+    server
+        .register(json!({"Name": "web-ui", "ID": "web-1", "Address": "10.0.1.1", "Port": 80}))
+        .await;
+    server
+        .register(json!({"Name": "quotes", "ID": "quotes-1", "Address": "10.0.2.1", "Port": 80}))
+        .await;
+
+    // The limit applies after rotation: every answer holds 3, and together they cover all 10.
+    let mut seen = HashSet::new();
+    for _ in 0..60 {
+        for reply in [
+            udp(server.dns, "orders.service.trading-dc.", RecordType::A).await,
+            tcp(server.dns, "orders.service.trading-dc.", RecordType::ANY).await,
+        ] {
+            let ips = addresses(&reply);
+            assert_eq!(ips.len(), 3, "{reply:?}");
+            seen.extend(ips);
+        }
+    }
+    assert_eq!(seen.len(), 10, "rotation before the limit reaches every instance");
+    // SRV answers are not limited.
+    let srv = udp(server.dns, "orders.service.trading-dc.", RecordType::SRV).await;
+    assert_eq!(srvs(&srv).len(), 10);
+
+    let ttl = |reply: &hickory_proto::op::Message| reply.answers[0].ttl;
+    assert_eq!(
+        ttl(&udp(server.dns, "orders.service.trading-dc.", RecordType::A).await),
+        5
+    );
+    assert_eq!(
+        ttl(&udp(server.dns, "web-ui.service.trading-dc.", RecordType::A).await),
+        30
+    );
+    assert_eq!(
+        ttl(&udp(server.dns, "quotes.service.trading-dc.", RecordType::SRV).await),
+        10
+    );
+    assert_eq!(
+        ttl(&udp(server.dns, "testnode.node.trading-dc.", RecordType::A).await),
+        60
+    );
+    assert_eq!(
+        ttl(&tcp(server.dns, "testnode.node.trading-dc.", RecordType::A).await),
+        60
+    );
+    server.stop().await;
+}

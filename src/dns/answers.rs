@@ -78,6 +78,14 @@ pub struct AnswerCompiler {
     pub node_addr: IpAddr,
     /// When true, warning instances are left out of answers as well (default: only critical ones).
     pub only_passing: bool,
+    /// Per-service TTLs, as Consul's `service_ttl` map: an exact name, or a prefix ending in `*`;
+    /// the longest match wins, `service_ttl` applies to the rest. Names are lower-case.
+    pub service_ttls: Vec<(String, u32)>,
+    /// TTL of `<node>.node.<domain>` answers.
+    pub node_ttl: u32,
+    /// At most this many A/AAAA records in an answer, taken after rotation (Consul's
+    /// `a_record_limit`); 0: no limit.
+    pub a_record_limit: usize,
 }
 
 impl AnswerCompiler {
@@ -88,6 +96,35 @@ impl AnswerCompiler {
             service_ttl,
             node_addr,
             only_passing,
+            service_ttls: Vec::new(),
+            node_ttl: 0,
+            a_record_limit: 0,
+        }
+    }
+
+    /// The TTL of a service's records.
+    pub fn ttl_for(&self, service: &str) -> u32 {
+        let mut best: Option<(usize, u32)> = None;
+        for (pattern, ttl) in &self.service_ttls {
+            let matched = match pattern.strip_suffix('*') {
+                Some(prefix) => service.starts_with(prefix).then_some(prefix.len()),
+                None => (pattern == service).then_some(usize::MAX),
+            };
+            if let Some(len) = matched
+                && best.is_none_or(|(best_len, _)| len > best_len)
+            {
+                best = Some((len, *ttl));
+            }
+        }
+        best.map_or(self.service_ttl, |(_, ttl)| ttl)
+    }
+
+    /// How many A/AAAA records an answer may carry.
+    pub fn address_limit(&self) -> usize {
+        if self.a_record_limit == 0 {
+            usize::MAX
+        } else {
+            self.a_record_limit
         }
     }
 
@@ -119,7 +156,7 @@ impl AnswerCompiler {
             None => self.name_under(&[svc_label.as_str(), "service"]),
             Some(tag) => self.name_under(&[tag, svc_label.as_str(), "service"]),
         };
-        let ttl = self.service_ttl;
+        let ttl = self.ttl_for(svc_label.as_str());
         let mut out = AnswerRecords::default();
         let mut seen_ips = BTreeSet::new();
         for instance in instances.iter().filter(|i| tag.is_none_or(|t| i.has_tag(t))) {
@@ -229,6 +266,21 @@ mod tests {
         );
         for bad in ["", "0a00001", "zz000001", "0a0000011"] {
             assert_eq!(parse_addr_label(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn service_ttls_exact_name_beats_the_longest_prefix() {
+        let mut compiler = AnswerCompiler::new(Name::root(), 7, "127.0.0.1".parse().unwrap(), false);
+        compiler.service_ttls = vec![("web*".into(), 30), ("web-api*".into(), 10), ("web-api".into(), 5)];
+        for (service, ttl) in [
+            ("orders", 7),
+            ("web", 30),
+            ("web-ui", 30),
+            ("web-api-v2", 10),
+            ("web-api", 5),
+        ] {
+            assert_eq!(compiler.ttl_for(service), ttl, "{service}");
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct FastPath {
     negative_soa: WireRecords,
     node_name: Vec<u8>,
     node_addr: IpAddr,
+    node_ttl: u32,
+    /// Most A/AAAA records per answer.
+    address_limit: usize,
 }
 
 /// The parts of a query the answer needs.
@@ -77,8 +80,12 @@ impl Question {
 
 /// What the name asks for, once under the domain.
 enum Lookup<'q> {
-    Service { service: &'q [u8], tag: Option<&'q [u8]> },
-    Address(IpAddr),
+    Service {
+        service: &'q [u8],
+        tag: Option<&'q [u8]>,
+    },
+    /// An address record for the question name, with its TTL.
+    Address(IpAddr, u32),
     NoData,
     NxDomain,
 }
@@ -94,6 +101,8 @@ impl FastPath {
             negative_soa: wire.compile([negative_soa], Owner::OwnName),
             node_name: node_name.to_ascii_lowercase().into_bytes(),
             node_addr: compiler.node_addr,
+            node_ttl: compiler.node_ttl,
+            address_limit: compiler.address_limit(),
             registry,
         }
     }
@@ -132,15 +141,21 @@ impl FastPath {
                     });
                     match set {
                         Some(set) => {
-                            write_service_answer(set, q.qtype, out, &mut counts, limit, rotation, domain_pointer);
+                            let max = if q.qtype == TYPE_SRV {
+                                usize::MAX
+                            } else {
+                                self.address_limit
+                            };
+                            let at = (rotation, max, limit);
+                            write_service_answer(set, q.qtype, out, &mut counts, at, domain_pointer);
                             RCODE_NOERROR
                         }
                         None => RCODE_NXDOMAIN,
                     }
                 }),
             },
-            Lookup::Address(ip) => {
-                write_address(ip, q.qtype, out, &mut counts);
+            Lookup::Address(ip, ttl) => {
+                write_address(ip, ttl, q.qtype, out, &mut counts);
                 RCODE_NOERROR
             }
             Lookup::NoData => RCODE_NOERROR,
@@ -151,7 +166,9 @@ impl FastPath {
             counts[1] = count_answers_written(out, q.end);
         }
         if counts[1] == 0 && !truncated {
-            counts[2] = self.negative_soa.write_rotated(out, 0, limit, domain_pointer) as u16;
+            counts[2] = self
+                .negative_soa
+                .write_rotated(out, 0, usize::MAX, limit, domain_pointer) as u16;
         }
         if let Some(payload) = q.edns_payload {
             out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
@@ -195,8 +212,8 @@ impl FastPath {
             (b"addr", 2) => std::str::from_utf8(q.label(0))
                 .ok()
                 .and_then(parse_addr_label)
-                .map_or(Lookup::NxDomain, Lookup::Address),
-            (b"node", 2) if q.label(0) == &self.node_name[..] => Lookup::Address(self.node_addr),
+                .map_or(Lookup::NxDomain, |ip| Lookup::Address(ip, 0)),
+            (b"node", 2) if q.label(0) == &self.node_name[..] => Lookup::Address(self.node_addr, self.node_ttl),
             (b"service" | b"addr" | b"node", _) => Lookup::NxDomain,
             _ => return None,
         };
@@ -295,13 +312,16 @@ fn parse_opt(rest: &[u8]) -> Option<u16> {
 
 /// Writes the answer section (and SRV additionals). Sets `counts[1]` to `u16::MAX` when the
 /// answers did not all fit (the caller recounts and sets TC).
+/// `(rotation, max_records, byte_limit)`: where the rotated answer starts, how many records it
+/// may hold (the A-record limit), and how many bytes the response may take.
+type Window = (usize, usize, usize);
+
 fn write_service_answer(
     set: &AnswerSet,
     qtype: u16,
     out: &mut Vec<u8>,
     counts: &mut [u16; 4],
-    limit: usize,
-    rotation: usize,
+    (rotation, max_records, limit): Window,
     domain_pointer: [u8; 2],
 ) {
     let lists: &[&WireRecords] = match qtype {
@@ -311,29 +331,34 @@ fn write_service_answer(
         TYPE_SRV => &[&set.srv],
         _ => return,
     };
+    let mut room = max_records;
     for list in lists {
-        if list.is_empty() {
+        if list.is_empty() || room == 0 {
             continue;
         }
-        let written = list.write_rotated(out, rotation % list.len(), limit, domain_pointer);
-        if written < list.len() {
+        let wanted = list.len().min(room);
+        let written = list.write_rotated(out, rotation % list.len(), wanted, limit, domain_pointer);
+        if written < wanted {
             counts[1] = u16::MAX;
             return;
         }
         counts[1] += written as u16;
+        room -= written;
     }
     if qtype == TYPE_SRV {
         // Additional records are a courtesy (RFC 2181 §9): those that fit go, without TC.
-        counts[3] = set.srv_additional.write_rotated(out, 0, limit, domain_pointer) as u16;
+        counts[3] = set
+            .srv_additional
+            .write_rotated(out, 0, usize::MAX, limit, domain_pointer) as u16;
     }
 }
 
-fn write_address(ip: IpAddr, qtype: u16, out: &mut Vec<u8>, counts: &mut [u16; 4]) {
+fn write_address(ip: IpAddr, ttl: u32, qtype: u16, out: &mut Vec<u8>, counts: &mut [u16; 4]) {
     let write = |out: &mut Vec<u8>, rtype: u16, octets: &[u8]| {
         out.extend_from_slice(&[0xC0, 0x0C]);
         out.extend_from_slice(&rtype.to_be_bytes());
         out.extend_from_slice(&CLASS_IN.to_be_bytes());
-        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&ttl.to_be_bytes());
         out.extend_from_slice(&(octets.len() as u16).to_be_bytes());
         out.extend_from_slice(octets);
     };

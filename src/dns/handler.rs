@@ -90,8 +90,10 @@ impl DnsHandler {
             Target::EmptyNonTerminal => Answer::negative(ResponseCode::NoError),
             Target::NoSuchName => Answer::negative(ResponseCode::NXDomain),
             Target::Service { service, tag } => self.service_answer(&service, tag.as_deref(), qtype),
-            Target::Addr(ip) => address_answer(ip, qtype),
-            Target::Node(node) if node == self.node_name => address_answer(self.node_addr, qtype),
+            Target::Addr(ip) => address_answer(ip, qtype, 0),
+            Target::Node(node) if node == self.node_name => {
+                address_answer(self.node_addr, qtype, self.registry.compiler().node_ttl)
+            }
             Target::Node(_) => Answer::negative(ResponseCode::NXDomain),
         };
         Some(with_owner(answer, qname))
@@ -110,10 +112,15 @@ impl DnsHandler {
         // instance.
         let mut rng = rand::rng();
         let mut pick = |records: &[Record]| rotated(records, rng.random_range(0..records.len().max(1)));
+        let limit = self.registry.compiler().address_limit();
+        let limited = |mut records: Vec<Record>| {
+            records.truncate(limit);
+            Answer::records(records, Vec::new())
+        };
         match qtype {
-            RecordType::A => Answer::records(pick(&set.a), Vec::new()),
-            RecordType::AAAA => Answer::records(pick(&set.aaaa), Vec::new()),
-            RecordType::ANY => Answer::records([pick(&set.a), pick(&set.aaaa)].concat(), Vec::new()),
+            RecordType::A => limited(pick(&set.a)),
+            RecordType::AAAA => limited(pick(&set.aaaa)),
+            RecordType::ANY => limited([pick(&set.a), pick(&set.aaaa)].concat()),
             RecordType::SRV => Answer::records(pick(&set.srv), set.srv_additional),
             _ => Answer::negative(ResponseCode::NoError),
         }
@@ -169,14 +176,13 @@ impl RequestHandler for DnsHandler {
     }
 }
 
-fn address_answer(ip: IpAddr, qtype: RecordType) -> Answer {
+fn address_answer(ip: IpAddr, qtype: RecordType, ttl: u32) -> Answer {
     let rdata = match (ip, qtype) {
         (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => RData::A(A(v4)),
         (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => RData::AAAA(AAAA(v6)),
         _ => return Answer::negative(ResponseCode::NoError),
     };
-    // Addresses do not move: the record is as stable as the name that encodes it.
-    Answer::records(vec![Record::from_rdata(Name::root(), 0, rdata)], Vec::new())
+    Answer::records(vec![Record::from_rdata(Name::root(), ttl, rdata)], Vec::new())
 }
 
 /// Answer records are compiled under the canonical name; they are sent under the name asked for

@@ -48,13 +48,20 @@ impl WireRecords {
         })
     }
 
-    /// Appends records `start, start+1, …` (wrapping) to `out` while they fit in `limit` bytes.
-    /// Returns how many were written. `domain_pointer` is the pointer to the domain suffix of
-    /// this response's question.
-    pub fn write_rotated(&self, out: &mut Vec<u8>, start: usize, limit: usize, domain_pointer: [u8; 2]) -> usize {
-        let n = self.len();
-        let start = if n == 0 { 0 } else { start % n };
-        let rotated = self.records().skip(start).chain(self.records().take(start));
+    /// Appends up to `count` records `start, start+1, …` (wrapping) to `out` while they fit in
+    /// `limit` bytes. Returns how many were written. `domain_pointer` is the pointer to the
+    /// domain suffix of this response's question.
+    pub fn write_rotated(
+        &self,
+        out: &mut Vec<u8>,
+        start: usize,
+        count: usize,
+        limit: usize,
+        domain_pointer: [u8; 2],
+    ) -> usize {
+        let n = self.len().min(count);
+        let start = if self.is_empty() { 0 } else { start % self.len() };
+        let rotated = self.records().skip(start).chain(self.records().take(start)).take(n);
         for (written, (patch, record)) in rotated.enumerate() {
             if out.len() + record.len() > limit {
                 return written;
