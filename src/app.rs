@@ -33,6 +33,9 @@ pub enum AppError {
 /// A running server.
 pub struct App {
     registry: Arc<Registry>,
+    engine: Arc<DnsEngine>,
+    /// What a zone reload needs: where the files are, for which domain.
+    zone_source: (std::path::PathBuf, hickory_proto::rr::Name, std::net::IpAddr),
     health: HealthChecker,
     dns: DnsServer,
     http: JoinHandle<std::io::Result<()>>,
@@ -73,12 +76,11 @@ impl App {
         })?;
         let fast = FastPath::new(registry.clone(), &zones.negative_soa, &node_name);
         let hickory = DnsHandler::new(registry.clone(), zones.catalog, zones.negative_soa, &node_name);
-        let dns = listeners
-            .serve(Arc::new(DnsEngine::new(fast, hickory)))
-            .map_err(|source| AppError::BindDns {
-                addr: config.dns,
-                source,
-            })?;
+        let engine = Arc::new(DnsEngine::new(fast, hickory));
+        let dns = listeners.serve(engine.clone()).map_err(|source| AppError::BindDns {
+            addr: config.dns,
+            source,
+        })?;
 
         let http_listener = TcpListener::bind(config.http)
             .await
@@ -111,6 +113,8 @@ impl App {
         tracing::info!(dns = %dns_addr, http = %http_addr, domain = %domain, "sextant is serving");
         Ok(Self {
             registry,
+            engine,
+            zone_source: (config.zones.clone(), domain.clone(), node_addr),
             health,
             dns,
             http,
@@ -134,6 +138,16 @@ impl App {
 
     pub fn health(&self) -> &HealthChecker {
         &self.health
+    }
+
+    /// Reads the zone files again and serves them, or, if any is invalid, reports it and keeps
+    /// serving the zones already loaded. Returns the files loaded.
+    pub fn reload_zones(&self) -> Result<Vec<std::path::PathBuf>, ZoneError> {
+        let (dir, domain, node_addr) = &self.zone_source;
+        let zones = zones::load(dir, domain, *node_addr)?;
+        let files = zones.files.clone();
+        self.engine.replace_zones(zones);
+        Ok(files)
     }
 
     /// Stops accepting, lets requests in flight finish, and returns.

@@ -1,4 +1,5 @@
-//! The `sextant` binary: command line → config → logging → serve until SIGINT or SIGTERM.
+//! The `sextant` binary: command line → config → logging → serve until SIGINT or SIGTERM
+//! (SIGHUP reloads the zone files).
 
 use std::io::IsTerminal;
 
@@ -25,17 +26,25 @@ async fn main() {
 async fn serve(args: sextant::config::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.into_config()?;
     let app = App::bind(config).await?;
-    wait_for_signal().await?;
+    serve_until_stopped(&app).await?;
     tracing::info!("shutting down");
     app.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Runs until SIGINT or SIGTERM; SIGHUP reloads the zone files.
+async fn serve_until_stopped(app: &App) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = term.recv() => Ok(()),
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => return result,
+            _ = term.recv() => return Ok(()),
+            _ = hangup.recv() => match app.reload_zones() {
+                Ok(files) => tracing::info!(?files, "zones reloaded"),
+                Err(error) => tracing::error!(%error, "zones not reloaded; still serving the previous ones"),
+            },
+        }
     }
 }

@@ -138,3 +138,59 @@ fn help_explains_every_flag() {
         assert!(help.contains(flag), "--help mentions {flag}");
     }
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_zone_files() {
+    let dir = std::env::temp_dir().join(format!("sextant-sighup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let zone = |ip: &str| {
+        let text =
+            format!("$ORIGIN example.test.\n$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 30\nwww IN A {ip}\n");
+        std::fs::write(dir.join("example.test.zone"), text).unwrap();
+    };
+    zone("10.8.0.1");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
+        .arg(&dir)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sextant starts");
+    let stderr = child.stderr.take().unwrap();
+    let child = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let dns: SocketAddr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server logs its addresses");
+        if let Some(start) = line.find("dns=") {
+            break line[start + 4..].split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let www = async || common::dns::addresses(&common::dns::udp(dns, "www.example.test.", RecordType::A).await);
+    assert_eq!(www().await, ["10.8.0.1".parse::<std::net::IpAddr>().unwrap()]);
+
+    zone("10.8.0.2");
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("the server logs the reload");
+        if line.contains("zones reloaded") {
+            break;
+        }
+    }
+    assert_eq!(www().await, ["10.8.0.2".parse::<std::net::IpAddr>().unwrap()]);
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -25,6 +25,12 @@ impl DnsEngine {
         Self { fast, hickory }
     }
 
+    /// Serves newly loaded zone files (both paths) from the next query on.
+    pub fn replace_zones(&self, zones: super::zones::Zones) {
+        self.fast.replace_negative_soa(&zones.negative_soa);
+        self.hickory.replace_zones(zones.catalog, zones.negative_soa);
+    }
+
     /// The fast path alone (see [`FastPath::answer`]).
     pub fn answer_fast(&self, query: &[u8], out: &mut Vec<u8>, transport: Transport, rotation: usize) -> Outcome {
         self.fast.answer(query, out, transport, rotation)

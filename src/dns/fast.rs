@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use hickory_proto::rr::{Name, Record};
 
 use super::answers::{AnswerSet, parse_addr_label};
@@ -47,7 +48,8 @@ pub struct FastPath {
     /// The served domain in lower-case wire form, root byte included.
     domain: Vec<u8>,
     domain_labels: usize,
-    negative_soa: WireRecords,
+    /// Swapped when the zone files are reloaded.
+    negative_soa: ArcSwap<WireRecords>,
     node_name: Vec<u8>,
     node_addr: IpAddr,
     node_ttl: u32,
@@ -98,13 +100,20 @@ impl FastPath {
         Self {
             domain: name_wire(&domain),
             domain_labels: domain.num_labels() as usize,
-            negative_soa: wire.compile([negative_soa], Owner::OwnName),
+            negative_soa: ArcSwap::from_pointee(wire.compile([negative_soa], Owner::OwnName)),
             node_name: node_name.to_ascii_lowercase().into_bytes(),
             node_addr: compiler.node_addr,
             node_ttl: compiler.node_ttl,
             address_limit: compiler.address_limit(),
             registry,
         }
+    }
+
+    /// Uses a reloaded zone's SOA for negative answers from the next query on.
+    pub fn replace_negative_soa(&self, negative_soa: &Record) {
+        let wire = WireCompiler::new(&self.registry.compiler().domain.to_lowercase());
+        self.negative_soa
+            .store(Arc::new(wire.compile([negative_soa], Owner::OwnName)));
     }
 
     /// Answers `query` into `out` (cleared first). `rotation` picks the first record of a
@@ -168,6 +177,7 @@ impl FastPath {
         if counts[1] == 0 && !truncated {
             counts[2] = self
                 .negative_soa
+                .load()
                 .write_rotated(out, 0, usize::MAX, limit, domain_pointer) as u16;
         }
         if let Some(payload) = q.edns_payload {

@@ -7,6 +7,7 @@ use std::iter;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -20,8 +21,9 @@ use crate::registry::Registry;
 
 pub struct DnsHandler {
     registry: Arc<Registry>,
-    catalog: Catalog,
-    negative_soa: Record,
+    /// Swapped whole when the zone files are reloaded (SIGHUP).
+    catalog: ArcSwap<Catalog>,
+    negative_soa: ArcSwap<Record>,
     domain: Name,
     node_name: String,
     node_addr: IpAddr,
@@ -60,9 +62,15 @@ impl DnsHandler {
             node_addr: compiler.node_addr,
             node_name: node_name.to_ascii_lowercase(),
             registry,
-            catalog,
-            negative_soa,
+            catalog: ArcSwap::from_pointee(catalog),
+            negative_soa: ArcSwap::from_pointee(negative_soa),
         }
+    }
+
+    /// Serves newly loaded zones from the next query on; queries in flight finish on the old ones.
+    pub fn replace_zones(&self, catalog: Catalog, negative_soa: Record) {
+        self.catalog.store(Arc::new(catalog));
+        self.negative_soa.store(Arc::new(negative_soa));
     }
 
     /// Answers a registry name, or `None` when the request is for the catalog.
@@ -143,7 +151,7 @@ impl DnsHandler {
         meta.response_code = answer.code;
         // Negative answers carry the zone's SOA so resolvers know how long they may cache them.
         let negative = matches!(answer.code, ResponseCode::NoError | ResponseCode::NXDomain);
-        let soa = (negative && answer.answers.is_empty()).then(|| self.negative_soa.clone());
+        let soa = (negative && answer.answers.is_empty()).then(|| Record::clone(&self.negative_soa.load()));
         let response = MessageResponseBuilder::new(&request.queries, response_edns.as_ref()).build(
             meta,
             answer.answers.iter(),
@@ -171,7 +179,10 @@ impl RequestHandler for DnsHandler {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
         match self.answer_dynamic(request) {
             Some(answer) => self.send(request, answer, response_handle).await,
-            None => self.catalog.handle_request::<R, T>(request, response_handle).await,
+            None => {
+                let catalog = self.catalog.load_full();
+                catalog.handle_request::<R, T>(request, response_handle).await
+            }
         }
     }
 }

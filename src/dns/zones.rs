@@ -18,8 +18,12 @@ use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 pub enum ZoneError {
     #[error("cannot read zone file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("invalid zone file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error("invalid zone file {path}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Parse {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
 }
 
 /// The loaded zones, and the SOA of the served domain (the authority of every negative answer).
@@ -28,6 +32,19 @@ pub struct Zones {
     /// The domain's SOA with its TTL already lowered to the negative-caching TTL (RFC 2308 §5).
     pub negative_soa: Record,
     pub files: Vec<PathBuf>,
+}
+
+/// The line a parse error is on, which hickory's parser does not say: the first prefix of the
+/// file that fails with the same error ends on it. Only run when a file is already known to be bad.
+fn failing_line(text: &str, path: &Path, origin: &Option<Name>, message: &str) -> Option<usize> {
+    const MAX_LINES: usize = 20_000; // the search is quadratic; beyond this the line is not worth it
+    let lines: Vec<&str> = text.lines().collect();
+    (1..=lines.len().min(MAX_LINES)).find(|&n| {
+        let prefix = lines[..n].join("\n") + "\n";
+        Parser::new(prefix, Some(path.to_path_buf()), origin.clone())
+            .parse()
+            .is_err_and(|e| e.to_string() == message)
+    })
 }
 
 pub fn load(dir: &Path, domain: &Name, node_addr: IpAddr) -> Result<Zones, ZoneError> {
@@ -46,11 +63,19 @@ pub fn load(dir: &Path, domain: &Name, node_addr: IpAddr) -> Result<Zones, ZoneE
         let default_origin = Name::from_ascii(format!("{stem}.")).ok();
         let parse_error = |message: String| ZoneError::Parse {
             path: path.clone(),
+            line: None,
             message,
         };
-        let (origin, records) = Parser::new(text, Some(path.clone()), default_origin)
+        let (origin, records) = Parser::new(text.clone(), Some(path.clone()), default_origin.clone())
             .parse()
-            .map_err(|e| parse_error(e.to_string()))?;
+            .map_err(|e| {
+                let message = e.to_string();
+                ZoneError::Parse {
+                    line: failing_line(&text, &path, &default_origin, &message),
+                    path: path.clone(),
+                    message,
+                }
+            })?;
         let origin = origin.to_lowercase();
         let soa =
             soa_of(&origin, &records).ok_or_else(|| parse_error(format!("no SOA record at the origin {origin}")))?;
@@ -66,6 +91,7 @@ pub fn load(dir: &Path, domain: &Name, node_addr: IpAddr) -> Result<Zones, ZoneE
             let (soa, records) = synthesized_zone(domain, node_addr);
             add_zone(&mut catalog, domain.to_lowercase(), records).map_err(|message| ZoneError::Parse {
                 path: dir.to_path_buf(),
+                line: None,
                 message,
             })?;
             soa
