@@ -54,20 +54,21 @@ impl Registry {
         receiver
     }
 
-    /// Runs `f` on one definition of a check as it is now; `None` once it is removed or redefined.
-    fn with_check<R>(&self, check: &CheckId, generation: u64, f: impl FnOnce(&Check) -> R) -> Option<R> {
+    /// Runs `f` on one definition of a check (and its instance) as they are now; `None` once the
+    /// check is removed or redefined.
+    fn with_check<R>(&self, check: &CheckId, generation: u64, f: impl FnOnce(&Instance, &Check) -> R) -> Option<R> {
         let owner = self.check_owner.get(check)?.value().clone();
         let instance = self.instance(&owner)?;
         let found = instance
             .checks
             .iter()
             .find(|c| c.spec.id == *check && c.generation == generation)?;
-        Some(f(found))
+        Some(f(&instance, found))
     }
 
     /// The current deadlines of one definition of a check; `None` once it is removed or redefined.
     pub fn check_timers(&self, check: &CheckId, generation: u64) -> Option<CheckTimers> {
-        self.with_check(check, generation, |c| CheckTimers {
+        self.with_check(check, generation, |_, c| CheckTimers {
             ttl_deadline: c.ttl_deadline,
             reap_at: c.reap_at(),
         })
@@ -94,7 +95,7 @@ impl Registry {
     pub fn record_probe(&self, check: &CheckId, generation: u64, status: Health, output: &str) {
         let mut w = self.lock();
         // Most probes repeat the last result: settle those without copying the instance.
-        let unchanged = self.with_check(check, generation, |c| {
+        let unchanged = self.with_check(check, generation, |_, c| {
             c.status == status && c.output == bounded_output(output)
         });
         if unchanged != Some(false) {
@@ -123,19 +124,16 @@ impl Registry {
     pub fn reap_critical(&self, check: &CheckId, generation: u64) -> bool {
         let mut w = self.lock();
         let now = Instant::now();
-        let due = self.with_check(check, generation, |c| c.reap_at().is_some_and(|at| at <= now));
-        if due != Some(true) {
-            return false;
-        }
-        let Some(owner) = self.check_owner.get(check).map(|e| e.value().clone()) else {
-            return false;
-        };
-        let Some(instance) = self.instance(&owner) else {
+        let due = self.with_check(check, generation, |instance, c| {
+            let due = c.reap_at().is_some_and(|at| at <= now);
+            due.then(|| (instance.id.clone(), instance.service.clone()))
+        });
+        let Some(Some((owner, service))) = due else {
             return false;
         };
         tracing::warn!(
-            service = %instance.service,
-            instance = %instance.id,
+            service = %service,
+            instance = %owner,
             check = %check,
             "check critical for longer than DeregisterCriticalServiceAfter: deregistering"
         );
