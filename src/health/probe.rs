@@ -3,13 +3,13 @@
 use std::error::Error as _;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, HeaderName, HeaderValue, USER_AGENT};
+use reqwest::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use tokio::net::TcpStream;
 
 use crate::model::{CheckKind, Health, HttpCheck, MAX_CHECK_OUTPUT, format_go_duration};
 
-/// Runs probes. Holds the pooled HTTP clients, so connections to an endpoint are reused from one
-/// interval to the next.
+/// Prepares probes. Holds the pooled HTTP clients, so connections to an endpoint are reused from
+/// one interval to the next.
 pub struct Prober {
     verified: reqwest::Client,
     /// For checks with `TLSSkipVerify`.
@@ -33,55 +33,118 @@ impl Prober {
         })
     }
 
-    /// The result of one run of a probed check; `None` for TTL checks, which are not probed.
-    pub async fn probe(&self, kind: &CheckKind) -> Option<(Health, String)> {
+    /// Works out once what every run of a check sends: the client, method, URL and headers.
+    pub fn prepare(&self, kind: &CheckKind) -> Probe {
         match kind {
-            CheckKind::Http(http) => Some(self.http(http).await),
-            CheckKind::Tcp { target, timeout, .. } => Some(tcp(target, *timeout).await),
-            CheckKind::Ttl { .. } => None,
+            CheckKind::Http(http) => Probe::Http(Box::new(self.prepare_http(http))),
+            CheckKind::Tcp { target, timeout, .. } => Probe::Tcp {
+                target: target.clone(),
+                timeout: *timeout,
+            },
+            CheckKind::Ttl { .. } => Probe::None,
         }
     }
 
-    /// 2xx is passing, 429 (Too Many Requests) warning, anything else, a timeout or a connection
-    /// error critical. The output is the status line and the start of the body, as Consul's.
-    async fn http(&self, check: &HttpCheck) -> (Health, String) {
+    fn prepare_http(&self, check: &HttpCheck) -> HttpProbe {
+        let what = format!("HTTP {} {}", check.method, check.url);
         let client = if check.tls_skip_verify {
             &self.unverified
         } else {
             &self.verified
         };
-        let what = format!("HTTP {} {}", check.method, check.url);
-        let method = match reqwest::Method::from_bytes(check.method.as_bytes()) {
-            Ok(method) => method,
+        let request = (|| {
+            let method = reqwest::Method::from_bytes(check.method.as_bytes()).map_err(|e| e.to_string())?;
+            let url = reqwest::Url::parse(&check.url).map_err(|e| e.to_string())?;
+            let mut headers = HeaderMap::new();
+            for (name, values) in &check.header {
+                let name =
+                    HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
+                for value in values {
+                    let value = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
+                    headers.append(name.clone(), value);
+                }
+            }
+            if !headers.contains_key(USER_AGENT) {
+                headers.insert(USER_AGENT, HeaderValue::from_static("Consul Health Check"));
+            }
+            if !headers.contains_key(ACCEPT) {
+                headers.insert(ACCEPT, HeaderValue::from_static("text/plain, text/*, */*"));
+            }
+            Ok(HttpRequest {
+                client: client.clone(),
+                method,
+                url,
+                headers,
+                body: check.body.clone(),
+            })
+        })();
+        HttpProbe {
+            what,
+            request,
+            timeout: check.timeout,
+        }
+    }
+}
+
+/// A check's probe, prepared once ([`Prober::prepare`]) and run on every interval.
+pub enum Probe {
+    Http(Box<HttpProbe>),
+    Tcp {
+        target: String,
+        timeout: Duration,
+    },
+    /// TTL checks are pushed by their service, not probed.
+    None,
+}
+
+pub struct HttpProbe {
+    /// `HTTP GET <url>`: how every output starts.
+    what: String,
+    /// The request, or why none can be built (then every run reports it).
+    request: Result<HttpRequest, String>,
+    timeout: Duration,
+}
+
+struct HttpRequest {
+    /// A handle on the shared, pooled client.
+    client: reqwest::Client,
+    method: reqwest::Method,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Probe {
+    /// The result of one run; `None` for TTL checks.
+    pub async fn run(&self) -> Option<(Health, String)> {
+        match self {
+            Self::Http(http) => Some(http.run().await),
+            Self::Tcp { target, timeout } => Some(tcp(target, *timeout).await),
+            Self::None => None,
+        }
+    }
+}
+
+impl HttpProbe {
+    /// 2xx is passing, 429 (Too Many Requests) warning, anything else, a timeout or a connection
+    /// error critical. The output is the status line and the start of the body, as Consul's.
+    async fn run(&self) -> (Health, String) {
+        let what = &self.what;
+        let r = match &self.request {
+            Ok(request) => request,
             Err(e) => return (Health::Critical, format!("{what}: {e}")),
         };
-        let mut request = client.request(method, &check.url).timeout(check.timeout);
-        let mut has = (false, false);
-        for (name, values) in &check.header {
-            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-                return (Health::Critical, format!("{what}: invalid header name {name:?}"));
-            };
-            has.0 |= name == USER_AGENT;
-            has.1 |= name == ACCEPT;
-            for value in values {
-                let Ok(value) = HeaderValue::from_str(value) else {
-                    return (Health::Critical, format!("{what}: invalid value for header {name}"));
-                };
-                request = request.header(name.clone(), value);
-            }
-        }
-        if !has.0 {
-            request = request.header(USER_AGENT, "Consul Health Check");
-        }
-        if !has.1 {
-            request = request.header(ACCEPT, "text/plain, text/*, */*");
-        }
-        if !check.body.is_empty() {
-            request = request.body(check.body.clone());
+        let mut request = r
+            .client
+            .request(r.method.clone(), r.url.clone())
+            .headers(r.headers.clone())
+            .timeout(self.timeout);
+        if !r.body.is_empty() {
+            request = request.body(r.body.clone());
         }
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(e) => return (Health::Critical, format!("{what}: {}", describe(&e, check.timeout))),
+            Err(e) => return (Health::Critical, format!("{what}: {}", describe(&e, self.timeout))),
         };
         let status = response.status();
         let health = match status.as_u16() {
@@ -98,7 +161,7 @@ impl Prober {
             match response.chunk().await {
                 Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(room - body.len())]),
                 Ok(None) => break,
-                Err(e) => return (Health::Critical, format!("{what}: {}", describe(&e, check.timeout))),
+                Err(e) => return (Health::Critical, format!("{what}: {}", describe(&e, self.timeout))),
             }
         }
         if body.is_empty() {

@@ -8,6 +8,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::probe::Probe;
 use super::thresholds::Thresholds;
 use crate::model::CheckSpec;
 use crate::registry::Registry;
@@ -32,6 +33,7 @@ impl Runner {
         // The first run is staggered over the interval, so a restart or a bulk registration does
         // not probe everything at once.
         let mut next_probe = schedule.map(|(interval, _)| Instant::now() + stagger(interval));
+        let probe = self.shared.prober.prepare(&self.spec.kind);
         loop {
             let Some(timers) = self.registry.check_timers(&self.spec.id, self.generation) else {
                 return; // removed or redefined: a Stop is on its way
@@ -57,7 +59,7 @@ impl Runner {
             if let (Some(due), Some((interval, _))) = (next_probe, schedule)
                 && due <= now
             {
-                if !self.probe(due, &mut thresholds).await {
+                if !self.probe(&probe, due, &mut thresholds).await {
                     return;
                 }
                 next_probe = Some(next_after(due, interval, Instant::now()));
@@ -67,7 +69,7 @@ impl Runner {
 
     /// Runs the probe once, when a slot is free, and reports what passes the thresholds.
     /// False when stopped meanwhile.
-    async fn probe(&self, due: Instant, thresholds: &mut Thresholds) -> bool {
+    async fn probe(&self, probe: &Probe, due: Instant, thresholds: &mut Thresholds) -> bool {
         let permit = tokio::select! {
             biased;
             () = self.stop.cancelled() => return false,
@@ -82,7 +84,7 @@ impl Runner {
         let result = tokio::select! {
             biased;
             () = self.stop.cancelled() => return false,
-            result = self.shared.prober.probe(&self.spec.kind) => result,
+            result = probe.run() => result,
         };
         if let Some((status, output)) = result
             && thresholds.observe(status)
