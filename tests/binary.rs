@@ -5,16 +5,26 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 
-#[tokio::test]
-async fn binary_serves_on_ephemeral_ports_and_stops_on_sigterm() {
+/// The real binary serving `zones` on ephemeral ports: its process, its log lines as they come,
+/// and the addresses it reported.
+struct Running {
+    child: KillOnDrop,
+    log: Receiver<String>,
+    dns: SocketAddr,
+    http: SocketAddr,
+}
+
+fn start_binary(zones: &Path) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
         .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
-        .arg(common::repo_zones())
+        .arg(zones)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -22,8 +32,8 @@ async fn binary_serves_on_ephemeral_ports_and_stops_on_sigterm() {
         .spawn()
         .expect("sextant starts");
     let stderr = child.stderr.take().unwrap();
-    let mut child = KillOnDrop(child);
-    let (tx, rx) = std::sync::mpsc::channel();
+    let child = KillOnDrop(child);
+    let (tx, log) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = tx.send(line);
@@ -34,13 +44,21 @@ async fn binary_serves_on_ephemeral_ports_and_stops_on_sigterm() {
         line[start..].split_whitespace().next()?.parse().ok()
     };
     let (dns, http) = loop {
-        let line = rx
+        let line = log
             .recv_timeout(Duration::from_secs(30))
             .expect("the server logs its addresses");
         if line.contains("sextant is serving") {
             break (field(&line, "dns").unwrap(), field(&line, "http").unwrap());
         }
     };
+    Running { child, log, dns, http }
+}
+
+#[tokio::test]
+async fn binary_serves_on_ephemeral_ports_and_stops_on_sigterm() {
+    let Running {
+        mut child, dns, http, ..
+    } = start_binary(&common::repo_zones());
 
     let client = reqwest::Client::new();
     let resp = client
@@ -149,32 +167,11 @@ async fn sighup_reloads_the_zone_files() {
         std::fs::write(dir.join("example.test.zone"), text).unwrap();
     };
     zone("10.8.0.1");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
-        .arg(&dir)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sextant starts");
-    let stderr = child.stderr.take().unwrap();
-    let child = KillOnDrop(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let dns: SocketAddr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server logs its addresses");
-        if let Some(start) = line.find("dns=") {
-            break line[start + 4..].split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    let Running {
+        child, log: rx, dns, ..
+    } = start_binary(&dir);
     let www = async || common::dns::addresses(&common::dns::udp(dns, "www.example.test.", RecordType::A).await);
-    assert_eq!(www().await, ["10.8.0.1".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(www().await, [common::ip("10.8.0.1")]);
 
     zone("10.8.0.2");
     let hup = Command::new("kill")
@@ -190,7 +187,7 @@ async fn sighup_reloads_the_zone_files() {
             break;
         }
     }
-    assert_eq!(www().await, ["10.8.0.2".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(www().await, [common::ip("10.8.0.2")]);
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }

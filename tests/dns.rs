@@ -3,17 +3,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 
 use common::dns::*;
-use common::{TestServer, test_config};
+use common::{TestServer, ip, test_config};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::json;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 #[tokio::test]
 async fn registered_instance_answers_a_and_srv_over_udp_and_tcp() {

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use common::TestServer;
 use common::dns::*;
+use common::{TestServer, ip};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use rand::rngs::StdRng;
@@ -77,7 +76,7 @@ fn bad_packets(count: usize) -> Vec<Vec<u8>> {
 async fn still_answers(server: &TestServer) {
     let reply = udp(server.dns, "orders.service.trading-dc.", RecordType::A).await;
     assert_eq!(rcode(&reply), ResponseCode::NoError);
-    assert_eq!(addresses(&reply), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+    assert_eq!(addresses(&reply), vec![ip("10.0.0.1")]);
     let reply = tcp(server.dns, "orders.service.trading-dc.", RecordType::SRV).await;
     assert_eq!(srvs(&reply).len(), 1);
     let reply = udp(server.dns, "nothing.service.trading-dc.", RecordType::A).await;

@@ -5,15 +5,13 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::TestServer;
 use common::dns::*;
 use common::endpoint::{HttpEndpoint, HttpsEndpoint, Mode};
+use common::{TestServer, WAIT, ip, wait_for};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// A check's status and output as `/v1/agent/checks` reports them.
 async fn check(server: &TestServer, id: &str) -> Option<(String, String)> {
@@ -48,19 +46,6 @@ async fn dns_srv_ports(server: &TestServer, service: &str) -> Vec<u16> {
         .into_iter()
         .map(|(port, _, _)| port)
         .collect()
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-/// Polls until `probe` holds; tests never "sleep a bit".
-async fn wait_for(what: &str, mut probe: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !probe().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dns::*;
-use common::{TestServer, test_config};
+use common::{TestServer, ip, test_config};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::json;
@@ -188,10 +188,6 @@ async fn wait_ready(resolver: &mut Resolver) {
         assert!(Instant::now() < deadline, "{} did not start answering", resolver.name);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
 }
 
 /// A, SRV and a negative answer through the resolver, then an instance turning critical: the

@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use common::dns::*;
-use common::{TestServer, test_config};
+use common::{TestServer, ip, test_config};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 
@@ -29,10 +28,6 @@ fn example_zone(dir: &Path, www: &str, extra: &str) {
         "$ORIGIN example.test.\n$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.0.1\nwww IN A {www}\n{extra}"
     );
     std::fs::write(dir.join("example.test.zone"), text).unwrap();
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
 }
 
 fn soa_serial(reply: &Message) -> Option<u32> {

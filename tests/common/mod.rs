@@ -99,20 +99,19 @@ impl TestServer {
     }
 }
 
-/// Polls `probe` until it returns true or `timeout` passes; tests never "sleep a bit".
-pub async fn eventually<F, Fut>(timeout: Duration, mut probe: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if probe().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
+/// How long a test waits for something that should happen within seconds.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Polls `probe` until it holds, failing the test after [`WAIT`]; tests never "sleep a bit".
+pub async fn wait_for(what: &str, mut probe: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !probe().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An IP address literal.
+pub fn ip(text: &str) -> std::net::IpAddr {
+    text.parse().expect("an IP address")
 }
