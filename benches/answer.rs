@@ -25,7 +25,9 @@ fn fast_path(services: usize) -> FastPath {
     let domain = Name::from_ascii("trading-dc.").unwrap();
     let node = "192.0.2.1".parse().unwrap();
     let registry = Arc::new(Registry::new(AnswerCompiler::new(domain.clone(), 0, node, false)));
-    let zones = zones::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"), &domain, node).unwrap();
+    let zones = zones::ZoneSource::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"), &domain, node)
+        .load()
+        .unwrap();
     for i in 0..3 {
         register(
             &registry,

@@ -99,11 +99,12 @@ fn answer_times(fast: &FastPath, q: &[u8], n: usize) -> (f64, f64) {
 fn churn() {
     let registry = registry();
     let domain = Name::from_ascii("trading-dc.").unwrap();
-    let zones = zones::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
+    let zones = zones::ZoneSource::new(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
         &domain,
         "192.0.2.1".parse().unwrap(),
     )
+    .load()
     .unwrap();
     for i in 0..3 {
         register(

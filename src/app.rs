@@ -11,7 +11,8 @@ use crate::api::{self, ApiState, NodeInfo};
 use crate::config::{Config, ConfigError};
 use crate::dns::answers::AnswerCompiler;
 use crate::dns::fast::FastPath;
-use crate::dns::zones::{self, ZoneError};
+use crate::dns::forward::Forwarder;
+use crate::dns::zones::{ZoneError, ZoneSource};
 use crate::dns::{DnsEngine, DnsHandler, DnsListeners, DnsServer};
 use crate::health::{HealthChecker, HealthError};
 use crate::registry::Registry;
@@ -34,8 +35,8 @@ pub enum AppError {
 pub struct App {
     registry: Arc<Registry>,
     engine: Arc<DnsEngine>,
-    /// What a zone reload needs: where the files are, for which domain.
-    zone_source: (std::path::PathBuf, hickory_proto::rr::Name, std::net::IpAddr),
+    /// What a zone reload reads.
+    zone_source: ZoneSource,
     health: HealthChecker,
     dns: DnsServer,
     http: JoinHandle<std::io::Result<()>>,
@@ -59,10 +60,18 @@ impl App {
         compiler.service_ttls = config.service_ttls_secs()?;
         compiler.node_ttl = config.node_ttl_secs()?;
         compiler.a_record_limit = config.dns_a_record_limit;
+        compiler.meta_txt = config.dns_meta_txt;
         let registry = Arc::new(Registry::new(compiler));
         let max_checks_in_flight = config.max_checks_in_flight()?;
-        let zones = zones::load(&config.zones, &domain, node_addr)?;
+        let mut zone_source = ZoneSource::new(&config.zones, &domain, node_addr);
+        zone_source.reverse_zones = config.reverse_zone_names()?;
+        let zones = zone_source.load()?;
         tracing::info!(files = ?zones.files, "zones loaded");
+        let forwarder = Forwarder::new(
+            config.recursor_addrs()?,
+            config.recursor_client_nets()?,
+            config.recursor_timeout()?,
+        );
 
         let listeners = DnsListeners::bind(config.dns, config.dns_workers())
             .await
@@ -75,8 +84,8 @@ impl App {
             source,
         })?;
         let fast = FastPath::new(registry.clone(), &zones.negative_soa, &node_name);
-        let hickory = DnsHandler::new(registry.clone(), zones.catalog, zones.negative_soa, &node_name);
-        let engine = Arc::new(DnsEngine::new(fast, hickory));
+        let hickory = DnsHandler::new(registry.clone(), zones, &node_name);
+        let engine = Arc::new(DnsEngine::new(fast, hickory).with_forwarder(forwarder));
         let dns = listeners.serve(engine.clone()).map_err(|source| AppError::BindDns {
             addr: config.dns,
             source,
@@ -114,7 +123,7 @@ impl App {
         Ok(Self {
             registry,
             engine,
-            zone_source: (config.zones.clone(), domain.clone(), node_addr),
+            zone_source,
             health,
             dns,
             http,
@@ -143,8 +152,7 @@ impl App {
     /// Reads the zone files again and serves them, or, if any is invalid, reports it and keeps
     /// serving the zones already loaded. Returns the files loaded.
     pub fn reload_zones(&self) -> Result<Vec<std::path::PathBuf>, ZoneError> {
-        let (dir, domain, node_addr) = &self.zone_source;
-        let zones = zones::load(dir, domain, *node_addr)?;
+        let zones = self.zone_source.load()?;
         let files = zones.files.clone();
         self.engine.replace_zones(zones);
         Ok(files)

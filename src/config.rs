@@ -58,6 +58,21 @@ pub struct Config {
     pub dns_workers: Option<usize>,
     /// Most HTTP/TCP probes running at once; the rest wait their turn (and run late).
     pub max_checks_in_flight: usize,
+    /// Add each instance's `Meta` as TXT records (`key=value`) to the additional section of SRV
+    /// answers, under the SRV target (Consul's `enable_additional_node_meta_txt`, for instances).
+    pub dns_meta_txt: bool,
+    /// Reverse zones answered from the registry (`10.in-addr.arpa`, `8.b.d.0.1.0.0.2.ip6.arpa`):
+    /// PTR records name the services registered at an address.
+    pub reverse_zones: Vec<String>,
+    /// Upstream DNS servers (`IP` or `IP:port`) that names outside every served zone are
+    /// forwarded to, tried in order; none: such names are REFUSED.
+    pub recursors: Vec<String>,
+    /// How long one recursor may take to answer before the next is tried.
+    #[serde(deserialize_with = "go_duration")]
+    pub recursor_timeout: Duration,
+    /// Networks (CIDR) whose clients' queries may be forwarded; others get REFUSED. Default:
+    /// loopback and private networks, as BIND's `allow-recursion`.
+    pub recursor_clients: Vec<String>,
 }
 
 impl Default for Config {
@@ -78,6 +93,11 @@ impl Default for Config {
             dns_only_passing: false,
             dns_workers: None,
             max_checks_in_flight: 1024,
+            dns_meta_txt: false,
+            reverse_zones: Vec::new(),
+            recursors: Vec::new(),
+            recursor_timeout: Duration::from_secs(2),
+            recursor_clients: Vec::new(),
         }
     }
 }
@@ -197,6 +217,70 @@ impl Config {
         }
     }
 
+    /// The reverse zones as absolute, lower-cased names, each under `in-addr.arpa.` or `ip6.arpa.`.
+    pub fn reverse_zone_names(&self) -> Result<Vec<Name>, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            field: "reverse_zone",
+            message,
+        };
+        self.reverse_zones
+            .iter()
+            .map(|zone| {
+                let name = Name::from_ascii(format!("{}.", zone.trim_end_matches('.')))
+                    .map_err(|e| invalid(format!("{zone:?}: {e}")))?
+                    .to_lowercase();
+                let under = |parent: &str| Name::from_ascii(parent).is_ok_and(|p| p.zone_of(&name));
+                if !under("in-addr.arpa.") && !under("ip6.arpa.") {
+                    return Err(invalid(format!("{zone:?} is not under in-addr.arpa or ip6.arpa")));
+                }
+                Ok(name)
+            })
+            .collect()
+    }
+
+    /// The recursors as socket addresses (port 53 unless given).
+    pub fn recursor_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.recursors
+            .iter()
+            .map(|text| {
+                text.parse::<SocketAddr>()
+                    .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| ConfigError::Invalid {
+                        field: "recursor",
+                        message: format!("{text:?} is not an IP address or IP:port"),
+                    })
+            })
+            .collect()
+    }
+
+    /// The networks allowed to use the recursors.
+    pub fn recursor_client_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        if self.recursor_clients.is_empty() {
+            return Ok(crate::dns::forward::private_networks());
+        }
+        self.recursor_clients
+            .iter()
+            .map(|text| {
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| ConfigError::Invalid {
+                        field: "recursor_clients",
+                        message: format!("{text:?} is not a network (10.0.0.0/8) or an address"),
+                    })
+            })
+            .collect()
+    }
+
+    pub fn recursor_timeout(&self) -> Result<Duration, ConfigError> {
+        if self.recursor_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "recursor_timeout",
+                message: "must be more than 0".into(),
+            });
+        }
+        Ok(self.recursor_timeout)
+    }
+
     pub fn datacenter(&self) -> String {
         self.datacenter
             .clone()
@@ -298,6 +382,23 @@ pub struct ServeArgs {
     /// Most HTTP/TCP health probes running at once [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_checks_in_flight: Option<usize>,
+    /// Add instance Meta as TXT records (key=value) to SRV answers' additional section.
+    #[arg(long)]
+    pub dns_meta_txt: bool,
+    /// Answer PTR queries under this reverse zone from the registry (repeatable), e.g. 10.in-addr.arpa.
+    #[arg(long, value_name = "ZONE")]
+    pub reverse_zone: Vec<String>,
+    /// Forward names outside the served zones to this DNS server, IP or IP:port (repeatable,
+    /// tried in order) [default: none, such names are REFUSED].
+    #[arg(long, value_name = "ADDR")]
+    pub recursor: Vec<String>,
+    /// How long a recursor may take before the next is tried [default: 2s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_go_duration)]
+    pub recursor_timeout: Option<Duration>,
+    /// Clients in this network (CIDR) may use the recursors (repeatable) [default: loopback and
+    /// private networks].
+    #[arg(long, value_name = "CIDR")]
+    pub recursor_client: Vec<String>,
 }
 
 impl ServeArgs {
@@ -318,8 +419,19 @@ impl ServeArgs {
             data_dir,
             node_ttl,
             dns_a_record_limit,
-            max_checks_in_flight
+            max_checks_in_flight,
+            recursor_timeout
         );
+        if !self.reverse_zone.is_empty() {
+            config.reverse_zones = self.reverse_zone;
+        }
+        if !self.recursor.is_empty() {
+            config.recursors = self.recursor;
+        }
+        if !self.recursor_client.is_empty() {
+            config.recursor_clients = self.recursor_client;
+        }
+        config.dns_meta_txt |= self.dns_meta_txt;
         for (name, ttl) in self.service_ttl {
             match name {
                 Some(name) => {
@@ -381,6 +493,49 @@ mod tests {
         );
         assert_eq!(config.http, "127.0.0.1:9500".parse().unwrap());
         assert_eq!(config.dns, "0.0.0.0:8600".parse().unwrap());
+    }
+
+    #[test]
+    fn reverse_zones_and_recursors_are_checked() {
+        let config = Config {
+            reverse_zones: vec!["10.IN-ADDR.arpa.".into(), "8.b.d.0.1.0.0.2.ip6.arpa".into()],
+            recursors: vec!["192.0.2.53".into(), "127.0.0.1:5353".into(), "[2001:db8::1]:53".into()],
+            ..Config::default()
+        };
+        let zones: Vec<String> = config
+            .reverse_zone_names()
+            .unwrap()
+            .iter()
+            .map(|z| z.to_ascii())
+            .collect();
+        assert_eq!(zones, ["10.in-addr.arpa.", "8.b.d.0.1.0.0.2.ip6.arpa."]);
+        let addrs: Vec<String> = config.recursor_addrs().unwrap().iter().map(|a| a.to_string()).collect();
+        assert_eq!(addrs, ["192.0.2.53:53", "127.0.0.1:5353", "[2001:db8::1]:53"]);
+        for zone in ["example.com", "arpa", "in-addr.arpa.example"] {
+            let config = Config {
+                reverse_zones: vec![zone.into()],
+                ..Config::default()
+            };
+            let err = config.reverse_zone_names().unwrap_err().to_string();
+            assert!(err.contains("reverse_zone") && err.contains(zone), "{err}");
+        }
+        let config = Config {
+            recursors: vec!["dns.example.com".into()],
+            ..Config::default()
+        };
+        let err = config.recursor_addrs().unwrap_err().to_string();
+        assert!(err.contains("not an IP address"), "{err}");
+        let config = Config {
+            recursor_clients: vec!["192.0.2.0/24".into(), "2001:db8::1".into()],
+            ..Config::default()
+        };
+        let nets: Vec<String> = config
+            .recursor_client_nets()
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["192.0.2.0/24", "2001:db8::1/128"]);
     }
 
     #[test]

@@ -459,3 +459,184 @@ async fn a_record_limit_and_ttls() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn srv_weights_follow_the_instance_status() {
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "orders", "ID": "o1", "Address": "10.0.0.1", "Port": 80,
+                         "Weights": {"Passing": 10, "Warning": 1}}))
+        .await;
+    server
+        .register(json!({"Name": "orders", "ID": "o2", "Address": "10.0.0.2", "Port": 80,
+                         "Weights": {"Passing": 7, "Warning": 3},
+                         "Check": {"CheckID": "o2-ttl", "TTL": "30s", "Status": "warning"}}))
+        .await;
+    // No Weights: Consul's default, 1 when passing and 1 when warning.
+    server
+        .register(json!({"Name": "orders", "ID": "o3", "Address": "10.0.0.3", "Port": 80}))
+        .await;
+    let weights = async || {
+        let mut found: Vec<(String, u16)> = srvs(&tcp(server.dns, "orders.service.trading-dc.", RecordType::SRV).await)
+            .into_iter()
+            .map(|(_, weight, target)| (target, weight))
+            .collect();
+        found.sort();
+        found
+    };
+    let target = |n: u8| format!("0a00000{n}.addr.trading-dc.");
+    assert_eq!(weights().await, [(target(1), 10), (target(2), 3), (target(3), 1)]);
+    let (status, text) = server.put("/v1/agent/check/pass/o2-ttl").await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{text}");
+    assert_eq!(weights().await, [(target(1), 10), (target(2), 7), (target(3), 1)]);
+    server.stop().await;
+}
+
+/// TXT records with the instance's Meta, beside the SRV targets' addresses, only when asked for.
+#[tokio::test]
+async fn instance_meta_as_txt_in_srv_answers() {
+    let txts = |reply: &hickory_proto::op::Message| -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = reply
+            .additionals
+            .iter()
+            .filter_map(|r| match &r.data {
+                hickory_proto::rr::RData::TXT(txt) => {
+                    let text: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+                    Some((r.name.to_ascii(), String::from_utf8(text).unwrap()))
+                }
+                _ => None,
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let long = "v".repeat(300);
+    let orders = json!({"Name": "orders", "ID": "o1", "Address": "10.0.0.1", "Port": 80,
+                        "Meta": {"version": "1.2", "rfc1035-raw": "free text", "long": long}});
+
+    let plain = TestServer::start().await;
+    plain.register(orders.clone()).await;
+    let reply = udp(plain.dns, "orders.service.trading-dc.", RecordType::SRV).await;
+    assert!(txts(&reply).is_empty(), "no TXT unless dns_meta_txt is set: {reply:?}");
+    plain.stop().await;
+
+    let mut config = test_config();
+    config.dns_meta_txt = true;
+    let server = TestServer::start_with(config).await;
+    server.register(orders).await;
+    let target = "0a000001.addr.trading-dc.".to_string();
+    let want = vec![
+        (target.clone(), "free text".to_string()),
+        (target.clone(), format!("long={long}")),
+        (target.clone(), "version=1.2".to_string()),
+    ];
+    for reply in [
+        udp_message(
+            server.dns,
+            &query_message("orders.service.trading-dc.", RecordType::SRV, Some(1232)),
+        )
+        .await,
+        tcp(server.dns, "orders.service.trading-dc.", RecordType::SRV).await,
+    ] {
+        assert_eq!(txts(&reply), want);
+        // The address of the target still comes first in the additional section.
+        assert_eq!(additional_addresses(&reply), vec![(target.clone(), ip("10.0.0.1"))]);
+        assert_eq!(srvs(&reply).len(), 1);
+    }
+    // In a 512-byte UDP answer the address fits, the TXT records that do not are left out, and
+    // the answer is not truncated (RFC 2181 §9: additional data is optional).
+    let small = udp(server.dns, "orders.service.trading-dc.", RecordType::SRV).await;
+    assert!(!small.metadata.truncation);
+    assert_eq!(additional_addresses(&small), vec![(target.clone(), ip("10.0.0.1"))]);
+    assert!(txts(&small).len() < 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ptr_answers_name_the_services_at_an_address() {
+    let mut config = test_config();
+    config.reverse_zones = vec![
+        "10.in-addr.arpa".into(),
+        "127.in-addr.arpa".into(),
+        "8.b.d.0.1.0.0.2.ip6.arpa".into(),
+    ];
+    let server = TestServer::start_with(config).await;
+    server
+        .register(json!({"Name": "orders", "ID": "o1", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+    server
+        .register(json!({"Name": "Quotes", "ID": "q1", "Address": "10.0.0.1", "Port": 81}))
+        .await;
+    server
+        .register(json!({"Name": "web", "ID": "w1", "Address": "2001:db8::5", "Port": 80}))
+        .await;
+    // Without an address, an instance is at the node's (127.0.0.1 here).
+    server.register(json!({"Name": "local", "Port": 7000})).await;
+
+    let ptrs = |reply: &hickory_proto::op::Message| -> Vec<String> {
+        let mut names: Vec<String> = reply
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                hickory_proto::rr::RData::PTR(ptr) => Some(ptr.0.to_ascii()),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    for reply in [
+        udp(server.dns, "1.0.0.10.in-addr.arpa.", RecordType::PTR).await,
+        tcp(server.dns, "1.0.0.10.IN-ADDR.ARPA.", RecordType::PTR).await,
+    ] {
+        assert_eq!(rcode(&reply), ResponseCode::NoError);
+        assert!(reply.metadata.authoritative);
+        assert_eq!(
+            ptrs(&reply),
+            ["orders.service.trading-dc.", "quotes.service.trading-dc."]
+        );
+    }
+    let v6 = "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.";
+    assert_eq!(
+        ptrs(&udp(server.dns, v6, RecordType::PTR).await),
+        ["web.service.trading-dc."]
+    );
+    assert_eq!(
+        ptrs(&udp(server.dns, "1.0.0.127.in-addr.arpa.", RecordType::PTR).await),
+        ["local.service.trading-dc.", "testnode.node.trading-dc."]
+    );
+
+    // Another type at a registered address: NODATA, with the reverse zone's SOA.
+    let a = udp(server.dns, "1.0.0.10.in-addr.arpa.", RecordType::A).await;
+    assert_eq!(rcode(&a), ResponseCode::NoError);
+    assert!(a.answers.is_empty() && has_soa(&a, "10.in-addr.arpa."), "{a:?}");
+    // An address nobody registered: NXDOMAIN with that SOA.
+    let unknown = udp(server.dns, "9.9.9.10.in-addr.arpa.", RecordType::PTR).await;
+    assert_eq!(rcode(&unknown), ResponseCode::NXDomain);
+    assert!(has_soa(&unknown, "10.in-addr.arpa."), "{unknown:?}");
+    // Names between the zone and whole addresses exist (RFC 8020), and the apex has SOA and NS.
+    let middle = udp(server.dns, "0.0.10.in-addr.arpa.", RecordType::PTR).await;
+    assert_eq!(rcode(&middle), ResponseCode::NoError);
+    assert!(has_soa(&middle, "10.in-addr.arpa."));
+    let soa = udp(server.dns, "10.in-addr.arpa.", RecordType::SOA).await;
+    assert_eq!(rcode(&soa), ResponseCode::NoError);
+    assert_eq!(soa.answers.len(), 1, "{soa:?}");
+    let ns = udp(server.dns, "10.in-addr.arpa.", RecordType::NS).await;
+    assert_eq!(ns.answers[0].data.to_string(), "ns.trading-dc.");
+    // Outside the configured reverse zones: not ours.
+    let outside = udp(server.dns, "1.0.0.11.in-addr.arpa.", RecordType::PTR).await;
+    assert_eq!(rcode(&outside), ResponseCode::Refused);
+
+    // Deregistering takes the name away.
+    let (status, _) = server.put("/v1/agent/service/deregister/q1").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert_eq!(
+        ptrs(&udp(server.dns, "1.0.0.10.in-addr.arpa.", RecordType::PTR).await),
+        ["orders.service.trading-dc."]
+    );
+    let (status, _) = server.put("/v1/agent/service/deregister/o1").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let gone = udp(server.dns, "1.0.0.10.in-addr.arpa.", RecordType::PTR).await;
+    assert_eq!(rcode(&gone), ResponseCode::NXDomain);
+    server.stop().await;
+}

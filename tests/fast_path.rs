@@ -1,6 +1,7 @@
 //! The fast path against the hickory path: for every query form the fast path answers, both
 //! must give the same response, record by record (order aside: both rotate).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,18 +15,27 @@ use sextant::dns::fast::{FastPath, Outcome, Transport};
 use sextant::dns::{DnsEngine, DnsHandler, zones};
 use sextant::registry::Registry;
 
+/// Both paths over one registry, with instance Meta as TXT records in SRV answers.
 fn engine() -> (Arc<Registry>, DnsEngine) {
+    engine_with_limit(0)
+}
+
+fn engine_with_limit(a_record_limit: usize) -> (Arc<Registry>, DnsEngine) {
     let domain = Name::from_ascii("trading-dc.").unwrap();
     let node_addr = "192.0.2.1".parse().unwrap();
-    let registry = Arc::new(Registry::new(AnswerCompiler::new(domain.clone(), 5, node_addr, false)));
-    let zones = zones::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
+    let mut compiler = AnswerCompiler::new(domain.clone(), 5, node_addr, false);
+    compiler.meta_txt = true;
+    compiler.a_record_limit = a_record_limit;
+    let registry = Arc::new(Registry::new(compiler));
+    let zones = zones::ZoneSource::new(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
         &domain,
         node_addr,
     )
+    .load()
     .unwrap();
     let fast = FastPath::new(registry.clone(), &zones.negative_soa, "node1");
-    let hickory = DnsHandler::new(registry.clone(), zones.catalog, zones.negative_soa, "node1");
+    let hickory = DnsHandler::new(registry.clone(), zones, "node1");
     (registry, DnsEngine::new(fast, hickory))
 }
 
@@ -37,7 +47,8 @@ fn register(registry: &Registry, body: serde_json::Value) {
 fn populate(registry: &Registry) {
     register(
         registry,
-        json!({"Name": "orders", "ID": "o1", "Address": "10.0.0.1", "Port": 8080, "Tags": ["primary"]}),
+        json!({"Name": "orders", "ID": "o1", "Address": "10.0.0.1", "Port": 8080, "Tags": ["primary"],
+               "Meta": {"version": "1.2", "rfc1035-raw": "v=1", "long": "x".repeat(400)}}),
     );
     register(
         registry,
@@ -51,7 +62,7 @@ fn populate(registry: &Registry) {
     );
     register(
         registry,
-        json!({"Name": "quotes", "ID": "q1", "Address": "2001:db8::1", "Port": 9000}),
+        json!({"Name": "quotes", "ID": "q1", "Address": "2001:db8::1", "Port": 9000, "Meta": {"zone": "a"}}),
     );
     register(
         registry,
@@ -153,6 +164,21 @@ async fn fast_and_hickory_paths_give_the_same_answers() {
                     assert_eq!(f.metadata.id, 0x1234, "{what}");
                     assert_eq!(f.metadata.message_type, MessageType::Response, "{what}");
                     assert_eq!(f.queries, s.queries, "{what}");
+                    if s.metadata.truncation && !f.metadata.truncation {
+                        // Hickory sets TC when additional records do not fit; the fast path sends
+                        // the whole answer section and the additional records that fit (RFC 2181
+                        // §9). Both against the complete answer, over TCP:
+                        let whole = engine.answer_hickory(&q, src, Transport::Tcp).await.unwrap();
+                        let whole = Message::from_vec(&whole).unwrap();
+                        assert_eq!(sorted(&f.answers), sorted(&whole.answers), "{what}: answers");
+                        let all = sorted(&whole.additionals);
+                        let sent: Vec<String> = sorted(&f.additionals)
+                            .into_iter()
+                            .filter(|r| !r.contains("opt"))
+                            .collect();
+                        assert!(sent.iter().all(|r| all.contains(r)), "{what}: additionals");
+                        continue;
+                    }
                     if f.metadata.truncation || s.metadata.truncation {
                         assert!(f.metadata.truncation, "{what}: the fast path truncates too");
                         // Unlike hickory, the fast path keeps the OPT record on a truncated answer.
@@ -173,6 +199,43 @@ async fn fast_and_hickory_paths_give_the_same_answers() {
         }
     }
     assert!(compared > 600, "compared {compared} responses record by record");
+}
+
+/// The A-record limit applies on both paths, after rotation: every answer holds exactly the
+/// limit, and rotation reaches every instance.
+#[tokio::test]
+async fn the_a_record_limit_holds_on_both_paths() {
+    let (registry, engine) = engine_with_limit(3);
+    populate(&registry);
+    let src: SocketAddr = SRC.parse().unwrap();
+    for rtype in [RecordType::A, RecordType::ANY] {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let (mut fast_seen, mut slow_seen) = (HashSet::new(), HashSet::new());
+            for rotation in 0..200 {
+                let q = query("big.service.trading-dc.", rtype, None);
+                let mut fast = Vec::new();
+                assert_eq!(
+                    engine.answer_fast(&q, &mut fast, transport, rotation),
+                    Outcome::Answered
+                );
+                let slow = engine.answer_hickory(&q, src, transport).await.unwrap();
+                for (bytes, seen) in [(&fast, &mut fast_seen), (&slow, &mut slow_seen)] {
+                    let reply = Message::from_vec(bytes).unwrap();
+                    assert_eq!(reply.answers.len(), 3, "{rtype} {transport:?}: {reply:?}");
+                    seen.extend(reply.answers.iter().map(|r| r.data.to_string()));
+                }
+            }
+            assert_eq!(fast_seen.len(), 40, "fast path, {rtype} {transport:?}");
+            assert_eq!(slow_seen.len(), 40, "hickory path, {rtype} {transport:?}");
+        }
+    }
+    // SRV is not limited, on either path.
+    let q = query("big.service.trading-dc.", RecordType::SRV, None);
+    let mut fast = Vec::new();
+    engine.answer_fast(&q, &mut fast, Transport::Tcp, 0);
+    let slow = engine.answer_hickory(&q, src, Transport::Tcp).await.unwrap();
+    assert_eq!(Message::from_vec(&fast).unwrap().answers.len(), 40);
+    assert_eq!(Message::from_vec(&slow).unwrap().answers.len(), 40);
 }
 
 #[tokio::test]

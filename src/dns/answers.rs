@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use hickory_proto::rr::rdata::{A, AAAA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record};
 
 use super::wire::{Owner, WireCompiler, WireRecords};
@@ -86,6 +86,8 @@ pub struct AnswerCompiler {
     /// At most this many A/AAAA records in an answer, taken after rotation (Consul's
     /// `a_record_limit`); 0: no limit.
     pub a_record_limit: usize,
+    /// Instance `Meta` as TXT records beside the SRV targets' addresses.
+    pub meta_txt: bool,
 }
 
 impl AnswerCompiler {
@@ -99,6 +101,7 @@ impl AnswerCompiler {
             service_ttls: Vec::new(),
             node_ttl: 0,
             a_record_limit: 0,
+            meta_txt: false,
         }
     }
 
@@ -159,6 +162,9 @@ impl AnswerCompiler {
         let ttl = self.ttl_for(svc_label.as_str());
         let mut out = AnswerRecords::default();
         let mut seen_ips = BTreeSet::new();
+        let mut seen_txt = std::collections::HashSet::new();
+        // After every address: when room runs short, the addresses of SRV targets matter more.
+        let mut meta_txt_records = Vec::new();
         for instance in instances.iter().filter(|i| tag.is_none_or(|t| i.has_tag(t))) {
             let health = instance.health();
             if !self.answers_for(health) {
@@ -184,12 +190,20 @@ impl AnswerCompiler {
                         list.push(Record::from_rdata(owner.clone(), ttl, answer.clone()));
                         out.srv_additional.push(Record::from_rdata(target.clone(), ttl, answer));
                     }
+                    if self.meta_txt {
+                        for txt in meta_txt(instance) {
+                            if seen_txt.insert((ip, txt.clone())) {
+                                meta_txt_records.push(Record::from_rdata(target.clone(), ttl, RData::TXT(txt)));
+                            }
+                        }
+                    }
                     target
                 }
             };
             let rdata = SRV::new(1, weight, instance.port, target);
             out.srv.push(Record::from_rdata(owner.clone(), ttl, RData::SRV(rdata)));
         }
+        out.srv_additional.extend(meta_txt_records);
         out
     }
 
@@ -224,6 +238,24 @@ impl AnswerCompiler {
             .append_domain(&self.domain)
             .unwrap_or_else(|_| self.domain.clone())
     }
+}
+
+/// One TXT record per `Meta` key, as Consul writes node meta: `key=value`, or the value alone
+/// for keys starting with `rfc1035-`. Strings longer than a character-string (255 bytes) are
+/// split across several, as RFC 7208 does for long SPF records.
+fn meta_txt(instance: &Instance) -> impl Iterator<Item = TXT> + '_ {
+    instance.meta.iter().map(|(key, value)| {
+        let text = if key.to_ascii_lowercase().starts_with("rfc1035-") {
+            value.to_string()
+        } else {
+            format!("{key}={value}")
+        };
+        let strings: Vec<&[u8]> = match text.is_empty() {
+            true => vec![b""],
+            false => text.as_bytes().chunks(255).collect(),
+        };
+        TXT::from_bytes(strings)
+    })
 }
 
 /// The address an `addr` label names, if it is 8 or 32 hex digits.

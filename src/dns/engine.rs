@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use hickory_proto::op::{Header, Message, ResponseCode};
-use hickory_proto::rr::Record;
+use hickory_proto::op::{Header, Message, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use hickory_server::net::NetError;
 use hickory_server::net::runtime::TokioTime;
@@ -13,22 +13,64 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponse;
 
 use super::fast::{FastPath, Outcome, Transport};
+use super::forward::{self, Forwarder};
 use super::handler::DnsHandler;
 
 pub struct DnsEngine {
     fast: FastPath,
     hickory: DnsHandler,
+    forwarder: Option<Forwarder>,
 }
 
 impl DnsEngine {
     pub fn new(fast: FastPath, hickory: DnsHandler) -> Self {
-        Self { fast, hickory }
+        Self {
+            fast,
+            hickory,
+            forwarder: None,
+        }
+    }
+
+    /// Forwards names outside the served zones to recursors (without one, they are REFUSED).
+    pub fn with_forwarder(mut self, forwarder: Option<Forwarder>) -> Self {
+        self.forwarder = forwarder;
+        self
     }
 
     /// Serves newly loaded zone files (both paths) from the next query on.
     pub fn replace_zones(&self, zones: super::zones::Zones) {
         self.fast.replace_negative_soa(&zones.negative_soa);
-        self.hickory.replace_zones(zones.catalog, zones.negative_soa);
+        self.hickory.replace_zones(zones);
+    }
+
+    /// Whether `query` goes to the recursors: forwarding is on, recursion is desired, the client
+    /// may recurse, and the name is in no zone sextant serves. Zone transfers never go.
+    pub fn forwards(&self, query: &[u8], src: SocketAddr) -> bool {
+        let Some(forwarder) = &self.forwarder else {
+            return false;
+        };
+        if !forward::wants_recursion(query) || !forwarder.serves_client(src.ip()) {
+            return false;
+        }
+        let mut decoder = BinDecoder::new(query);
+        let (Ok(header), Ok(question)) = (Header::read(&mut decoder), Query::read(&mut decoder)) else {
+            return false;
+        };
+        header.counts.queries == 1
+            && question.query_class() == DNSClass::IN
+            && !matches!(question.query_type(), RecordType::AXFR | RecordType::IXFR)
+            && !self.hickory.serves(question.name())
+    }
+
+    /// Forwards a query [`forwards`](Self::forwards) accepted: the recursor's response, or
+    /// SERVFAIL when none answered in time or too many queries are being forwarded already.
+    pub async fn forward(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let forwarder = self.forwarder.as_ref()?;
+        let Some(_slot) = forwarder.slot() else {
+            tracing::debug!("too many queries forwarded at once; answering SERVFAIL");
+            return forward::question_end(query).map(|end| forward::servfail(query, end));
+        };
+        forwarder.forward(query, transport).await
     }
 
     /// The fast path alone (see [`FastPath::answer`]).
@@ -42,6 +84,9 @@ impl DnsEngine {
         let header = Header::read(&mut BinDecoder::new(query)).ok()?;
         if header.metadata.message_type == hickory_proto::op::MessageType::Response {
             return None;
+        }
+        if self.forwards(query, src) {
+            return self.forward(query, transport).await;
         }
         let protocol = match transport {
             Transport::Udp => Protocol::Udp,

@@ -9,21 +9,21 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
+use hickory_server::zone_handler::MessageResponseBuilder;
 use rand::Rng;
 
-use super::query::{Target, classify};
+use super::query::{ReverseName, Target, classify, reverse_address};
+use super::zones::Zones;
 use crate::registry::Registry;
 
 pub struct DnsHandler {
     registry: Arc<Registry>,
     /// Swapped whole when the zone files are reloaded (SIGHUP).
-    catalog: ArcSwap<Catalog>,
-    negative_soa: ArcSwap<Record>,
+    zones: ArcSwap<Zones>,
     domain: Name,
     node_name: String,
     node_addr: IpAddr,
@@ -34,15 +34,13 @@ struct Answer {
     code: ResponseCode,
     answers: Vec<Record>,
     additionals: Vec<Record>,
+    /// The SOA of a negative answer, when it is not the served domain's (a reverse zone's).
+    zone_soa: Option<Record>,
 }
 
 impl Answer {
     fn negative(code: ResponseCode) -> Self {
-        Self {
-            code,
-            answers: Vec::new(),
-            additionals: Vec::new(),
-        }
+        Self::records(Vec::new(), Vec::new()).with_code(code)
     }
 
     fn records(answers: Vec<Record>, additionals: Vec<Record>) -> Self {
@@ -50,27 +48,41 @@ impl Answer {
             code: ResponseCode::NoError,
             answers,
             additionals,
+            zone_soa: None,
         }
+    }
+
+    fn with_code(mut self, code: ResponseCode) -> Self {
+        self.code = code;
+        self
+    }
+
+    fn with_soa(mut self, soa: &Record) -> Self {
+        self.zone_soa = Some(soa.clone());
+        self
     }
 }
 
 impl DnsHandler {
-    pub fn new(registry: Arc<Registry>, catalog: Catalog, negative_soa: Record, node_name: &str) -> Self {
+    pub fn new(registry: Arc<Registry>, zones: Zones, node_name: &str) -> Self {
         let compiler = registry.compiler();
         Self {
             domain: compiler.domain.clone(),
             node_addr: compiler.node_addr,
             node_name: node_name.to_ascii_lowercase(),
             registry,
-            catalog: ArcSwap::from_pointee(catalog),
-            negative_soa: ArcSwap::from_pointee(negative_soa),
+            zones: ArcSwap::from_pointee(zones),
         }
     }
 
     /// Serves newly loaded zones from the next query on; queries in flight finish on the old ones.
-    pub fn replace_zones(&self, catalog: Catalog, negative_soa: Record) {
-        self.catalog.store(Arc::new(catalog));
-        self.negative_soa.store(Arc::new(negative_soa));
+    pub fn replace_zones(&self, zones: Zones) {
+        self.zones.store(Arc::new(zones));
+    }
+
+    /// Whether `name` is in a zone sextant serves (the domain, a zone file, a reverse zone).
+    pub fn serves(&self, name: &Name) -> bool {
+        self.zones.load().catalog.find(&LowerName::new(name)).is_some()
     }
 
     /// Answers a registry name, or `None` when the request is for the catalog.
@@ -94,7 +106,7 @@ impl DnsHandler {
             return Some(Answer::negative(ResponseCode::Refused));
         }
         let answer = match classify(qname, &self.domain) {
-            Target::Static => return None,
+            Target::Static => return self.reverse_answer(qname, qtype),
             Target::EmptyNonTerminal => Answer::negative(ResponseCode::NoError),
             Target::NoSuchName => Answer::negative(ResponseCode::NXDomain),
             Target::Service { service, tag } => self.service_answer(&service, tag.as_deref(), qtype),
@@ -105,6 +117,44 @@ impl DnsHandler {
             Target::Node(_) => Answer::negative(ResponseCode::NXDomain),
         };
         Some(with_owner(answer, qname))
+    }
+
+    /// PTR answers for the addresses of registered instances, in the configured reverse zones;
+    /// `None` leaves the name to the zone data (the apex's SOA and NS, NXDOMAIN, zone-file PTRs).
+    fn reverse_answer(&self, qname: &Name, qtype: RecordType) -> Option<Answer> {
+        let zones = self.zones.load();
+        let (zone, soa) = zones.reverse_zone_of(qname)?;
+        let ip = match reverse_address(qname) {
+            ReverseName::Address(ip) => ip,
+            // Names between the zone and whole addresses exist (they have names below them):
+            // NXDOMAIN there would stop a resolver that minimises query names (RFC 8020).
+            ReverseName::Prefix if qname.num_labels() > zone.num_labels() => {
+                return Some(Answer::negative(ResponseCode::NoError).with_soa(soa));
+            }
+            ReverseName::Prefix | ReverseName::Invalid => return None,
+        };
+        let compiler = self.registry.compiler();
+        let mut targets = Vec::new();
+        if ip == self.node_addr {
+            let node = compiler.name_under(&[&self.node_name, "node"]);
+            targets.push((node, compiler.node_ttl));
+        }
+        for service in self.registry.services_at(ip) {
+            let key = service.name.key();
+            let name = compiler.name_under(&[key.as_str(), "service"]);
+            targets.push((name, compiler.ttl_for(key.as_str())));
+        }
+        if targets.is_empty() {
+            return None;
+        }
+        if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
+            return Some(Answer::negative(ResponseCode::NoError).with_soa(soa));
+        }
+        let records = targets
+            .into_iter()
+            .map(|(target, ttl)| Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(target))))
+            .collect();
+        Some(Answer::records(records, Vec::new()))
     }
 
     fn service_answer(&self, service: &str, tag: Option<&str>, qtype: RecordType) -> Answer {
@@ -151,7 +201,12 @@ impl DnsHandler {
         meta.response_code = answer.code;
         // Negative answers carry the zone's SOA so resolvers know how long they may cache them.
         let negative = matches!(answer.code, ResponseCode::NoError | ResponseCode::NXDomain);
-        let soa = (negative && answer.answers.is_empty()).then(|| Record::clone(&self.negative_soa.load()));
+        let soa = (negative && answer.answers.is_empty()).then(|| {
+            answer
+                .zone_soa
+                .clone()
+                .unwrap_or_else(|| self.zones.load().negative_soa.clone())
+        });
         let response = MessageResponseBuilder::new(&request.queries, response_edns.as_ref()).build(
             meta,
             answer.answers.iter(),
@@ -180,8 +235,8 @@ impl RequestHandler for DnsHandler {
         match self.answer_dynamic(request) {
             Some(answer) => self.send(request, answer, response_handle).await,
             None => {
-                let catalog = self.catalog.load_full();
-                catalog.handle_request::<R, T>(request, response_handle).await
+                let zones = self.zones.load_full();
+                zones.catalog.handle_request::<R, T>(request, response_handle).await
             }
         }
     }

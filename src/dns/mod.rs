@@ -3,6 +3,7 @@
 pub mod answers;
 pub mod engine;
 pub mod fast;
+pub mod forward;
 pub mod handler;
 pub mod query;
 mod tcp;

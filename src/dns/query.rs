@@ -67,6 +67,55 @@ pub fn classify(qname: &Name, domain: &Name) -> Target {
     }
 }
 
+/// What a name under `in-addr.arpa.` or `ip6.arpa.` stands for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReverseName {
+    /// A whole address: `4.3.2.10.in-addr.arpa.` is 10.2.3.4.
+    Address(IpAddr),
+    /// The first part of an address (`3.2.10.in-addr.arpa.`): a name that may have names below it.
+    Prefix,
+    /// Not an address's name.
+    Invalid,
+}
+
+/// Reads an address from its reverse name (RFC 1035 §3.5, RFC 3596 §2.5). Case-insensitive.
+pub fn reverse_address(name: &Name) -> ReverseName {
+    let labels: Vec<String> = name
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+        .rev()
+        .collect();
+    let (digits, width, radix, prefix_len) = match labels.get(..2) {
+        Some([arpa, kind]) if arpa == "arpa" && kind == "in-addr" => (&labels[2..], 4, 10, 3),
+        Some([arpa, kind]) if arpa == "arpa" && kind == "ip6" => (&labels[2..], 32, 16, 1),
+        _ => return ReverseName::Invalid,
+    };
+    let mut values = Vec::with_capacity(width);
+    for label in digits {
+        // from_str_radix takes a leading '+': only digits, and no leading zero.
+        let canonical = !label.is_empty()
+            && label.len() <= prefix_len
+            && label.bytes().all(|b| b.is_ascii_hexdigit())
+            && !(label.len() > 1 && label.starts_with('0'));
+        match u8::from_str_radix(label, radix) {
+            Ok(value) if canonical && (radix == 10 || value < 16) => values.push(value),
+            _ => return ReverseName::Invalid,
+        }
+    }
+    match values.len() {
+        n if n < width => ReverseName::Prefix,
+        n if n > width => ReverseName::Invalid,
+        _ if width == 4 => ReverseName::Address(IpAddr::from([values[0], values[1], values[2], values[3]])),
+        _ => {
+            let mut octets = [0u8; 16];
+            for (i, pair) in values.chunks(2).enumerate() {
+                octets[i] = pair[0] << 4 | pair[1];
+            }
+            ReverseName::Address(IpAddr::from(octets))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +129,47 @@ mod tests {
             service: s.into(),
             tag: tag.map(Into::into),
         }
+    }
+
+    #[test]
+    fn reverse_names() {
+        let reverse = |q: &str| reverse_address(&Name::from_ascii(q).unwrap());
+        let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.";
+        let cases = [
+            (
+                "4.3.2.10.in-addr.arpa.",
+                ReverseName::Address("10.2.3.4".parse().unwrap()),
+            ),
+            (
+                "4.3.2.10.IN-ADDR.ARPA.",
+                ReverseName::Address("10.2.3.4".parse().unwrap()),
+            ),
+            (
+                "255.0.0.0.in-addr.arpa.",
+                ReverseName::Address("0.0.0.255".parse().unwrap()),
+            ),
+            (v6, ReverseName::Address("2001:db8::1".parse().unwrap())),
+            (
+                &v6.to_ascii_uppercase(),
+                ReverseName::Address("2001:db8::1".parse().unwrap()),
+            ),
+            ("3.2.10.in-addr.arpa.", ReverseName::Prefix),
+            ("in-addr.arpa.", ReverseName::Prefix),
+            ("8.b.d.0.1.0.0.2.ip6.arpa.", ReverseName::Prefix),
+            ("256.3.2.10.in-addr.arpa.", ReverseName::Invalid),
+            ("04.3.2.10.in-addr.arpa.", ReverseName::Invalid),
+            ("x.3.2.10.in-addr.arpa.", ReverseName::Invalid),
+            ("5.4.3.2.10.in-addr.arpa.", ReverseName::Invalid),
+            ("10.b.d.0.1.0.0.2.ip6.arpa.", ReverseName::Invalid),
+            ("g.b.d.0.1.0.0.2.ip6.arpa.", ReverseName::Invalid),
+            ("example.com.", ReverseName::Invalid),
+        ];
+        for (q, want) in cases {
+            assert_eq!(reverse(q), want, "{q}");
+        }
+        // Labels from the wire can hold what a text name cannot: from_str_radix takes "+4".
+        let plus = Name::from_labels([&b"+4"[..], b"3", b"2", b"10", b"in-addr", b"arpa"]).unwrap();
+        assert_eq!(reverse_address(&plus), ReverseName::Invalid);
     }
 
     #[test]

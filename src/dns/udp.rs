@@ -63,6 +63,7 @@ impl UdpWorkers {
         let mut threads = Vec::new();
         for (n, socket) in sockets.into_iter().enumerate() {
             let (engine, runtime, stop) = (engine.clone(), runtime.clone(), stop.clone());
+            let socket = Arc::new(socket);
             let thread = std::thread::Builder::new()
                 .name(format!("dns-udp-{n}"))
                 .spawn(move || serve(&socket, &engine, &runtime, &stop))?;
@@ -83,7 +84,7 @@ impl UdpWorkers {
 /// Queries taken from the socket in one system call (and answered in one).
 const BATCH: usize = 32;
 
-fn serve(socket: &UdpSocket, engine: &DnsEngine, runtime: &tokio::runtime::Handle, stop: &AtomicBool) {
+fn serve(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &tokio::runtime::Handle, stop: &AtomicBool) {
     let fd = socket.as_raw_fd();
     let mut queries = vec![0u8; MAX_QUERY * BATCH];
     let mut responses: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(MAX_QUERY)).collect();
@@ -115,7 +116,7 @@ fn serve(socket: &UdpSocket, engine: &DnsEngine, runtime: &tokio::runtime::Handl
             let response = &mut responses[slot];
             let answered = match engine.answer_fast(query, response, Transport::Udp, rotation) {
                 Outcome::Answered => true,
-                Outcome::Fallback => fallback(engine, runtime, query, src, response),
+                Outcome::Fallback => fallback(socket, engine, runtime, query, src, response),
             };
             if answered {
                 replies.push((slot, src));
@@ -126,8 +127,11 @@ fn serve(socket: &UdpSocket, engine: &DnsEngine, runtime: &tokio::runtime::Handl
 }
 
 /// Answers one query on the hickory path (rare: zone-file names, unusual queries, bad packets).
+/// A query for the recursors is handed to a task that replies when they answer: the worker
+/// never waits on the network.
 fn fallback(
-    engine: &DnsEngine,
+    socket: &Arc<UdpSocket>,
+    engine: &Arc<DnsEngine>,
     runtime: &tokio::runtime::Handle,
     query: &[u8],
     src: SockaddrStorage,
@@ -136,6 +140,17 @@ fn fallback(
     let Some(src) = socket_addr(&src) else {
         return false;
     };
+    if engine.forwards(query, src) {
+        let (socket, engine, query) = (socket.clone(), engine.clone(), query.to_vec());
+        runtime.spawn(async move {
+            if let Some(response) = engine.forward(&query, Transport::Udp).await
+                && let Err(error) = socket.send_to(&response, src)
+            {
+                tracing::debug!(%error, %src, "could not send a forwarded response");
+            }
+        });
+        return false;
+    }
     runtime.block_on(engine.answer_hickory_into(query, src, Transport::Udp, out))
 }
 

@@ -158,6 +158,12 @@ impl WireCompiler {
                     data.extend_from_slice(&value.to_be_bytes());
                 }
             }
+            RData::TXT(txt) => {
+                for text in &txt.txt_data {
+                    data.push(u8::try_from(text.len()).ok()?);
+                    data.extend_from_slice(text);
+                }
+            }
             _ => return None,
         }
         let rdlen = (data.len() - rdlen_at - 2) as u16;

@@ -31,7 +31,41 @@ pub struct Zones {
     pub catalog: Catalog,
     /// The domain's SOA with its TTL already lowered to the negative-caching TTL (RFC 2308 §5).
     pub negative_soa: Record,
+    /// The reverse zones answered from the registry, each with its negative SOA.
+    pub reverse: Vec<(Name, Record)>,
     pub files: Vec<PathBuf>,
+}
+
+impl Zones {
+    /// The reverse zone `name` is in, with its negative SOA.
+    pub fn reverse_zone_of(&self, name: &Name) -> Option<&(Name, Record)> {
+        self.reverse.iter().find(|(zone, _)| zone.zone_of(name))
+    }
+}
+
+/// Where zones come from: the files in `dir`, and what is synthesized for the served domain and
+/// the reverse zones when no file defines them.
+#[derive(Debug, Clone)]
+pub struct ZoneSource {
+    pub dir: PathBuf,
+    pub domain: Name,
+    pub node_addr: IpAddr,
+    pub reverse_zones: Vec<Name>,
+}
+
+impl ZoneSource {
+    pub fn new(dir: impl Into<PathBuf>, domain: &Name, node_addr: IpAddr) -> Self {
+        Self {
+            dir: dir.into(),
+            domain: domain.to_lowercase(),
+            node_addr,
+            reverse_zones: Vec::new(),
+        }
+    }
+
+    pub fn load(&self) -> Result<Zones, ZoneError> {
+        load(&self.dir, &self.domain, self.node_addr, &self.reverse_zones)
+    }
 }
 
 /// The line a parse error is on, which hickory's parser does not say: the first prefix of the
@@ -47,10 +81,11 @@ fn failing_line(text: &str, path: &Path, origin: &Option<Name>, message: &str) -
     })
 }
 
-pub fn load(dir: &Path, domain: &Name, node_addr: IpAddr) -> Result<Zones, ZoneError> {
+fn load(dir: &Path, domain: &Name, node_addr: IpAddr, reverse_zones: &[Name]) -> Result<Zones, ZoneError> {
     let mut catalog = Catalog::new();
     let mut files = Vec::new();
     let mut domain_soa = None;
+    let mut soas = BTreeMap::new();
     for path in zone_files(dir)? {
         let text = std::fs::read_to_string(&path).map_err(|source| ZoneError::Read {
             path: path.clone(),
@@ -80,28 +115,59 @@ pub fn load(dir: &Path, domain: &Name, node_addr: IpAddr) -> Result<Zones, ZoneE
         let soa =
             soa_of(&origin, &records).ok_or_else(|| parse_error(format!("no SOA record at the origin {origin}")))?;
         if origin == domain.to_lowercase() {
-            domain_soa = Some(soa);
+            domain_soa = Some(soa.clone());
         }
+        soas.insert(origin.clone(), soa);
         add_zone(&mut catalog, origin, records).map_err(parse_error)?;
         files.push(path);
     }
+    let synthesis_error = |message: String| ZoneError::Parse {
+        path: dir.to_path_buf(),
+        line: None,
+        message,
+    };
+    let origin = domain.to_lowercase();
+    let ns_name = name_under("ns", &origin);
     let soa = match domain_soa {
         Some(soa) => soa,
         None => {
-            let (soa, records) = synthesized_zone(domain, node_addr);
-            add_zone(&mut catalog, domain.to_lowercase(), records).map_err(|message| ZoneError::Parse {
-                path: dir.to_path_buf(),
-                line: None,
-                message,
-            })?;
+            let glue = match node_addr {
+                IpAddr::V4(v4) => Record::from_rdata(ns_name.clone(), 3600, RData::A(A(v4))),
+                IpAddr::V6(v6) => Record::from_rdata(ns_name.clone(), 3600, RData::AAAA(AAAA(v6))),
+            };
+            let (soa, records) = synthesized_zone(&origin, &origin, Some(glue));
+            add_zone(&mut catalog, origin.clone(), records).map_err(synthesis_error)?;
             soa
         }
     };
+    // A reverse zone without a file gets the domain's name server and hostmaster.
+    let mut reverse = Vec::new();
+    for zone in reverse_zones {
+        let zone = zone.to_lowercase();
+        let soa = match soas.get(&zone) {
+            Some(soa) => soa.clone(),
+            None => {
+                let (soa, records) = synthesized_zone(&zone, &origin, None);
+                add_zone(&mut catalog, zone.clone(), records).map_err(synthesis_error)?;
+                soa
+            }
+        };
+        reverse.push((zone, soa));
+    }
+    // The most specific zone first, so `reverse_zone_of` finds the one that holds a name.
+    reverse.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.num_labels()));
     Ok(Zones {
         catalog,
         negative_soa: soa,
+        reverse,
         files,
     })
+}
+
+fn name_under(label: &str, origin: &Name) -> Name {
+    Name::from_ascii(label)
+        .and_then(|n| n.append_domain(origin))
+        .unwrap_or_else(|_| origin.clone())
 }
 
 /// The `*.zone` files of `dir`, sorted; a missing folder holds none.
@@ -144,28 +210,20 @@ fn add_zone(catalog: &mut Catalog, origin: Name, records: BTreeMap<RrKey, Record
     Ok(())
 }
 
-/// A minimal zone for the domain when no file defines it: SOA, NS `ns.<domain>` and its address.
-/// Negative answers may be cached for 0 s: services come back at any moment.
-fn synthesized_zone(domain: &Name, node_addr: IpAddr) -> (Record, BTreeMap<RrKey, RecordSet>) {
-    let origin = domain.to_lowercase();
-    let ns_name = Name::from_ascii("ns")
-        .and_then(|n| n.append_domain(&origin))
-        .unwrap_or_else(|_| origin.clone());
-    let hostmaster = Name::from_ascii("hostmaster")
-        .and_then(|n| n.append_domain(&origin))
-        .unwrap_or_else(|_| origin.clone());
+/// A minimal zone when no file defines it: SOA and NS naming `ns.<domain>` (with its address as
+/// glue when it is inside the zone). Negative answers may be cached for 0 s: services come back
+/// at any moment.
+fn synthesized_zone(origin: &Name, domain: &Name, glue: Option<Record>) -> (Record, BTreeMap<RrKey, RecordSet>) {
+    let ns_name = name_under("ns", domain);
+    let hostmaster = name_under("hostmaster", domain);
     let soa = Record::from_rdata(
         origin.clone(),
         0,
         RData::SOA(SOA::new(ns_name.clone(), hostmaster, 1, 3600, 600, 86400, 0)),
     );
-    let ns = Record::from_rdata(origin.clone(), 3600, RData::NS(NS(ns_name.clone())));
-    let glue = match node_addr {
-        IpAddr::V4(v4) => Record::from_rdata(ns_name, 3600, RData::A(A(v4))),
-        IpAddr::V6(v6) => Record::from_rdata(ns_name, 3600, RData::AAAA(AAAA(v6))),
-    };
+    let ns = Record::from_rdata(origin.clone(), 3600, RData::NS(NS(ns_name)));
     let mut records = BTreeMap::new();
-    for record in [soa.clone(), ns, glue] {
+    for record in [soa.clone(), ns].into_iter().chain(glue) {
         let key = RrKey::new(LowerName::new(&record.name), record.record_type());
         records
             .entry(key)

@@ -11,13 +11,14 @@ mod error;
 pub use checks::{CheckEvent, CheckTimers};
 pub use error::RegistryError;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
 
 use crate::dns::answers::{AnswerCompiler, ServiceAnswers};
-use crate::model::{CheckId, Instance, InstanceId, ServiceKey, ServiceName};
+use crate::model::{Address, CheckId, Instance, InstanceId, ServiceKey, ServiceName};
 
 /// One service as readers see it: a consistent snapshot of its instances and answers.
 #[derive(Debug)]
@@ -67,6 +68,8 @@ pub struct Registry {
     /// Read on every DNS query: lock-free reads of immutable entries.
     services: papaya::HashMap<ServiceKey, Arc<ServiceEntry>>,
     check_owner: DashMap<CheckId, InstanceId>,
+    /// The instances at each address (node-address instances under the node's), for PTR answers.
+    by_address: DashMap<IpAddr, Vec<(InstanceId, ServiceKey)>>,
     index: AtomicU64,
     compiler: AnswerCompiler,
 }
@@ -78,6 +81,7 @@ impl Registry {
             instances: DashMap::new(),
             services: papaya::HashMap::new(),
             check_owner: DashMap::new(),
+            by_address: DashMap::new(),
             index: AtomicU64::new(1),
             compiler,
         }
@@ -122,6 +126,19 @@ impl Registry {
         let mut all: Vec<_> = self.services.pin().values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
+    }
+
+    /// The services with an instance at `ip` (registered with that address, or, for the node's
+    /// address, without one), sorted, each once.
+    pub fn services_at(&self, ip: IpAddr) -> Vec<Arc<ServiceEntry>> {
+        let mut keys: Vec<ServiceKey> = self
+            .by_address
+            .get(&ip)
+            .map(|e| e.value().iter().map(|(_, key)| key.clone()).collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys.dedup();
+        keys.iter().filter_map(|key| self.service_by_key(key)).collect()
     }
 
     pub fn compiler(&self) -> &AnswerCompiler {
@@ -181,6 +198,10 @@ impl Registry {
         let key = instance.service.key();
         let instance = Arc::new(instance);
         self.instances.insert(instance.id.clone(), instance.clone());
+        if let Some(old) = &previous {
+            self.unindex_address(old);
+        }
+        self.index_address(&instance);
         if let Some(old) = previous {
             let old_key = old.service.key();
             if old_key != key {
@@ -200,6 +221,7 @@ impl Registry {
 
     fn remove_instance(&self, w: &mut Writer, id: &InstanceId) -> Option<u64> {
         let (_, old) = self.instances.remove(id)?;
+        self.unindex_address(&old);
         for check in &old.checks {
             self.check_owner.remove(&check.spec.id);
             w.emit(CheckEvent::Stop {
@@ -210,6 +232,32 @@ impl Registry {
         self.rebuild_service(&old.service.key(), index, None, true);
         self.publish(index);
         Some(index)
+    }
+
+    fn address_of(&self, instance: &Instance) -> Option<IpAddr> {
+        match &instance.address {
+            Address::Host(_) => None,
+            address => Some(self.compiler.ip_of(address)),
+        }
+    }
+
+    fn index_address(&self, instance: &Instance) {
+        if let Some(ip) = self.address_of(instance) {
+            let entry = (instance.id.clone(), instance.service.key());
+            self.by_address.entry(ip).or_default().push(entry);
+        }
+    }
+
+    fn unindex_address(&self, instance: &Instance) {
+        let Some(ip) = self.address_of(instance) else {
+            return;
+        };
+        if let dashmap::Entry::Occupied(mut entry) = self.by_address.entry(ip) {
+            entry.get_mut().retain(|(id, _)| *id != instance.id);
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Writer> {

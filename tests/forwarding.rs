@@ -1,0 +1,152 @@
+//! Forwarding names outside the served zones to `--recursor` servers: a second sextant (a real
+//! DNS server on loopback, authoritative for `upstream-dc`) plays the recursor.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::dns::*;
+use common::{TestServer, ip, test_config};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use serde_json::json;
+
+async fn upstream() -> TestServer {
+    let mut config = test_config();
+    config.domain = "upstream-dc".into();
+    config.zones = std::env::temp_dir().join("sextant-no-zones"); // a missing folder: no files
+    let upstream = TestServer::start_with(config).await;
+    upstream
+        .register(json!({"Name": "payments", "ID": "p1", "Address": "10.8.0.1", "Port": 443}))
+        .await;
+    upstream
+}
+
+#[tokio::test]
+async fn names_outside_the_zones_go_to_the_recursor() {
+    let upstream = upstream().await;
+    let mut config = test_config();
+    config.recursors = vec![upstream.dns.to_string()];
+    let server = TestServer::start_with(config).await;
+    server
+        .register(json!({"Name": "orders", "ID": "o1", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+
+    for reply in [
+        udp(server.dns, "payments.service.upstream-dc.", RecordType::A).await,
+        tcp(server.dns, "payments.service.upstream-dc.", RecordType::A).await,
+    ] {
+        assert_eq!(rcode(&reply), ResponseCode::NoError, "{reply:?}");
+        assert_eq!(addresses(&reply), vec![ip("10.8.0.1")]);
+    }
+    // A large forwarded answer over TCP, and the upstream's NXDOMAIN relayed as it is.
+    let srv = tcp(server.dns, "payments.service.upstream-dc.", RecordType::SRV).await;
+    assert_eq!(srvs(&srv), vec![(443, 1, "0a080001.addr.upstream-dc.".to_string())]);
+    let missing = udp(server.dns, "nosuch.service.upstream-dc.", RecordType::A).await;
+    assert_eq!(rcode(&missing), ResponseCode::NXDomain);
+    assert!(has_soa(&missing, "upstream-dc."));
+
+    // Its own names are never forwarded, whatever the recursor would say.
+    let own = udp(server.dns, "orders.service.trading-dc.", RecordType::A).await;
+    assert_eq!(addresses(&own), vec![ip("10.0.0.1")]);
+    let own_missing = udp(server.dns, "nosuch.service.trading-dc.", RecordType::A).await;
+    assert_eq!(rcode(&own_missing), ResponseCode::NXDomain);
+    assert!(has_soa(&own_missing, "trading-dc."));
+
+    // Only recursive queries are forwarded, and never a zone transfer.
+    let mut iterative = query_message("payments.service.upstream-dc.", RecordType::A, None);
+    iterative.metadata.recursion_desired = false;
+    assert_eq!(rcode(&udp_message(server.dns, &iterative).await), ResponseCode::Refused);
+    let axfr = tcp(server.dns, "upstream-dc.", RecordType::AXFR).await;
+    assert_eq!(rcode(&axfr), ResponseCode::Refused);
+    server.stop().await;
+    upstream.stop().await;
+}
+
+#[tokio::test]
+async fn clients_outside_the_allowed_networks_are_refused() {
+    let upstream = upstream().await;
+    let mut config = test_config();
+    config.recursors = vec![upstream.dns.to_string()];
+    config.recursor_clients = vec!["192.0.2.0/24".into()]; // not loopback, where the test asks from
+    let server = TestServer::start_with(config).await;
+    for reply in [
+        udp(server.dns, "payments.service.upstream-dc.", RecordType::A).await,
+        tcp(server.dns, "payments.service.upstream-dc.", RecordType::A).await,
+    ] {
+        assert_eq!(rcode(&reply), ResponseCode::Refused);
+    }
+    server.stop().await;
+    upstream.stop().await;
+}
+
+#[tokio::test]
+async fn without_recursors_names_outside_are_refused() {
+    let upstream = upstream().await;
+    let server = TestServer::start().await;
+    for reply in [
+        udp(server.dns, "payments.service.upstream-dc.", RecordType::A).await,
+        tcp(server.dns, "payments.service.upstream-dc.", RecordType::A).await,
+    ] {
+        assert_eq!(rcode(&reply), ResponseCode::Refused, "not an open resolver by default");
+        assert!(reply.answers.is_empty());
+    }
+    server.stop().await;
+    upstream.stop().await;
+}
+
+/// A recursor that does not answer is given `recursor_timeout`, then the next is asked; when none
+/// answers the client gets SERVFAIL, and the UDP workers keep answering meanwhile.
+#[tokio::test]
+async fn a_silent_recursor_is_skipped_and_none_answering_is_servfail() {
+    let upstream = upstream().await;
+    // Bound and never read: a recursor that swallows queries (UDP and TCP on one port).
+    let silent_udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = silent_udp.local_addr().unwrap();
+    let silent_tcp = std::net::TcpListener::bind(silent).unwrap();
+
+    let mut config = test_config();
+    config.recursors = vec![silent.to_string(), upstream.dns.to_string()];
+    config.recursor_timeout = Duration::from_millis(300);
+    config.dns_workers = Some(1);
+    let server = TestServer::start_with(config).await;
+    server
+        .register(json!({"Name": "orders", "ID": "o1", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+
+    let started = Instant::now();
+    let forwarded = tokio::spawn({
+        let dns = server.dns;
+        async move { udp(dns, "payments.service.upstream-dc.", RecordType::A).await }
+    });
+    // While that query waits on the silent recursor, the one UDP worker answers its own names.
+    for _ in 0..20 {
+        let own = udp(server.dns, "orders.service.trading-dc.", RecordType::A).await;
+        assert_eq!(addresses(&own), vec![ip("10.0.0.1")]);
+    }
+    let reply = forwarded.await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(addresses(&reply), vec![ip("10.8.0.1")]);
+    assert!(
+        waited >= Duration::from_millis(300),
+        "the silent recursor was asked first ({waited:?})"
+    );
+    let tcp_reply = tcp(server.dns, "payments.service.upstream-dc.", RecordType::A).await;
+    assert_eq!(addresses(&tcp_reply), vec![ip("10.8.0.1")]);
+    server.stop().await;
+
+    let mut config = test_config();
+    config.recursors = vec![silent.to_string()];
+    config.recursor_timeout = Duration::from_millis(300);
+    let server = TestServer::start_with(config).await;
+    for reply in [
+        udp(server.dns, "payments.service.upstream-dc.", RecordType::A).await,
+        tcp(server.dns, "payments.service.upstream-dc.", RecordType::A).await,
+    ] {
+        assert_eq!(rcode(&reply), ResponseCode::ServFail);
+        assert_eq!(reply.queries.len(), 1, "the question is echoed");
+    }
+    server.stop().await;
+    upstream.stop().await;
+    drop((silent_udp, silent_tcp));
+}
