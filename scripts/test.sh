@@ -4,12 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System tools the tests and the walk-through use: dig (bind9-dnsutils), and the stub resolvers
-# that tests/resolvers.rs starts on loopback ports (unbound, dnsmasq).
+# System tools the tests and the walk-through use: dig (bind9-dnsutils), and the resolvers that
+# tests/resolvers.rs starts on loopback ports (unbound, dnsmasq, BIND's named).
 need_apt=()
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 [ -x /usr/sbin/unbound ] || need_apt+=(unbound)
 [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
+[ -x /usr/sbin/named ] || need_apt+=(bind9)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

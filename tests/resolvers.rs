@@ -1,6 +1,7 @@
-//! Real stub resolvers forwarding the domain to sextant, as hosts run them: unbound (forward-zone
-//! and stub-zone) and dnsmasq, started on loopback ports with the configurations the README gives.
-//! `scripts/test.sh` installs them (`apt-get install -y unbound dnsmasq-base`).
+//! Real resolvers forwarding the domain to sextant, as hosts run them: unbound (forward-zone and
+//! stub-zone), dnsmasq and BIND, started on loopback ports with the files in
+//! `examples/forwarding/` (only the port changed). `scripts/test.sh` installs them
+//! (`apt-get install -y unbound dnsmasq-base bind9`).
 
 mod common;
 
@@ -60,6 +61,20 @@ fn free_port() -> u16 {
     }
 }
 
+/// An example from `examples/forwarding/`, pointed at `sextant` instead of 127.0.0.1 port 8600.
+fn example(file: &str, sextant: SocketAddr) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/forwarding")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        text.contains("127.0.0.1") && text.contains("8600"),
+        "{file} names 127.0.0.1 port 8600"
+    );
+    assert_eq!(sextant.ip().to_string(), "127.0.0.1");
+    text.replace("8600", &sextant.port().to_string())
+}
+
 fn require(binary: &str, package: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin"] {
         let path = PathBuf::from(dir).join(binary);
@@ -93,23 +108,14 @@ impl Resolver {
         let dir = TempDir::new("unbound");
         let port = free_port();
         let zone = if zone_kind == "forward" {
-            format!(
-                "forward-zone:\n  name: \"trading-dc.\"\n  forward-addr: {}@{}\n",
-                sextant.ip(),
-                sextant.port()
-            )
+            example("unbound.conf", sextant)
         } else {
-            format!(
-                "stub-zone:\n  name: \"trading-dc.\"\n  stub-addr: {}@{}\n",
-                sextant.ip(),
-                sextant.port()
-            )
+            example("unbound-stub.conf", sextant)
         };
         let config = format!(
             "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  \
              directory: \"{dir}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n  do-ip6: no\n  \
-             access-control: 127.0.0.0/8 allow\n  do-not-query-localhost: no\n  domain-insecure: \"trading-dc.\"\n  \
-             module-config: \"iterator\"\n  num-threads: 1\n\n{zone}",
+             access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n  num-threads: 1\n\n{zone}",
             dir = dir.0.display(),
         );
         let file = dir.0.join("unbound.conf");
@@ -142,10 +148,11 @@ impl Resolver {
         let binary = require("dnsmasq", "dnsmasq-base");
         let dir = TempDir::new("dnsmasq");
         let port = free_port();
+        let conf = dir.0.join("dnsmasq.conf");
+        std::fs::write(&conf, example("dnsmasq.conf", sextant)).unwrap();
         let mut command = Command::new(binary);
         command.args([
             "--keep-in-foreground",
-            "--conf-file=/dev/null",
             "--no-resolv",
             "--no-hosts",
             "--bind-interfaces",
@@ -153,10 +160,43 @@ impl Resolver {
             "--user=root",
             &format!("--pid-file={}", dir.0.join("dnsmasq.pid").display()),
             &format!("--port={port}"),
-            &format!("--server=/trading-dc/{}#{}", sextant.ip(), sextant.port()),
+            &format!("--conf-file={}", conf.display()),
             "--cache-size=1000",
         ]);
         Self::spawn("dnsmasq", command, SocketAddr::from(([127, 0, 0, 1], port)), dir)
+    }
+
+    /// BIND's named with the example's forward zone and `validate-except`, DNSSEC validation on
+    /// as shipped, recursion for loopback only.
+    fn named(sextant: SocketAddr) -> Self {
+        let binary = require("named", "bind9");
+        let dir = TempDir::new("named");
+        let port = free_port();
+        let config = format!(
+            "options {{\n  directory \"{dir}\";\n  pid-file \"{dir}/named.pid\";\n  \
+             session-keyfile \"{dir}/session.key\";\n  managed-keys-directory \"{dir}\";\n  \
+             listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  recursion yes;\n  \
+             allow-recursion {{ 127.0.0.1; }};\n  dnssec-validation auto;\n  \
+             validate-except {{ \"trading-dc\"; }};\n}};\ncontrols {{ }};\n\
+             logging {{ channel log {{ file \"{dir}/named.log\"; severity warning; }}; \
+             category default {{ log; }}; }};\n\n{zone}",
+            dir = dir.0.display(),
+            zone = example("named.conf", sextant),
+        );
+        let file = dir.0.join("named.conf");
+        std::fs::write(&file, config).unwrap();
+        let check = Command::new(require("named-checkconf", "bind9"))
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "named-checkconf refused the config: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        let mut command = Command::new(binary);
+        command.arg("-f").arg("-c").arg(&file).arg("-n").arg("1");
+        Self::spawn("BIND", command, SocketAddr::from(([127, 0, 0, 1], port)), dir)
     }
 }
 
@@ -273,6 +313,20 @@ async fn unbound_stub_zone() {
 #[tokio::test]
 async fn dnsmasq_server_line() {
     resolves_through(Resolver::dnsmasq).await;
+}
+
+#[tokio::test]
+async fn bind_forward_zone() {
+    resolves_through(Resolver::named).await;
+}
+
+/// systemd-resolved needs systemd to run, which CI machines do not have; its example is at least
+/// held to the form resolved.conf(5) gives: an address with a port, and a routing-only domain.
+#[test]
+fn resolved_example_routes_the_domain_to_sextant() {
+    let text = example("resolved.conf", "127.0.0.1:5353".parse().unwrap());
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    assert_eq!(lines, ["[Resolve]", "DNS=127.0.0.1:5353", "Domains=~trading-dc"]);
 }
 
 /// `dig`, as the README's walk-through uses it.
