@@ -30,7 +30,7 @@ fn registry() -> Arc<Registry> {
 
 fn register(registry: &Registry, body: serde_json::Value) {
     let instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap()).unwrap();
-    registry.register(instance).unwrap();
+    let _ = registry.register(instance).expect("registers");
 }
 
 fn ip(i: usize) -> String {

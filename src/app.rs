@@ -15,7 +15,8 @@ use crate::dns::forward::Forwarder;
 use crate::dns::zones::{ZoneError, ZoneSource};
 use crate::dns::{DnsEngine, DnsHandler, DnsListeners, DnsServer};
 use crate::health::{HealthChecker, HealthError};
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError};
+use crate::store::{Journal, RedbStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -25,6 +26,12 @@ pub enum AppError {
     Zone(#[from] ZoneError),
     #[error(transparent)]
     Health(#[from] HealthError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Restore(#[from] RegistryError),
+    #[error("cannot start the journal thread: {0}")]
+    Journal(std::io::Error),
     #[error("cannot listen for DNS on {addr}: {source}")]
     BindDns { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for HTTP on {addr}: {source}")]
@@ -61,7 +68,13 @@ impl App {
         compiler.node_ttl = config.node_ttl_secs()?;
         compiler.a_record_limit = config.dns_a_record_limit;
         compiler.meta_txt = config.dns_meta_txt;
-        let registry = Arc::new(Registry::new(compiler));
+        // The registry as it was: an unreadable store stops the start, never an empty registry.
+        let store = Arc::new(RedbStore::open(&config.data_dir)?);
+        let snapshot = store.load()?;
+        let journal = Journal::start(store).map_err(AppError::Journal)?;
+        let registry = Arc::new(Registry::with_journal(compiler, journal));
+        let restored = registry.restore(snapshot)?;
+        tracing::info!(instances = restored, data_dir = %config.data_dir.display(), "registry restored");
         let max_checks_in_flight = config.max_checks_in_flight()?;
         let mut zone_source = ZoneSource::new(&config.zones, &domain, node_addr);
         zone_source.reverse_zones = config.reverse_zone_names()?;
@@ -168,6 +181,9 @@ impl App {
             Err(error) => tracing::warn!(%error, "HTTP server task failed"),
         }
         self.health.shutdown().await;
+        // Nothing writes any more: commit what is queued.
+        let registry = self.registry;
+        let _ = tokio::task::spawn_blocking(move || registry.close()).await;
     }
 }
 

@@ -5,7 +5,8 @@
 //! answers `<service>.service.<domain>` from those compiled answers and everything else from the
 //! zone files. The [`health`] checker runs every registered check and writes the results back
 //! through the registry. Data flows one way: HTTP and health checks write the registry, DNS reads
-//! it. [`app`] wires the pieces; [`config`] holds the settings; [`model`] the validated types they share.
+//! it; the registry makes every change durable through [`store`] before it is acknowledged, and is
+//! rebuilt from it at start. [`app`] wires the pieces; [`config`] holds the settings; [`model`] the validated types they share.
 
 pub mod api;
 pub mod app;
@@ -14,6 +15,7 @@ pub mod dns;
 pub mod health;
 pub mod model;
 pub mod registry;
+pub mod store;
 
 pub use app::App;
 pub use config::Config;

@@ -170,7 +170,8 @@ impl Address {
 }
 
 /// Health, ordered from best to worst so an instance's status is the `max` of its checks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Health {
     Passing,
     Warning,

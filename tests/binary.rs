@@ -3,62 +3,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::Duration;
 
+use common::process::{Running, start_binary};
 use hickory_proto::rr::RecordType;
-
-/// The real binary serving `zones` on ephemeral ports: its process, its log lines as they come,
-/// and the addresses it reported.
-struct Running {
-    child: KillOnDrop,
-    log: Receiver<String>,
-    dns: SocketAddr,
-    http: SocketAddr,
-}
-
-fn start_binary(zones: &Path) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
-        .arg(zones)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sextant starts");
-    let stderr = child.stderr.take().unwrap();
-    let child = KillOnDrop(child);
-    let (tx, log) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let field = |line: &str, key: &str| -> Option<SocketAddr> {
-        let start = line.find(&format!("{key}="))? + key.len() + 1;
-        line[start..].split_whitespace().next()?.parse().ok()
-    };
-    let (dns, http) = loop {
-        let line = log
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server logs its addresses");
-        if line.contains("sextant is serving") {
-            break (field(&line, "dns").unwrap(), field(&line, "http").unwrap());
-        }
-    };
-    Running { child, log, dns, http }
-}
 
 #[tokio::test]
 async fn binary_serves_on_ephemeral_ports_and_stops_on_sigterm() {
+    let data_dir = common::temp_data_dir();
     let Running {
         mut child, dns, http, ..
-    } = start_binary(&common::repo_zones());
+    } = start_binary(&common::repo_zones(), &data_dir);
 
     let client = reqwest::Client::new();
     let resp = client
@@ -91,16 +47,16 @@ async fn binary_serves_on_ephemeral_ports_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
-}
 
-/// A server left behind by a failed test would hold the test runner's pipes open.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    // Started again on the same data directory, it serves what it held.
+    let Running { child, dns, .. } = start_binary(&common::repo_zones(), &data_dir);
+    let reply = common::dns::udp(dns, "orders.service.trading-dc.", RecordType::SRV).await;
+    assert_eq!(
+        common::dns::srvs(&reply),
+        vec![(8080, 1, "0a000001.addr.trading-dc.".to_string())]
+    );
+    drop(child);
+    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 #[test]
@@ -124,11 +80,15 @@ fn bad_configuration_is_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("sextant-badzone-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("trading-dc.zone"), "@ IN SOA this is not a zone\n").unwrap();
+    let data_dir = common::temp_data_dir();
     let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
         .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
         .arg(&dir)
+        .arg("--data-dir")
+        .arg(&data_dir)
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -167,9 +127,10 @@ async fn sighup_reloads_the_zone_files() {
         std::fs::write(dir.join("example.test.zone"), text).unwrap();
     };
     zone("10.8.0.1");
+    let data_dir = common::temp_data_dir();
     let Running {
         child, log: rx, dns, ..
-    } = start_binary(&dir);
+    } = start_binary(&dir, &data_dir);
     let www = async || common::dns::addresses(&common::dns::udp(dns, "www.example.test.", RecordType::A).await);
     assert_eq!(www().await, [common::ip("10.8.0.1")]);
 
@@ -190,4 +151,5 @@ async fn sighup_reloads_the_zone_files() {
     assert_eq!(www().await, [common::ip("10.8.0.2")]);
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -30,7 +30,7 @@ pub fn routes() -> Router<ApiState> {
 async fn register(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     let instance = wire::parse_registration(&wire::parse_json(&body)?)?;
     let (id, service) = (instance.id.clone(), instance.service.clone());
-    let index = state.registry.register(instance)?;
+    let index = state.registry.register(instance)?.durable().await?;
     tracing::info!(service = %service, instance = %id, index, "registered");
     Ok(().into_response())
 }
@@ -42,7 +42,12 @@ async fn deregister(State(state): State<ApiState>, Path(id): Path<String>) -> Re
         ))
     };
     let parsed = InstanceId::parse(&id).map_err(|_| unknown())?;
-    let index = state.registry.deregister(&parsed).ok_or_else(unknown)?;
+    let index = state
+        .registry
+        .deregister(&parsed)?
+        .ok_or_else(unknown)?
+        .durable()
+        .await?;
     tracing::info!(instance = %id, index, "deregistered");
     Ok(().into_response())
 }

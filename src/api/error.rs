@@ -12,6 +12,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The server could not do what was asked (storage failed); nothing was acknowledged.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -28,6 +31,7 @@ impl From<RegistryError> for ApiError {
                 "Unknown check ID {:?}. Ensure that the check ID is passed, not the check name.",
                 id.as_str()
             )),
+            RegistryError::Store(_) | RegistryError::Restore { .. } => Self::Internal(e.to_string()),
         }
     }
 }
@@ -37,6 +41,7 @@ impl IntoResponse for ApiError {
         let status = match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (status, self.to_string()).into_response()
     }

@@ -117,7 +117,11 @@ async fn supervise(
             },
         };
         match event {
-            CheckEvent::Start { spec, generation } => {
+            CheckEvent::Start {
+                spec,
+                generation,
+                run_now,
+            } => {
                 let handle = Handle {
                     stop: stop.child_token(),
                     touched: Arc::new(Notify::new()),
@@ -127,6 +131,7 @@ async fn supervise(
                     shared: shared.clone(),
                     spec: spec.clone(),
                     generation,
+                    run_now,
                     touched: handle.touched.clone(),
                     stop: handle.stop.clone(),
                 };

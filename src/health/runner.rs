@@ -18,6 +18,8 @@ pub(super) struct Runner {
     pub shared: Arc<Shared>,
     pub spec: CheckSpec,
     pub generation: u64,
+    /// Probe at once instead of at a staggered moment (a check restored at start).
+    pub run_now: bool,
     /// Woken when a TTL update moved the check's deadlines.
     pub touched: Arc<Notify>,
     pub stop: CancellationToken,
@@ -30,9 +32,17 @@ impl Runner {
     pub async fn run(self) {
         let schedule = self.spec.kind.schedule();
         let mut thresholds = Thresholds::new(self.spec.success_before_passing, self.spec.failures_before_critical);
-        // The first run is staggered over the interval, so a restart or a bulk registration does
-        // not probe everything at once.
-        let mut next_probe = schedule.map(|(interval, _)| Instant::now() + stagger(interval));
+        // The first run is staggered over the interval, so a bulk registration does not probe
+        // everything at once; a restored check runs at once, its status being from before the
+        // restart (the in-flight limit spreads those).
+        let first_delay = |interval| {
+            if self.run_now {
+                Duration::ZERO
+            } else {
+                stagger(interval)
+            }
+        };
+        let mut next_probe = schedule.map(|(interval, _)| Instant::now() + first_delay(interval));
         let probe = self.shared.prober.prepare(&self.spec.kind);
         loop {
             let Some(timers) = self.registry.check_timers(&self.spec.id, self.generation) else {

@@ -17,7 +17,13 @@ use crate::model::{Check, CheckId, CheckKind, CheckSpec, Health, Instance, bound
 #[derive(Debug, Clone)]
 pub enum CheckEvent {
     /// A check definition was stored: run it. `generation` identifies this definition.
-    Start { spec: CheckSpec, generation: u64 },
+    /// `run_now`: probe at once (a restored check: its status is from before the restart)
+    /// rather than at a staggered moment within the interval.
+    Start {
+        spec: CheckSpec,
+        generation: u64,
+        run_now: bool,
+    },
     /// A check was removed, or redefined (a `Start` follows): stop running it.
     Stop { check: CheckId },
     /// A TTL check was updated through the API: its deadlines moved.
@@ -38,7 +44,8 @@ pub const TTL_EXPIRED: &str = "TTL expired";
 
 impl Registry {
     /// The stream of check starts and stops, beginning with a `Start` for every check already
-    /// registered. A second subscription replaces the first.
+    /// registered (restored ones, at start: they run at once). A second subscription replaces
+    /// the first.
     pub fn subscribe_checks(&self) -> UnboundedReceiver<CheckEvent> {
         let mut w = self.lock();
         let (events, receiver) = unbounded_channel();
@@ -47,6 +54,7 @@ impl Registry {
                 let _ = events.send(CheckEvent::Start {
                     spec: check.spec.clone(),
                     generation: check.generation,
+                    run_now: true,
                 });
             }
         }
@@ -78,6 +86,7 @@ impl Registry {
     /// restarts the TTL. Refused for checks that are probed, as Consul does.
     pub fn ttl_update(&self, check: &CheckId, status: Health, output: &str) -> Result<u64, RegistryError> {
         let mut w = self.lock();
+        self.check_store()?;
         let now = Instant::now();
         let index = self.update_check(&mut w, check, |c| {
             let CheckKind::Ttl { ttl } = c.spec.kind else {
@@ -186,6 +195,9 @@ impl Registry {
         let index = self.next_index();
         updated.modify_index = index;
         let key = updated.service.key();
+        // Statuses are kept best effort (restored as last known, then re-checked): a heartbeat
+        // does not wait for a disk sync.
+        let _ = self.journal_put(&updated, index, false);
         self.instances.insert(owner, Arc::new(updated));
         self.rebuild_service(&key, index, None, recompile);
         self.publish(index);

@@ -19,6 +19,7 @@ use dashmap::DashMap;
 
 use crate::dns::answers::{AnswerCompiler, ServiceAnswers};
 use crate::model::{Address, CheckId, Instance, InstanceId, ServiceKey, ServiceName};
+use crate::store::{Change, Journal, Pending, Snapshot, StoredInstance};
 
 /// One service as readers see it: a consistent snapshot of its instances and answers.
 #[derive(Debug)]
@@ -62,8 +63,25 @@ impl Writer {
     }
 }
 
+/// A write the registry made: its index, and its commit to wait for before acknowledging it.
+#[must_use = "a write is acknowledged only once it is durable"]
+pub struct Written {
+    pub index: u64,
+    pending: Pending,
+}
+
+impl Written {
+    /// Waits until the write is durable (at once without a store); its index.
+    pub async fn durable(self) -> Result<u64, RegistryError> {
+        self.pending.wait().await?;
+        Ok(self.index)
+    }
+}
+
 pub struct Registry {
     writer: Mutex<Writer>,
+    /// Where changes are made durable; `None`: the registry lives in memory only.
+    journal: Option<Journal>,
     instances: DashMap<InstanceId, Arc<Instance>>,
     /// Read on every DNS query: lock-free reads of immutable entries.
     services: papaya::HashMap<ServiceKey, Arc<ServiceEntry>>,
@@ -75,8 +93,19 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An in-memory registry (benchmarks, tests of the answer path).
     pub fn new(compiler: AnswerCompiler) -> Self {
+        Self::build(compiler, None)
+    }
+
+    /// A registry whose changes go to `journal`.
+    pub fn with_journal(compiler: AnswerCompiler, journal: Journal) -> Self {
+        Self::build(compiler, Some(journal))
+    }
+
+    fn build(compiler: AnswerCompiler, journal: Option<Journal>) -> Self {
         Self {
+            journal,
             writer: Mutex::new(Writer::default()),
             instances: DashMap::new(),
             services: papaya::HashMap::new(),
@@ -148,9 +177,10 @@ impl Registry {
     // === writes ===
 
     /// Adds or replaces an instance. A check whose definition is unchanged keeps its state (status,
-    /// timers, the running probe). Returns the index of the change.
-    pub fn register(&self, mut instance: Instance) -> Result<u64, RegistryError> {
+    /// timers, the running probe).
+    pub fn register(&self, mut instance: Instance) -> Result<Written, RegistryError> {
         let w = self.lock();
+        self.check_store()?;
         for check in &instance.checks {
             if let Some(owner) = self.check_owner.get(&check.spec.id)
                 && *owner != instance.id
@@ -177,6 +207,7 @@ impl Registry {
                     started.push(CheckEvent::Start {
                         spec: check.spec.clone(),
                         generation: index,
+                        run_now: false,
                     });
                 }
             }
@@ -209,17 +240,19 @@ impl Registry {
             }
         }
         self.rebuild_service(&key, index, Some(&instance), true);
+        let pending = self.journal_put(&instance, index, true);
         self.publish(index);
-        Ok(index)
+        Ok(Written { index, pending })
     }
 
-    /// Removes an instance and its checks. Returns the index of the change, or `None` if unknown.
-    pub fn deregister(&self, id: &InstanceId) -> Option<u64> {
+    /// Removes an instance and its checks; `None` if unknown.
+    pub fn deregister(&self, id: &InstanceId) -> Result<Option<Written>, RegistryError> {
         let mut w = self.lock();
-        self.remove_instance(&mut w, id)
+        self.check_store()?;
+        Ok(self.remove_instance(&mut w, id))
     }
 
-    fn remove_instance(&self, w: &mut Writer, id: &InstanceId) -> Option<u64> {
+    fn remove_instance(&self, w: &mut Writer, id: &InstanceId) -> Option<Written> {
         let (_, old) = self.instances.remove(id)?;
         self.unindex_address(&old);
         for check in &old.checks {
@@ -230,8 +263,78 @@ impl Registry {
         }
         let index = self.next_index();
         self.rebuild_service(&old.service.key(), index, None, true);
+        let pending = match &self.journal {
+            Some(journal) => journal.append(Change::Delete(old.id.to_string()), index, true),
+            None => Pending::ready(),
+        };
         self.publish(index);
-        Some(index)
+        Some(Written { index, pending })
+    }
+
+    /// Refuses writes once the store has failed: what is on disk is then unknown, and a restart
+    /// rebuilds from what was committed.
+    fn check_store(&self) -> Result<(), RegistryError> {
+        match self.journal.as_ref().and_then(Journal::failure) {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues the instance's stored form: durably for definitions, best effort for statuses.
+    fn journal_put(&self, instance: &Instance, index: u64, durable: bool) -> Pending {
+        match &self.journal {
+            Some(journal) => {
+                let record = Box::new(StoredInstance::from_instance(instance));
+                journal.append(Change::Put(record), index, durable)
+            }
+            None => Pending::ready(),
+        }
+    }
+
+    /// Rebuilds the registry from what the store holds, before anything is served. Check
+    /// statuses come back as last known (TTLs restart from now); the health checker, started
+    /// after, runs every probe at once.
+    pub fn restore(&self, snapshot: Snapshot) -> Result<usize, RegistryError> {
+        let _w = self.lock();
+        let mut by_service: std::collections::HashMap<ServiceKey, Vec<Arc<Instance>>> = Default::default();
+        let mut index = snapshot.index;
+        for stored in snapshot.instances {
+            let id = stored.id.clone();
+            let restore_error = |message: String| RegistryError::Restore {
+                id: id.clone(),
+                message,
+            };
+            let mut instance = stored.into_instance().map_err(restore_error)?;
+            for check in instance.checks.iter_mut() {
+                check.generation = instance.modify_index;
+                if let Some(owner) = self.check_owner.insert(check.spec.id.clone(), instance.id.clone()) {
+                    return Err(restore_error(format!(
+                        "check {:?} also belongs to instance {owner:?}",
+                        check.spec.id.as_str()
+                    )));
+                }
+            }
+            index = index.max(instance.modify_index);
+            let instance = Arc::new(instance);
+            self.index_address(&instance);
+            self.instances.insert(instance.id.clone(), instance.clone());
+            by_service.entry(instance.service.key()).or_default().push(instance);
+        }
+        let restored = self.instances.len();
+        for (key, instances) in by_service {
+            let modify_index = instances.iter().map(|i| i.modify_index).max().unwrap_or(index);
+            let create_index = instances.iter().map(|i| i.create_index).min().unwrap_or(index);
+            self.publish_service(&key, instances, create_index, modify_index, None);
+        }
+        self.publish(index.max(1));
+        Ok(restored)
+    }
+
+    /// Commits what is queued and stops the journal (at shutdown, once nothing writes any more).
+    pub fn close(&self) {
+        if let Some(journal) = &self.journal {
+            journal.close();
+        }
     }
 
     fn address_of(&self, instance: &Instance) -> Option<IpAddr> {
@@ -295,17 +398,28 @@ impl Registry {
             self.services.pin().remove(key);
             return;
         }
+        let create_index = previous.as_ref().map_or(index, |p| p.create_index);
+        let kept_answers = previous.as_ref().filter(|_| !recompile).map(|p| p.answers.clone());
+        self.publish_service(key, instances, create_index, index, kept_answers);
+    }
+
+    /// Publishes a service's entry: its instances sorted, its answers compiled (or kept).
+    fn publish_service(
+        &self,
+        key: &ServiceKey,
+        mut instances: Vec<Arc<Instance>>,
+        create_index: u64,
+        modify_index: u64,
+        answers: Option<ServiceAnswers>,
+    ) {
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         instances.shrink_to_fit();
         let name = instances[0].service.clone();
-        let answers = match previous.as_ref().filter(|_| !recompile) {
-            Some(previous) => previous.answers.clone(),
-            None => self.compiler.compile(&name, &instances),
-        };
+        let answers = answers.unwrap_or_else(|| self.compiler.compile(&name, &instances));
         let entry = ServiceEntry {
             name,
-            create_index: previous.as_ref().map_or(index, |p| p.create_index),
-            modify_index: index,
+            create_index,
+            modify_index,
             instances,
             answers,
         };

@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod endpoint;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ use sextant::{App, Config};
 
 pub struct TestServer {
     app: Option<App>,
+    /// The server's data directory (removed when the test ends).
+    pub data_dir: PathBuf,
     pub http: reqwest::Client,
     pub base: String,
     pub dns: SocketAddr,
@@ -24,11 +27,20 @@ pub fn repo_zones() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones")
 }
 
+/// A data directory of its own, under the system's temporary folder.
+pub fn temp_data_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("sextant-test-data-{}-{n}", std::process::id()))
+}
+
 pub fn test_config() -> Config {
     Config {
         dns: "127.0.0.1:0".parse().unwrap(),
         http: "127.0.0.1:0".parse().unwrap(),
         zones: repo_zones(),
+        data_dir: temp_data_dir(),
         node_name: Some("testnode".into()),
         ..Config::default()
     }
@@ -40,8 +52,10 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> Self {
+        let data_dir = config.data_dir.clone();
         let app = App::bind(config).await.expect("server starts");
         Self {
+            data_dir,
             base: format!("http://{}", app.http_addr()),
             dns: app.dns_addr(),
             http: reqwest::Client::builder()
@@ -95,6 +109,23 @@ impl TestServer {
     pub async fn stop(mut self) {
         if let Some(app) = self.app.take() {
             app.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+
+    /// Stops the server and keeps its data directory, for a restart on it (the caller removes it).
+    pub async fn stop_keeping_data(mut self) -> PathBuf {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+        std::mem::take(&mut self.data_dir)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
         }
     }
 }

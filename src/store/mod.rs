@@ -1,0 +1,61 @@
+//! Durable storage of the registry: every registration, deregistration and check definition is
+//! committed before the write is acknowledged, and the registry is rebuilt from it at start.
+//!
+//! The registry talks to a [`Journal`], which orders changes as the registry made them and
+//! commits them in batches (one fsync for every change that arrived while the last one ran:
+//! group commit). The journal writes through the [`Store`] trait, so another backend (etcd) can
+//! take the place of the local redb file.
+
+mod journal;
+mod record;
+mod redb_store;
+
+pub use journal::{Journal, Pending};
+pub use record::{StoredCheck, StoredInstance, StoredKind};
+pub use redb_store::RedbStore;
+
+/// One change to the stored registry.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Put(Box<StoredInstance>),
+    Delete(String),
+}
+
+/// Changes committed together, and the registry index after them.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    pub changes: &'a [Change],
+    pub index: u64,
+    /// Synced to disk before `write` returns; otherwise (check status changes) written through
+    /// without a sync: a crash of the process keeps it, a power loss may not.
+    pub durable: bool,
+}
+
+/// What was stored: every instance, and the index of the last change.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub instances: Vec<StoredInstance>,
+    pub index: u64,
+}
+
+/// Where the registry is kept.
+pub trait Store: Send + Sync + 'static {
+    /// Everything stored; an error (never an empty snapshot) when any of it cannot be read.
+    fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Applies a batch atomically.
+    fn write(&self, batch: &Batch<'_>) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use the data directory {path}: {message}")]
+    DataDir { path: String, message: String },
+    #[error("cannot open the registry database {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("corrupt record {key:?} in {path}: {message}")]
+    Corrupt { path: String, key: String, message: String },
+    #[error("cannot write the registry database {path}: {message}")]
+    Write { path: String, message: String },
+    #[error("the registry database failed earlier and takes no more writes until sextant restarts: {0}")]
+    Failed(String),
+}

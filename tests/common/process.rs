@@ -1,0 +1,62 @@
+//! The real `sextant` binary as a child process.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+/// The real binary serving `zones` (and keeping its registry in `data_dir`) on ephemeral ports: its process, its log lines as they come,
+/// and the addresses it reported.
+pub struct Running {
+    pub child: KillOnDrop,
+    pub log: Receiver<String>,
+    pub dns: SocketAddr,
+    pub http: SocketAddr,
+}
+
+pub fn start_binary(zones: &Path, data_dir: &Path) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
+        .arg(zones)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sextant starts");
+    let stderr = child.stderr.take().unwrap();
+    let child = KillOnDrop(child);
+    let (tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let field = |line: &str, key: &str| -> Option<SocketAddr> {
+        let start = line.find(&format!("{key}="))? + key.len() + 1;
+        line[start..].split_whitespace().next()?.parse().ok()
+    };
+    let (dns, http) = loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server logs its addresses");
+        if line.contains("sextant is serving") {
+            break (field(&line, "dns").unwrap(), field(&line, "http").unwrap());
+        }
+    };
+    Running { child, log, dns, http }
+}
+
+/// A server left behind by a failed test would hold the test runner's pipes open.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
