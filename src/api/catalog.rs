@@ -8,7 +8,8 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::{ApiState, Params, consul_json, wire};
+use super::error::ApiError;
+use super::{ApiState, Params, block, consul_json, wire};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -16,21 +17,27 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/catalog/service/{name}", get(service))
 }
 
-async fn services(State(state): State<ApiState>) -> Response {
+async fn services(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    block(&Params::parse(q), state.registry.watch_catalog()).await?;
     let map: BTreeMap<String, Vec<String>> = state
         .registry
         .services()
         .iter()
         .map(|s| (s.name.to_string(), s.tags()))
         .collect();
-    consul_json(state.registry.index(), json!(map))
+    Ok(consul_json(state.registry.catalog_index(), json!(map)))
 }
 
-async fn service(State(state): State<ApiState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
+async fn service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let params = Params::parse(q);
+    block(&params, state.registry.watch_service(&name)).await?;
     let tags: Vec<&str> = params.all("tag").collect();
     let Some(entry) = state.registry.service(&name) else {
-        return consul_json(state.registry.index(), json!([]));
+        return Ok(consul_json(state.registry.service_index(&name), json!([])));
     };
     let list: Vec<Value> = entry
         .instances
@@ -38,5 +45,5 @@ async fn service(State(state): State<ApiState>, Path(name): Path<String>, RawQue
         .filter(|i| tags.iter().all(|t| i.has_tag(t)))
         .map(|i| wire::catalog_service(i, &state.node))
         .collect();
-    consul_json(entry.modify_index, json!(list))
+    Ok(consul_json(entry.modify_index, json!(list)))
 }

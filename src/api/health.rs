@@ -7,7 +7,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::{ApiState, Params, consul_json, wire};
+use super::{ApiState, Params, block, consul_json, wire};
 use std::sync::Arc;
 
 use crate::model::{Health, Instance, InstanceId};
@@ -48,12 +48,17 @@ async fn state(State(state): State<ApiState>, Path(wanted): Path<String>) -> Res
 
 /// `?passing` keeps only instances whose every check passes (warning ones are dropped too, as
 /// Consul does); `?tag=` (repeatable) keeps instances carrying every given tag.
-async fn service(State(state): State<ApiState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
+async fn service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let params = Params::parse(q);
+    block(&params, state.registry.watch_service(&name)).await?;
     let passing = params.flag("passing");
     let tags: Vec<&str> = params.all("tag").collect();
     let Some(entry) = state.registry.service(&name) else {
-        return consul_json(state.registry.index(), json!([]));
+        return Ok(consul_json(state.registry.service_index(&name), json!([])));
     };
     let list: Vec<Value> = entry
         .instances
@@ -62,12 +67,17 @@ async fn service(State(state): State<ApiState>, Path(name): Path<String>, RawQue
         .filter(|i| tags.iter().all(|t| i.has_tag(t)))
         .map(|i| wire::health_entry(i, &state.node, 1))
         .collect();
-    consul_json(entry.modify_index, json!(list))
+    Ok(consul_json(entry.modify_index, json!(list)))
 }
 
 /// The checks of a service's instances. When no service has that name but an instance has that
 /// ID, its checks (sextant's extension: the design documents' client asks by instance ID).
-async fn checks(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+async fn checks(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    block(&Params::parse(q), state.registry.watch_service(&name)).await?;
     let render = |instances: &[Arc<Instance>]| -> Value {
         let list: Vec<Value> = instances
             .iter()
@@ -76,13 +86,15 @@ async fn checks(State(state): State<ApiState>, Path(name): Path<String>) -> Resp
         json!(list)
     };
     if let Some(entry) = state.registry.service(&name) {
-        return consul_json(entry.modify_index, render(&entry.instances));
+        return Ok(consul_json(entry.modify_index, render(&entry.instances)));
     }
-    match InstanceId::parse(&name)
-        .ok()
-        .and_then(|id| state.registry.instance(&id))
-    {
-        Some(instance) => consul_json(instance.modify_index, render(&[instance])),
-        None => consul_json(state.registry.index(), json!([])),
-    }
+    Ok(
+        match InstanceId::parse(&name)
+            .ok()
+            .and_then(|id| state.registry.instance(&id))
+        {
+            Some(instance) => consul_json(instance.modify_index, render(&[instance])),
+            None => consul_json(state.registry.service_index(&name), json!([])),
+        },
+    )
 }

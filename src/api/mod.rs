@@ -15,6 +15,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::Value;
+use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::registry::Registry;
@@ -22,8 +23,12 @@ pub use wire::NodeInfo;
 
 /// Request bodies above this are refused with 413 (Consul's registrations are a few kB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// A request that takes longer than this (a slow client trickling its body) is cut off.
+/// A write that takes longer than this (a slow client trickling its body) is cut off. Reads are
+/// not: a blocking query may rightly wait up to `MAX_WAIT`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A blocking query's `wait` when none is given, and the most it may ask for (Consul's).
+const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
+const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -34,17 +39,17 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState) -> Router {
+    let writes = agent::routes().layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        REQUEST_TIMEOUT,
+    ));
     Router::new()
-        .merge(agent::routes())
+        .merge(writes)
         .merge(catalog::routes())
         .merge(health::routes())
         .merge(status::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
         .with_state(state)
 }
 
@@ -60,6 +65,37 @@ fn consul_json(index: u64, body: Value) -> Response {
     headers.insert("X-Consul-KnownLeader", HeaderValue::from_static("true"));
     headers.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
     response
+}
+
+/// Consul's blocking query: with `?index=N` (N > 0) it returns once `changes` holds an index
+/// past N, or when `?wait=` (default 5 min, at most 10 min, plus up to 1/16 of it at random so
+/// that watchers spread out) runs out. Without `index` it returns at once. Waiting costs nothing:
+/// the task sleeps on the channel of what it watches.
+async fn block(params: &Params, mut changes: watch::Receiver<u64>) -> Result<(), error::ApiError> {
+    let Some(index) = params.get("index") else {
+        return Ok(());
+    };
+    let min: u64 = index
+        .parse()
+        .map_err(|_| error::ApiError::BadRequest(format!("Invalid index {index:?}: must be a number")))?;
+    let wait = match params.get("wait") {
+        None => DEFAULT_WAIT,
+        Some(text) => crate::model::parse_go_duration(text)
+            .map_err(|e| error::ApiError::BadRequest(format!("Invalid wait time: {e}")))?,
+    }
+    .min(MAX_WAIT);
+    if min == 0 {
+        return Ok(());
+    }
+    let jitter = Duration::from_nanos(rand::random_range(0..=wait.as_nanos() as u64 / 16));
+    let deadline = tokio::time::Instant::now() + wait + jitter;
+    while *changes.borrow_and_update() <= min {
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            _ => break, // timed out (or the registry is gone): answer with what is there
+        }
+    }
+    Ok(())
 }
 
 /// Query-string parameters as Consul reads them: repeated keys, and flags that are present

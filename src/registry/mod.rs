@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
+use tokio::sync::watch;
 
 use crate::dns::answers::{AnswerCompiler, ServiceAnswers};
 use crate::model::{Address, CheckId, Instance, InstanceId, ServiceKey, ServiceName};
@@ -88,6 +89,12 @@ pub struct Registry {
     check_owner: DashMap<CheckId, InstanceId>,
     /// The instances at each address (node-address instances under the node's), for PTR answers.
     by_address: DashMap<IpAddr, Vec<(InstanceId, ServiceKey)>>,
+    /// Blocking queries on one service wait on its channel (the index of its last change);
+    /// created by the first watcher, so a change wakes only the watchers of that service.
+    service_watches: DashMap<ServiceKey, watch::Sender<u64>>,
+    /// The index of the last change to the set of instances (registrations, deregistrations);
+    /// `/v1/catalog/services` watchers wait on it, health changes do not wake them.
+    catalog: watch::Sender<u64>,
     index: AtomicU64,
     compiler: AnswerCompiler,
 }
@@ -111,6 +118,8 @@ impl Registry {
             services: papaya::HashMap::new(),
             check_owner: DashMap::new(),
             by_address: DashMap::new(),
+            service_watches: DashMap::new(),
+            catalog: watch::Sender::new(1),
             index: AtomicU64::new(1),
             compiler,
         }
@@ -168,6 +177,54 @@ impl Registry {
         keys.sort();
         keys.dedup();
         keys.iter().filter_map(|key| self.service_by_key(key)).collect()
+    }
+
+    /// The index a blocking query on a service compares with: its last change, including its
+    /// removal; for a name never seen, the registry's index.
+    pub fn service_index(&self, name: &str) -> u64 {
+        let key = ServiceKey::new(name);
+        if let Some(entry) = self.service_by_key(&key) {
+            return entry.modify_index;
+        }
+        match self.service_watches.get(&key) {
+            Some(watch) => *watch.borrow(),
+            None => self.index(),
+        }
+    }
+
+    /// A channel that changes whenever the service does; its value is [`Self::service_index`].
+    pub fn watch_service(&self, name: &str) -> watch::Receiver<u64> {
+        let key = ServiceKey::new(name);
+        let current = self.service_index(name);
+        self.service_watches
+            .entry(key)
+            .or_insert_with(|| watch::Sender::new(current))
+            .subscribe()
+    }
+
+    /// The index of the last registration or deregistration (`/v1/catalog/services`).
+    pub fn catalog_index(&self) -> u64 {
+        *self.catalog.borrow()
+    }
+
+    pub fn watch_catalog(&self) -> watch::Receiver<u64> {
+        self.catalog.subscribe()
+    }
+
+    /// Wakes the watchers of a service that changed at `index`; a channel nobody holds any more
+    /// is dropped here.
+    fn notify_service(&self, key: &ServiceKey, index: u64) {
+        let unwatched = match self.service_watches.get(key) {
+            Some(watch) => {
+                watch.send_replace(index);
+                watch.receiver_count() == 0
+            }
+            None => false,
+        };
+        if unwatched {
+            self.service_watches
+                .remove_if(key, |_, watch| watch.receiver_count() == 0);
+        }
     }
 
     pub fn compiler(&self) -> &AnswerCompiler {
@@ -242,6 +299,7 @@ impl Registry {
         self.rebuild_service(&key, index, Some(&instance), true);
         let pending = self.journal_put(&instance, index, true);
         self.publish(index);
+        self.catalog.send_replace(index);
         Ok(Written { index, pending })
     }
 
@@ -268,6 +326,7 @@ impl Registry {
             None => Pending::ready(),
         };
         self.publish(index);
+        self.catalog.send_replace(index);
         Some(Written { index, pending })
     }
 
@@ -327,6 +386,7 @@ impl Registry {
             self.publish_service(&key, instances, create_index, modify_index, None);
         }
         self.publish(index.max(1));
+        self.catalog.send_replace(index.max(1));
         Ok(restored)
     }
 
@@ -396,6 +456,7 @@ impl Registry {
         }
         if instances.is_empty() {
             self.services.pin().remove(key);
+            self.notify_service(key, index);
             return;
         }
         let create_index = previous.as_ref().map_or(index, |p| p.create_index);
@@ -424,5 +485,6 @@ impl Registry {
             answers,
         };
         self.services.pin().insert(key.clone(), Arc::new(entry));
+        self.notify_service(key, modify_index);
     }
 }

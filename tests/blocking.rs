@@ -1,0 +1,178 @@
+//! Consul's blocking queries: `?index=N&wait=D` returns as soon as what is watched changes past
+//! N, or when the wait runs out, and changes elsewhere do not wake it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use serde_json::{Value, json};
+
+/// A GET's status, `X-Consul-Index` and JSON body.
+async fn get(server: &TestServer, path: &str) -> (u16, u64, Value) {
+    let response = server
+        .http
+        .get(server.url(path))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let index = response
+        .headers()
+        .get("X-Consul-Index")
+        .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
+    for header in ["X-Consul-KnownLeader", "X-Consul-LastContact"] {
+        assert!(
+            status != 200 || response.headers().contains_key(header),
+            "{path}: {header}"
+        );
+    }
+    let text = response.text().await.unwrap();
+    (
+        status,
+        index,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn instance(id: &str, service: &str) -> Value {
+    json!({"Name": service, "ID": id, "Address": "10.0.0.1", "Port": 80,
+           "Check": {"CheckID": format!("{id}-ttl"), "TTL": "1h", "Status": "passing"}})
+}
+
+/// Whether a spawned blocking query is still waiting after a moment.
+async fn still_waiting<T>(query: &tokio::task::JoinHandle<T>) -> bool {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    !query.is_finished()
+}
+
+#[tokio::test]
+async fn a_blocking_query_returns_on_a_change_of_its_service_only() {
+    let server = std::sync::Arc::new(TestServer::start().await);
+    server.register(instance("orders-1", "orders")).await;
+    for path in [
+        "/v1/health/service/orders",
+        "/v1/catalog/service/orders",
+        "/v1/health/checks/orders",
+    ] {
+        let (_, index, _) = get(&server, path).await;
+        let started = Instant::now();
+        let query = tokio::spawn({
+            let (server, path) = (server.clone(), format!("{path}?index={index}&wait=30s"));
+            async move { get(&server, &path).await }
+        });
+        assert!(still_waiting(&query).await, "{path}: nothing changed yet");
+        // Another service changing does not wake it.
+        server.register(instance(&format!("quotes-{index}"), "quotes")).await;
+        assert!(still_waiting(&query).await, "{path}: woken by another service");
+        // Its own does, at once.
+        server.register(instance(&format!("orders-{index}"), "orders")).await;
+        let (status, new_index, body) = query.await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(new_index > index, "{path}: {index} → {new_index}");
+        assert!(body.as_array().unwrap().len() >= 2, "{path}: {body}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{path}");
+    }
+
+    // A health change wakes `/v1/health/service` (with `?passing`, as watchers ask).
+    let (_, index, body) = get(&server, "/v1/health/service/orders?passing").await;
+    let before = body.as_array().unwrap().len();
+    let query = tokio::spawn({
+        let (server, path) = (
+            server.clone(),
+            format!("/v1/health/service/orders?passing&index={index}"),
+        );
+        async move { get(&server, &path).await }
+    });
+    assert!(still_waiting(&query).await);
+    let (status, _) = server.put("/v1/agent/check/fail/orders-1-ttl").await;
+    assert_eq!(status, 200);
+    let (_, new_index, body) = query.await.unwrap();
+    assert!(new_index > index);
+    assert_eq!(
+        body.as_array().unwrap().len(),
+        before - 1,
+        "the failed instance left ?passing"
+    );
+    std::sync::Arc::into_inner(server).unwrap().stop().await;
+}
+
+#[tokio::test]
+async fn the_catalog_wakes_on_registrations_not_on_health() {
+    let server = std::sync::Arc::new(TestServer::start().await);
+    server.register(instance("orders-1", "orders")).await;
+    let (_, index, _) = get(&server, "/v1/catalog/services").await;
+    let query = tokio::spawn({
+        let (server, path) = (server.clone(), format!("/v1/catalog/services?index={index}&wait=30s"));
+        async move { get(&server, &path).await }
+    });
+    let (status, _) = server.put("/v1/agent/check/warn/orders-1-ttl").await;
+    assert_eq!(status, 200);
+    assert!(
+        still_waiting(&query).await,
+        "a health change does not change the catalog"
+    );
+    server.register(instance("web-1", "web")).await;
+    let (_, new_index, body) = query.await.unwrap();
+    assert!(new_index > index);
+    assert!(body.get("web").is_some(), "{body}");
+
+    // Deregistration too.
+    let query = tokio::spawn({
+        let (server, path) = (server.clone(), format!("/v1/catalog/services?index={new_index}"));
+        async move { get(&server, &path).await }
+    });
+    assert!(still_waiting(&query).await);
+    let (status, _) = server.put("/v1/agent/service/deregister/web-1").await;
+    assert_eq!(status, 200);
+    let (_, _, body) = query.await.unwrap();
+    assert!(body.get("web").is_none(), "{body}");
+    std::sync::Arc::into_inner(server).unwrap().stop().await;
+}
+
+#[tokio::test]
+async fn waits_run_out_and_unknown_services_can_be_watched() {
+    let server = std::sync::Arc::new(TestServer::start().await);
+    server.register(instance("orders-1", "orders")).await;
+    let (_, index, _) = get(&server, "/v1/health/service/orders").await;
+    let started = Instant::now();
+    let (status, same, body) = get(&server, &format!("/v1/health/service/orders?index={index}&wait=300ms")).await;
+    let waited = started.elapsed();
+    assert_eq!((status, same), (200, index));
+    assert_eq!(body.as_array().unwrap().len(), 1);
+    // 300 ms, plus at most 1/16 of it as jitter, plus the request itself.
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+
+    // An index already passed: at once. index=0: at once.
+    for path in [
+        format!("/v1/health/service/orders?index={}", index - 1),
+        "/v1/health/service/orders?index=0&wait=30s".to_owned(),
+    ] {
+        let started = Instant::now();
+        assert_eq!(get(&server, &path).await.0, 200);
+        assert!(started.elapsed() < Duration::from_secs(2), "{path}");
+    }
+
+    // A service nobody registered yet: the watch returns when it appears.
+    let (_, index, body) = get(&server, "/v1/health/service/payments").await;
+    assert_eq!(body, json!([]));
+    let query = tokio::spawn({
+        let (server, path) = (server.clone(), format!("/v1/health/service/payments?index={index}"));
+        async move { get(&server, &path).await }
+    });
+    assert!(still_waiting(&query).await);
+    server.register(instance("payments-1", "payments")).await;
+    let (_, _, body) = query.await.unwrap();
+    assert_eq!(body.as_array().unwrap().len(), 1);
+
+    // Bad parameters are a 400 that says which.
+    let (status, _, body) = get(&server, "/v1/health/service/orders?index=abc").await;
+    assert_eq!(status, 400);
+    assert!(body.as_str().unwrap().contains("index"), "{body}");
+    let (status, _, body) = get(&server, "/v1/health/service/orders?index=5&wait=soon").await;
+    assert_eq!(status, 400);
+    assert!(body.as_str().unwrap().contains("wait"), "{body}");
+    std::sync::Arc::into_inner(server).unwrap().stop().await;
+}
