@@ -212,7 +212,7 @@ impl Default for Weights {
 
 /// An HTTP check's definition (boxed in [`CheckKind`]: most checks are TTL or TCP, and the
 /// enum should not be this large for them).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HttpCheck {
     pub url: String,
     pub method: String,
@@ -224,7 +224,8 @@ pub struct HttpCheck {
 }
 
 /// What a check probes. Only the definition: running it is the health module's job.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// (Serialized as the store keeps it: `{"Http": {...}}`, `{"Tcp": {...}}`, `{"Ttl": {...}}`.)
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CheckKind {
     Http(Box<HttpCheck>),
     Tcp {

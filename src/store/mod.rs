@@ -11,7 +11,7 @@ mod record;
 mod redb_store;
 
 pub use journal::{Journal, Pending};
-pub use record::{StoredCheck, StoredInstance, StoredKind};
+pub use record::{StoredCheck, StoredInstance};
 pub use redb_store::RedbStore;
 
 /// One change to the stored registry.

@@ -8,9 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::model::{
-    Address, Check, CheckId, CheckKind, CheckSpec, Health, HttpCheck, Instance, InstanceId, ServiceName, Weights,
-};
+use crate::model::{Address, Check, CheckId, CheckKind, CheckSpec, Health, Instance, InstanceId, ServiceName, Weights};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredInstance {
@@ -33,7 +31,7 @@ pub struct StoredCheck {
     pub id: String,
     pub name: String,
     pub notes: String,
-    pub kind: StoredKind,
+    pub kind: CheckKind,
     pub initial_status: Health,
     pub success_before_passing: u32,
     pub failures_before_critical: u32,
@@ -45,27 +43,6 @@ pub struct StoredCheck {
     /// Wall-clock time the check turned critical, so DeregisterCriticalServiceAfter keeps
     /// counting across a restart.
     pub critical_since: Option<SystemTime>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum StoredKind {
-    Http {
-        url: String,
-        method: String,
-        header: BTreeMap<String, Vec<String>>,
-        body: String,
-        tls_skip_verify: bool,
-        interval: Duration,
-        timeout: Duration,
-    },
-    Tcp {
-        target: String,
-        interval: Duration,
-        timeout: Duration,
-    },
-    Ttl {
-        ttl: Duration,
-    },
 }
 
 impl StoredInstance {
@@ -127,32 +104,11 @@ impl StoredInstance {
 impl StoredCheck {
     fn from_check(check: &Check, now: Instant, wall: SystemTime) -> Self {
         let spec = &check.spec;
-        let kind = match &spec.kind {
-            CheckKind::Http(http) => StoredKind::Http {
-                url: http.url.clone(),
-                method: http.method.clone(),
-                header: http.header.clone(),
-                body: http.body.clone(),
-                tls_skip_verify: http.tls_skip_verify,
-                interval: http.interval,
-                timeout: http.timeout,
-            },
-            CheckKind::Tcp {
-                target,
-                interval,
-                timeout,
-            } => StoredKind::Tcp {
-                target: target.clone(),
-                interval: *interval,
-                timeout: *timeout,
-            },
-            CheckKind::Ttl { ttl } => StoredKind::Ttl { ttl: *ttl },
-        };
         Self {
             id: spec.id.to_string(),
             name: spec.name.clone(),
             notes: spec.notes.clone(),
-            kind,
+            kind: spec.kind.clone(),
             initial_status: spec.initial_status,
             success_before_passing: spec.success_before_passing,
             failures_before_critical: spec.failures_before_critical,
@@ -167,40 +123,11 @@ impl StoredCheck {
     }
 
     fn into_check(self, now: Instant, wall: SystemTime) -> Result<Check, String> {
-        let kind = match self.kind {
-            StoredKind::Http {
-                url,
-                method,
-                header,
-                body,
-                tls_skip_verify,
-                interval,
-                timeout,
-            } => CheckKind::Http(Box::new(HttpCheck {
-                url,
-                method,
-                header,
-                body,
-                tls_skip_verify,
-                interval,
-                timeout,
-            })),
-            StoredKind::Tcp {
-                target,
-                interval,
-                timeout,
-            } => CheckKind::Tcp {
-                target,
-                interval,
-                timeout,
-            },
-            StoredKind::Ttl { ttl } => CheckKind::Ttl { ttl },
-        };
         let spec = CheckSpec {
             id: CheckId::parse(&self.id).map_err(|e| format!("check ID: {e}"))?,
             name: self.name,
             notes: self.notes,
-            kind,
+            kind: self.kind,
             initial_status: self.initial_status,
             success_before_passing: self.success_before_passing,
             failures_before_critical: self.failures_before_critical,
@@ -250,6 +177,17 @@ mod tests {
         instance.modify_index = 9;
         instance.checks[2].output = "slow".into();
         let json = serde_json::to_vec(&StoredInstance::from_instance(&instance)).unwrap();
+        // The stored form of a check kind (files written now must read later).
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(
+            text.contains(r#""kind":{"Http":{"url":"https://10.0.0.1/health","method":"POST""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""kind":{"Tcp":{"target":"10.0.0.1:80""#), "{text}");
+        assert!(
+            text.contains(r#""kind":{"Ttl":{"ttl":{"secs":30,"nanos":0}}}"#),
+            "{text}"
+        );
         let restored = serde_json::from_slice::<StoredInstance>(&json)
             .unwrap()
             .into_instance()
