@@ -41,6 +41,12 @@ fn instance(id: &str, service: &str) -> Value {
            "Check": {"CheckID": format!("{id}-ttl"), "TTL": "1h", "Status": "passing"}})
 }
 
+/// A GET running in the background (a blocking query waiting for a change).
+fn spawn_get(server: &std::sync::Arc<TestServer>, path: String) -> tokio::task::JoinHandle<(u16, u64, Value)> {
+    let server = server.clone();
+    tokio::spawn(async move { get(&server, &path).await })
+}
+
 /// Whether a spawned blocking query is still waiting after a moment.
 async fn still_waiting<T>(query: &tokio::task::JoinHandle<T>) -> bool {
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -58,10 +64,7 @@ async fn a_blocking_query_returns_on_a_change_of_its_service_only() {
     ] {
         let (_, index, _) = get(&server, path).await;
         let started = Instant::now();
-        let query = tokio::spawn({
-            let (server, path) = (server.clone(), format!("{path}?index={index}&wait=30s"));
-            async move { get(&server, &path).await }
-        });
+        let query = spawn_get(&server, format!("{path}?index={index}&wait=30s"));
         assert!(still_waiting(&query).await, "{path}: nothing changed yet");
         // Another service changing does not wake it.
         server.register(instance(&format!("quotes-{index}"), "quotes")).await;
@@ -78,13 +81,7 @@ async fn a_blocking_query_returns_on_a_change_of_its_service_only() {
     // A health change wakes `/v1/health/service` (with `?passing`, as watchers ask).
     let (_, index, body) = get(&server, "/v1/health/service/orders?passing").await;
     let before = body.as_array().unwrap().len();
-    let query = tokio::spawn({
-        let (server, path) = (
-            server.clone(),
-            format!("/v1/health/service/orders?passing&index={index}"),
-        );
-        async move { get(&server, &path).await }
-    });
+    let query = spawn_get(&server, format!("/v1/health/service/orders?passing&index={index}"));
     assert!(still_waiting(&query).await);
     let (status, _) = server.put("/v1/agent/check/fail/orders-1-ttl").await;
     assert_eq!(status, 200);
@@ -103,10 +100,7 @@ async fn the_catalog_wakes_on_registrations_not_on_health() {
     let server = std::sync::Arc::new(TestServer::start().await);
     server.register(instance("orders-1", "orders")).await;
     let (_, index, _) = get(&server, "/v1/catalog/services").await;
-    let query = tokio::spawn({
-        let (server, path) = (server.clone(), format!("/v1/catalog/services?index={index}&wait=30s"));
-        async move { get(&server, &path).await }
-    });
+    let query = spawn_get(&server, format!("/v1/catalog/services?index={index}&wait=30s"));
     let (status, _) = server.put("/v1/agent/check/warn/orders-1-ttl").await;
     assert_eq!(status, 200);
     assert!(
@@ -119,10 +113,7 @@ async fn the_catalog_wakes_on_registrations_not_on_health() {
     assert!(body.get("web").is_some(), "{body}");
 
     // Deregistration too.
-    let query = tokio::spawn({
-        let (server, path) = (server.clone(), format!("/v1/catalog/services?index={new_index}"));
-        async move { get(&server, &path).await }
-    });
+    let query = spawn_get(&server, format!("/v1/catalog/services?index={new_index}"));
     assert!(still_waiting(&query).await);
     let (status, _) = server.put("/v1/agent/service/deregister/web-1").await;
     assert_eq!(status, 200);
@@ -158,10 +149,7 @@ async fn waits_run_out_and_unknown_services_can_be_watched() {
     // A service nobody registered yet: the watch returns when it appears.
     let (_, index, body) = get(&server, "/v1/health/service/payments").await;
     assert_eq!(body, json!([]));
-    let query = tokio::spawn({
-        let (server, path) = (server.clone(), format!("/v1/health/service/payments?index={index}"));
-        async move { get(&server, &path).await }
-    });
+    let query = spawn_get(&server, format!("/v1/health/service/payments?index={index}"));
     assert!(still_waiting(&query).await);
     server.register(instance("payments-1", "payments")).await;
     let (_, _, body) = query.await.unwrap();

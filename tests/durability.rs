@@ -43,6 +43,12 @@ async fn get_json(http: std::net::SocketAddr, path: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// The `X-Consul-Index` of a GET.
+async fn consul_index(http: std::net::SocketAddr, path: &str) -> u64 {
+    let response = client().get(format!("http://{http}{path}")).send().await.unwrap();
+    response.headers()["X-Consul-Index"].to_str().unwrap().parse().unwrap()
+}
+
 /// SIGKILL: no shutdown code runs.
 fn kill_9(running: Running) {
     let mut child = running.child;
@@ -74,16 +80,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let moved = json!({"Name": "orders", "ID": "orders-1", "Address": "10.0.0.1", "Port": 9090,
                        "Check": {"CheckID": "orders-1-ttl", "TTL": "1h", "Status": "passing"}});
     assert_eq!(put(http, "/v1/agent/service/register", Some(&moved)).await, 200);
-    let index_before: u64 = client()
-        .get(format!("http://{http}/v1/health/service/orders"))
-        .send()
-        .await
-        .unwrap()
-        .headers()["X-Consul-Index"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let index_before = consul_index(http, "/v1/health/service/orders").await;
     kill_9(server);
 
     let server = start_binary(&repo_zones(), &data_dir);
@@ -116,16 +113,7 @@ async fn acknowledged_writes_survive_kill_9() {
         ]
     );
     assert_eq!(health[1]["Service"]["Meta"]["build"], "42");
-    let index_after: u64 = client()
-        .get(format!("http://{http}/v1/health/service/orders", http = server.http))
-        .send()
-        .await
-        .unwrap()
-        .headers()["X-Consul-Index"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let index_after = consul_index(server.http, "/v1/health/service/orders").await;
     assert!(
         index_after >= index_before,
         "the index does not go back ({index_before} → {index_after})"

@@ -75,6 +75,20 @@ fn example(file: &str, sextant: SocketAddr) -> String {
     text.replace("8600", &sextant.port().to_string())
 }
 
+/// Writes a resolver's configuration into `dir` and has the resolver's own checker, `(tool,
+/// package)`, accept it first, so a bad file fails here with the checker's words.
+fn write_checked_config(dir: &TempDir, name: &str, config: &str, (tool, package): (&str, &str)) -> PathBuf {
+    let file = dir.0.join(name);
+    std::fs::write(&file, config).unwrap();
+    let check = Command::new(require(tool, package)).arg(&file).output().unwrap();
+    assert!(
+        check.status.success(),
+        "{tool} refused the config: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    file
+}
+
 fn require(binary: &str, package: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin"] {
         let path = PathBuf::from(dir).join(binary);
@@ -118,17 +132,7 @@ impl Resolver {
              access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n  num-threads: 1\n\n{zone}",
             dir = dir.0.display(),
         );
-        let file = dir.0.join("unbound.conf");
-        std::fs::write(&file, config).unwrap();
-        let check = Command::new(require("unbound-checkconf", "unbound"))
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "unbound-checkconf refused the config: {}",
-            String::from_utf8_lossy(&check.stdout)
-        );
+        let file = write_checked_config(&dir, "unbound.conf", &config, ("unbound-checkconf", "unbound"));
         let mut command = Command::new(binary);
         command.arg("-d").arg("-c").arg(&file);
         Self::spawn(
@@ -183,17 +187,7 @@ impl Resolver {
             dir = dir.0.display(),
             zone = example("named.conf", sextant),
         );
-        let file = dir.0.join("named.conf");
-        std::fs::write(&file, config).unwrap();
-        let check = Command::new(require("named-checkconf", "bind9"))
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "named-checkconf refused the config: {}",
-            String::from_utf8_lossy(&check.stdout)
-        );
+        let file = write_checked_config(&dir, "named.conf", &config, ("named-checkconf", "bind9"));
         let mut command = Command::new(binary);
         command.arg("-f").arg("-c").arg(&file).arg("-n").arg("1");
         Self::spawn("BIND", command, SocketAddr::from(([127, 0, 0, 1], port)), dir)

@@ -85,9 +85,6 @@ impl DnsEngine {
         if header.metadata.message_type == hickory_proto::op::MessageType::Response {
             return None;
         }
-        if self.forwards(query, src) {
-            return self.forward(query, transport).await;
-        }
         let protocol = match transport {
             Transport::Udp => Protocol::Udp,
             Transport::Tcp => Protocol::Tcp,
@@ -110,7 +107,8 @@ impl DnsEngine {
         slot.take()
     }
 
-    /// Answers into `out`; false when there is nothing to send.
+    /// Answers into `out` (the fast path; the recursors for names outside the served zones; the
+    /// hickory path for the rest); false when there is nothing to send.
     pub async fn answer(
         &self,
         query: &[u8],
@@ -121,6 +119,13 @@ impl DnsEngine {
     ) -> bool {
         match self.fast.answer(query, out, transport, rotation) {
             Outcome::Answered => true,
+            Outcome::Fallback if self.forwards(query, src) => match self.forward(query, transport).await {
+                Some(response) => {
+                    *out = response;
+                    true
+                }
+                None => false,
+            },
             Outcome::Fallback => self.answer_hickory_into(query, src, transport, out).await,
         }
     }

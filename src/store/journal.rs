@@ -16,7 +16,7 @@ struct Entry {
     change: Change,
     index: u64,
     durable: bool,
-    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    done: oneshot::Sender<Result<(), StoreError>>,
 }
 
 pub struct Journal {
@@ -74,7 +74,7 @@ impl Journal {
             change,
             index,
             durable,
-            done: Some(done),
+            done,
         };
         let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
         match sender.as_ref().map(|s| s.send(entry)) {
@@ -103,31 +103,25 @@ impl Drop for Journal {
 }
 
 fn commit_loop(store: &dyn Store, receiver: &Receiver<Entry>, failed: &OnceLock<StoreError>) {
-    let mut entries: Vec<Entry> = Vec::new();
     let mut changes: Vec<Change> = Vec::new();
+    let mut waiters = Vec::new();
     let mut unsynced = false;
     let mut last_index = 0;
     // Blocks for the first change, then takes whatever else queued meanwhile.
     while let Ok(first) = receiver.recv() {
-        entries.push(first);
-        while entries.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(entry) => entries.push(entry),
-                Err(_) => break,
-            }
+        let mut durable = false;
+        let mut next = Some(first);
+        while let Some(entry) = next {
+            durable |= entry.durable;
+            last_index = last_index.max(entry.index);
+            changes.push(entry.change);
+            waiters.push(entry.done);
+            next = if changes.len() < MAX_BATCH {
+                receiver.try_recv().ok()
+            } else {
+                None
+            };
         }
-        changes.extend(
-            entries
-                .iter_mut()
-                .map(|e| std::mem::replace(&mut e.change, Change::Delete(String::new()))),
-        );
-        let durable = entries.iter().any(|e| e.durable);
-        last_index = entries
-            .iter()
-            .map(|e| e.index)
-            .max()
-            .unwrap_or(last_index)
-            .max(last_index);
         let result = match failed.get() {
             Some(error) => Err(StoreError::Failed(error.to_string())),
             None => store.write(&Batch {
@@ -143,10 +137,8 @@ fn commit_loop(store: &dyn Store, receiver: &Receiver<Entry>, failed: &OnceLock<
             let _ = failed.set(error.clone());
         }
         unsynced = if durable { false } else { unsynced || result.is_ok() };
-        for entry in entries.drain(..) {
-            if let Some(done) = entry.done {
-                let _ = done.send(result.clone());
-            }
+        for done in waiters.drain(..) {
+            let _ = done.send(result.clone());
         }
         changes.clear();
     }
