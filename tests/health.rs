@@ -175,9 +175,9 @@ async fn ttl_updates_set_status_and_a_missed_heartbeat_expires() {
     let mut last_beat = Instant::now();
     while start.elapsed() < Duration::from_millis(2500) {
         assert!(status_is(&server, id, "passing").await, "expired despite heartbeats");
+        last_beat = Instant::now(); // before the request, as the server's TTL restarts on receipt
         let (code, _) = server.put("/v1/agent/check/pass/service:worker-1").await;
         assert_eq!(code, 200);
-        last_beat = Instant::now();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(dns_a(&server, "worker").await, [ip("10.1.0.3")]);
@@ -282,11 +282,13 @@ async fn deregister_critical_service_after_is_honoured_to_the_second() {
         .register(json!({"Name": "batch", "ID": "batch-ok", "Address": "10.1.0.5",
                "Check": {"TTL": "1m", "Status": "passing", "DeregisterCriticalServiceAfter": "1s"}}))
         .await;
+    // Timed from before the request: the server starts the clock when it takes the registration,
+    // and the 200 comes only after the fsync, which a busy disk can stretch to hundreds of ms.
+    let registered = Instant::now();
     server
         .register(json!({"Name": "batch", "ID": "batch-dead", "Address": "10.1.0.6",
                "Check": {"TTL": "1m", "DeregisterCriticalServiceAfter": "1s"}}))
         .await;
-    let registered = Instant::now();
     wait_for("the critical instance to be removed", async || {
         server.get("/v1/agent/service/batch-dead").await.0 == 404
     })
@@ -305,9 +307,9 @@ async fn deregister_critical_service_after_is_honoured_to_the_second() {
     assert_eq!(server.app().health().running(), 1, "its check task ended");
 
     // A check that fails later is timed from when it turned critical.
+    let failed = Instant::now();
     let (code, _) = server.put("/v1/agent/check/fail/service:batch-ok").await;
     assert_eq!(code, 200);
-    let failed = Instant::now();
     wait_for("the failed instance to be removed", async || {
         server.get("/v1/agent/service/batch-ok").await.0 == 404
     })
