@@ -4,13 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System tools the tests and the walk-through use: dig (bind9-dnsutils), and the resolvers that
-# tests/resolvers.rs starts on loopback ports (unbound, dnsmasq, BIND's named).
+# System tools the tests and the walk-through use: dig (bind9-dnsutils), the resolvers that
+# tests/resolvers.rs starts on loopback ports (unbound, dnsmasq, BIND's named), the scraper that
+# tests/clients.rs starts (victoria-metrics), and Python with venv for the Python clients there.
 need_apt=()
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 [ -x /usr/sbin/unbound ] || need_apt+=(unbound)
 [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 [ -x /usr/sbin/named ] || need_apt+=(bind9)
+[ -x /usr/bin/victoria-metrics ] || need_apt+=(victoria-metrics)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -19,6 +22,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+# The Python clients of tests/clients.rs (py-consul, the design documents' aiohttp client), pinned
+# in tests/clients/requirements.txt, in a venv of their own.
+venv=target/client-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt
+
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 
 cargo fmt --all -- --check

@@ -114,6 +114,7 @@ impl App {
             addr: config.http,
             source,
         })?;
+        let shutdown = CancellationToken::new();
         let state = ApiState {
             registry: registry.clone(),
             node: Arc::new(NodeInfo {
@@ -123,10 +124,10 @@ impl App {
                 datacenter: config.datacenter(),
             }),
             leader: http_addr.to_string(),
+            stopping: shutdown.child_token(),
         };
         // Started last, so a listener that fails to bind leaves no check running.
         let health = HealthChecker::start(registry.clone(), max_checks_in_flight)?;
-        let shutdown = CancellationToken::new();
         let http = tokio::spawn(
             axum::serve(http_listener, api::router(state))
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())

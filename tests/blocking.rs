@@ -164,3 +164,27 @@ async fn waits_run_out_and_unknown_services_can_be_watched() {
     assert!(body.as_str().unwrap().contains("wait"), "{body}");
     std::sync::Arc::into_inner(server).unwrap().stop().await;
 }
+
+#[tokio::test]
+async fn a_stopping_server_answers_its_blocking_queries_at_once() {
+    let server = TestServer::start().await;
+    server.register(instance("orders-1", "orders")).await;
+    let (_, index, _) = get(&server, "/v1/health/service/orders").await;
+    let (http, url) = (
+        server.http.clone(),
+        server.url(&format!("/v1/health/service/orders?index={index}&wait=10m")),
+    );
+    let query = tokio::spawn(async move {
+        let response = http.get(url).timeout(Duration::from_secs(60)).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    });
+    assert!(still_waiting(&query).await);
+    // Graceful shutdown waits for requests in flight: a parked watcher must not hold it for 10m.
+    let started = Instant::now();
+    server.stop().await;
+    let stopped_in = started.elapsed();
+    assert!(stopped_in < Duration::from_secs(5), "stopped in {stopped_in:?}");
+    let (status, body) = query.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("orders-1"), "{body}");
+}

@@ -5,12 +5,13 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dns::*;
+use common::tools::{TempDir, free_port, require};
 use common::{TestServer, ip, test_config};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -28,36 +29,6 @@ impl Drop for Resolver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("sextant-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A loopback port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 
@@ -87,16 +58,6 @@ fn write_checked_config(dir: &TempDir, name: &str, config: &str, (tool, package)
         String::from_utf8_lossy(&check.stdout)
     );
     file
-}
-
-fn require(binary: &str, package: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin"] {
-        let path = PathBuf::from(dir).join(binary);
-        if path.exists() {
-            return path;
-        }
-    }
-    panic!("{binary} is not installed: run `apt-get install -y {package}` (scripts/test.sh does it)");
 }
 
 impl Resolver {

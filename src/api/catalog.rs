@@ -15,10 +15,21 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/catalog/services", get(services))
         .route("/v1/catalog/service/{name}", get(service))
+        .route("/v1/catalog/nodes", get(nodes))
+}
+
+/// The one node, this server. Blocking queries on it wake with the catalog (harmless, as Consul
+/// allows spurious wake-ups), so a client watching nodes does not spin.
+async fn nodes(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    block(&state, &Params::parse(q), state.registry.watch_catalog()).await?;
+    Ok(consul_json(
+        state.registry.catalog_index(),
+        json!([wire::catalog_node(&state.node)]),
+    ))
 }
 
 async fn services(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    block(&Params::parse(q), state.registry.watch_catalog()).await?;
+    block(&state, &Params::parse(q), state.registry.watch_catalog()).await?;
     let map: BTreeMap<String, Vec<String>> = state
         .registry
         .services()
@@ -34,7 +45,7 @@ async fn service(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q);
-    block(&params, state.registry.watch_service(&name)).await?;
+    block(&state, &params, state.registry.watch_service(&name)).await?;
     let tags: Vec<&str> = params.all("tag").collect();
     let Some(entry) = state.registry.service(&name) else {
         return Ok(consul_json(state.registry.service_index(&name), json!([])));

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::Value;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::registry::Registry;
@@ -36,6 +37,9 @@ pub struct ApiState {
     pub node: Arc<NodeInfo>,
     /// What `/v1/status/leader` reports: this server's HTTP address.
     pub leader: String,
+    /// Cancelled when the server stops: blocking queries answer at once instead of holding the
+    /// graceful shutdown for up to their wait.
+    pub stopping: CancellationToken,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -70,8 +74,8 @@ fn consul_json(index: u64, body: Value) -> Response {
 /// Consul's blocking query: with `?index=N` (N > 0) it returns once `changes` holds an index
 /// past N, or when `?wait=` (default 5 min, at most 10 min, plus up to 1/16 of it at random so
 /// that watchers spread out) runs out. Without `index` it returns at once. Waiting costs nothing:
-/// the task sleeps on the channel of what it watches.
-async fn block(params: &Params, mut changes: watch::Receiver<u64>) -> Result<(), error::ApiError> {
+/// the task sleeps on the channel of what it watches. A stopping server answers at once.
+async fn block(state: &ApiState, params: &Params, mut changes: watch::Receiver<u64>) -> Result<(), error::ApiError> {
     let Some(index) = params.get("index") else {
         return Ok(());
     };
@@ -90,9 +94,12 @@ async fn block(params: &Params, mut changes: watch::Receiver<u64>) -> Result<(),
     let jitter = Duration::from_nanos(rand::random_range(0..=wait.as_nanos() as u64 / 16));
     let deadline = tokio::time::Instant::now() + wait + jitter;
     while *changes.borrow_and_update() <= min {
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => {}
-            _ => break, // timed out (or the registry is gone): answer with what is there
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, changes.changed()) => match changed {
+                Ok(Ok(())) => {}
+                _ => break, // timed out (or the registry is gone): answer with what is there
+            },
+            () = state.stopping.cancelled() => break,
         }
     }
     Ok(())

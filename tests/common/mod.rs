@@ -4,6 +4,7 @@
 pub mod dns;
 pub mod endpoint;
 pub mod process;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

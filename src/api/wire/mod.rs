@@ -4,4 +4,4 @@ mod parse;
 mod render;
 
 pub use parse::{parse_check_update, parse_json, parse_registration};
-pub use render::{NodeInfo, agent_service, catalog_service, check_json, health_entry, node_check};
+pub use render::{NodeInfo, agent_service, catalog_node, catalog_service, check_json, health_entry, node_check};

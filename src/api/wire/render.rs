@@ -30,6 +30,11 @@ impl NodeInfo {
     }
 }
 
+/// The node as `/v1/catalog/nodes` lists it. Its index is 1: it exists from the start, unchanged.
+pub fn catalog_node(node: &NodeInfo) -> Value {
+    node.json(1)
+}
+
 fn tagged_addresses(instance: &Instance) -> Value {
     let map: Map<String, Value> = instance
         .tagged_addresses

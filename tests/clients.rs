@@ -1,0 +1,243 @@
+//! Clients nobody here wrote, run against sextant unchanged: py-consul and the design documents'
+//! aiohttp client (Python scripts in `tests/clients/`, run in the venv `scripts/test.sh` makes),
+//! and VictoriaMetrics' `consul_sd_configs` (Debian's `victoria-metrics`; Prometheus shares the
+//! configuration, but Debian's build leaves Consul discovery out).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::tools::{TempDir, free_port, require};
+use common::{TestServer, wait_for};
+use serde_json::{Value, json};
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// The venv's Python, with `tests/clients/requirements.txt` installed.
+fn python() -> PathBuf {
+    let venv = std::env::var_os("SEXTANT_CLIENT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/client-venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no Python venv with the clients at {venv}: run scripts/test.sh, or `python3 -m venv {venv} && \
+         {venv}/bin/pip install -r tests/clients/requirements.txt` (Debian: apt-get install -y python3-venv)",
+        venv = venv.display()
+    );
+    python
+}
+
+/// Runs `script` against `server` (its HTTP and DNS addresses as arguments); the script asserts
+/// each step itself and exits non-zero on the first failure. Returns what it printed.
+async fn run_python_client(script: &str, server: &TestServer) -> String {
+    let run = tokio::process::Command::new(python())
+        .arg(clients_dir().join(script))
+        .arg(server.app().http_addr().to_string())
+        .arg(server.dns.to_string())
+        .current_dir(clients_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within 2 minutes"))
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+async fn catalog_services(server: &TestServer) -> Value {
+    server.get_json("/v1/catalog/services").await
+}
+
+#[tokio::test]
+async fn py_consul_registers_heartbeats_watches_and_deregisters() {
+    let server = TestServer::start().await;
+    let printed = run_python_client("py_consul_walkthrough.py", &server).await;
+    assert!(printed.contains("py-consul: all calls answered"), "{printed}");
+    // What the script left behind, seen from this side: nothing.
+    assert_eq!(catalog_services(&server).await, json!({}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_design_documents_aiohttp_client_works_unchanged() {
+    let server = TestServer::start().await;
+    let printed = run_python_client("seed_walkthrough.py", &server).await;
+    assert!(printed.contains("seed client: all calls answered"), "{printed}");
+    assert_eq!(catalog_services(&server).await, json!({}));
+    server.stop().await;
+}
+
+/// VictoriaMetrics single-node, scraping what `consul_sd_configs` finds in sextant.
+struct VictoriaMetrics {
+    base: String,
+    _child: tokio::process::Child,
+    dir: TempDir,
+}
+
+/// How often VictoriaMetrics looks at its Consul watchers. Its blocking queries wait far longer
+/// (`-promscrape.consul.waitTime`), so a change seen within a few of these came from a blocking
+/// query that sextant woke, not from a query that ran out its wait.
+const SD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+const BLOCKING_WAIT: &str = "2m";
+
+impl VictoriaMetrics {
+    async fn start(server: &TestServer) -> Self {
+        let binary = require("victoria-metrics", "victoria-metrics");
+        let dir = TempDir::new("victoria-metrics");
+        // The usual Prometheus recipe: every instance is discovered with its health as a label,
+        // and only passing ones are kept as targets.
+        let config = format!(
+            "scrape_configs:\n  - job_name: sextant\n    scrape_interval: 1m\n    consul_sd_configs:\n      \
+             - server: {}\n    relabel_configs:\n      - source_labels: [__meta_consul_health]\n        \
+             regex: passing\n        action: keep\n",
+            server.app().http_addr()
+        );
+        std::fs::write(dir.0.join("scrape.yml"), config).unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.0.join("victoria-metrics.log")).unwrap();
+        let child = tokio::process::Command::new(binary)
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-storageDataPath={}", dir.0.join("data").display()))
+            .arg(format!("-promscrape.config={}", dir.0.join("scrape.yml").display()))
+            .arg(format!(
+                "-promscrape.consulSDCheckInterval={}s",
+                SD_CHECK_INTERVAL.as_secs()
+            ))
+            .arg(format!("-promscrape.consul.waitTime={BLOCKING_WAIT}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start victoria-metrics: {e}"));
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            _child: child,
+            dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("victoria-metrics.log")).unwrap_or_default()
+    }
+
+    /// The service IDs of its active targets, or None while it is not answering yet.
+    async fn targets(&self, http: &reqwest::Client) -> Option<BTreeSet<String>> {
+        let reply = http.get(format!("{}/api/v1/targets", self.base)).send().await.ok()?;
+        let body: Value = reply.json().await.ok()?;
+        let targets = body["data"]["activeTargets"].as_array()?;
+        Some(
+            targets
+                .iter()
+                .map(|t| {
+                    t["discoveredLabels"]["__meta_consul_service_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits until its targets are `expected`; returns how long that took.
+    async fn until_targets(&self, http: &reqwest::Client, expected: &[&str], within: Duration) -> Duration {
+        let expected: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
+        let started = Instant::now();
+        loop {
+            let seen = self.targets(http).await;
+            if seen.as_ref() == Some(&expected) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "targets {seen:?}, expected {expected:?} within {within:?}; its log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn ttl_instance(id: &str, service: &str, address: &str, status: &str) -> Value {
+    json!({"Name": service, "ID": id, "Address": address, "Port": 9100,
+           "Check": {"TTL": "10m", "Status": status}})
+}
+
+#[tokio::test]
+async fn victoria_metrics_targets_are_exactly_the_passing_instances() {
+    let server = TestServer::start().await;
+    server
+        .register(ttl_instance("orders-1", "orders", "10.9.0.1", "passing"))
+        .await;
+    server
+        .register(ttl_instance("orders-2", "orders", "10.9.0.2", "passing"))
+        .await;
+    server
+        .register(ttl_instance("orders-3", "orders", "10.9.0.3", "critical"))
+        .await;
+    server
+        .register(ttl_instance("quotes-1", "quotes", "10.9.0.4", "warning"))
+        .await;
+    server
+        .register(ttl_instance("quotes-2", "quotes", "10.9.0.5", "passing"))
+        .await;
+    let vm = VictoriaMetrics::start(&server).await;
+    let http = reqwest::Client::new();
+    wait_for("victoria-metrics to answer", async || vm.targets(&http).await.is_some()).await;
+    let first = vm
+        .until_targets(&http, &["orders-1", "orders-2", "quotes-2"], Duration::from_secs(30))
+        .await;
+    println!("initial targets after {first:?}");
+
+    // Each change reaches its targets within a few SD check intervals, far inside the blocking
+    // wait: the watcher's parked query was woken.
+    let within = 5 * SD_CHECK_INTERVAL;
+    let mut seen = Vec::new();
+    let (code, _) = server.put("/v1/agent/service/deregister/orders-2").await;
+    assert_eq!(code, 200);
+    seen.push((
+        "deregistered",
+        vm.until_targets(&http, &["orders-1", "quotes-2"], within).await,
+    ));
+
+    let (code, _) = server.put("/v1/agent/check/fail/service:quotes-2").await;
+    assert_eq!(code, 200);
+    seen.push(("failed", vm.until_targets(&http, &["orders-1"], within).await));
+
+    let (code, _) = server.put("/v1/agent/check/pass/service:orders-3").await;
+    assert_eq!(code, 200);
+    seen.push((
+        "recovered",
+        vm.until_targets(&http, &["orders-1", "orders-3"], within).await,
+    ));
+
+    // A service it has never seen: found through the catalog watch.
+    server
+        .register(ttl_instance("billing-1", "billing", "10.9.0.6", "passing"))
+        .await;
+    seen.push((
+        "new service",
+        vm.until_targets(&http, &["billing-1", "orders-1", "orders-3"], within)
+            .await,
+    ));
+    for (what, after) in &seen {
+        println!("victoria-metrics targets changed {after:?} after an instance was {what}");
+    }
+    server.stop().await;
+}

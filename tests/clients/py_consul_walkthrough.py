@@ -1,0 +1,128 @@
+"""py-consul (https://pypi.org/project/py-consul/) against sextant, unchanged: the calls a service
+makes over its life, each followed by what DNS must answer. Usage: python py_consul_walkthrough.py
+HTTP_ADDR DNS_ADDR. Exits non-zero on the first thing that is not as Consul would have it."""
+
+import http.server
+import sys
+import threading
+import time
+
+import consul
+from consul.exceptions import BadRequest
+
+from dnscheck import Dns
+
+http_addr, dns_addr = sys.argv[1], sys.argv[2]
+host, port = http_addr.rsplit(":", 1)
+c = consul.Consul(host=host, port=int(port))
+dns = Dns(dns_addr)
+
+
+def step(text):
+    print(f"- {text}", flush=True)
+
+
+step("agent.self() names the datacenter and the node; catalog.nodes() lists that node")
+me = c.agent.self()
+assert me["Config"]["Datacenter"] == "trading-dc", me["Config"]
+assert me["Config"]["NodeName"], me["Config"]
+_, nodes = c.catalog.nodes()
+assert [(n["Node"], n["Datacenter"]) for n in nodes] == [(me["Config"]["NodeName"], "trading-dc")], nodes
+
+step("register two instances with TTL checks: critical, so not in DNS, until their first heartbeat")
+for n in (1, 2):
+    ok = c.agent.service.register(
+        "pay", service_id=f"pay-{n}", address=f"10.7.0.{n}", port=8080 + n,
+        tags=["v1", f"rack{n}"], meta={"team": "payments"}, check=consul.Check.ttl("10s"),
+    )
+    assert ok is True, ok
+assert dns.addresses("pay") == [], dns.addresses("pay")
+index, nodes = c.health.service("pay")
+assert sorted(n["Service"]["ID"] for n in nodes) == ["pay-1", "pay-2"], nodes
+assert {n["Checks"][-1]["Status"] for n in nodes} == {"critical"}, nodes
+
+step("ttl_pass: in DNS the moment the call returns")
+assert c.agent.check.ttl_pass("service:pay-1", notes="up") is True
+assert dns.addresses("pay") == ["10.7.0.1"], dns.addresses("pay")
+assert c.agent.check.ttl_pass("service:pay-2") is True
+assert dns.addresses("pay") == ["10.7.0.1", "10.7.0.2"], dns.addresses("pay")
+assert dns.ports("pay") == [8081, 8082], dns.ports("pay")
+
+step("ttl_warn: still answered in DNS, but not passing")
+assert c.agent.check.ttl_warn("service:pay-2", notes="slow") is True
+_, passing = c.health.service("pay", passing=True)
+assert [n["Service"]["ID"] for n in passing] == ["pay-1"], passing
+assert dns.addresses("pay") == ["10.7.0.1", "10.7.0.2"]
+_, checks = c.health.checks("pay")
+assert {(ch["ServiceID"], ch["Status"], ch["Output"]) for ch in checks} == {
+    ("pay-1", "passing", "up"), ("pay-2", "warning", "slow")}, checks
+
+step("a blocking health.service(passing=True, index, wait='30s') returns as soon as pay-1 fails")
+index, passing = c.health.service("pay", passing=True)
+failing = threading.Timer(0.5, lambda: c.agent.check.ttl_fail("service:pay-1", notes="down"))
+started = time.monotonic()
+failing.start()
+new_index, passing = c.health.service("pay", passing=True, index=index, wait="30s")
+waited = time.monotonic() - started
+print(f"  woke after {waited:.3f}s (fail sent at 0.5s), index {index} -> {new_index}", flush=True)
+assert 0.4 < waited < 5, waited
+assert int(new_index) > int(index), (index, new_index)
+assert passing == [], passing
+assert dns.addresses("pay") == ["10.7.0.2"], dns.addresses("pay")
+
+step("a blocking query with nothing changing waits its wait out")
+started = time.monotonic()
+same_index, _ = c.health.service("pay", passing=True, index=new_index, wait="1s")
+waited = time.monotonic() - started
+assert same_index == new_index, (new_index, same_index)
+assert 1.0 <= waited < 3, waited
+
+step("catalog.services() lists the service with its tags")
+_, services = c.catalog.services()
+assert sorted(services["pay"]) == ["rack1", "rack2", "v1"], services
+
+step("an HTTP check (Check.http) is probed by sextant and turns passing; a watcher sees it")
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+endpoint = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+url = f"http://127.0.0.1:{endpoint.server_port}/health"
+index, _ = c.health.service("web", passing=True)
+assert c.agent.service.register(
+    "web", service_id="web-1", address="127.0.0.1", port=endpoint.server_port,
+    check=consul.Check.http(url, "1s", timeout="1s", deregister="1m"),
+) is True
+deadline = time.monotonic() + 10
+passing = []
+while not passing and time.monotonic() < deadline:
+    index, passing = c.health.service("web", passing=True, index=index, wait="5s")
+assert [n["Service"]["ID"] for n in passing] == ["web-1"], passing
+assert dns.addresses("web") == ["127.0.0.1"], dns.addresses("web")
+
+step("bad input is a BadRequest that says what is wrong, and stores nothing")
+try:
+    c.agent.service.register("bad", service_id="bad-1", check=consul.Check.ttl("soon"))
+    raise AssertionError("a TTL of 'soon' was accepted")
+except BadRequest as error:
+    print(f"  {error}", flush=True)
+    assert "TTL" in str(error), error
+assert "bad" not in c.catalog.services()[1]
+
+step("deregister: gone from the API and from DNS; an unknown ID is refused")
+for service_id in ("pay-1", "pay-2", "web-1"):
+    assert c.agent.service.deregister(service_id) is True
+assert c.health.service("pay")[1] == []
+assert dns.rcode("pay") == "NXDOMAIN", dns.rcode("pay")
+assert c.agent.service.deregister("pay-1") is False
+assert "pay" not in c.catalog.services()[1]
+endpoint.shutdown()
+print("py-consul: all calls answered as Consul would", flush=True)
