@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -104,12 +103,10 @@ impl App {
             source,
         })?;
 
-        let http_listener = TcpListener::bind(config.http)
-            .await
-            .map_err(|source| AppError::BindHttp {
-                addr: config.http,
-                source,
-            })?;
+        let http_listener = crate::net::listen_tcp(config.http).map_err(|source| AppError::BindHttp {
+            addr: config.http,
+            source,
+        })?;
         let http_addr = http_listener.local_addr().map_err(|source| AppError::BindHttp {
             addr: config.http,
             source,

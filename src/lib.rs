@@ -14,6 +14,7 @@ pub mod config;
 pub mod dns;
 pub mod health;
 pub mod model;
+pub mod net;
 pub mod registry;
 pub mod store;
 

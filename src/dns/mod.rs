@@ -41,14 +41,14 @@ impl DnsListeners {
         if addr.port() != 0 {
             return Ok(Self {
                 udp: udp::bind_sockets(addr, workers)?,
-                tcp: TcpListener::bind(addr).await?,
+                tcp: crate::net::listen_tcp(addr)?,
             });
         }
         // An ephemeral UDP port may be taken for TCP by someone else: retry a few times.
         let mut last_error = None;
         for _ in 0..20 {
             let udp = udp::bind_sockets(addr, workers)?;
-            match TcpListener::bind(udp[0].local_addr()?).await {
+            match crate::net::listen_tcp(udp[0].local_addr()?) {
                 Ok(tcp) => return Ok(Self { udp, tcp }),
                 Err(e) => last_error = Some(e),
             }
