@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::acl::Acl;
 use crate::api::{self, ApiState, NodeInfo};
 use crate::config::{Config, ConfigError};
 use crate::dns::answers::AnswerCompiler;
@@ -57,6 +58,7 @@ impl App {
         let domain = config.domain_name()?;
         let node_name = config.node_name()?;
         let node_addr = config.advertise_addr();
+        let acl = Arc::new(Acl::new(config.acl_token()?));
         let mut compiler = AnswerCompiler::new(
             domain.clone(),
             config.service_ttl_secs()?,
@@ -121,15 +123,26 @@ impl App {
                 datacenter: config.datacenter(),
             }),
             leader: http_addr.to_string(),
+            acl: acl.clone(),
             stopping: shutdown.child_token(),
         };
         // Started last, so a listener that fails to bind leaves no check running.
         let health = HealthChecker::start(registry.clone(), max_checks_in_flight)?;
         let http = tokio::spawn(
-            axum::serve(http_listener, api::router(state))
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future(),
+            axum::serve(
+                http_listener,
+                api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
         );
+        if !acl.is_configured() && !http_addr.ip().is_loopback() {
+            tracing::warn!(
+                %http_addr,
+                "no ACL token: the API takes writes from clients on this machine only; \
+                 give --acl-token-file to let other hosts register"
+            );
+        }
         tracing::info!(dns = %dns_addr, http = %http_addr, domain = %domain, "sextant is serving");
         Ok(Self {
             registry,

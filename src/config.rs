@@ -19,6 +19,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid {field}: {message}")]
     Invalid { field: &'static str, message: String },
+    #[error("cannot read the ACL token file {path}: {source}")]
+    TokenFile { path: PathBuf, source: std::io::Error },
 }
 
 /// Every setting, with its default. The keys of a `--config` file are these field names.
@@ -73,6 +75,12 @@ pub struct Config {
     /// Networks (CIDR) whose clients' queries may be forwarded; others get REFUSED. Default:
     /// loopback and private networks, as BIND's `allow-recursion`.
     pub recursor_clients: Vec<String>,
+    /// The secret every API request must carry (`X-Consul-Token` or `Authorization: Bearer`).
+    /// None: reads are open, and writes are taken from loopback clients only.
+    pub acl_token: Option<String>,
+    /// A file holding that secret (surrounding whitespace ignored), kept out of `ps` and of
+    /// this file.
+    pub acl_token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -98,6 +106,8 @@ impl Default for Config {
             recursors: Vec::new(),
             recursor_timeout: Duration::from_secs(2),
             recursor_clients: Vec::new(),
+            acl_token: None,
+            acl_token_file: None,
         }
     }
 }
@@ -281,6 +291,36 @@ impl Config {
         Ok(self.recursor_timeout)
     }
 
+    /// The ACL token, from `acl_token` or read from `acl_token_file`.
+    pub fn acl_token(&self) -> Result<Option<String>, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            field: "acl_token",
+            message,
+        };
+        let token = match (&self.acl_token, &self.acl_token_file) {
+            (Some(_), Some(_)) => return Err(invalid("give acl_token or acl_token_file, not both".into())),
+            (None, None) => return Ok(None),
+            (Some(token), None) => token.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_owned(),
+        };
+        if token.is_empty() {
+            return Err(invalid("the token is empty".into()));
+        }
+        // It travels in an HTTP header: visible ASCII only, as clients can send it.
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "the token may hold visible ASCII characters only (no spaces or control characters)".into(),
+            ));
+        }
+        Ok(Some(token))
+    }
+
     pub fn datacenter(&self) -> String {
         self.datacenter
             .clone()
@@ -399,6 +439,14 @@ pub struct ServeArgs {
     /// private networks].
     #[arg(long, value_name = "CIDR")]
     pub recursor_client: Vec<String>,
+    /// Every API request must carry this token (X-Consul-Token or Authorization: Bearer)
+    /// [default: none: reads open, writes from loopback clients only]. Prefer --acl-token-file:
+    /// a flag shows in `ps`.
+    #[arg(long, value_name = "SECRET")]
+    pub acl_token: Option<String>,
+    /// Read the ACL token from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "acl_token")]
+    pub acl_token_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -453,6 +501,11 @@ impl ServeArgs {
             config.datacenter = self.datacenter;
         }
         config.dns_only_passing |= self.dns_only_passing;
+        // A token given on the command line replaces the file's, whichever form either takes.
+        if self.acl_token.is_some() || self.acl_token_file.is_some() {
+            config.acl_token = self.acl_token;
+            config.acl_token_file = self.acl_token_file;
+        }
         Ok(config)
     }
 }

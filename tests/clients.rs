@@ -11,8 +11,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::tools::{TempDir, free_port, require};
-use common::{TestServer, wait_for};
+use common::{TestServer, test_config, wait_for};
 use serde_json::{Value, json};
+use sextant::Config;
 
 fn clients_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
@@ -33,15 +34,18 @@ fn python() -> PathBuf {
     python
 }
 
-/// Runs `script` against `server` (its HTTP and DNS addresses as arguments); the script asserts
-/// each step itself and exits non-zero on the first failure. Returns what it printed.
-async fn run_python_client(script: &str, server: &TestServer) -> String {
+/// Runs `script` against `server` (its HTTP and DNS addresses as arguments, `env` added to its
+/// environment); the script asserts each step itself and exits non-zero on the first failure.
+/// Returns its exit status and what it printed (stdout, stderr).
+async fn python_client(script: &str, server: &TestServer, env: &[(&str, &str)]) -> (bool, String, String) {
     let run = tokio::process::Command::new(python())
         .arg(clients_dir().join(script))
         .arg(server.app().http_addr().to_string())
         .arg(server.dns.to_string())
         .current_dir(clients_dir())
         .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -51,12 +55,17 @@ async fn run_python_client(script: &str, server: &TestServer) -> String {
         .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     println!("{stdout}");
-    assert!(
+    (
         output.status.success(),
-        "{script} failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+        stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// As [`python_client`], for a run that must succeed; returns what it printed.
+async fn run_python_client(script: &str, server: &TestServer, env: &[(&str, &str)]) -> String {
+    let (success, stdout, stderr) = python_client(script, server, env).await;
+    assert!(success, "{script} failed:\n{stdout}\n{stderr}");
     stdout
 }
 
@@ -67,7 +76,7 @@ async fn catalog_services(server: &TestServer) -> Value {
 #[tokio::test]
 async fn py_consul_registers_heartbeats_watches_and_deregisters() {
     let server = TestServer::start().await;
-    let printed = run_python_client("py_consul_walkthrough.py", &server).await;
+    let printed = run_python_client("py_consul_walkthrough.py", &server, &[]).await;
     assert!(printed.contains("py-consul: all calls answered"), "{printed}");
     // What the script left behind, seen from this side: nothing.
     assert_eq!(catalog_services(&server).await, json!({}));
@@ -77,9 +86,26 @@ async fn py_consul_registers_heartbeats_watches_and_deregisters() {
 #[tokio::test]
 async fn the_design_documents_aiohttp_client_works_unchanged() {
     let server = TestServer::start().await;
-    let printed = run_python_client("seed_walkthrough.py", &server).await;
+    let printed = run_python_client("seed_walkthrough.py", &server, &[]).await;
     assert!(printed.contains("seed client: all calls answered"), "{printed}");
     assert_eq!(catalog_services(&server).await, json!({}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn py_consul_with_an_acl_token_from_its_environment() {
+    let token = "py-consul-token-3d1f";
+    let server = TestServer::start_with(Config {
+        acl_token: Some(token.into()),
+        ..test_config()
+    })
+    .await;
+    // Without the token its first call is refused, as py-consul reports a 403.
+    let (success, _, stderr) = python_client("py_consul_walkthrough.py", &server, &[]).await;
+    assert!(!success && stderr.contains("ACLPermissionDenied"), "{stderr}");
+    // With CONSUL_HTTP_TOKEN, as its users set it, the whole walk-through runs.
+    let printed = run_python_client("py_consul_walkthrough.py", &server, &[("CONSUL_HTTP_TOKEN", token)]).await;
+    assert!(printed.contains("py-consul: all calls answered"), "{printed}");
     server.stop().await;
 }
 
@@ -97,14 +123,16 @@ const SD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const BLOCKING_WAIT: &str = "2m";
 
 impl VictoriaMetrics {
-    async fn start(server: &TestServer) -> Self {
+    /// Started against `server`, presenting `token` if given (`consul_sd_configs.token`).
+    async fn start(server: &TestServer, token: Option<&str>) -> Self {
         let binary = require("victoria-metrics", "victoria-metrics");
         let dir = TempDir::new("victoria-metrics");
         // The usual Prometheus recipe: every instance is discovered with its health as a label,
         // and only passing ones are kept as targets.
+        let token = token.map(|t| format!("        token: {t}\n")).unwrap_or_default();
         let config = format!(
             "scrape_configs:\n  - job_name: sextant\n    scrape_interval: 1m\n    consul_sd_configs:\n      \
-             - server: {}\n    relabel_configs:\n      - source_labels: [__meta_consul_health]\n        \
+             - server: {}\n{token}    relabel_configs:\n      - source_labels: [__meta_consul_health]\n        \
              regex: passing\n        action: keep\n",
             server.app().http_addr()
         );
@@ -197,7 +225,7 @@ async fn victoria_metrics_targets_are_exactly_the_passing_instances() {
     server
         .register(ttl_instance("quotes-2", "quotes", "10.9.0.5", "passing"))
         .await;
-    let vm = VictoriaMetrics::start(&server).await;
+    let vm = VictoriaMetrics::start(&server, None).await;
     let http = reqwest::Client::new();
     wait_for("victoria-metrics to answer", async || vm.targets(&http).await.is_some()).await;
     let first = vm
@@ -239,5 +267,29 @@ async fn victoria_metrics_targets_are_exactly_the_passing_instances() {
     for (what, after) in &seen {
         println!("victoria-metrics targets changed {after:?} after an instance was {what}");
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn victoria_metrics_presents_its_consul_token() {
+    let token = "scraper-token-91ab";
+    let server = TestServer::start_with(Config {
+        acl_token: Some(token.into()),
+        ..test_config()
+    })
+    .await;
+    let (code, body) = server
+        .http
+        .put(server.url("/v1/agent/service/register"))
+        .header("X-Consul-Token", token)
+        .json(&ttl_instance("orders-1", "orders", "10.9.0.1", "passing"))
+        .send()
+        .await
+        .map(|r| (r.status(), r))
+        .unwrap();
+    assert_eq!(code, 200, "{:?}", body.text().await);
+    let vm = VictoriaMetrics::start(&server, Some(token)).await;
+    let http = reqwest::Client::new();
+    vm.until_targets(&http, &["orders-1"], Duration::from_secs(30)).await;
     server.stop().await;
 }

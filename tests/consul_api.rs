@@ -402,3 +402,48 @@ async fn wrong_method_is_405() {
     assert_eq!(resp.status(), 405);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn query_parameters_are_ignored_unless_honouring_them_would_change_the_answer() {
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "orders", "ID": "orders-1", "Address": "10.0.0.1",
+                         "Check": {"TTL": "1m", "Status": "passing"}}))
+        .await;
+    let plain = server.get_json("/v1/health/service/orders?passing").await;
+    // What VictoriaMetrics, Prometheus and py-consul send along: nothing to do for one node.
+    for extra in [
+        "dc=trading-dc",
+        "stale",
+        "consistent",
+        "cached",
+        "near=_agent",
+        "node-meta=rack:r1",
+        "unknown=1",
+    ] {
+        let (status, _, body) = server.get(&format!("/v1/health/service/orders?passing&{extra}")).await;
+        assert_eq!(status, 200, "{extra}: {body}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            plain,
+            "{extra}"
+        );
+    }
+    // These would narrow or redirect the answer: refused, rather than answered wider.
+    for (path, says) in [
+        (
+            "/v1/health/service/orders?filter=Service.Port%20%3D%3D%2080",
+            "filter expressions are not supported",
+        ),
+        ("/v1/catalog/services?filter=x", "filter expressions are not supported"),
+        ("/v1/catalog/services?dc=eu-west", "No path to datacenter \"eu-west\""),
+    ] {
+        let (status, _, body) = server.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains(says), "{path}: {body}");
+    }
+    let (status, _, body) = server.get("/v1/kv/orders").await;
+    assert_eq!(status, 404);
+    assert_eq!(body, "no such endpoint: /v1/kv/orders");
+    server.stop().await;
+}

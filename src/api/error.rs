@@ -12,6 +12,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// No token, or not the configured one (or a write from another host with none configured).
+    #[error("{0}")]
+    Forbidden(String),
     /// The server could not do what was asked (storage failed); nothing was acknowledged.
     #[error("{0}")]
     Internal(String),
@@ -41,6 +44,7 @@ impl IntoResponse for ApiError {
         let status = match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (status, self.to_string()).into_response()

@@ -1,5 +1,6 @@
 //! The Consul-compatible HTTP API: an axum router over the registry.
 
+pub mod acl;
 mod agent;
 mod catalog;
 pub mod error;
@@ -37,6 +38,8 @@ pub struct ApiState {
     pub node: Arc<NodeInfo>,
     /// What `/v1/status/leader` reports: this server's HTTP address.
     pub leader: String,
+    /// Who may call: the token, if one is configured.
+    pub acl: Arc<acl::Acl>,
     /// Cancelled when the server stops: blocking queries answer at once instead of holding the
     /// graceful shutdown for up to their wait.
     pub stopping: CancellationToken,
@@ -54,7 +57,43 @@ pub fn router(state: ApiState) -> Router {
         .merge(status::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_unmet_parameters,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), acl::enforce))
         .with_state(state)
+}
+
+/// Query parameters are ignored when sextant has nothing to do for them (`stale`, `consistent`,
+/// `cached`, `near`, `node-meta`: one node, always consistent), as Consul ignores what it does
+/// not know. Two would change the answer if honoured, so rather than answer more than was asked
+/// they are refused: `filter` (sextant does not evaluate filter expressions) and a `dc` other than
+/// this one (Consul: "No path to datacenter").
+async fn refuse_unmet_parameters(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let params = Params::parse(request.uri().query().map(str::to_owned));
+    if params.get("filter").is_some_and(|f| !f.trim().is_empty()) {
+        return error::ApiError::BadRequest(
+            "filter expressions are not supported by sextant: select with ?tag= or ?passing, or filter in the client"
+                .into(),
+        )
+        .into_response();
+    }
+    if let Some(dc) = params
+        .get("dc")
+        .filter(|dc| !dc.is_empty() && *dc != state.node.datacenter)
+    {
+        return error::ApiError::BadRequest(format!(
+            "No path to datacenter {dc:?}: this server serves {:?} only",
+            state.node.datacenter
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
