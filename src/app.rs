@@ -46,7 +46,7 @@ pub struct App {
     zone_source: ZoneSource,
     health: HealthChecker,
     dns: DnsServer,
-    http: JoinHandle<std::io::Result<()>>,
+    http: JoinHandle<()>,
     shutdown: CancellationToken,
     dns_addr: SocketAddr,
     http_addr: SocketAddr,
@@ -59,6 +59,7 @@ impl App {
         let node_name = config.node_name()?;
         let node_addr = config.advertise_addr();
         let acl = Arc::new(Acl::new(config.acl_token()?));
+        let http_header_timeout = config.http_header_timeout()?;
         let mut compiler = AnswerCompiler::new(
             domain.clone(),
             config.service_ttl_secs()?,
@@ -128,14 +129,12 @@ impl App {
         };
         // Started last, so a listener that fails to bind leaves no check running.
         let health = HealthChecker::start(registry.clone(), max_checks_in_flight)?;
-        let http = tokio::spawn(
-            axum::serve(
-                http_listener,
-                api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-        );
+        let http = tokio::spawn(api::serve::serve(
+            http_listener,
+            api::router(state),
+            http_header_timeout,
+            shutdown.clone(),
+        ));
         if !acl.is_configured() && !http_addr.ip().is_loopback() {
             tracing::warn!(
                 %http_addr,
@@ -186,10 +185,8 @@ impl App {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.dns.shutdown().await;
-        match self.http.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "HTTP server stopped with an error"),
-            Err(error) => tracing::warn!(%error, "HTTP server task failed"),
+        if let Err(error) = self.http.await {
+            tracing::warn!(%error, "HTTP server task failed");
         }
         self.health.shutdown().await;
         // Nothing writes any more: commit what is queued.

@@ -81,6 +81,10 @@ pub struct Config {
     /// A file holding that secret (surrounding whitespace ignored), kept out of `ps` and of
     /// this file.
     pub acl_token_file: Option<PathBuf>,
+    /// How long an HTTP client may take to send a request's headers; an idle keep-alive
+    /// connection is closed after as long. Bounds what a slow or silent client can hold.
+    #[serde(deserialize_with = "go_duration")]
+    pub http_header_timeout: Duration,
 }
 
 impl Default for Config {
@@ -108,6 +112,7 @@ impl Default for Config {
             recursor_clients: Vec::new(),
             acl_token: None,
             acl_token_file: None,
+            http_header_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -291,6 +296,16 @@ impl Config {
         Ok(self.recursor_timeout)
     }
 
+    pub fn http_header_timeout(&self) -> Result<Duration, ConfigError> {
+        if self.http_header_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "http_header_timeout",
+                message: "must be more than 0".into(),
+            });
+        }
+        Ok(self.http_header_timeout)
+    }
+
     /// The ACL token, from `acl_token` or read from `acl_token_file`.
     pub fn acl_token(&self) -> Result<Option<String>, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
@@ -447,6 +462,10 @@ pub struct ServeArgs {
     /// Read the ACL token from this file.
     #[arg(long, value_name = "FILE", conflicts_with = "acl_token")]
     pub acl_token_file: Option<PathBuf>,
+    /// How long an HTTP client may take to send a request's headers (and a keep-alive
+    /// connection may sit idle) [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_go_duration)]
+    pub http_header_timeout: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -468,7 +487,8 @@ impl ServeArgs {
             node_ttl,
             dns_a_record_limit,
             max_checks_in_flight,
-            recursor_timeout
+            recursor_timeout,
+            http_header_timeout
         );
         if !self.reverse_zone.is_empty() {
             config.reverse_zones = self.reverse_zone;

@@ -25,6 +25,7 @@ async fn main() {
 
 async fn serve(args: sextant::config::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.into_config()?;
+    raise_open_files_limit();
     let app = App::bind(config).await?;
     serve_until_stopped(&app).await?;
     tracing::info!("shutting down");
@@ -46,5 +47,15 @@ async fn serve_until_stopped(app: &App) -> std::io::Result<()> {
                 Err(error) => tracing::error!(%error, "zones not reloaded; still serving the previous ones"),
             },
         }
+    }
+}
+
+/// Every watcher (blocking query) holds a connection, so thousands of them need as many file
+/// descriptors; Debian's default soft limit is 1,024. Raise it to the hard limit, as Go's runtime
+/// does for Consul.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
     }
 }

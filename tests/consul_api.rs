@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::TestServer;
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
@@ -445,5 +447,68 @@ async fn query_parameters_are_ignored_unless_honouring_them_would_change_the_ans
     let (status, _, body) = server.get("/v1/kv/orders").await;
     assert_eq!(status, 404);
     assert_eq!(body, "no such endpoint: /v1/kv/orders");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn slow_request_headers_are_cut_off_but_long_blocking_queries_are_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeout = Duration::from_secs(2);
+    let server = TestServer::start_with(sextant::Config {
+        http_header_timeout: timeout,
+        ..common::test_config()
+    })
+    .await;
+    server
+        .register(json!({"Name": "orders", "ID": "orders-1", "Address": "10.0.0.1"}))
+        .await;
+    let (_, headers, _) = server.get("/v1/health/service/orders").await;
+    let index = headers["X-Consul-Index"].to_str().unwrap().to_owned();
+
+    // A blocking query waiting longer than the header timeout: its headers came in time.
+    let (http, url) = (
+        server.http.clone(),
+        server.url(&format!(
+            "/v1/health/service/orders?index={index}&wait={}s",
+            timeout.as_secs() + 1
+        )),
+    );
+    let started = std::time::Instant::now();
+    let watcher = tokio::spawn(async move {
+        let response = http.get(url).timeout(Duration::from_secs(60)).send().await.unwrap();
+        (response.status().as_u16(), started.elapsed())
+    });
+
+    // A client that sends half a request line and then nothing (slowloris).
+    let mut slow = tokio::net::TcpStream::connect(server.app().http_addr()).await.unwrap();
+    slow.write_all(b"GET /v1/catalog/services HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(timeout + Duration::from_secs(5), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {} // a 408 or similar before the close is fine
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a connection without complete headers was held past {timeout:?}"
+    );
+    let cut_after = started.elapsed();
+    assert!(
+        cut_after >= timeout - Duration::from_millis(500),
+        "cut after {cut_after:?}"
+    );
+
+    let (status, waited) = watcher.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        waited > timeout,
+        "the blocking query returned after {waited:?}, before its wait"
+    );
     server.stop().await;
 }

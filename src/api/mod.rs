@@ -5,6 +5,7 @@ mod agent;
 mod catalog;
 pub mod error;
 mod health;
+pub mod serve;
 mod status;
 pub mod wire;
 
