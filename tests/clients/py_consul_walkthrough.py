@@ -2,7 +2,6 @@
 makes over its life, each followed by what DNS must answer. Usage: python py_consul_walkthrough.py
 HTTP_ADDR DNS_ADDR. Exits non-zero on the first thing that is not as Consul would have it."""
 
-import http.server
 import os
 import sys
 import threading
@@ -11,7 +10,7 @@ import time
 import consul
 from consul.exceptions import ACLPermissionDenied, BadRequest
 
-from dnscheck import Dns
+from harness import Dns, health_endpoint
 
 http_addr, dns_addr = sys.argv[1], sys.argv[2]
 host, port = http_addr.rsplit(":", 1)
@@ -92,19 +91,7 @@ _, services = c.catalog.services()
 assert sorted(services["pay"]) == ["rack1", "rack2", "v1"], services
 
 step("an HTTP check (Check.http) is probed by sextant and turns passing; a watcher sees it")
-
-
-class Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path == "/health" else 404)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-endpoint = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
-threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+endpoint = health_endpoint()
 url = f"http://127.0.0.1:{endpoint.server_port}/health"
 index, _ = c.health.service("web", passing=True)
 assert c.agent.service.register(

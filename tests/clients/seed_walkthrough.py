@@ -3,13 +3,11 @@ with its HTTP check, discover, read health, list, deregister; DNS checked after 
 Usage: python seed_walkthrough.py HTTP_ADDR DNS_ADDR. Exits non-zero on the first difference."""
 
 import asyncio
-import http.server
 import logging
 import sys
-import threading
 import time
 
-from dnscheck import Dns
+from harness import Dns, health_endpoint
 from seed_registry import ConsulServiceRegistry, ServiceDiscoveryClient
 
 http_addr, dns_addr = sys.argv[1], sys.argv[2]
@@ -22,17 +20,6 @@ def step(text):
     print(f"- {text}", flush=True)
 
 
-class Health(http.server.BaseHTTPRequestHandler):
-    """The instance's own /health, which the client's registration asks sextant to probe."""
-
-    def do_GET(self):
-        self.send_response(200 if self.path == "/health" else 404)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 async def until(what, predicate, seconds=10):
     deadline = time.monotonic() + seconds
     while not predicate():
@@ -41,8 +28,8 @@ async def until(what, predicate, seconds=10):
 
 
 async def main():
-    endpoint = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
-    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+    # The instance's own /health, which the client's registration asks sextant to probe.
+    endpoint = health_endpoint()
     port = endpoint.server_port
 
     step("initialize(): /v1/status/leader answers")

@@ -1,4 +1,8 @@
-"""What the Python clients' scripts ask sextant's DNS server, over real UDP."""
+"""What the Python clients' scripts share: sextant's DNS answers, asked over real UDP, and an
+instance's own /health endpoint for sextant to probe."""
+
+import http.server
+import threading
 
 import dns.message
 import dns.query
@@ -27,3 +31,20 @@ class Dns:
 
     def rcode(self, name: str) -> str:
         return dns.rcode.to_text(self.query(name, "A").rcode())
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def health_endpoint() -> http.server.ThreadingHTTPServer:
+    """An HTTP server on a free loopback port answering 200 on /health, running in a thread;
+    `.server_port` is its port, `.shutdown()` stops it."""
+    endpoint = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+    return endpoint
