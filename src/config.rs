@@ -140,6 +140,17 @@ fn ttl_secs(field: &'static str, ttl: Duration) -> Result<u32, ConfigError> {
     })
 }
 
+/// A timeout, which 0 would turn into "fail at once".
+fn more_than_zero(field: &'static str, timeout: Duration) -> Result<Duration, ConfigError> {
+    if timeout.is_zero() {
+        return Err(ConfigError::Invalid {
+            field,
+            message: "must be more than 0".into(),
+        });
+    }
+    Ok(timeout)
+}
+
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -287,23 +298,11 @@ impl Config {
     }
 
     pub fn recursor_timeout(&self) -> Result<Duration, ConfigError> {
-        if self.recursor_timeout.is_zero() {
-            return Err(ConfigError::Invalid {
-                field: "recursor_timeout",
-                message: "must be more than 0".into(),
-            });
-        }
-        Ok(self.recursor_timeout)
+        more_than_zero("recursor_timeout", self.recursor_timeout)
     }
 
     pub fn http_header_timeout(&self) -> Result<Duration, ConfigError> {
-        if self.http_header_timeout.is_zero() {
-            return Err(ConfigError::Invalid {
-                field: "http_header_timeout",
-                message: "must be more than 0".into(),
-            });
-        }
-        Ok(self.http_header_timeout)
+        more_than_zero("http_header_timeout", self.http_header_timeout)
     }
 
     /// The ACL token, from `acl_token` or read from `acl_token_file`.
