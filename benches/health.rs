@@ -5,12 +5,15 @@
 //! The endpoints run in a child process (this same binary, `HEALTH_BENCH_ENDPOINTS=<ports>`), so
 //! the CPU measured is sextant's alone: its probes, the registry, the idle DNS workers.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
+use common::cpu_time;
 use serde_json::json;
 use sextant::{App, Config};
 
@@ -77,16 +80,6 @@ fn serve_endpoints(ports: usize) {
     });
 }
 
-/// User + system CPU time of this process.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // The kernel reports in USER_HZ, 100 on Linux.
-    Duration::from_millis(ticks * 10)
-}
-
 async fn run(plan: &Plan) {
     let mut endpoints = Command::new(std::env::current_exe().unwrap())
         .env("HEALTH_BENCH_ENDPOINTS", plan.ports.to_string())
@@ -140,9 +133,9 @@ async fn run(plan: &Plan) {
     assert_eq!(app.health().running(), plan.checks);
 
     app.health().lateness().clear();
-    let (cpu0, wall0) = (cpu_time(), Instant::now());
+    let (cpu0, wall0) = (cpu_time("self"), Instant::now());
     tokio::time::sleep(plan.measure).await;
-    let (cpu, wall) = (cpu_time() - cpu0, wall0.elapsed());
+    let (cpu, wall) = (cpu_time("self") - cpu0, wall0.elapsed());
     let lateness = app.health().lateness().summary().expect("probes ran");
 
     println!(

@@ -2,12 +2,15 @@
 //! large service changing 100 times a second does to other services' answers.
 //! Run with `cargo bench --bench registry`; figures are printed (and go in the README).
 
+mod common;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::resident_bytes;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
@@ -37,18 +40,9 @@ fn ip(i: usize) -> String {
     format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256)
 }
 
-fn resident_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<usize>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// 100,000 instances across 10,000 services, each with a TTL check and two tags.
 fn memory() {
-    let before = resident_bytes();
+    let before = resident_bytes("self");
     let registry = registry();
     let start = Instant::now();
     for i in 0..100_000 {
@@ -61,7 +55,7 @@ fn memory() {
         );
     }
     let elapsed = start.elapsed();
-    let after = resident_bytes();
+    let after = resident_bytes("self");
     let compiled: usize = registry.services().iter().map(|s| s.answers.heap_bytes()).sum();
     println!(
         "memory: 100000 instances in 10000 services: resident +{:.1} MB ({} bytes/instance; compiled DNS answers {} bytes/instance); registered in {:.2} s ({:.0}/s, in-process)",

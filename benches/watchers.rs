@@ -6,9 +6,12 @@
 //! The server is the real binary in a child process, so its CPU and memory are its own; the
 //! watchers are plain TCP connections from this process.
 
-use std::io::{BufRead, BufReader};
+mod common;
+#[allow(dead_code)] // the tests' harness: this benchmark reads the pid and the HTTP address only
+#[path = "../tests/common/process.rs"]
+mod process;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,9 +46,9 @@ fn main() {
         .block_on(run(&plan));
 }
 
-/// The real server; killed when dropped.
+/// The real server (killed when dropped) and its data directory (removed).
 struct Server {
-    child: Child,
+    running: process::Running,
     http: SocketAddr,
     data_dir: std::path::PathBuf,
 }
@@ -53,45 +56,25 @@ struct Server {
 impl Server {
     fn start() -> Self {
         let data_dir = std::env::temp_dir().join(format!("sextant-bench-watchers-{}", std::process::id()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
-            .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
-            .arg(data_dir.join("no-zones"))
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env("RUST_LOG", "warn,sextant=info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sextant starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let http = loop {
-            let line = lines.next().expect("the server logs its addresses").unwrap();
-            if let Some(at) = line.find("http=") {
-                break line[at + 5..].split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, http, data_dir }
+        let running = process::start_binary(&data_dir.join("no-zones"), &data_dir);
+        Self {
+            http: running.http,
+            running,
+            data_dir,
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.running.child.0.id().to_string()
     }
 
     /// User + system CPU time the server has used.
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
-        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+        common::cpu_time(&self.pid())
     }
 
-    fn resident_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+    fn resident_bytes(&self) -> usize {
+        common::resident_bytes(&self.pid())
     }
 
     /// CPU time the server uses over `window`, doing nothing asked of it (the kernel counts in
@@ -105,8 +88,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.running.child.0.kill();
+        let _ = self.running.child.0.wait();
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
