@@ -22,6 +22,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+# systemd-resolved for tests/resolvers.rs, unpacked into target/ rather than installed: installing
+# the package would point /etc/resolv.conf at a resolver that this machine does not run. The
+# test runs it without systemd, in a private mount namespace. Its library comes from the same
+# release, so the two always match.
+resolved=target/systemd-resolved
+if [ ! -x "$resolved/lib/systemd/systemd-resolved" ]; then
+  debs=$(mktemp -d) && chmod 777 "$debs"  # apt downloads as its own user
+  (cd "$debs" && { apt-get download -qq systemd-resolved libsystemd-shared ||
+    { apt-get update -qq && apt-get download -qq systemd-resolved libsystemd-shared; }; })
+  for deb in "$debs"/*.deb; do dpkg -x "$deb" "$resolved"; done
+  rm -rf "$debs"
+fi
 # The Python clients of tests/clients.rs (py-consul, the design documents' aiohttp client), pinned
 # in tests/clients/requirements.txt, in a venv of their own.
 venv=target/client-venv

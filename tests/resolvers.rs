@@ -1,7 +1,7 @@
 //! Real resolvers forwarding the domain to sextant, as hosts run them: unbound (forward-zone and
-//! stub-zone), dnsmasq and BIND, started on loopback ports with the files in
+//! stub-zone), dnsmasq, BIND and systemd-resolved, started on loopback ports with the files in
 //! `examples/forwarding/` (only the port changed). `scripts/test.sh` installs them
-//! (`apt-get install -y unbound dnsmasq-base bind9`).
+//! (`apt-get install -y unbound dnsmasq-base bind9`; systemd-resolved is unpacked, see below).
 
 mod common;
 
@@ -153,6 +153,76 @@ impl Resolver {
         command.arg("-f").arg("-c").arg(&file).arg("-n").arg("1");
         Self::spawn("BIND", command, SocketAddr::from(([127, 0, 0, 1], port)), dir)
     }
+
+    /// systemd-resolved with the example as a drop-in, run without systemd: `scripts/test.sh`
+    /// unpacks Debian's package into `target/systemd-resolved` (installing it would take over
+    /// /etc/resolv.conf). It runs in a private mount namespace whose /etc/systemd is the test's
+    /// (the drop-in, and a second one that moves the stub listener to a free loopback port), whose
+    /// /etc/passwd has the user it drops privileges to, and whose /run/systemd is empty, so nothing
+    /// of the machine's changes. Mounting needs root.
+    fn resolved(sextant: SocketAddr) -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/systemd-resolved");
+        let binary = root.join("lib/systemd/systemd-resolved");
+        assert!(
+            binary.exists(),
+            "{} is missing: scripts/test.sh unpacks it (apt-get download systemd-resolved libsystemd-shared, \
+             then dpkg -x each into target/systemd-resolved)",
+            binary.display()
+        );
+        let library = std::fs::read_dir(root.join("usr/lib"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path().join("systemd"))
+            .find(|dir| dir.is_dir())
+            .expect("libsystemd-shared unpacked beside systemd-resolved");
+        let unshare = require("unshare", "util-linux");
+        let mount_allowed = Command::new(&unshare).args(["-m", "true"]).status().unwrap().success();
+        assert!(
+            mount_allowed,
+            "systemd-resolved's test runs it in a mount namespace, which needs root"
+        );
+
+        let dir = TempDir::new("resolved");
+        let port = free_port();
+        let etc = dir.0.join("etc-systemd");
+        let drop_ins = etc.join("resolved.conf.d");
+        std::fs::create_dir_all(&drop_ins).unwrap();
+        std::fs::write(drop_ins.join("sextant.conf"), example("resolved.conf", sextant)).unwrap();
+        std::fs::write(
+            drop_ins.join("test.conf"),
+            format!(
+                "[Resolve]\nDNSStubListener=no\nDNSStubListenerExtra=127.0.0.1:{port}\nLLMNR=no\nMulticastDNS=no\n"
+            ),
+        )
+        .unwrap();
+        let passwd = dir.0.join("passwd");
+        let group = dir.0.join("group");
+        let with_line = |file: &str, line: &str| std::fs::read_to_string(file).unwrap() + line;
+        std::fs::write(
+            &passwd,
+            with_line("/etc/passwd", "systemd-resolve:x:64990:64990::/:/usr/sbin/nologin\n"),
+        )
+        .unwrap();
+        std::fs::write(&group, with_line("/etc/group", "systemd-resolve:x:64990:\n")).unwrap();
+        std::fs::create_dir_all("/run/systemd").unwrap();
+
+        let mut command = Command::new(unshare);
+        command
+            .args(["-m", "sh", "-c"])
+            .arg(
+                "mount -t tmpfs tmpfs /run/systemd && mount --bind \"$1\" /etc/systemd && \
+                 mount --bind \"$2\" /etc/passwd && mount --bind \"$3\" /etc/group && \
+                 LD_LIBRARY_PATH=\"$4\" exec \"$5\"",
+            )
+            .arg("sh")
+            .args([&etc, &passwd, &group, &library, &binary])
+            .env("SYSTEMD_LOG_LEVEL", "warning");
+        Self::spawn(
+            "systemd-resolved",
+            command,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        )
+    }
 }
 
 async fn resolve_a(resolver: &Resolver, name: &str) -> (ResponseCode, Vec<IpAddr>) {
@@ -275,13 +345,9 @@ async fn bind_forward_zone() {
     resolves_through(Resolver::named).await;
 }
 
-/// systemd-resolved needs systemd to run, which CI machines do not have; its example is at least
-/// held to the form resolved.conf(5) gives: an address with a port, and a routing-only domain.
-#[test]
-fn resolved_example_routes_the_domain_to_sextant() {
-    let text = example("resolved.conf", "127.0.0.1:5353".parse().unwrap());
-    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
-    assert_eq!(lines, ["[Resolve]", "DNS=127.0.0.1:5353", "Domains=~trading-dc"]);
+#[tokio::test]
+async fn systemd_resolved_drop_in() {
+    resolves_through(Resolver::resolved).await;
 }
 
 /// `dig`, as the README's walk-through uses it.
