@@ -95,3 +95,36 @@ async fn zones_reload_and_a_broken_file_leaves_the_running_zones() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// RFC 2308: a negative answer's SOA carries the zone's minimum as its TTL (when below the SOA's
+/// own TTL), so resolvers cache NXDOMAIN and NODATA for exactly as long as the zone asks.
+#[tokio::test]
+async fn negative_answers_are_cached_for_the_soa_minimum() {
+    let dir = zone_dir("minimum");
+    let shipped = std::fs::read_to_string(dir.join("trading-dc.zone")).unwrap();
+    let with_minimum = shipped.replace("0 )        ; minimum", "45 )       ; minimum");
+    assert_ne!(shipped, with_minimum, "the shipped zone's minimum line changed");
+    std::fs::write(dir.join("trading-dc.zone"), with_minimum).unwrap();
+    let mut config = test_config();
+    config.zones = dir.clone();
+    let server = TestServer::start_with(config).await;
+    server
+        .register(serde_json::json!({"Name": "orders", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+
+    for (name, rtype, code) in [
+        ("nothing.service.trading-dc.", RecordType::A, ResponseCode::NXDomain),
+        ("orders.service.trading-dc.", RecordType::TXT, ResponseCode::NoError),
+        ("www.trading-dc.", RecordType::A, ResponseCode::NXDomain),
+    ] {
+        for reply in [udp(server.dns, name, rtype).await, tcp(server.dns, name, rtype).await] {
+            assert_eq!(rcode(&reply), code, "{name} {rtype}");
+            assert!(reply.answers.is_empty(), "{name} {rtype}");
+            let soa = &reply.authorities[0];
+            assert_eq!(soa.record_type(), RecordType::SOA, "{name} {rtype}");
+            assert_eq!(soa.ttl, 45, "{name} {rtype}: negative TTL");
+        }
+    }
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
