@@ -143,10 +143,10 @@ impl FastPath {
         let rcode = match lookup {
             Lookup::Service { service, tag } => match std::str::from_utf8(service) {
                 Err(_) => RCODE_NXDOMAIN, // not ASCII: no service has that name
-                Ok(service) => self.registry.with_service(service, |entry| {
-                    let set = entry.and_then(|e| match tag {
-                        None => Some(&e.answers.all),
-                        Some(tag) => std::str::from_utf8(tag).ok().and_then(|t| e.answers.tag(t)),
+                Ok(service) => self.registry.with_answers(service, |answers| {
+                    let set = answers.and_then(|a| match tag {
+                        None => Some(&a.all),
+                        Some(tag) => std::str::from_utf8(tag).ok().and_then(|t| a.tag(t)),
                     });
                     match set {
                         Some(set) => {

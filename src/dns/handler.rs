@@ -161,7 +161,12 @@ impl DnsHandler {
         let Some(entry) = self.registry.service(service) else {
             return Answer::negative(ResponseCode::NXDomain);
         };
-        if tag.is_some_and(|t| entry.answers.tag(t).is_none()) {
+        let key = entry.name.key();
+        if tag.is_some_and(|t| {
+            !self
+                .registry
+                .with_answers(key.as_str(), |a| a.is_some_and(|a| a.tag(t).is_some()))
+        }) {
             return Answer::negative(ResponseCode::NXDomain);
         }
         // The hickory path builds records on demand: only queries the fast path passes on get here.
