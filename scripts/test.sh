@@ -31,6 +31,7 @@ if [ ! -x "$resolved/lib/systemd/systemd-resolved" ]; then
   debs=$(mktemp -d) && chmod 777 "$debs"  # apt downloads as its own user
   (cd "$debs" && { apt-get download -qq systemd-resolved libsystemd-shared ||
     { apt-get update -qq && apt-get download -qq systemd-resolved libsystemd-shared; }; })
+  mkdir -p "$resolved"  # dpkg -x makes the last directory only, and a clean clone has no target/
   for deb in "$debs"/*.deb; do dpkg -x "$deb" "$resolved"; done
   rm -rf "$debs"
 fi
