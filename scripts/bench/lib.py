@@ -83,8 +83,10 @@ def table(csv_path):
             cells.append(f"{qps / 1000:.1f}k{spread}" if qps else "-")
             cells.append(f"{cpq:.2f}" if cpq else "-")
             cpu_per_q[s] = cpq
-            p = [r["p50_us"] + "/" + r["p99_us"] for r in runs if r.get("p50_us", "-") != "-"]
-            lat_cells.append(p[len(p) // 2] if p else "-")
+            # The median of each percentile over the runs: one run's p99 can be a VM's hiccup.
+            lat = [r for r in runs if r.get("p50_us", "-") != "-"]
+            p50, p99 = med([float(r["p50_us"]) for r in lat]), med([float(r["p99_us"]) for r in lat])
+            lat_cells.append(f"{p50:.0f}/{p99:.0f}" if lat else "-")
         ratio = "-"
         if cpu_per_q.get("sextant") and cpu_per_q.get("knot"):
             ratio = f"{cpu_per_q['sextant'] / cpu_per_q['knot']:.2f}"

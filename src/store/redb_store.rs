@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Builder, Database, Durability, ReadableTable, TableDefinition};
 
 use super::{Batch, Change, Snapshot, Store, StoreError, StoredInstance};
 
@@ -12,6 +12,8 @@ const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances"
 /// "index": the registry index of the last commit; "format": the record format.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FORMAT: u64 = 1;
+/// redb's page cache, in bytes.
+const STORE_CACHE: usize = 16 << 20;
 
 pub struct RedbStore {
     db: Database,
@@ -31,7 +33,13 @@ impl RedbStore {
             path: path.display().to_string(),
             message,
         };
-        let db = Database::create(&path).map_err(|e| open_error(e.to_string()))?;
+        // redb caches the pages it reads and writes in memory, up to 1 GiB by default: with
+        // 100,000 instances that cache outgrew the registry itself. The registry holds every
+        // instance already, and the store is read once (at start), so a small cache is enough.
+        let db = Builder::new()
+            .set_cache_size(STORE_CACHE)
+            .create(&path)
+            .map_err(|e| open_error(e.to_string()))?;
         // A first write proves the file writable now, not at the first registration.
         let tx = db.begin_write().map_err(|e| open_error(e.to_string()))?;
         {
