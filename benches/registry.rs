@@ -14,10 +14,6 @@ use common::resident_bytes;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
-
-/// The server's allocator (src/main.rs), so that resident memory is what the server would hold.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use sextant::api::wire::{parse_json, parse_registration};
 use sextant::dns::answers::AnswerCompiler;
 use sextant::dns::fast::{FastPath, Transport};

@@ -8,6 +8,7 @@
 //! it; the registry makes every change durable through [`store`] before it is acknowledged, and is
 //! rebuilt from it at start. [`app`] wires the pieces; [`config`] holds the settings; [`model`] the validated types they share.
 
+mod alloc;
 pub mod api;
 pub mod app;
 pub mod config;

@@ -8,12 +8,6 @@ use sextant::App;
 use sextant::config::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
-/// jemalloc rather than glibc's malloc: glibc gives each thread an arena and keeps there what was
-/// freed, so re-registering 100,000 unchanged instances grew the server by 60% (87 MB); with
-/// jemalloc it grows 15%, and a fresh registry is smaller (bench-dns.sh prints resident memory).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[tokio::main]
 async fn main() {
     // Logs go to stderr, coloured only on a terminal, so they can be piped and parsed.
