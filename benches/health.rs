@@ -95,9 +95,9 @@ async fn run(plan: &Plan) {
     assert_eq!(ports.len(), plan.ports, "the endpoint process did not start");
 
     // A data folder of its own: the default ("data") would bring back the last run's instances.
-    let data_dir = std::env::temp_dir().join(format!("sextant-bench-health-{}", std::process::id()));
+    let data_dir = common::DataDir::new("health");
     let config = Config {
-        data_dir: data_dir.clone(),
+        data_dir: data_dir.0.clone(),
         dns: "127.0.0.1:0".parse().unwrap(),
         http: "127.0.0.1:0".parse().unwrap(),
         zones: concat!(env!("CARGO_MANIFEST_DIR"), "/zones").into(),
@@ -162,5 +162,4 @@ async fn run(plan: &Plan) {
     app.shutdown().await;
     drop(endpoints.stdin.take());
     let _ = endpoints.wait();
-    let _ = std::fs::remove_dir_all(&data_dir);
 }

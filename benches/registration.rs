@@ -4,6 +4,8 @@
 //!
 //! Clients and server share this process (and the machine's cores): the figures are end to end.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,12 +45,12 @@ fn main() {
 }
 
 async fn run(plan: &Plan) {
-    let data_dir = std::env::temp_dir().join(format!("sextant-bench-registration-{}", std::process::id()));
+    let data_dir = common::DataDir::new("registration");
     let config = Config {
         dns: "127.0.0.1:0".parse().unwrap(),
         http: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data_dir.clone(),
-        zones: data_dir.join("no-zones"),
+        data_dir: data_dir.0.clone(),
+        zones: data_dir.0.join("no-zones"),
         dns_workers: Some(1),
         ..Config::default()
     };
@@ -110,7 +112,6 @@ async fn run(plan: &Plan) {
         delays[delays.len() - 1]
     );
     app.shutdown().await;
-    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 async fn register(client: &reqwest::Client, url: &str, n: usize) {

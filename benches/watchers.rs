@@ -50,17 +50,17 @@ fn main() {
 struct Server {
     running: process::Running,
     http: SocketAddr,
-    data_dir: std::path::PathBuf,
+    _data_dir: common::DataDir,
 }
 
 impl Server {
     fn start() -> Self {
-        let data_dir = std::env::temp_dir().join(format!("sextant-bench-watchers-{}", std::process::id()));
-        let running = process::start_binary(&data_dir.join("no-zones"), &data_dir);
+        let data_dir = common::DataDir::new("watchers");
+        let running = process::start_binary(&data_dir.0.join("no-zones"), &data_dir.0);
         Self {
             http: running.http,
             running,
-            data_dir,
+            _data_dir: data_dir,
         }
     }
 
@@ -89,8 +89,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.running.child.0.kill();
-        let _ = self.running.child.0.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let _ = self.running.child.0.wait(); // then the data folder goes with the fields
     }
 }
 

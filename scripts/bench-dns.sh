@@ -162,8 +162,8 @@ wait_ready() {  # name
     echo "$1 does not answer on port ${PORT[$1]}" >&2; exit 1
 }
 
-pin_threads() {  # name: in mode 1core, every thread of the server on the server's CPU
-    [ "$NCPU" -gt 1 ] || return 0
+pin_threads() {  # name mode: in mode 1core, every thread of the server on the server's CPU
+    [ "$2" = 1core ] && [ "$NCPU" -gt 1 ] || return 0
     # knot pins its UDP worker n to CPU n itself, whatever CPUs it was started on: its one worker
     # would share CPU 0 with dnsperf, where waking dnsperf costs no inter-processor interrupt.
     taskset -a -p -c "$SRV_CPU" "${PIDS[$1]}" > /dev/null
@@ -234,7 +234,7 @@ for size in $SIZES; do
     for mode in $MODES; do
         write_configs "$data" "$mode"
         for s in "${ALL[@]}"; do start_server "$s" "$data" "$mode"; done
-        for s in "${ALL[@]}"; do wait_ready "$s"; [ "$mode" = 1core ] && pin_threads "$s"; done
+        for s in "${ALL[@]}"; do wait_ready "$s"; pin_threads "$s" "$mode"; done
         if [[ " ${ALL[*]} " == *" sextant "* ]]; then
             t0=$(date +%s.%N)
             python3 "$B/gen.py" register "127.0.0.1:$HTTP_PORT" "$size"

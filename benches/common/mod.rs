@@ -1,7 +1,25 @@
-//! What the benchmarks read of a process from /proc: its CPU time and its resident memory.
+//! What the benchmarks share: what they read of a process from /proc (its CPU time and its
+//! resident memory) and the data folder of a run.
 #![allow(dead_code)] // each benchmark uses its own part
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The data folder of one benchmark run, removed when dropped: a run never finds the instances
+/// of an earlier one.
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    pub fn new(bench: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("sextant-bench-{bench}-{}", std::process::id())))
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// User + system CPU time of process `pid` ("self" for this one).
 pub fn cpu_time(pid: &str) -> Duration {
