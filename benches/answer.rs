@@ -5,7 +5,6 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
@@ -25,7 +24,7 @@ fn register(registry: &Registry, body: serde_json::Value) {
 fn fast_path(services: usize) -> FastPath {
     let domain = Name::from_ascii("trading-dc.").unwrap();
     let node = "192.0.2.1".parse().unwrap();
-    let registry = Arc::new(Registry::new(AnswerCompiler::new(domain.clone(), 0, node, false)));
+    let registry = Registry::new(AnswerCompiler::new(domain.clone(), 0, node, false));
     let zones = zones::ZoneSource::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"), &domain, node)
         .load()
         .unwrap();

@@ -23,12 +23,7 @@ use sextant::registry::Registry;
 
 fn registry() -> Arc<Registry> {
     let domain = Name::from_ascii("trading-dc.").unwrap();
-    Arc::new(Registry::new(AnswerCompiler::new(
-        domain,
-        0,
-        "192.0.2.1".parse().unwrap(),
-        false,
-    )))
+    Registry::new(AnswerCompiler::new(domain, 0, "192.0.2.1".parse().unwrap(), false))
 }
 
 fn register(registry: &Registry, body: serde_json::Value) {

@@ -7,6 +7,10 @@
 //! arenas (4 per CPU) kept 37 MB of it; with one arena the server stays flat (134 MB before and
 //! after). Threads still allocate from their own cache, so the arena's lock is taken only to
 //! refill or flush it; the DNS path allocates nothing per query.
+//!
+//! jemalloc returns freed pages to the system gradually (over 10 s), but without a thread of its
+//! own only while the program allocates: after 2,000 blocking queries were closed, an idle server
+//! kept their 33 MB for good. A background thread does the returning, so a burst is given back.
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

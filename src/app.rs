@@ -53,8 +53,14 @@ pub struct App {
 }
 
 impl App {
-    /// Binds every listener and starts serving.
+    /// Binds every listener and starts serving, with the registry kept in `config.data_dir`.
     pub async fn bind(config: Config) -> Result<Self, AppError> {
+        let store = Arc::new(RedbStore::open(&config.data_dir)?);
+        Self::bind_with_store(config, store).await
+    }
+
+    /// Binds every listener and starts serving, with the registry kept in `store`.
+    pub async fn bind_with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, AppError> {
         let domain = config.domain_name()?;
         let node_name = config.node_name()?;
         let node_addr = config.advertise_addr();
@@ -71,10 +77,9 @@ impl App {
         compiler.a_record_limit = config.dns_a_record_limit;
         compiler.meta_txt = config.dns_meta_txt;
         // The registry as it was: an unreadable store stops the start, never an empty registry.
-        let store = Arc::new(RedbStore::open(&config.data_dir)?);
         let snapshot = store.load()?;
         let journal = Journal::start(store).map_err(AppError::Journal)?;
-        let registry = Arc::new(Registry::with_journal(compiler, journal));
+        let registry = Registry::with_journal(compiler, journal);
         let restored = registry.restore(snapshot)?;
         tracing::info!(instances = restored, data_dir = %config.data_dir.display(), "registry restored");
         let max_checks_in_flight = config.max_checks_in_flight()?;
@@ -88,6 +93,8 @@ impl App {
             config.recursor_timeout()?,
         );
 
+        // Everything that can fail happens before anything serves: a start that fails (a port
+        // taken, a bad setting) drops what it made, which releases the ports and the database.
         let listeners = DnsListeners::bind(config.dns, config.dns_workers())
             .await
             .map_err(|source| AppError::BindDns {
@@ -98,14 +105,6 @@ impl App {
             addr: config.dns,
             source,
         })?;
-        let fast = FastPath::new(registry.clone(), &zones.negative_soa, &node_name);
-        let hickory = DnsHandler::new(registry.clone(), zones, &node_name);
-        let engine = Arc::new(DnsEngine::new(fast, hickory).with_forwarder(forwarder));
-        let dns = listeners.serve(engine.clone()).map_err(|source| AppError::BindDns {
-            addr: config.dns,
-            source,
-        })?;
-
         let http_listener = crate::net::listen_tcp(config.http).map_err(|source| AppError::BindHttp {
             addr: config.http,
             source,
@@ -114,6 +113,9 @@ impl App {
             addr: config.http,
             source,
         })?;
+        let fast = FastPath::new(registry.clone(), &zones.negative_soa, &node_name);
+        let hickory = DnsHandler::new(registry.clone(), zones, &node_name);
+        let engine = Arc::new(DnsEngine::new(fast, hickory).with_forwarder(forwarder));
         let shutdown = CancellationToken::new();
         let state = ApiState {
             registry: registry.clone(),
@@ -127,8 +129,17 @@ impl App {
             acl: acl.clone(),
             stopping: shutdown.child_token(),
         };
-        // Started last, so a listener that fails to bind leaves no check running.
         let health = HealthChecker::start(registry.clone(), max_checks_in_flight)?;
+        let dns = match listeners.serve(engine.clone()) {
+            Ok(dns) => dns,
+            Err(source) => {
+                health.shutdown().await;
+                return Err(AppError::BindDns {
+                    addr: config.dns,
+                    source,
+                });
+            }
+        };
         let http = tokio::spawn(api::serve::serve(
             http_listener,
             api::router(state),

@@ -26,26 +26,42 @@ async fn main() {
 async fn serve(args: sextant::config::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.into_config()?;
     raise_open_files_limit();
+    // Before the server says it is serving: a SIGTERM right after must stop it cleanly.
+    let signals = Signals::new()?;
     let app = App::bind(config).await?;
-    serve_until_stopped(&app).await?;
+    signals.serve_until_stopped(&app).await?;
     tracing::info!("shutting down");
     app.shutdown().await;
     Ok(())
 }
 
-/// Runs until SIGINT or SIGTERM; SIGHUP reloads the zone files.
-async fn serve_until_stopped(app: &App) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => return result,
-            _ = term.recv() => return Ok(()),
-            _ = hangup.recv() => match app.reload_zones() {
-                Ok(files) => tracing::info!(?files, "zones reloaded"),
-                Err(error) => tracing::error!(%error, "zones not reloaded; still serving the previous ones"),
-            },
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Runs until SIGINT or SIGTERM; SIGHUP reloads the zone files.
+    async fn serve_until_stopped(mut self, app: &App) -> std::io::Result<()> {
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return Ok(()),
+                _ = self.term.recv() => return Ok(()),
+                _ = self.hangup.recv() => match app.reload_zones() {
+                    Ok(files) => tracing::info!(?files, "zones reloaded"),
+                    Err(error) => tracing::error!(%error, "zones not reloaded; still serving the previous ones"),
+                },
+            }
         }
     }
 }

@@ -74,11 +74,13 @@ impl InstanceId {
         if id.len() > Self::MAX_LEN {
             return Err(format!("must be at most {} bytes", Self::MAX_LEN));
         }
-        if let Some(c) = id
-            .chars()
-            .find(|c| c.is_control() || c.is_whitespace() || *c == '/' || *c == '?' || *c == '#')
-        {
+        if let Some(c) = id.chars().find(|c| c.is_whitespace() || matches!(c, '/' | '?' | '#')) {
             return Err(format!("must not contain {c:?}"));
+        }
+        check_text(id)?;
+        // Clients that normalise URL paths turn `/deregister/..` into another path.
+        if id == "." || id == ".." {
+            return Err(format!("{id:?} cannot appear in a URL path"));
         }
         Ok(Self(id.into()))
     }
@@ -91,6 +93,23 @@ impl InstanceId {
 impl fmt::Display for InstanceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Refuses characters that make text read other than it is: control characters (a log line
+/// forged with a newline), bidirectional overrides (text shown reversed) and zero-width
+/// characters (two IDs that look the same).
+pub fn check_text(text: &str) -> Result<(), String> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}')
+            || matches!(c, '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    match text.chars().find(|c| hidden(*c)) {
+        Some(c) => Err(format!(
+            "must not contain {c:?} (a control, bidirectional or zero-width character)"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -383,6 +402,10 @@ impl Instance {
     }
 }
 
+/// The longest duration taken anywhere: Go's durations stop at about 292 years, and anything
+/// near that is a mistake. Kept below Go's limit so that every duration echoed back parses again.
+pub const MAX_DURATION: Duration = Duration::from_secs(290 * 365 * 24 * 3600);
+
 /// Parses a Go duration string ("10s", "1m30s", "500ms", "1.5h", "0"), as Consul's JSON takes them.
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration (use Go's form: \"10s\", \"1m30s\", \"500ms\")");
@@ -418,9 +441,10 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         total_nanos += value * unit_nanos;
     }
-    // Go's durations stop at about 292 years; anything near that is a mistake.
-    if !total_nanos.is_finite() || total_nanos > 9.2e18 {
-        return Err(bad());
+    if !total_nanos.is_finite() || total_nanos > MAX_DURATION.as_nanos() as f64 {
+        return Err(format!(
+            "{text:?} is longer than the longest duration, {MAX_DURATION:?}"
+        ));
     }
     Ok(Duration::from_nanos(total_nanos.round() as u64))
 }
@@ -513,9 +537,20 @@ mod tests {
     fn instance_ids() {
         assert!(InstanceId::parse("redis:6379").is_ok());
         assert!(InstanceId::parse("10.0.0.1:8080").is_ok());
-        for bad in ["", "a/b", "a b", "a\nb"] {
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "a\nb",
+            ".",
+            "..",
+            "web\u{202e}1",
+            "web\u{200b}1",
+            "\u{feff}web",
+        ] {
             assert!(InstanceId::parse(bad).is_err(), "{bad:?}");
         }
+        assert!(InstanceId::parse("...").is_ok() && InstanceId::parse("a..b").is_ok());
     }
 
     #[test]

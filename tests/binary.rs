@@ -153,3 +153,154 @@ async fn sighup_reloads_the_zone_files() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// The HTTP/2 connection preface, then an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// Whether the server closed `stream` within `within` (it reads to the end; whatever the server
+/// sent before closing, a SETTINGS or GOAWAY frame, is skipped).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// HTTP/2 connections are bounded in time like HTTP/1.1 ones: one that sent only its preface,
+/// or a HEADERS frame it never finished (no END_HEADERS), is closed after the header timeout
+/// (700 such connections once used up every file descriptor, DNS over TCP included). A stop
+/// ends within the drain deadline whatever clients do, and releases the database.
+#[tokio::test]
+async fn unfinished_http2_and_http1_requests_are_cut_and_sigterm_always_ends() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let data_dir = common::temp_data_dir();
+    let running =
+        common::process::start_binary_with(&common::repo_zones(), &data_dir, &["--http-header-timeout", "1s"]);
+    let http = running.http;
+    let mut preface_only = TcpStream::connect(http).await.unwrap();
+    preface_only.write_all(H2_PREFACE).await.unwrap();
+    // HEADERS (type 1) on stream 1 with END_STREAM but not END_HEADERS: the block never ends.
+    let mut unfinished = TcpStream::connect(http).await.unwrap();
+    unfinished.write_all(H2_PREFACE).await.unwrap();
+    unfinished
+        .write_all(&[0, 0, 3, 0x1, 0x1, 0, 0, 0, 1, 0x82, 0x86, 0x84])
+        .await
+        .unwrap();
+    let mut half_http1 = TcpStream::connect(http).await.unwrap();
+    half_http1
+        .write_all(b"GET /v1/agent/self HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    for (name, stream) in [
+        ("preface only", &mut preface_only),
+        ("unfinished HEADERS", &mut unfinished),
+        ("half an HTTP/1.1 header", &mut half_http1),
+    ] {
+        assert!(
+            closed_within(stream, Duration::from_secs(5)).await,
+            "{name}: still open 5 s into a 1 s header timeout"
+        );
+    }
+    // A blocking query over HTTP/2 is a request in progress: not cut.
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let index = h2
+        .get(format!("http://{http}/v1/catalog/services"))
+        .send()
+        .await
+        .unwrap()
+        .headers()["X-Consul-Index"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let started = std::time::Instant::now();
+    let response = h2
+        .get(format!("http://{http}/v1/catalog/services?index={index}&wait=3s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(started.elapsed() >= Duration::from_secs(3), "{:?}", started.elapsed());
+
+    // Clients that hold connections open in every way a stop could wait on.
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        let mut stream = TcpStream::connect(http).await.unwrap();
+        stream.write_all(H2_PREFACE).await.unwrap();
+        held.push(stream);
+        let mut stream = TcpStream::connect(http).await.unwrap();
+        stream
+            .write_all(b"PUT /v1/agent/service/register HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    let watcher = tokio::spawn(
+        h2.get(format!("http://{http}/v1/catalog/services?index={index}&wait=10m"))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut child = running.child;
+    let stopping = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(10),
+            "sextant still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let _ = watcher.await;
+    drop(held);
+    // The database lock went with the process: a new server starts on the same data.
+    let again = start_binary(&common::repo_zones(), &data_dir);
+    drop(again);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// A start that fails after some of it is up (here: the HTTP port is taken) leaves nothing
+/// behind: the DNS port can be bound again and the data directory opened.
+#[tokio::test]
+async fn a_start_that_fails_on_the_http_port_releases_the_dns_port_and_the_data_directory() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dns_port = common::tools::free_port();
+    let config = sextant::Config {
+        dns: format!("127.0.0.1:{dns_port}").parse().unwrap(),
+        http: taken.local_addr().unwrap(),
+        ..common::test_config()
+    };
+    let data_dir = config.data_dir.clone();
+    let error = sextant::App::bind(config.clone())
+        .await
+        .err()
+        .expect("the HTTP port is taken");
+    assert!(error.to_string().contains("cannot listen for HTTP"), "{error}");
+    std::net::UdpSocket::bind(("127.0.0.1", dns_port)).expect("the DNS port (UDP) is free again");
+    std::net::TcpListener::bind(("127.0.0.1", dns_port)).expect("the DNS port (TCP) is free again");
+    let store = sextant::store::RedbStore::open(&data_dir).expect("the database is free again");
+    drop(store);
+    // And a start with a free HTTP port works on the same DNS port and data.
+    let server = common::TestServer::start_with(sextant::Config {
+        http: "127.0.0.1:0".parse().unwrap(),
+        ..config
+    })
+    .await;
+    assert_eq!(server.dns.port(), dns_port);
+    server.stop().await;
+}

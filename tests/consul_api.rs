@@ -118,7 +118,96 @@ async fn check_ids_follow_consul() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("custom"), "{body}");
+    assert_eq!(
+        body, "check ID \"custom\" already belongs to service instance \"api-1\"",
+        "the IDs, not Rust's debug text"
+    );
+    server.stop().await;
+}
+
+/// `DeregisterCriticalServiceAfter: "0s"` (or 0) means never, as in Consul: the instance stays
+/// however long its check is critical.
+#[tokio::test]
+async fn deregister_critical_service_after_zero_is_off() {
+    let server = TestServer::start().await;
+    for (id, after) in [
+        ("zero-string", json!("0s")),
+        ("zero-number", json!(0)),
+        ("zero-plain", json!("0")),
+    ] {
+        server
+            .register(json!({"Name": "keep", "ID": id, "Check": {
+                "TTL": "1h", "Status": "critical", "DeregisterCriticalServiceAfter": after}}))
+            .await;
+    }
+    // A real reaper at 1 s next to them, to know when one has had its chance.
+    server
+        .register(json!({"Name": "reaped", "ID": "reaped-1", "Check": {
+            "TTL": "1h", "Status": "critical", "DeregisterCriticalServiceAfter": "1s"}}))
+        .await;
+    common::wait_for("the 1 s instance to be reaped", async || {
+        server.get("/v1/agent/service/reaped-1").await.0 == 404
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let services = server.get_json("/v1/agent/services").await;
+    let mut ids: Vec<&String> = services.as_object().unwrap().keys().collect();
+    ids.sort();
+    assert_eq!(ids, ["zero-number", "zero-plain", "zero-string"], "{services}");
+    let checks = server.get_json("/v1/agent/checks").await;
+    for check in checks.as_object().unwrap().values() {
+        assert!(
+            check["Definition"].get("DeregisterCriticalServiceAfter").is_none(),
+            "{check}"
+        );
+    }
+    server.stop().await;
+}
+
+/// Bodies as py-consul, Spring Cloud Consul and Nomad send them: fields Consul defines that
+/// sextant does not use are accepted and ignored, so real clients keep working.
+#[tokio::test]
+async fn fields_consul_defines_and_sextant_ignores_are_accepted() {
+    let server = TestServer::start().await;
+    let bodies = [
+        // py-consul 1.8.0: lower-case keys, the one check in a `checks` list.
+        r#"{"name": "web", "enabletagoverride": true, "id": "web-1", "address": "10.0.0.5", "port": 8080, "tags": ["v1", "primary"], "meta": {"version": "1.0"}, "checks": [{"http": "http://10.0.0.5:8080/health", "interval": "10s", "timeout": "5s", "DeregisterCriticalServiceAfter": "90m", "header": {"X-Foo": ["bar"]}}], "weights": {"Passing": 10, "Warning": 1}}"#,
+        r#"{"name": "worker", "id": "worker-1", "port": 9000, "checks": [{"ttl": "30s"}]}"#,
+        r#"{"name": "db", "id": "db-1", "address": "10.0.0.6", "port": 5432, "tags": ["pg"], "checks": [{"tcp": "10.0.0.6:5432", "interval": "10s", "timeout": "2s", "DeregisterCriticalServiceAfter": "1m"}]}"#,
+        // Spring Cloud Consul 4.x (Gson: nulls left out) and 5.x (Jackson: every null sent).
+        r#"{"ID":"orders-8080","Name":"orders","Tags":[],"Address":"10.0.0.5","Meta":{"secure":"false"},"Port":8080,"Check":{"Interval":"10s","HTTP":"http://10.0.0.5:8080/actuator/health","Header":{},"Timeout":"5s","DeregisterCriticalServiceAfter":"90m","TLSSkipVerify":true}}"#,
+        r#"{"ID":"orders-8081","Name":"orders","Tags":[],"Address":"10.0.0.5","Meta":{"secure":"false"},"Port":8081,"EnableTagOverride":null,"Check":{"Args":null,"DockerContainerID":null,"Shell":null,"Interval":"10s","TTL":null,"HTTP":"http://10.0.0.5:8081/actuator/health","Method":null,"Header":{},"TCP":null,"Timeout":null,"DeregisterCriticalServiceAfter":null,"TLSSkipVerify":null,"Status":null,"GRPC":null,"GRPCUseTLS":null},"Checks":null}"#,
+        r#"{"ID":"orders-8082","Name":"orders","Tags":[],"Address":"10.0.0.5","Meta":{"secure":"false"},"Port":8082,"EnableTagOverride":null,"Check":{"Args":null,"DockerContainerID":null,"Shell":null,"Interval":null,"TTL":"30s","HTTP":null,"Method":null,"Header":null,"TCP":null,"Timeout":null,"DeregisterCriticalServiceAfter":null,"TLSSkipVerify":null,"Status":null,"GRPC":null,"GRPCUseTLS":null},"Checks":null}"#,
+        // Nomad (Go's encoding/json: `Check` is always there, null; a trailing newline).
+        "{\"ID\":\"_nomad-task-8b3c2f1e-server-web-api-http\",\"Name\":\"web-api\",\"Tags\":[\"v1\",\"urlprefix-/api\"],\"Port\":23456,\"Address\":\"10.0.0.5\",\"Meta\":{\"external-source\":\"nomad\",\"version\":\"1.2\"},\"Check\":null,\"Checks\":[{\"CheckID\":\"_nomad-check-6f0c4bd3\",\"Name\":\"service: \\\"web-api\\\" check\",\"Interval\":\"10s\",\"Timeout\":\"2s\",\"HTTP\":\"http://10.0.0.5:23456/health\"}]}\n",
+        r#"{"ID":"_nomad-task-1c9e7a4b-group-cache-redis-db","Name":"redis","Tags":["cache"],"Port":6379,"Address":"10.0.0.6","EnableTagOverride":true,"Meta":{"external-source":"nomad"},"Check":null,"Checks":[{"CheckID":"_nomad-check-0a1b2c3d","Name":"redis-alive","Interval":"10s","Timeout":"2s","TCP":"10.0.0.6:6379","SuccessBeforePassing":2,"FailuresBeforeCritical":3,"FailuresBeforeWarning":1,"TLSServerName":"","GRPCUseTLS":false}],"Namespace":"team-a"}"#,
+        // Consul's fields for Connect, namespaces, locality and sockets: accepted, ignored.
+        r#"{"Name": "conn", "ID": "conn-1", "Port": 80, "Connect": {"Native": false}, "Proxy": null, "Namespace": "default", "Partition": "default", "Locality": {"Region": "r1", "Zone": "z1"}, "SocketPath": "", "Token": "", "Check": {"TTL": "10s", "OutputMaxSize": 4096, "DisableRedirects": false, "TCPUseTLS": false, "H2PingUseTLS": false}}"#,
+    ];
+    for body in bodies {
+        let (status, text) = server.put_raw("/v1/agent/service/register", body).await;
+        assert_eq!(status, 200, "{body}: {text}");
+    }
+    let services = server.get_json("/v1/agent/services").await;
+    assert_eq!(services.as_object().unwrap().len(), bodies.len(), "{services}");
+    assert_eq!(services["web-1"]["Weights"]["Passing"], 10);
+    assert_eq!(services["orders-8082"]["Port"], 8082);
+    // Nomad's script checks report through check/update, both fields always sent.
+    let (status, text) = server
+        .put_raw(
+            "/v1/agent/check/update/service:orders-8082",
+            r#"{"Status":"passing","Output":"OK\n"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = server
+        .put_raw(
+            "/v1/agent/check/update/service:orders-8082",
+            r#"{"Status":"passing","Ouput":"OK"}"#,
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("did you mean `Output`?"), "{text}");
     server.stop().await;
 }
 
@@ -343,6 +432,88 @@ async fn bad_registrations_are_refused_and_store_nothing() {
         (
             "Check.Status",
             json!({"Name": "ok", "Check": {"TTL": "5s", "Status": "fine"}}).to_string(),
+        ),
+        // Misspelt fields: named, with the closest known one.
+        (
+            "unknown field `Adress`; did you mean `Address`?",
+            json!({"Name": "ok", "Adress": "10.0.0.9"}).to_string(),
+        ),
+        (
+            "unknown field `Chek`; did you mean `Check`?",
+            json!({"Name": "ok", "Chek": {"TTL": "5s"}}).to_string(),
+        ),
+        (
+            "Check: unknown field `Intervall`; did you mean `Interval`?",
+            json!({"Name": "ok", "Check": {"HTTP": "http://x/", "Intervall": "10s"}}).to_string(),
+        ),
+        (
+            "Weights: unknown field `Pasing`; did you mean `Passing`?",
+            json!({"Name": "ok", "Weights": {"Pasing": 3}}).to_string(),
+        ),
+        (
+            "unknown field `Colour`",
+            json!({"Name": "ok", "Colour": "blue"}).to_string(),
+        ),
+        // Durations: numbers are nanoseconds, so 30 is refused; a range check for numbers too.
+        ("Check.TTL", json!({"Name": "ok", "Check": {"TTL": 30}}).to_string()),
+        (
+            "Go strings",
+            json!({"Name": "ok", "Check": {"TTL": "500us"}}).to_string(),
+        ),
+        ("Check.TTL", json!({"Name": "ok", "Check": {"TTL": "0s"}}).to_string()),
+        (
+            "Check.Interval",
+            json!({"Name": "ok", "Check": {"TCP": "x:80", "Interval": 10}}).to_string(),
+        ),
+        (
+            "Check.Timeout",
+            json!({"Name": "ok", "Check": {"TCP": "x:80", "Interval": "10s", "Timeout": 5}}).to_string(),
+        ),
+        (
+            "Check.TTL",
+            json!({"Name": "ok", "Check": {"TTL": 9_223_372_036_854_775_807_u64}}).to_string(),
+        ),
+        (
+            "Check.DeregisterCriticalServiceAfter",
+            json!({"Name": "ok", "Check": {"TTL": "5s", "DeregisterCriticalServiceAfter": "1ns"}}).to_string(),
+        ),
+        (
+            "Check.DeregisterCriticalServiceAfter",
+            json!({"Name": "ok", "Check": {"TTL": "5s", "DeregisterCriticalServiceAfter": "500ms"}}).to_string(),
+        ),
+        // IDs a client that normalises paths cannot deregister, or that read other than they are.
+        ("ID", json!({"Name": "ok", "ID": "."}).to_string()),
+        ("ID", json!({"Name": "ok", "ID": ".."}).to_string()),
+        ("ID", json!({"Name": "ok", "ID": "ok-\u{202e}1"}).to_string()),
+        ("ID", json!({"Name": "ok", "ID": "ok-\u{200b}1"}).to_string()),
+        (
+            "Check.Name",
+            json!({"Name": "ok", "Check": {"TTL": "5s", "Name": "a\u{2066}b"}}).to_string(),
+        ),
+        (
+            "Check.CheckID",
+            json!({"Name": "ok", "Check": {"TTL": "5s", "CheckID": "serfHealth"}}).to_string(),
+        ),
+        (
+            "Check.CheckID",
+            json!({"Name": "ok", "Check": {"TTL": "5s", "CheckID": "_service_maintenance:ok"}}).to_string(),
+        ),
+        (
+            "Check.CheckID",
+            json!({"Name": "ok", "Check": {"TTL": "5s", "CheckID": "_node_maintenance"}}).to_string(),
+        ),
+        // A field given twice, exactly or in another casing: one rule, refused.
+        (
+            "field `Address` is given twice",
+            r#"{"Name": "ok", "Address": "10.0.0.1", "Address": "10.0.0.2"}"#.into(),
+        ),
+        (
+            "field `name` is given twice",
+            r#"{"Name": "ok", "name": "other"}"#.into(),
+        ),
+        (
+            "is given twice",
+            r#"{"Name": "ok", "Check": {"TTL": "5s", "ttl": "10s"}}"#.into(),
         ),
     ];
     for (expected, body) in &cases {

@@ -331,3 +331,117 @@ async fn restored_checks_are_rechecked_at_once() {
     );
     server.stop().await;
 }
+
+/// How a start on `data_dir` ended: `Ok` when it served (it is stopped again, and must stop
+/// cleanly), or its exit code and what it printed.
+fn try_start(data_dir: &Path) -> Result<(), (Option<i32>, String)> {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut text = String::new();
+    loop {
+        match log.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                let serving = line.contains("sextant is serving");
+                text.push_str(&line);
+                text.push('\n');
+                if serving {
+                    let _ = Command::new("kill").arg(child.id().to_string()).status();
+                    let status = child.wait().unwrap();
+                    assert_eq!(status.code(), Some(0), "{text}");
+                    return Ok(());
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().unwrap();
+                return Err((status.code(), text));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("neither started nor failed in 30 s: {text}");
+            }
+        }
+    }
+}
+
+/// A damaged database never crashes the start: either it is read whole, or the start is refused
+/// with a message naming the file and what to do. (redb panicked on 2 of 6 flipped bytes and on
+/// every truncation: exit 101 and a backtrace.)
+#[tokio::test]
+async fn a_damaged_or_truncated_database_is_refused_with_a_message_never_a_panic() {
+    let data_dir = temp_data_dir();
+    let server = start_binary(&repo_zones(), &data_dir);
+    for n in 0..200 {
+        let body = json!({"Name": format!("svc-{}", n % 20), "ID": format!("i-{n}"), "Address": "10.0.0.1",
+                          "Port": 80, "Check": {"TTL": "1h", "Status": "passing"}});
+        assert_eq!(put(server.http, "/v1/agent/service/register", Some(&body)).await, 200);
+    }
+    kill_9(server);
+    let file = file_in(&data_dir);
+    let good = std::fs::read(&file).unwrap();
+    let len = good.len();
+    let mut refused = 0;
+    let mut check = |what: &str| match try_start(&data_dir) {
+        Ok(()) => {}
+        Err((code, log)) => {
+            refused += 1;
+            assert_eq!(code, Some(1), "{what}: {log}");
+            assert!(!log.contains("panicked"), "{what}: {log}");
+            assert!(
+                log.contains(&file.display().to_string()),
+                "{what}: the error names the file: {log}"
+            );
+            assert!(
+                log.contains("restore it from a backup, or move it away"),
+                "{what}: the error says what to do: {log}"
+            );
+        }
+    };
+    for at in [
+        0,
+        9,
+        64,
+        700,
+        4096,
+        4200,
+        len / 3,
+        len / 2,
+        len - 4096,
+        len - 100,
+        len - 16,
+    ] {
+        let mut bad = good.clone();
+        for byte in &mut bad[at..at + 16] {
+            *byte ^= 0xa5;
+        }
+        std::fs::write(&file, &bad).unwrap();
+        check(&format!("16 bytes flipped at {at}"));
+    }
+    for keep in [len - 1, len - 4096, len / 2, 4096, 512] {
+        std::fs::write(&file, &good[..keep]).unwrap();
+        check(&format!("truncated to {keep} of {len} bytes"));
+    }
+    assert!(refused > 0, "some of the damage must have been noticed");
+    // An empty file is a database that was lost, not a new one.
+    std::fs::write(&file, b"").unwrap();
+    let (code, log) = try_start(&data_dir).expect_err("an empty database is refused");
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("empty (0 bytes)") && log.contains(&file.display().to_string()),
+        "{log}"
+    );
+    std::fs::remove_dir_all(&data_dir).unwrap();
+}

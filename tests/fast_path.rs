@@ -26,7 +26,7 @@ fn engine_with_limit(a_record_limit: usize) -> (Arc<Registry>, DnsEngine) {
     let mut compiler = AnswerCompiler::new(domain.clone(), 5, node_addr, false);
     compiler.meta_txt = true;
     compiler.a_record_limit = a_record_limit;
-    let registry = Arc::new(Registry::new(compiler));
+    let registry = Registry::new(compiler);
     let zones = zones::ZoneSource::new(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
         &domain,

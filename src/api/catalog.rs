@@ -21,7 +21,7 @@ pub fn routes() -> Router<ApiState> {
 /// The one node, this server. Blocking queries on it wake with the catalog (harmless, as Consul
 /// allows spurious wake-ups), so a client watching nodes does not spin.
 async fn nodes(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    block(&state, &Params::parse(q), state.registry.watch_catalog()).await?;
+    block(&state, &Params::parse(q), || state.registry.watch_catalog()).await?;
     Ok(consul_json(
         state.registry.catalog_index(),
         json!([wire::catalog_node(&state.node)]),
@@ -29,7 +29,7 @@ async fn nodes(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Result<R
 }
 
 async fn services(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    block(&state, &Params::parse(q), state.registry.watch_catalog()).await?;
+    block(&state, &Params::parse(q), || state.registry.watch_catalog()).await?;
     let map: BTreeMap<String, Vec<String>> = state
         .registry
         .services()
@@ -45,7 +45,7 @@ async fn service(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q);
-    block(&state, &params, state.registry.watch_service(&name)).await?;
+    block(&state, &params, || state.registry.watch_service(&name)).await?;
     let tags: Vec<&str> = params.all("tag").collect();
     let Some(entry) = state.registry.service(&name) else {
         return Ok(consul_json(state.registry.service_index(&name), json!([])));

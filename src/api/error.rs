@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::registry::RegistryError;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -15,9 +16,14 @@ pub enum ApiError {
     /// No token, or not the configured one (or a write from another host with none configured).
     #[error("{0}")]
     Forbidden(String),
-    /// The server could not do what was asked (storage failed); nothing was acknowledged.
+    /// The write could not be made durable now (the disk is full or read-only, or sextant is
+    /// stopping); nothing was changed, and the same request can succeed later.
     #[error("{0}")]
-    Internal(String),
+    Unavailable(String),
+    /// Something the client cannot fix: `kind` is what it is told, `detail` goes to the log only
+    /// (it may hold paths and the store's own words).
+    #[error("internal error ({kind}); the server's log has the details")]
+    Internal { kind: &'static str, detail: String },
 }
 
 impl ApiError {
@@ -34,10 +40,25 @@ impl From<RegistryError> for ApiError {
                 "Unknown check ID {:?}. Ensure that the check ID is passed, not the check name.",
                 id.as_str()
             )),
-            RegistryError::Store(_) | RegistryError::Restore { .. } => Self::Internal(e.to_string()),
+            RegistryError::Store(StoreError::Unavailable { dir, message }) => Self::Unavailable(format!(
+                "the change was not made: the data directory {dir} cannot be written ({message}); \
+                 retry once it has space or is writable again"
+            )),
+            RegistryError::Store(StoreError::Closed) => {
+                Self::Unavailable("the change was not made: sextant is stopping".into())
+            }
+            RegistryError::Store(_) | RegistryError::Restore { .. } => Self::Internal {
+                kind: "storage",
+                detail: e.to_string(),
+            },
         }
     }
 }
+
+/// The detail of an internal error, carried on its response for the layer that logs it with the
+/// request's method and path ([`super::log_internal_errors`]).
+#[derive(Clone, Debug)]
+pub struct InternalDetail(pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -45,8 +66,13 @@ impl IntoResponse for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (status, self.to_string()).into_response()
+        let mut response = (status, self.to_string()).into_response();
+        if let Self::Internal { detail, .. } = self {
+            response.extensions_mut().insert(InternalDetail(detail));
+        }
+        response
     }
 }

@@ -54,7 +54,7 @@ async fn service(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q);
-    block(&state, &params, state.registry.watch_service(&name)).await?;
+    block(&state, &params, || state.registry.watch_service(&name)).await?;
     let passing = params.flag("passing");
     let tags: Vec<&str> = params.all("tag").collect();
     let Some(entry) = state.registry.service(&name) else {
@@ -77,7 +77,7 @@ async fn checks(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    block(&state, &Params::parse(q), state.registry.watch_service(&name)).await?;
+    block(&state, &Params::parse(q), || state.registry.watch_service(&name)).await?;
     let render = |instances: &[Arc<Instance>]| -> Value {
         let list: Vec<Value> = instances
             .iter()

@@ -17,11 +17,10 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::Value;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::registry::Registry;
+use crate::registry::{Registry, Watch};
 pub use wire::NodeInfo;
 
 /// Request bodies above this are refused with 413 (Consul's registrations are a few kB).
@@ -63,7 +62,18 @@ pub fn router(state: ApiState) -> Router {
             refuse_unmet_parameters,
         ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), acl::enforce))
+        .layer(axum::middleware::from_fn(log_internal_errors))
         .with_state(state)
+}
+
+/// Logs an internal error with the request it failed, once, where the client got only its kind.
+async fn log_internal_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
+    if let Some(error::InternalDetail(detail)) = response.extensions().get() {
+        tracing::error!(%method, path = ?path, error = %detail, "request failed");
+    }
+    response
 }
 
 /// Query parameters are ignored when sextant has nothing to do for them (`stale`, `consistent`,
@@ -111,11 +121,16 @@ fn consul_json(index: u64, body: Value) -> Response {
     response
 }
 
-/// Consul's blocking query: with `?index=N` (N > 0) it returns once `changes` holds an index
-/// past N, or when `?wait=` (default 5 min, at most 10 min, plus up to 1/16 of it at random so
-/// that watchers spread out) runs out. Without `index` it returns at once. Waiting costs nothing:
-/// the task sleeps on the channel of what it watches. A stopping server answers at once.
-async fn block(state: &ApiState, params: &Params, mut changes: watch::Receiver<u64>) -> Result<(), error::ApiError> {
+/// Consul's blocking query: with `?index=N` (N > 0) it returns once what `subscribe` watches
+/// holds an index past N, or when `?wait=` (default 5 min, at most 10 min, plus up to 1/16 of it
+/// at random so that watchers spread out) runs out. Without `index` it returns at once, and
+/// subscribes to nothing: a plain read leaves no channel behind. Waiting costs nothing: the task
+/// sleeps on the channel of what it watches. A stopping server answers at once.
+async fn block<'a>(
+    state: &ApiState,
+    params: &Params,
+    subscribe: impl FnOnce() -> Watch<'a>,
+) -> Result<(), error::ApiError> {
     let Some(index) = params.get("index") else {
         return Ok(());
     };
@@ -131,6 +146,8 @@ async fn block(state: &ApiState, params: &Params, mut changes: watch::Receiver<u
     if min == 0 {
         return Ok(());
     }
+    let mut watch = subscribe();
+    let changes = watch.changes();
     let jitter = Duration::from_nanos(rand::random_range(0..=wait.as_nanos() as u64 / 16));
     let deadline = tokio::time::Instant::now() + wait + jitter;
     while *changes.borrow_and_update() <= min {

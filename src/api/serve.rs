@@ -1,10 +1,15 @@
-//! The HTTP server loop: hyper behind an accept loop of our own, because `axum::serve` gives
-//! hyper no timer, and without one a client that sends its request headers slowly, or never,
-//! holds a connection forever. Here every connection must deliver a request's headers within
-//! the configured time (`http_header_timeout`; an idle keep-alive connection is closed after as
-//! long), and the peer's address reaches the handlers as axum's `ConnectInfo` (the ACL reads it).
+//! The HTTP server loop: hyper behind an accept loop of our own, because `axum::serve` bounds
+//! nothing in time: a client that sends its request slowly, or never, holds a connection forever.
+//!
+//! Here every connection, HTTP/1.1 or HTTP/2, must start a request within `header_timeout` of
+//! opening or of its last request's answer, or it is closed: that cuts slow or unfinished headers,
+//! an HTTP/2 connection that sent only its preface or a HEADERS frame it never finished, and idle
+//! keep-alive connections alike. A request in progress (a blocking query waits up to 10 min) is
+//! not cut. On shutdown, connections get `DRAIN` to finish, then are dropped, so a stop always
+//! ends. The peer's address reaches the handlers as axum's `ConnectInfo` (the ACL reads it).
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::time::Duration;
 
 use axum::Router;
@@ -12,23 +17,33 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+/// How long connections get to finish their requests once the server stops.
+pub const DRAIN: Duration = Duration::from_secs(5);
+/// How long a connection told to close (idle, or stopping) gets to say goodbye.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves `router` on `listener` until `stopping` is cancelled, then lets requests in flight
-/// finish (blocking queries answer at once on the same signal) and returns. A client has
-/// `header_timeout` to send a request's headers; a blocking query's wait comes after its
-/// headers, so it is not cut by this.
+/// finish for at most [`DRAIN`] (blocking queries answer at once on the same signal) and returns
+/// once every connection is gone.
 pub async fn serve(listener: TcpListener, router: Router, header_timeout: Duration, stopping: CancellationToken) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // A peer that stops answering pings is gone: its connection goes.
+        .keep_alive_interval(Some(header_timeout))
+        .keep_alive_timeout(header_timeout);
+    let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -44,22 +59,79 @@ pub async fn serve(listener: TcpListener, router: Router, header_timeout: Durati
             () = stopping.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(axum::body::Body::new);
-            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            router.clone().oneshot(request)
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::trace!(%peer, %error, "HTTP connection ended with an error");
-            }
+        let (router, builder, stopping) = (router.clone(), builder.clone(), stopping.clone());
+        connections.spawn(async move {
+            connection(stream, peer, router, &builder, header_timeout, stopping).await;
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
+}
+
+/// Serves one connection until it ends, stays idle for `header_timeout`, or the server stops.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    builder: &Builder<TokioExecutor>,
+    header_timeout: Duration,
+    stopping: CancellationToken,
+) {
+    // How many requests the connection has in progress: it may idle only at zero.
+    let (busy, in_flight) = watch::channel(0usize);
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let mut request = request.map(axum::body::Body::new);
+        request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+        let started = InFlight::start(&busy);
+        let response = router.clone().oneshot(request);
+        async move {
+            let response = response.await;
+            drop(started);
+            response
+        }
+    });
+    let mut connection = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+    let (close, limit) = tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::trace!(%peer, %error, "HTTP connection ended with an error");
+            }
+            return;
+        }
+        () = idle_for(in_flight, header_timeout) => ("idle", CLOSE_GRACE),
+        () = stopping.cancelled() => ("stopping", DRAIN),
+    };
+    tracing::trace!(%peer, reason = close, "closing an HTTP connection");
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(limit, connection).await;
+}
+
+/// Completes once the connection has had no request in progress for `limit` in a row.
+async fn idle_for(mut in_flight: watch::Receiver<usize>, limit: Duration) {
+    loop {
+        if in_flight.wait_for(|n| *n == 0).await.is_err() {
+            return std::future::pending().await; // the connection is ending anyway
+        }
+        tokio::select! {
+            () = tokio::time::sleep(limit) => return,
+            _ = in_flight.wait_for(|n| *n > 0) => {}
+        }
+    }
+}
+
+/// One request in progress on a connection, counted while it lives.
+struct InFlight(watch::Sender<usize>);
+
+impl InFlight {
+    fn start(busy: &watch::Sender<usize>) -> Self {
+        busy.send_modify(|n| *n += 1);
+        Self(busy.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }

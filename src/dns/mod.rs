@@ -27,9 +27,10 @@ pub struct DnsListeners {
     tcp: TcpListener,
 }
 
-/// Running DNS serving; stops with [`DnsServer::shutdown`].
+/// Running DNS serving; stops with [`DnsServer::shutdown`] (or, without waiting for the TCP
+/// connections and forwarded queries to end, when dropped).
 pub struct DnsServer {
-    udp: udp::UdpWorkers,
+    udp: Option<udp::UdpWorkers>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -63,21 +64,33 @@ impl DnsListeners {
     /// Starts the UDP workers and the TCP acceptor.
     pub fn serve(self, engine: Arc<DnsEngine>) -> std::io::Result<DnsServer> {
         let runtime = tokio::runtime::Handle::current();
-        let udp = udp::UdpWorkers::spawn(self.udp, engine.clone(), runtime)?;
-        let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let udp = udp::UdpWorkers::spawn(self.udp, engine.clone(), runtime, tasks.clone())?;
+        let shutdown = CancellationToken::new();
         tasks.spawn(tcp::serve(self.tcp, engine, shutdown.clone(), tasks.clone()));
-        Ok(DnsServer { udp, shutdown, tasks })
+        Ok(DnsServer {
+            udp: Some(udp),
+            shutdown,
+            tasks,
+        })
     }
 }
 
 impl DnsServer {
-    /// Stops accepting, closes connections and waits for the workers.
-    pub async fn shutdown(self) {
+    /// Stops accepting, closes connections and waits for the workers and the queries they
+    /// forwarded.
+    pub async fn shutdown(mut self) {
         self.shutdown.cancel();
+        if let Some(udp) = self.udp.take() {
+            let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
+        }
         self.tasks.close();
         self.tasks.wait().await;
-        let udp = self.udp;
-        let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }

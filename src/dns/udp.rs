@@ -15,6 +15,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio_util::task::TaskTracker;
 
 use super::engine::DnsEngine;
 use super::fast::{Outcome, Transport};
@@ -58,33 +59,58 @@ impl UdpWorkers {
         sockets: Vec<UdpSocket>,
         engine: Arc<DnsEngine>,
         runtime: tokio::runtime::Handle,
+        forwards: TaskTracker,
     ) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
+        let mut workers = Self {
+            threads: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
         for (n, socket) in sockets.into_iter().enumerate() {
-            let (engine, runtime, stop) = (engine.clone(), runtime.clone(), stop.clone());
+            let (engine, stop) = (engine.clone(), workers.stop.clone());
+            let runner = Runtime {
+                handle: runtime.clone(),
+                forwards: forwards.clone(),
+            };
             let socket = Arc::new(socket);
+            // On an error, the workers already started are stopped as `workers` is dropped.
             let thread = std::thread::Builder::new()
                 .name(format!("dns-udp-{n}"))
-                .spawn(move || serve(&socket, &engine, &runtime, &stop))?;
-            threads.push(thread);
+                .spawn(move || serve(&socket, &engine, &runner, &stop))?;
+            workers.threads.push(thread);
         }
-        Ok(Self { threads, stop })
+        Ok(workers)
     }
 
     /// Stops the workers and waits for them (at most one poll interval).
-    pub fn stop(self) {
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
+impl Drop for UdpWorkers {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Where a worker hands what it does not answer itself: the tokio runtime, with the forwarded
+/// queries' tasks tracked so that a stop waits for them.
+struct Runtime {
+    handle: tokio::runtime::Handle,
+    forwards: TaskTracker,
+}
+
 /// Queries taken from the socket in one system call (and answered in one).
 const BATCH: usize = 32;
 
-fn serve(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &tokio::runtime::Handle, stop: &AtomicBool) {
+fn serve(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, stop: &AtomicBool) {
     let fd = socket.as_raw_fd();
     let mut queries = vec![0u8; MAX_QUERY * BATCH];
     let mut responses: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(MAX_QUERY)).collect();
@@ -132,7 +158,7 @@ fn serve(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &tokio::runt
 fn fallback(
     socket: &Arc<UdpSocket>,
     engine: &Arc<DnsEngine>,
-    runtime: &tokio::runtime::Handle,
+    runtime: &Runtime,
     query: &[u8],
     src: SockaddrStorage,
     out: &mut Vec<u8>,
@@ -142,16 +168,21 @@ fn fallback(
     };
     if engine.forwards(query, src) {
         let (socket, engine, query) = (socket.clone(), engine.clone(), query.to_vec());
-        runtime.spawn(async move {
-            if let Some(response) = engine.forward(&query, Transport::Udp).await
-                && let Err(error) = socket.send_to(&response, src)
-            {
-                tracing::debug!(%error, %src, "could not send a forwarded response");
-            }
-        });
+        runtime.forwards.spawn_on(
+            async move {
+                if let Some(response) = engine.forward(&query, Transport::Udp).await
+                    && let Err(error) = socket.send_to(&response, src)
+                {
+                    tracing::debug!(%error, %src, "could not send a forwarded response");
+                }
+            },
+            &runtime.handle,
+        );
         return false;
     }
-    runtime.block_on(engine.answer_hickory_into(query, src, Transport::Udp, out))
+    runtime
+        .handle
+        .block_on(engine.answer_hickory_into(query, src, Transport::Udp, out))
 }
 
 /// Sends every reply, in as few system calls as the kernel allows.

@@ -61,7 +61,12 @@ impl Runner {
             let now = Instant::now();
             if timers.reap_at.is_some_and(|at| at <= now) && self.registry.reap_critical(&self.spec.id, self.generation)
             {
-                return;
+                // The deregistration stops this runner once applied; should its commit fail,
+                // look again in a second.
+                tokio::select! {
+                    () = self.stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
             }
             if timers.ttl_deadline.is_some_and(|at| at <= now) {
                 self.registry.expire_ttl(&self.spec.id, self.generation);

@@ -86,7 +86,6 @@ impl Registry {
     /// restarts the TTL. Refused for checks that are probed, as Consul does.
     pub fn ttl_update(&self, check: &CheckId, status: Health, output: &str) -> Result<u64, RegistryError> {
         let mut w = self.lock();
-        self.check_store()?;
         let now = Instant::now();
         let index = self.update_check(&mut w, check, |c| {
             let CheckKind::Ttl { ttl } = c.spec.kind else {
@@ -129,7 +128,8 @@ impl Registry {
     }
 
     /// Deregisters the check's instance if the check has been critical for longer than its
-    /// `DeregisterCriticalServiceAfter`. True when it did.
+    /// `DeregisterCriticalServiceAfter`. True when a deregistration is on its way (the check's
+    /// runner is stopped once it is applied; if its commit fails, the next call tries again).
     pub fn reap_critical(&self, check: &CheckId, generation: u64) -> bool {
         let mut w = self.lock();
         let now = Instant::now();
@@ -140,13 +140,18 @@ impl Registry {
         let Some(Some((owner, service))) = due else {
             return false;
         };
+        if self.is_staged(&w, &owner) {
+            return true;
+        }
         tracing::warn!(
             service = %service,
             instance = %owner,
             check = %check,
             "check critical for longer than DeregisterCriticalServiceAfter: deregistering"
         );
-        self.remove_instance(&mut w, &owner).is_some()
+        // Nobody waits for this write: the runner sees its outcome in the registry.
+        self.remove_instance(&mut w, &owner)
+            .is_some_and(|written| written.is_ok())
     }
 
     /// Applies `change` to one check. When it reports a visible change (status or output), the
@@ -154,7 +159,7 @@ impl Registry {
     /// instance's health changed. Timer-only changes are stored without a new index.
     fn update_check(
         &self,
-        _w: &mut Writer,
+        w: &mut Writer,
         check: &CheckId,
         change: impl FnOnce(&mut Check) -> Result<bool, RegistryError>,
     ) -> Result<u64, RegistryError> {
@@ -187,17 +192,16 @@ impl Registry {
                 check = %check,
                 from = before.as_str(),
                 to = after.as_str(),
-                output = %output,
+                output = ?output,
                 "check status changed"
             );
         }
         let recompile = updated.health() != current.health();
-        let index = self.next_index();
+        let index = w.next_index();
         updated.modify_index = index;
         let key = updated.service.key();
-        // Statuses are kept best effort (restored as last known, then re-checked): a heartbeat
-        // does not wait for a disk sync.
-        let _ = self.journal_put(&updated, index, false);
+        // Statuses are kept best effort (restored as last known, then re-checked).
+        self.journal_status(w, &updated);
         self.instances.insert(owner, Arc::new(updated));
         self.rebuild_service(&key, index, None, recompile);
         self.publish(index);

@@ -5,11 +5,11 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("check ID {check:?} already belongs to service instance {owner:?}")]
+    #[error("check ID {:?} already belongs to service instance {:?}", check.as_str(), owner.as_str())]
     CheckIdTaken { check: CheckId, owner: InstanceId },
-    #[error("unknown check ID {0:?}")]
+    #[error("unknown check ID {:?}", .0.as_str())]
     UnknownCheck(CheckId),
-    #[error("check {0:?} is not a TTL check: its status comes from its probe, not from updates")]
+    #[error("check {:?} is not a TTL check: its status comes from its probe, not from updates", .0.as_str())]
     NotTtl(CheckId),
     /// The change could not be made durable (or the store failed earlier): not acknowledged.
     #[error(transparent)]

@@ -7,13 +7,18 @@
 
 mod checks;
 mod error;
+mod watches;
+mod write;
 
 pub use checks::{CheckEvent, CheckTimers};
 pub use error::RegistryError;
+pub use watches::Watch;
+pub use write::Written;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use compact_str::CompactString;
 use dashmap::DashMap;
@@ -21,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::dns::answers::{AnswerCompiler, ServiceAnswers};
 use crate::model::{Address, CheckId, Instance, InstanceId, ServiceKey, ServiceName};
-use crate::store::{Change, Journal, Pending, Snapshot, StoredInstance};
+use crate::store::{Journal, Snapshot};
 
 /// One service as readers see it: a consistent snapshot of its instances.
 #[derive(Debug)]
@@ -52,6 +57,12 @@ impl ServiceEntry {
 struct Writer {
     /// Where check starts and stops go (the health checker), once it has subscribed.
     check_events: Option<tokio::sync::mpsc::UnboundedSender<CheckEvent>>,
+    /// Registrations and deregistrations waiting for their commit, by instance: the instance as
+    /// it will be (`None`: removed) and how many writes to it are waiting. A write is made on top
+    /// of them; readers see none of them until they are applied.
+    staged: HashMap<InstanceId, (Option<Arc<Instance>>, usize)>,
+    /// The last index given to a write, staged or applied; the published index trails it.
+    last_index: u64,
 }
 
 impl Writer {
@@ -62,24 +73,16 @@ impl Writer {
             let _ = events.send(event);
         }
     }
-}
 
-/// A write the registry made: its index, and its commit to wait for before acknowledging it.
-#[must_use = "a write is acknowledged only once it is durable"]
-pub struct Written {
-    pub index: u64,
-    pending: Pending,
-}
-
-impl Written {
-    /// Waits until the write is durable (at once without a store); its index.
-    pub async fn durable(self) -> Result<u64, RegistryError> {
-        self.pending.wait().await?;
-        Ok(self.index)
+    fn next_index(&mut self) -> u64 {
+        self.last_index += 1;
+        self.last_index
     }
 }
 
 pub struct Registry {
+    /// Itself, for the callbacks that apply a write once it is committed.
+    me: Weak<Registry>,
     writer: Mutex<Writer>,
     /// Where changes are made durable; `None`: the registry lives in memory only.
     journal: Option<Journal>,
@@ -94,8 +97,9 @@ pub struct Registry {
     check_owner: DashMap<CheckId, InstanceId>,
     /// The instances at each address (node-address instances under the node's), for PTR answers.
     by_address: DashMap<IpAddr, Vec<(InstanceId, ServiceKey)>>,
-    /// Blocking queries on one service wait on its channel (the index of its last change);
-    /// created by the first watcher, so a change wakes only the watchers of that service.
+    /// Blocking queries on one service wait on its channel (the index of its last change),
+    /// which lives while a query waits on it ([`Watch`]): a change wakes only the watchers of
+    /// that service, and a read of a name nobody watches leaves nothing behind.
     service_watches: DashMap<ServiceKey, watch::Sender<u64>>,
     /// The index of the last change to the set of instances (registrations, deregistrations);
     /// `/v1/catalog/services` watchers wait on it, health changes do not wake them.
@@ -106,19 +110,23 @@ pub struct Registry {
 
 impl Registry {
     /// An in-memory registry (benchmarks, tests of the answer path).
-    pub fn new(compiler: AnswerCompiler) -> Self {
+    pub fn new(compiler: AnswerCompiler) -> Arc<Self> {
         Self::build(compiler, None)
     }
 
     /// A registry whose changes go to `journal`.
-    pub fn with_journal(compiler: AnswerCompiler, journal: Journal) -> Self {
+    pub fn with_journal(compiler: AnswerCompiler, journal: Journal) -> Arc<Self> {
         Self::build(compiler, Some(journal))
     }
 
-    fn build(compiler: AnswerCompiler, journal: Option<Journal>) -> Self {
-        Self {
+    fn build(compiler: AnswerCompiler, journal: Option<Journal>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             journal,
-            writer: Mutex::new(Writer::default()),
+            writer: Mutex::new(Writer {
+                last_index: 1,
+                ..Writer::default()
+            }),
             instances: DashMap::new(),
             services: papaya::HashMap::new(),
             answers: papaya::HashMap::new(),
@@ -128,7 +136,7 @@ impl Registry {
             catalog: watch::Sender::new(1),
             index: AtomicU64::new(1),
             compiler,
-        }
+        })
     }
 
     // === reads ===
@@ -190,182 +198,15 @@ impl Registry {
         keys.iter().filter_map(|key| self.service_by_key(key)).collect()
     }
 
-    /// The index a blocking query on a service compares with: its last change, including its
-    /// removal; for a name never seen, the registry's index.
-    pub fn service_index(&self, name: &str) -> u64 {
-        let key = ServiceKey::new(name);
-        if let Some(entry) = self.service_by_key(&key) {
-            return entry.modify_index;
-        }
-        match self.service_watches.get(&key) {
-            Some(watch) => *watch.borrow(),
-            None => self.index(),
-        }
-    }
-
-    /// A channel that changes whenever the service does; its value is [`Self::service_index`].
-    pub fn watch_service(&self, name: &str) -> watch::Receiver<u64> {
-        let key = ServiceKey::new(name);
-        let current = self.service_index(name);
-        self.service_watches
-            .entry(key)
-            .or_insert_with(|| watch::Sender::new(current))
-            .subscribe()
-    }
-
-    /// The index of the last registration or deregistration (`/v1/catalog/services`).
-    pub fn catalog_index(&self) -> u64 {
-        *self.catalog.borrow()
-    }
-
-    pub fn watch_catalog(&self) -> watch::Receiver<u64> {
-        self.catalog.subscribe()
-    }
-
-    /// Wakes the watchers of a service that changed at `index`; a channel nobody holds any more
-    /// is dropped here.
-    fn notify_service(&self, key: &ServiceKey, index: u64) {
-        let unwatched = match self.service_watches.get(key) {
-            Some(watch) => {
-                watch.send_replace(index);
-                watch.receiver_count() == 0
-            }
-            None => false,
-        };
-        if unwatched {
-            self.service_watches
-                .remove_if(key, |_, watch| watch.receiver_count() == 0);
-        }
-    }
-
     pub fn compiler(&self) -> &AnswerCompiler {
         &self.compiler
-    }
-
-    // === writes ===
-
-    /// Adds or replaces an instance. A check whose definition is unchanged keeps its state (status,
-    /// timers, the running probe).
-    pub fn register(&self, mut instance: Instance) -> Result<Written, RegistryError> {
-        let w = self.lock();
-        self.check_store()?;
-        for check in &instance.checks {
-            if let Some(owner) = self.check_owner.get(&check.spec.id)
-                && *owner != instance.id
-            {
-                return Err(RegistryError::CheckIdTaken {
-                    check: check.spec.id.clone(),
-                    owner: owner.clone(),
-                });
-            }
-        }
-        let index = self.next_index();
-        let previous = self.instances.get(&instance.id).map(|e| e.value().clone());
-        instance.modify_index = index;
-        instance.create_index = previous.as_ref().map_or(index, |old| old.create_index);
-        let mut started = Vec::new();
-        for check in &mut instance.checks {
-            let kept = previous
-                .as_ref()
-                .and_then(|old| old.checks.iter().find(|c| c.spec == check.spec));
-            match kept {
-                Some(kept) => *check = kept.clone(),
-                None => {
-                    check.generation = index;
-                    started.push(CheckEvent::Start {
-                        spec: check.spec.clone(),
-                        generation: index,
-                        run_now: false,
-                    });
-                }
-            }
-        }
-        if let Some(old) = &previous {
-            for check in &old.checks {
-                self.check_owner.remove(&check.spec.id);
-                if !instance.checks.iter().any(|c| c.spec == check.spec) {
-                    w.emit(CheckEvent::Stop {
-                        check: check.spec.id.clone(),
-                    });
-                }
-            }
-        }
-        for check in &instance.checks {
-            self.check_owner.insert(check.spec.id.clone(), instance.id.clone());
-        }
-        started.into_iter().for_each(|event| w.emit(event));
-        let key = instance.service.key();
-        let instance = Arc::new(instance);
-        self.instances.insert(instance.id.clone(), instance.clone());
-        if let Some(old) = &previous {
-            self.unindex_address(old);
-        }
-        self.index_address(&instance);
-        if let Some(old) = previous {
-            let old_key = old.service.key();
-            if old_key != key {
-                self.rebuild_service(&old_key, index, None, true);
-            }
-        }
-        self.rebuild_service(&key, index, Some(&instance), true);
-        let pending = self.journal_put(&instance, index, true);
-        self.publish(index);
-        self.catalog.send_replace(index);
-        Ok(Written { index, pending })
-    }
-
-    /// Removes an instance and its checks; `None` if unknown.
-    pub fn deregister(&self, id: &InstanceId) -> Result<Option<Written>, RegistryError> {
-        let mut w = self.lock();
-        self.check_store()?;
-        Ok(self.remove_instance(&mut w, id))
-    }
-
-    fn remove_instance(&self, w: &mut Writer, id: &InstanceId) -> Option<Written> {
-        let (_, old) = self.instances.remove(id)?;
-        self.unindex_address(&old);
-        for check in &old.checks {
-            self.check_owner.remove(&check.spec.id);
-            w.emit(CheckEvent::Stop {
-                check: check.spec.id.clone(),
-            });
-        }
-        let index = self.next_index();
-        self.rebuild_service(&old.service.key(), index, None, true);
-        let pending = match &self.journal {
-            Some(journal) => journal.append(Change::Delete(old.id.to_string()), index, true),
-            None => Pending::ready(),
-        };
-        self.publish(index);
-        self.catalog.send_replace(index);
-        Some(Written { index, pending })
-    }
-
-    /// Refuses writes once the store has failed: what is on disk is then unknown, and a restart
-    /// rebuilds from what was committed.
-    fn check_store(&self) -> Result<(), RegistryError> {
-        match self.journal.as_ref().and_then(Journal::failure) {
-            Some(error) => Err(error.into()),
-            None => Ok(()),
-        }
-    }
-
-    /// Queues the instance's stored form: durably for definitions, best effort for statuses.
-    fn journal_put(&self, instance: &Instance, index: u64, durable: bool) -> Pending {
-        match &self.journal {
-            Some(journal) => {
-                let record = Box::new(StoredInstance::from_instance(instance));
-                journal.append(Change::Put(record), index, durable)
-            }
-            None => Pending::ready(),
-        }
     }
 
     /// Rebuilds the registry from what the store holds, before anything is served. Check
     /// statuses come back as last known (TTLs restart from now); the health checker, started
     /// after, runs every probe at once.
     pub fn restore(&self, snapshot: Snapshot) -> Result<usize, RegistryError> {
-        let _w = self.lock();
+        let mut w = self.lock();
         let mut by_service: std::collections::HashMap<ServiceKey, Vec<Arc<Instance>>> = Default::default();
         let mut index = snapshot.index;
         for stored in snapshot.instances {
@@ -396,6 +237,7 @@ impl Registry {
             let create_index = instances.iter().map(|i| i.create_index).min().unwrap_or(index);
             self.publish_service(&key, instances, create_index, modify_index, true);
         }
+        w.last_index = index.max(1);
         self.publish(index.max(1));
         self.catalog.send_replace(index.max(1));
         Ok(restored)
@@ -438,10 +280,6 @@ impl Registry {
         // A panic while holding the writer lock leaves no partial state behind it (every write
         // publishes whole entries), so a poisoned lock is safe to take over.
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn next_index(&self) -> u64 {
-        self.index.load(Ordering::Acquire) + 1
     }
 
     fn publish(&self, index: u64) {

@@ -10,7 +10,7 @@ mod journal;
 mod record;
 mod redb_store;
 
-pub use journal::{Journal, Pending};
+pub use journal::{Journal, Then};
 pub use record::{StoredCheck, StoredInstance};
 pub use redb_store::RedbStore;
 
@@ -54,8 +54,10 @@ pub enum StoreError {
     Open { path: String, message: String },
     #[error("corrupt record {key:?} in {path}: {message}")]
     Corrupt { path: String, key: String, message: String },
-    #[error("cannot write the registry database {path}: {message}")]
-    Write { path: String, message: String },
-    #[error("the registry database failed earlier and takes no more writes until sextant restarts: {0}")]
-    Failed(String),
+    /// The disk refused a write (full, read-only, failing): the change was not made. The store
+    /// tries again with the next change.
+    #[error("the data directory {dir} cannot be written ({message})")]
+    Unavailable { dir: String, message: String },
+    #[error("the registry database is closed (sextant is stopping)")]
+    Closed,
 }

@@ -54,7 +54,11 @@ impl TestServer {
 
     pub async fn start_with(config: Config) -> Self {
         let data_dir = config.data_dir.clone();
-        let app = App::bind(config).await.expect("server starts");
+        Self::from_app(App::bind(config).await.expect("server starts"), data_dir)
+    }
+
+    /// A server the test started itself (with a store of its own), and its data directory.
+    pub fn from_app(app: App, data_dir: PathBuf) -> Self {
         Self {
             data_dir,
             base: format!("http://{}", app.http_addr()),

@@ -17,11 +17,17 @@ pub struct Running {
 }
 
 pub fn start_binary(zones: &Path, data_dir: &Path) -> Running {
+    start_binary_with(zones, data_dir, &[])
+}
+
+/// As [`start_binary`], with more command-line arguments.
+pub fn start_binary_with(zones: &Path, data_dir: &Path, args: &[&str]) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
         .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
         .arg(zones)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -59,4 +65,14 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Resident memory of process `pid`, in bytes.
+pub fn resident_bytes(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
 }

@@ -7,18 +7,101 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::fields::Fields;
 use crate::api::error::ApiError;
 use crate::model::{
     Address, Check, CheckId, CheckKind, CheckSpec, Health, HttpCheck, Instance, InstanceId, Meta, ServiceName, Weights,
-    parse_go_duration,
+    check_text,
 };
 
 /// Consul never runs a check more often than this.
 pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Consul's default check timeout.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TTL, interval or timeout shorter than this is a mistake (a number is nanoseconds: `30` is
+/// 30 ns), not a request.
+const MIN_DURATION: Duration = Duration::from_millis(1);
+/// The shortest `DeregisterCriticalServiceAfter`: sextant reaps to the second.
+const MIN_DEREGISTER_AFTER: Duration = Duration::from_secs(1);
+
+/// The fields of a registration sextant reads.
+const REGISTRATION_FIELDS: &[&str] = &[
+    "Name",
+    "ID",
+    "Tags",
+    "Address",
+    "Port",
+    "Meta",
+    "TaggedAddresses",
+    "Weights",
+    "EnableTagOverride",
+    "Check",
+    "Checks",
+    "Kind",
+];
+/// Fields Consul defines for a registration that sextant has no use for (Connect, namespaces,
+/// Unix sockets): accepted and ignored, as the clients that send them expect.
+const REGISTRATION_IGNORED: &[&str] = &[
+    "SocketPath",
+    "Proxy",
+    "Connect",
+    "Namespace",
+    "Partition",
+    "Locality",
+    "Token",
+    "PeerName",
+];
+/// The fields of a check sextant reads, and the check kinds it refuses by name.
+const CHECK_FIELDS: &[&str] = &[
+    "CheckID",
+    "ID",
+    "Name",
+    "Notes",
+    "HTTP",
+    "TCP",
+    "TTL",
+    "Interval",
+    "Timeout",
+    "Method",
+    "Header",
+    "Body",
+    "TLSSkipVerify",
+    "Status",
+    "SuccessBeforePassing",
+    "FailuresBeforeCritical",
+    "DeregisterCriticalServiceAfter",
+];
+const UNSUPPORTED_CHECK_KINDS: &[&str] = &[
+    "Args",
+    "ScriptArgs",
+    "Script",
+    "GRPC",
+    "H2PING",
+    "DockerContainerID",
+    "AliasService",
+    "AliasNode",
+    "UDP",
+    "OSService",
+];
+/// Check fields Consul defines that sextant does not act on.
+const CHECK_IGNORED: &[&str] = &[
+    "Shell",
+    "TCPUseTLS",
+    "TLSServerName",
+    "GRPCUseTLS",
+    "H2PingUseTLS",
+    "FailuresBeforeWarning",
+    "OutputMaxSize",
+    "DisableRedirects",
+    "ServiceID",
+    "Token",
+    "Type",
+];
+/// Check IDs Consul gives its own checks: a client's check may not take them.
+const RESERVED_CHECK_IDS: &[&str] = &["serfHealth", "_node_maintenance"];
+const RESERVED_CHECK_PREFIX: &str = "_service_maintenance:";
 
 const MAX_TAGS: usize = 64;
 const MAX_TAG_LEN: usize = 255;
@@ -27,125 +110,10 @@ const MAX_META_KEY_LEN: usize = 128;
 const MAX_META_VALUE_LEN: usize = 512;
 const MAX_CHECKS: usize = 32;
 
-/// A JSON object whose keys are looked up the way Consul's decoder does.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    /// Where this object sits, for error messages ("Check", "Checks[1]").
-    path: String,
-}
-
-fn fold(key: &str) -> String {
-    key.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect()
-}
-
-impl<'a> Fields<'a> {
-    fn new(value: &'a Value, path: &str) -> Result<Self, ApiError> {
-        match value {
-            Value::Object(map) => Ok(Self {
-                map,
-                path: path.to_owned(),
-            }),
-            _ => Err(ApiError::field(path, "must be a JSON object")),
-        }
-    }
-
-    fn name(&self, field: &str) -> String {
-        if self.path.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{}.{field}", self.path)
-        }
-    }
-
-    /// The value of `field` (any casing, underscores ignored); JSON null counts as absent.
-    fn get(&self, field: &str) -> Option<&'a Value> {
-        let want = fold(field);
-        self.map
-            .iter()
-            .find(|(k, _)| fold(k) == want)
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_null())
-    }
-
-    fn string(&self, field: &str) -> Result<Option<&'a str>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(ApiError::field(&self.name(field), "must be a string")),
-        }
-    }
-
-    fn bool(&self, field: &str) -> Result<bool, ApiError> {
-        match self.get(field) {
-            None => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(ApiError::field(&self.name(field), "must be true or false")),
-        }
-    }
-
-    fn uint(&self, field: &str, max: u64) -> Result<Option<u64>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(v) if v <= max => Ok(Some(v)),
-                _ => Err(ApiError::field(
-                    &self.name(field),
-                    format!("must be an integer from 0 to {max}, got {n}"),
-                )),
-            },
-            Some(_) => Err(ApiError::field(
-                &self.name(field),
-                format!("must be an integer from 0 to {max}"),
-            )),
-        }
-    }
-
-    /// A Go duration: a string ("10s") or a number of nanoseconds, as Consul accepts.
-    fn duration(&self, field: &str) -> Result<Option<Duration>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => parse_go_duration(s)
-                .map(Some)
-                .map_err(|e| ApiError::field(&self.name(field), e)),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .map(|ns| Some(Duration::from_nanos(ns)))
-                .ok_or_else(|| ApiError::field(&self.name(field), "must be a duration such as \"10s\"")),
-            Some(_) => Err(ApiError::field(&self.name(field), "must be a duration such as \"10s\"")),
-        }
-    }
-
-    fn string_map(&self, field: &str) -> Result<BTreeMap<String, String>, ApiError> {
-        let Some(value) = self.get(field) else {
-            return Ok(BTreeMap::new());
-        };
-        let Value::Object(map) = value else {
-            return Err(ApiError::field(&self.name(field), "must be an object of strings"));
-        };
-        map.iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                _ => Err(ApiError::field(
-                    &format!("{}[{k:?}]", self.name(field)),
-                    "must be a string",
-                )),
-            })
-            .collect()
-    }
-}
-
-/// Decodes a request body into JSON, with Consul's wording for a body that is not JSON.
-pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest("Request decode failed: empty body".into()));
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
-}
-
 /// `PUT /v1/agent/service/register`: the body as an instance, or a 400 naming the bad field.
 pub fn parse_registration(body: &Value) -> Result<Instance, ApiError> {
     let f = Fields::new(body, "")?;
+    f.refuse_unknown(REGISTRATION_FIELDS, REGISTRATION_IGNORED)?;
     let name = f
         .string("Name")?
         .ok_or_else(|| ApiError::field("Name", "missing service name"))?;
@@ -260,6 +228,7 @@ fn parse_tagged_addresses(f: &Fields) -> Result<BTreeMap<String, (String, u16)>,
         .map(|(name, entry)| {
             let path = format!("TaggedAddresses[{name:?}]");
             let e = Fields::new(entry, &path)?;
+            e.refuse_unknown(&["Address", "Port"], &[])?;
             let address = e.string("Address")?.unwrap_or("").to_owned();
             Address::parse(&address).map_err(|err| ApiError::field(&e.name("Address"), err))?;
             let port = e.uint("Port", u16::MAX as u64)?.unwrap_or(0) as u16;
@@ -273,6 +242,7 @@ fn parse_weights(f: &Fields) -> Result<Weights, ApiError> {
         return Ok(Weights::default());
     };
     let w = Fields::new(value, "Weights")?;
+    w.refuse_unknown(&["Passing", "Warning"], &[])?;
     let passing = w.uint("Passing", u16::MAX as u64)?.unwrap_or(1) as u16;
     if passing == 0 {
         return Err(ApiError::field("Weights.Passing", "must be greater than 0"));
@@ -300,6 +270,8 @@ fn parse_checks(f: &Fields, id: &InstanceId, service: &ServiceName) -> Result<Bo
     let mut parsed = Vec::new();
     for (path, body) in &bodies {
         let fields = Fields::new(body, path)?;
+        let used: Vec<&str> = CHECK_FIELDS.iter().chain(UNSUPPORTED_CHECK_KINDS).copied().collect();
+        fields.refuse_unknown(&used, CHECK_IGNORED)?;
         if let Some(spec) = parse_check(&fields, service)? {
             parsed.push((fields, spec));
         }
@@ -318,6 +290,12 @@ fn parse_checks(f: &Fields, id: &InstanceId, service: &ServiceName) -> Result<Bo
             None => format!("service:{id}"),
         };
         spec.id = CheckId::parse(&check_id).map_err(|e| ApiError::field(&fields.name("CheckID"), e))?;
+        if RESERVED_CHECK_IDS.contains(&check_id.as_str()) || check_id.starts_with(RESERVED_CHECK_PREFIX) {
+            return Err(ApiError::field(
+                &fields.name("CheckID"),
+                format!("{check_id:?} is reserved for Consul's own checks"),
+            ));
+        }
         if checks.iter().any(|c| c.spec.id == spec.id) {
             return Err(ApiError::field(
                 &fields.name("CheckID"),
@@ -331,18 +309,7 @@ fn parse_checks(f: &Fields, id: &InstanceId, service: &ServiceName) -> Result<Bo
 
 /// One check definition; `None` for an empty object (Consul ignores those). The ID is set by the caller.
 fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, ApiError> {
-    for unsupported in [
-        "Args",
-        "ScriptArgs",
-        "Script",
-        "GRPC",
-        "H2PING",
-        "DockerContainerID",
-        "AliasService",
-        "AliasNode",
-        "UDP",
-        "OSService",
-    ] {
+    for unsupported in UNSUPPORTED_CHECK_KINDS {
         if f.get(unsupported).is_some() {
             return Err(ApiError::field(
                 &f.name(unsupported),
@@ -361,10 +328,9 @@ fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, A
                 timeout,
             }
         }
-        (None, None, Some(ttl)) if ttl.is_zero() => {
-            return Err(ApiError::field(&f.name("TTL"), "must be greater than 0"));
-        }
-        (None, None, Some(ttl)) => CheckKind::Ttl { ttl },
+        (None, None, Some(ttl)) => CheckKind::Ttl {
+            ttl: at_least_min(f, "TTL", ttl)?,
+        },
         (None, None, None) if f.map.values().all(|v| v.is_null() || v == "") => return Ok(None),
         (None, None, None) => {
             return Err(ApiError::BadRequest(format!(
@@ -384,18 +350,30 @@ fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, A
         Some(s) => Health::parse(s)
             .ok_or_else(|| ApiError::field(&f.name("Status"), format!("{s:?} is not passing, warning or critical")))?,
     };
+    // Consul: zero means never; a real duration is honoured to the second, so less is refused.
+    let deregister_critical_after = match f.duration("DeregisterCriticalServiceAfter")? {
+        Some(after) if after.is_zero() => None,
+        Some(after) if after < MIN_DEREGISTER_AFTER => {
+            return Err(ApiError::field(
+                &f.name("DeregisterCriticalServiceAfter"),
+                format!("{after:?} is below the shortest, 1s (0 turns it off)"),
+            ));
+        }
+        after => after,
+    };
+    let name = f.string("Name")?.filter(|n| !n.is_empty());
+    if let Some(name) = name {
+        check_text(name).map_err(|e| ApiError::field(&f.name("Name"), e))?;
+    }
     Ok(Some(CheckSpec {
         id: CheckId::parse("pending").expect("a constant ID is valid"),
-        name: f
-            .string("Name")?
-            .filter(|n| !n.is_empty())
-            .map_or_else(|| format!("Service '{service}' check"), str::to_owned),
+        name: name.map_or_else(|| format!("Service '{service}' check"), str::to_owned),
         notes: f.string("Notes")?.unwrap_or("").to_owned(),
         kind,
         initial_status,
         success_before_passing: f.uint("SuccessBeforePassing", u32::MAX as u64)?.unwrap_or(0) as u32,
         failures_before_critical: f.uint("FailuresBeforeCritical", u32::MAX as u64)?.unwrap_or(0) as u32,
-        deregister_critical_after: f.duration("DeregisterCriticalServiceAfter")?,
+        deregister_critical_after,
     }))
 }
 
@@ -464,14 +442,26 @@ fn interval_and_timeout(f: &Fields) -> Result<(Duration, Duration), ApiError> {
     let interval = f
         .duration("Interval")?
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| ApiError::field(&f.name("Interval"), "required for HTTP and TCP checks (e.g. \"10s\")"))?
-        .max(MIN_CHECK_INTERVAL);
-    let timeout = f
-        .duration("Timeout")?
-        .filter(|d| !d.is_zero())
-        .unwrap_or(DEFAULT_CHECK_TIMEOUT)
-        .min(interval);
-    Ok((interval, timeout))
+        .ok_or_else(|| ApiError::field(&f.name("Interval"), "required for HTTP and TCP checks (e.g. \"10s\")"))?;
+    let interval = at_least_min(f, "Interval", interval)?.max(MIN_CHECK_INTERVAL);
+    let timeout = match f.duration("Timeout")?.filter(|d| !d.is_zero()) {
+        Some(timeout) => at_least_min(f, "Timeout", timeout)?,
+        None => DEFAULT_CHECK_TIMEOUT,
+    };
+    Ok((interval, timeout.min(interval)))
+}
+
+/// Refuses a duration below [`MIN_DURATION`]: most likely a number meant as seconds.
+fn at_least_min(f: &Fields, field: &str, duration: Duration) -> Result<Duration, ApiError> {
+    if duration < MIN_DURATION {
+        return Err(ApiError::field(
+            &f.name(field),
+            format!(
+                "{duration:?} is below the shortest, 1ms; durations are Go strings (\"30s\") or numbers of nanoseconds"
+            ),
+        ));
+    }
+    Ok(duration)
 }
 
 /// A header the probe can send: a valid name, values without control characters.
@@ -503,6 +493,7 @@ fn check_tcp_target(target: &str) -> Result<(), String> {
 /// `PUT /v1/agent/check/update/<id>`: `{"Status": …, "Output": …}`.
 pub fn parse_check_update(body: &Value) -> Result<(Health, String), ApiError> {
     let f = Fields::new(body, "")?;
+    f.refuse_unknown(&["Status", "Output"], &[])?;
     let status = f
         .string("Status")?
         .ok_or_else(|| ApiError::field("Status", "missing"))?;
