@@ -304,3 +304,42 @@ async fn a_start_that_fails_on_the_http_port_releases_the_dns_port_and_the_data_
     assert_eq!(server.dns.port(), dns_port);
     server.stop().await;
 }
+
+/// What clients send is logged escaped: a note with a newline cannot forge a log line.
+#[tokio::test]
+async fn user_text_cannot_forge_log_lines() {
+    let data_dir = common::temp_data_dir();
+    let running = start_binary(&common::repo_zones(), &data_dir);
+    let client = reqwest::Client::new();
+    let http = running.http;
+    let body = r#"{"Name": "orders", "ID": "orders-1", "Check": {"CheckID": "orders-ttl", "TTL": "1h"}}"#;
+    let response = client
+        .put(format!("http://{http}/v1/agent/service/register"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client
+        .put(format!(
+            "http://{http}/v1/agent/check/pass/orders-ttl?note=ok%0aFAKE%20ERROR%20forged"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut changed = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while changed.is_none() && std::time::Instant::now() < deadline {
+        if let Ok(line) = running.log.recv_timeout(Duration::from_millis(100)) {
+            assert!(!line.starts_with("FAKE"), "a forged line: {line}");
+            if line.contains("check status changed") {
+                changed = Some(line);
+            }
+        }
+    }
+    let line = changed.expect("the status change is logged");
+    assert!(line.contains(r#"ok\nFAKE ERROR forged"#), "{line}");
+    drop(running);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

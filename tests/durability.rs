@@ -278,6 +278,37 @@ async fn unreadable_or_unwritable_data_is_a_clear_error_at_start() {
     );
     std::fs::remove_dir_all(&data_dir).unwrap();
 
+    // A record that decodes but breaks a rule of the edge (here a LastUpdate in the year 14,645,
+    // which once panicked every API call that showed it): refused at start, naming it.
+    let data_dir = temp_data_dir();
+    let server = start_binary(&repo_zones(), &data_dir);
+    let body = json!({"Name": "orders", "ID": "orders-1", "Port": 80, "Check": {"TTL": "1h"}});
+    assert_eq!(put(server.http, "/v1/agent/service/register", Some(&body)).await, 200);
+    kill_9(server);
+    {
+        let db = redb::Database::open(file_in(&data_dir)).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("instances");
+            let mut table = tx.open_table(table).unwrap();
+            let stored = redb::ReadableTable::get(&table, "orders-1")
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            let mut record: Value = serde_json::from_slice(&stored).unwrap();
+            record["checks"][0]["last_update"]["secs_since_epoch"] = json!(400_000_000_000_u64);
+            table
+                .insert("orders-1", serde_json::to_vec(&record).unwrap().as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let error = start_error(&data_dir);
+    assert!(error.contains("orders-1") && error.contains("LastUpdate"), "{error}");
+    assert!(!error.contains("panicked"), "{error}");
+    std::fs::remove_dir_all(&data_dir).unwrap();
+
     // A data directory that cannot be created fails at start, not at the first registration.
     let blocker = temp_data_dir();
     std::fs::write(&blocker, "a file, not a folder").unwrap();

@@ -22,6 +22,8 @@ struct FailingStore {
     inner: RedbStore,
     dir: PathBuf,
     failing: AtomicBool,
+    /// Fail as a store that is broken rather than full: an internal error.
+    broken: AtomicBool,
 }
 
 impl Store for FailingStore {
@@ -30,6 +32,13 @@ impl Store for FailingStore {
     }
 
     fn write(&self, batch: &Batch<'_>) -> Result<(), StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(StoreError::Corrupt {
+                path: format!("{}/registry.redb", self.dir.display()),
+                key: "orders-1".into(),
+                message: "secret detail".into(),
+            });
+        }
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable {
                 dir: self.dir.display().to_string(),
@@ -56,6 +65,7 @@ async fn a_failing_store_refuses_writes_keeps_health_and_recovers() {
         inner: RedbStore::open(&config.data_dir).unwrap(),
         dir: config.data_dir.clone(),
         failing: AtomicBool::new(false),
+        broken: AtomicBool::new(false),
     });
     let data_dir = config.data_dir.clone();
     let app = App::bind_with_store(config, store.clone()).await.unwrap();
@@ -109,6 +119,19 @@ async fn a_failing_store_refuses_writes_keeps_health_and_recovers() {
     let (status, text) = server.put("/v1/agent/service/deregister/orders-1").await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(answered(dns, "orders.service.trading-dc.").await, vec![ip("10.0.0.2")]);
+
+    // A store that fails in a way the client cannot fix: a 500 that says what kind of error,
+    // without the server's paths or the store's words (those go to the log).
+    store.broken.store(true, Ordering::SeqCst);
+    let (status, text) = server
+        .put_json(
+            "/v1/agent/service/register",
+            &instance("orders-3", "orders", "10.0.0.3"),
+        )
+        .await;
+    assert_eq!(status, 500, "{text}");
+    assert_eq!(text, "internal error (storage); the server's log has the details");
+    store.broken.store(false, Ordering::SeqCst);
 
     // What the store holds is what was acknowledged.
     let data_dir = server.stop_keeping_data().await;

@@ -81,7 +81,7 @@ impl StoredInstance {
             .into_iter()
             .map(|c| c.into_check(now, wall))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Instance {
+        let instance = Instance {
             id: InstanceId::parse(&self.id).map_err(|e| format!("ID: {e}"))?,
             service: ServiceName::parse(&self.service).map_err(|e| format!("service name: {e}"))?,
             tags: self.tags.into_iter().map(Into::into).collect(),
@@ -97,7 +97,9 @@ impl StoredInstance {
             checks: checks.into(),
             create_index: self.create_index,
             modify_index: self.modify_index,
-        })
+        };
+        instance.validate()?;
+        Ok(instance)
     }
 }
 
@@ -210,10 +212,32 @@ mod tests {
 
     #[test]
     fn a_record_that_a_registration_could_not_make_is_refused() {
-        let body = serde_json::json!({"ID": "web-1", "Name": "web", "Port": 80});
+        let body = serde_json::json!({"ID": "web-1", "Name": "web", "Port": 80, "Check": {"TTL": "10s"}});
         let instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap()).unwrap();
-        let mut stored = StoredInstance::from_instance(&instance);
-        stored.service = "not a label".into();
-        assert!(stored.into_instance().unwrap_err().contains("service name"));
+        let stored = StoredInstance::from_instance(&instance);
+        let refused = |change: &dyn Fn(&mut StoredInstance)| {
+            let mut record = stored.clone();
+            change(&mut record);
+            record.into_instance().unwrap_err()
+        };
+        assert!(refused(&|r| r.service = "not a label".into()).contains("service name"));
+        assert!(refused(&|r| r.tags = vec!["has space".into()]).contains("Tags[0]"));
+        assert!(refused(&|r| r.meta = vec![("consul-x".into(), "v".into())]).contains("Meta"));
+        assert!(refused(&|r| r.weights = (0, 1)).contains("Weights.Passing"));
+        assert!(
+            refused(&|r| r.checks[0].kind = CheckKind::Ttl {
+                ttl: Duration::from_nanos(30)
+            })
+            .contains("TTL")
+        );
+        assert!(refused(&|r| r.checks[0].id = "serfHealth".into()).contains("reserved"));
+        assert!(
+            refused(&|r| r.checks[0].deregister_critical_after = Some(Duration::from_nanos(1)))
+                .contains("DeregisterCriticalServiceAfter")
+        );
+        // A LastUpdate no response could show (it panicked the API once).
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert!(refused(&|r| r.checks[0].last_update = far).contains("LastUpdate"));
+        assert!(stored.clone().into_instance().is_ok());
     }
 }

@@ -11,20 +11,17 @@ use serde_json::Value;
 
 use super::fields::Fields;
 use crate::api::error::ApiError;
+use crate::model::rules::{
+    MAX_CHECKS, MAX_META_KEYS, MAX_TAGS, MIN_CHECK_INTERVAL, check_check_id, check_deregister_after, check_header,
+    check_http_url, check_meta, check_method, check_min_duration, check_tag, check_tcp_target,
+};
 use crate::model::{
     Address, Check, CheckId, CheckKind, CheckSpec, Health, HttpCheck, Instance, InstanceId, Meta, ServiceName, Weights,
     check_text,
 };
 
-/// Consul never runs a check more often than this.
-pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Consul's default check timeout.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
-/// A TTL, interval or timeout shorter than this is a mistake (a number is nanoseconds: `30` is
-/// 30 ns), not a request.
-const MIN_DURATION: Duration = Duration::from_millis(1);
-/// The shortest `DeregisterCriticalServiceAfter`: sextant reaps to the second.
-const MIN_DEREGISTER_AFTER: Duration = Duration::from_secs(1);
 
 /// The fields of a registration sextant reads.
 const REGISTRATION_FIELDS: &[&str] = &[
@@ -99,17 +96,6 @@ const CHECK_IGNORED: &[&str] = &[
     "Token",
     "Type",
 ];
-/// Check IDs Consul gives its own checks: a client's check may not take them.
-const RESERVED_CHECK_IDS: &[&str] = &["serfHealth", "_node_maintenance"];
-const RESERVED_CHECK_PREFIX: &str = "_service_maintenance:";
-
-const MAX_TAGS: usize = 64;
-const MAX_TAG_LEN: usize = 255;
-const MAX_META_KEYS: usize = 64;
-const MAX_META_KEY_LEN: usize = 128;
-const MAX_META_VALUE_LEN: usize = 512;
-const MAX_CHECKS: usize = 32;
-
 /// `PUT /v1/agent/service/register`: the body as an instance, or a 400 naming the bad field.
 pub fn parse_registration(body: &Value) -> Result<Instance, ApiError> {
     let f = Fields::new(body, "")?;
@@ -166,16 +152,9 @@ fn parse_tags(f: &Fields) -> Result<Box<[Box<str>]>, ApiError> {
         .iter()
         .enumerate()
         .map(|(i, tag)| match tag {
-            Value::String(s) if s.is_empty() => Err(ApiError::field(&format!("Tags[{i}]"), "must not be empty")),
-            Value::String(s) if s.len() > MAX_TAG_LEN => Err(ApiError::field(
-                &format!("Tags[{i}]"),
-                format!("longer than {MAX_TAG_LEN} bytes"),
-            )),
-            Value::String(s) if s.chars().any(|c| c.is_control() || c.is_whitespace()) => Err(ApiError::field(
-                &format!("Tags[{i}]"),
-                format!("{s:?} contains whitespace or a control character"),
-            )),
-            Value::String(s) => Ok(s.as_str().into()),
+            Value::String(s) => check_tag(s)
+                .map(|()| s.as_str().into())
+                .map_err(|e| ApiError::field(&format!("Tags[{i}]"), e)),
             _ => Err(ApiError::field(&format!("Tags[{i}]"), "must be a string")),
         })
         .collect()
@@ -188,28 +167,7 @@ fn parse_meta(f: &Fields) -> Result<Meta, ApiError> {
         return Err(ApiError::field("Meta", format!("at most {MAX_META_KEYS} keys")));
     }
     for (key, value) in &meta {
-        let field = format!("Meta[{key:?}]");
-        if key.is_empty() || key.len() > MAX_META_KEY_LEN {
-            return Err(ApiError::field(
-                &field,
-                format!("keys must be 1 to {MAX_META_KEY_LEN} bytes"),
-            ));
-        }
-        if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(ApiError::field(
-                &field,
-                "keys may hold only letters, digits, '_' and '-'",
-            ));
-        }
-        if key.starts_with("consul-") {
-            return Err(ApiError::field(&field, "the \"consul-\" prefix is reserved"));
-        }
-        if value.len() > MAX_META_VALUE_LEN {
-            return Err(ApiError::field(
-                &field,
-                format!("values must be at most {MAX_META_VALUE_LEN} bytes"),
-            ));
-        }
+        check_meta(key, value).map_err(|e| ApiError::field(&format!("Meta[{key:?}]"), e))?;
     }
     Ok(meta
         .into_iter()
@@ -290,12 +248,7 @@ fn parse_checks(f: &Fields, id: &InstanceId, service: &ServiceName) -> Result<Bo
             None => format!("service:{id}"),
         };
         spec.id = CheckId::parse(&check_id).map_err(|e| ApiError::field(&fields.name("CheckID"), e))?;
-        if RESERVED_CHECK_IDS.contains(&check_id.as_str()) || check_id.starts_with(RESERVED_CHECK_PREFIX) {
-            return Err(ApiError::field(
-                &fields.name("CheckID"),
-                format!("{check_id:?} is reserved for Consul's own checks"),
-            ));
-        }
+        check_check_id(&check_id).map_err(|e| ApiError::field(&fields.name("CheckID"), e))?;
         if checks.iter().any(|c| c.spec.id == spec.id) {
             return Err(ApiError::field(
                 &fields.name("CheckID"),
@@ -353,13 +306,11 @@ fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, A
     // Consul: zero means never; a real duration is honoured to the second, so less is refused.
     let deregister_critical_after = match f.duration("DeregisterCriticalServiceAfter")? {
         Some(after) if after.is_zero() => None,
-        Some(after) if after < MIN_DEREGISTER_AFTER => {
-            return Err(ApiError::field(
-                &f.name("DeregisterCriticalServiceAfter"),
-                format!("{after:?} is below the shortest, 1s (0 turns it off)"),
-            ));
+        Some(after) => {
+            check_deregister_after(after).map_err(|e| ApiError::field(&f.name("DeregisterCriticalServiceAfter"), e))?;
+            Some(after)
         }
-        after => after,
+        None => None,
     };
     let name = f.string("Name")?.filter(|n| !n.is_empty());
     if let Some(name) = name {
@@ -378,25 +329,13 @@ fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, A
 }
 
 fn parse_http_check(f: &Fields, url: &str) -> Result<CheckKind, ApiError> {
-    let parsed =
-        url::Url::parse(url).map_err(|e| ApiError::field(&f.name("HTTP"), format!("{url:?} is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(ApiError::field(
-            &f.name("HTTP"),
-            format!("{url:?} must be an http:// or https:// URL"),
-        ));
-    }
+    check_http_url(url).map_err(|e| ApiError::field(&f.name("HTTP"), e))?;
     let method = f
         .string("Method")?
         .filter(|m| !m.is_empty())
         .unwrap_or("GET")
         .to_ascii_uppercase();
-    if !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Err(ApiError::field(
-            &f.name("Method"),
-            format!("{method:?} is not an HTTP method"),
-        ));
-    }
+    check_method(&method).map_err(|e| ApiError::field(&f.name("Method"), e))?;
     let header = match f.get("Header") {
         None => BTreeMap::new(),
         Some(Value::Object(map)) => map
@@ -451,43 +390,10 @@ fn interval_and_timeout(f: &Fields) -> Result<(Duration, Duration), ApiError> {
     Ok((interval, timeout.min(interval)))
 }
 
-/// Refuses a duration below [`MIN_DURATION`]: most likely a number meant as seconds.
+/// Refuses a duration below the shortest: most likely a number meant as seconds.
 fn at_least_min(f: &Fields, field: &str, duration: Duration) -> Result<Duration, ApiError> {
-    if duration < MIN_DURATION {
-        return Err(ApiError::field(
-            &f.name(field),
-            format!(
-                "{duration:?} is below the shortest, 1ms; durations are Go strings (\"30s\") or numbers of nanoseconds"
-            ),
-        ));
-    }
+    check_min_duration(duration).map_err(|e| ApiError::field(&f.name(field), e))?;
     Ok(duration)
-}
-
-/// A header the probe can send: a valid name, values without control characters.
-fn check_header(name: &str, values: &[String]) -> Result<(), String> {
-    axum::http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a valid header name"))?;
-    for value in values {
-        axum::http::HeaderValue::from_str(value)
-            .map_err(|_| format!("the value of {name:?} is not a valid header value"))?;
-    }
-    Ok(())
-}
-
-fn check_tcp_target(target: &str) -> Result<(), String> {
-    let (host, port) = target
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{target:?} must be host:port"))?;
-    port.parse::<u16>()
-        .map_err(|_| format!("{target:?} has no valid port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Address::parse(host)
-        .map(|_| ())
-        .map_err(|e| format!("{target:?}: {e}"))?;
-    if host.is_empty() {
-        return Err(format!("{target:?} has no host"));
-    }
-    Ok(())
 }
 
 /// `PUT /v1/agent/check/update/<id>`: `{"Status": …, "Output": …}`.

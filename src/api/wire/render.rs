@@ -155,9 +155,15 @@ pub fn check_json(check: &Check, instance: &Instance, node: &NodeInfo) -> Value 
             json!(format_go_duration(after)),
         );
     }
-    let last_update = OffsetDateTime::from(check.last_update)
-        .replace_nanosecond(check.last_update_micros() * 1000)
+    // Checked, not `OffsetDateTime::from`: that panics on a time outside its range.
+    let last_update = check
+        .last_update
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .ok()
+        .and_then(|since| {
+            let micros = i128::try_from(since.as_micros()).ok()?;
+            OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).ok()
+        })
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default();
     json!({

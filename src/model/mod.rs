@@ -1,6 +1,9 @@
 //! Validated domain types: what a registered instance is once the edge has checked it.
 //!
-//! Everything here is built by `api::wire` (or the store, later) and never re-validated in the core.
+//! Everything here is built by `api::wire` or read back by the store, both held to [`rules`],
+//! and never re-validated in the core.
+
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -308,13 +311,6 @@ pub struct Check {
 }
 
 impl Check {
-    /// The sub-second part of `last_update` in whole microseconds (what ISO-8601 readers accept).
-    pub fn last_update_micros(&self) -> u32 {
-        self.last_update
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_micros())
-    }
-
     pub fn new(spec: CheckSpec) -> Self {
         let now = Instant::now();
         Self {
