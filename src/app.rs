@@ -44,6 +44,8 @@ pub struct App {
     engine: Arc<DnsEngine>,
     /// What a zone reload reads.
     zone_source: ZoneSource,
+    /// How many zone files are served now.
+    zone_files: std::sync::Mutex<usize>,
     health: HealthChecker,
     dns: DnsServer,
     http: JoinHandle<()>,
@@ -87,6 +89,10 @@ impl App {
         zone_source.reverse_zones = config.reverse_zone_names()?;
         let zones = zone_source.load()?;
         tracing::info!(files = ?zones.files, "zones loaded");
+        for warning in &zones.warnings {
+            tracing::warn!("{warning}");
+        }
+        let zone_files = std::sync::Mutex::new(zones.files.len());
         let forwarder = Forwarder::new(
             config.recursor_addrs()?,
             config.recursor_client_nets()?,
@@ -158,6 +164,7 @@ impl App {
             registry,
             engine,
             zone_source,
+            zone_files,
             health,
             dns,
             http,
@@ -183,10 +190,25 @@ impl App {
         &self.health
     }
 
-    /// Reads the zone files again and serves them, or, if any is invalid, reports it and keeps
-    /// serving the zones already loaded. Returns the files loaded.
+    /// Reads the zone files again and serves them, or, if any is invalid or none is left where
+    /// some are served, reports it and keeps serving the zones already loaded. Returns the files
+    /// loaded.
     pub fn reload_zones(&self) -> Result<Vec<std::path::PathBuf>, ZoneError> {
         let zones = self.zone_source.load()?;
+        let mut loaded = self
+            .zone_files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if zones.files.is_empty() && *loaded > 0 {
+            return Err(ZoneError::NoFilesLeft {
+                dir: self.zone_source.dir.clone(),
+                loaded: *loaded,
+            });
+        }
+        for warning in &zones.warnings {
+            tracing::warn!("{warning}");
+        }
+        *loaded = zones.files.len();
         let files = zones.files.clone();
         self.engine.replace_zones(zones);
         Ok(files)

@@ -28,8 +28,10 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// DNS listen address, UDP and TCP.
+    #[serde(deserialize_with = "listen_addr")]
     pub dns: SocketAddr,
     /// HTTP API listen address.
+    #[serde(deserialize_with = "listen_addr")]
     pub http: SocketAddr,
     /// The domain served: `<service>.service.<domain>`.
     pub domain: String,
@@ -371,6 +373,19 @@ fn parse_service_ttl(text: &str) -> Result<(Option<String>, Duration), String> {
     }
 }
 
+/// A listen address: an IP and a port. A host name is refused with a message that says so
+/// (std's own error is "invalid socket address syntax").
+pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("{text:?} is not an IP:port; a listen address needs an IP, such as 127.0.0.1:8600, 0.0.0.0:8600 or [::1]:8600")
+    })
+}
+
+fn listen_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_listen_addr(&text).map_err(serde::de::Error::custom)
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sextant",
@@ -394,10 +409,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// DNS listen address, UDP and TCP [default: 0.0.0.0:8600]. Port 0 picks a free port.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen_addr)]
     pub dns: Option<SocketAddr>,
     /// HTTP API listen address [default: 127.0.0.1:8500]. Port 0 picks a free port.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen_addr)]
     pub http: Option<SocketAddr>,
     /// Domain to be authoritative for: services answer as <name>.service.<domain> [default: trading-dc].
     #[arg(long, value_name = "NAME")]
@@ -565,6 +580,7 @@ mod tests {
         );
         assert_eq!(config.http, "127.0.0.1:9500".parse().unwrap());
         assert_eq!(config.dns, "0.0.0.0:8600".parse().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

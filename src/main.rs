@@ -16,11 +16,26 @@ async fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
-    let Command::Serve(args) = Cli::parse().command;
+    let Command::Serve(args) = parse_command_line().command;
     if let Err(error) = serve(args).await {
         eprintln!("error: {error}");
         std::process::exit(1);
     }
+}
+
+/// The command line, or clap's error and exit; server flags given without `serve` get a hint.
+fn parse_command_line() -> Cli {
+    use clap::error::ErrorKind;
+    Cli::try_parse().unwrap_or_else(|error| {
+        let first = std::env::args().nth(1).unwrap_or_default();
+        if matches!(error.kind(), ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand) && first.starts_with("--")
+        {
+            let _ = error.print();
+            eprintln!("\nhint: the server's flags follow the `serve` command: sextant serve {first} …");
+            std::process::exit(2);
+        }
+        error.exit()
+    })
 }
 
 async fn serve(args: sextant::config::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {

@@ -59,6 +59,31 @@ async fn binary_serves_on_ephemeral_ports_and_stops_on_sigterm() {
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
+/// Mistakes a new user makes on the command line get a message that says what to do.
+#[test]
+fn command_line_mistakes_say_what_to_do() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sextant")).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run(&["--dns", "127.0.0.1:8601"]);
+    assert!(stderr.contains("sextant serve --dns"), "{stderr}");
+    let stderr = run(&["serve", "--dns", "localhost:8601"]);
+    assert!(
+        stderr.contains("is not an IP:port") && stderr.contains("127.0.0.1:8600"),
+        "{stderr}"
+    );
+    let dir = common::tools::TempDir::new("config-addr");
+    let file = dir.0.join("sextant.toml");
+    std::fs::write(&file, "http = \"localhost:8500\"\n").unwrap();
+    let stderr = run(&["serve", "--config", file.to_str().unwrap()]);
+    assert!(
+        stderr.contains("is not an IP:port") && stderr.contains("http"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn bad_configuration_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
@@ -77,18 +102,16 @@ fn bad_configuration_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("error: invalid domain"), "{stderr}");
 
-    let dir = std::env::temp_dir().join(format!("sextant-badzone-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("trading-dc.zone"), "@ IN SOA this is not a zone\n").unwrap();
-    let data_dir = common::temp_data_dir();
+    let dir = common::tools::TempDir::new("badzone");
+    std::fs::write(dir.0.join("trading-dc.zone"), "@ IN SOA this is not a zone\n").unwrap();
+    let data_dir = common::tools::TempDir::new("badzone-data");
     let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
         .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
-        .arg(&dir)
+        .arg(&dir.0)
         .arg("--data-dir")
-        .arg(&data_dir)
+        .arg(&data_dir.0)
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&data_dir);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -117,41 +140,92 @@ fn help_explains_every_flag() {
     }
 }
 
+/// The next log line that holds `wanted`, within 15 s.
+fn log_line(log: &std::sync::mpsc::Receiver<String>, wanted: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = log
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no log line with {wanted:?} within 15 s"));
+        if line.contains(wanted) {
+            return line;
+        }
+    }
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_zone_files() {
-    let dir = std::env::temp_dir().join(format!("sextant-sighup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::tools::TempDir::new("sighup");
     let zone = |ip: &str| {
         let text =
             format!("$ORIGIN example.test.\n$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 30\nwww IN A {ip}\n");
-        std::fs::write(dir.join("example.test.zone"), text).unwrap();
+        std::fs::write(dir.0.join("example.test.zone"), text).unwrap();
     };
     zone("10.8.0.1");
-    let data_dir = common::temp_data_dir();
+    // A file named for one origin that holds another: served, and the mismatch is said.
+    std::fs::write(
+        dir.0.join("misnamed.zone"),
+        "$ORIGIN other.test.\n@ 60 IN SOA ns1 hostmaster 1 3600 600 86400 30\n",
+    )
+    .unwrap();
+    let data_dir = common::tools::TempDir::new("sighup-data");
     let Running {
         child, log: rx, dns, ..
-    } = start_binary(&dir, &data_dir);
+    } = start_binary(&dir.0, &data_dir.0);
     let www = async || common::dns::addresses(&common::dns::udp(dns, "www.example.test.", RecordType::A).await);
     assert_eq!(www().await, [common::ip("10.8.0.1")]);
 
     zone("10.8.0.2");
-    let hup = Command::new("kill")
-        .args(["-HUP", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("the server logs the reload");
-        if line.contains("zones reloaded") {
-            break;
-        }
-    }
+    let hup = || {
+        let sent = Command::new("kill")
+            .args(["-HUP", &child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    hup();
+    log_line(&rx, "zones reloaded");
     assert_eq!(www().await, [common::ip("10.8.0.2")]);
+
+    // The folder moved away: a reload would drop every zone, so it is refused, and served on.
+    let moved = dir.0.with_extension("moved");
+    std::fs::rename(&dir.0, &moved).unwrap();
+    hup();
+    let line = log_line(&rx, "zones not reloaded");
+    assert!(line.contains("no zone file") && line.contains("ERROR"), "{line}");
+    assert_eq!(www().await, [common::ip("10.8.0.2")]);
+    std::fs::rename(&moved, &dir.0).unwrap();
     drop(child);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// A zones folder that is missing, or that has no file for the served domain, or a file named
+/// for another origin, is said at start rather than served silently.
+#[test]
+fn zone_folder_surprises_are_warned_at_start() {
+    let data_dir = common::tools::TempDir::new("zone-warnings-data");
+    let missing = data_dir.0.join("no-such-zones");
+    let running = start_binary(&missing, &data_dir.0.join("data"));
+    drop(running.child);
+    let log = running.startup_log;
+    let warned = |text: &str| log.iter().any(|l| l.contains("WARN") && l.contains(text));
+    assert!(warned("does not exist"), "{log:#?}");
+    assert!(warned("no zone file in"), "{log:#?}");
+
+    let dir = common::tools::TempDir::new("zone-warnings");
+    std::fs::write(
+        dir.0.join("example.zone"),
+        "$ORIGIN trading-dc.\n@ 60 IN SOA ns1 hostmaster 1 3600 600 86400 30\n",
+    )
+    .unwrap();
+    let running = start_binary(&dir.0, &data_dir.0.join("data2"));
+    drop(running.child);
+    let log = running.startup_log;
+    let line = log
+        .iter()
+        .find(|l| l.contains("is named for"))
+        .unwrap_or_else(|| panic!("{log:#?}"));
+    assert!(line.contains("example.zone") && line.contains("trading-dc."), "{line}");
 }
 
 /// The HTTP/2 connection preface, then an empty SETTINGS frame.

@@ -190,10 +190,9 @@ async fn zone_file_records_and_refused_outside_the_zone() {
 
 #[tokio::test]
 async fn without_a_zone_file_soa_and_ns_are_synthesized() {
-    let empty = std::env::temp_dir().join(format!("sextant-nozones-{}", std::process::id()));
-    std::fs::create_dir_all(&empty).unwrap();
+    let empty = common::tools::TempDir::new("nozones");
     let server = TestServer::start_with(sextant::Config {
-        zones: empty,
+        zones: empty.0.clone(),
         domain: "other-dc".into(),
         ..test_config()
     })

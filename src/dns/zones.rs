@@ -24,6 +24,10 @@ pub enum ZoneError {
         line: Option<usize>,
         message: String,
     },
+    /// A reload found no zone file where the running server has some: the folder was moved or
+    /// emptied, which is more likely a mistake than a wish to serve no static records.
+    #[error("no zone file in {dir} (the running server serves {loaded}); not reloading")]
+    NoFilesLeft { dir: PathBuf, loaded: usize },
 }
 
 /// The loaded zones, and the SOA of the served domain (the authority of every negative answer).
@@ -34,6 +38,9 @@ pub struct Zones {
     /// The reverse zones answered from the registry, each with its negative SOA.
     pub reverse: Vec<(Name, Record)>,
     pub files: Vec<PathBuf>,
+    /// What a user should hear about the files loaded (a missing folder, a file named for
+    /// another origin), for the log.
+    pub warnings: Vec<String>,
 }
 
 impl Zones {
@@ -84,9 +91,17 @@ fn failing_line(text: &str, path: &Path, origin: &Option<Name>, message: &str) -
 fn load(dir: &Path, domain: &Name, node_addr: IpAddr, reverse_zones: &[Name]) -> Result<Zones, ZoneError> {
     let mut catalog = Catalog::new();
     let mut files = Vec::new();
+    let mut warnings = Vec::new();
     let mut domain_soa = None;
     let mut soas = BTreeMap::new();
-    for path in zone_files(dir)? {
+    let found = zone_files(dir)?;
+    if found.is_none() {
+        warnings.push(format!(
+            "the zones folder {} does not exist: no static records are served",
+            dir.display()
+        ));
+    }
+    for path in found.unwrap_or_default() {
         let text = std::fs::read_to_string(&path).map_err(|source| ZoneError::Read {
             path: path.clone(),
             source,
@@ -112,6 +127,16 @@ fn load(dir: &Path, domain: &Name, node_addr: IpAddr, reverse_zones: &[Name]) ->
                 }
             })?;
         let origin = origin.to_lowercase();
+        if default_origin
+            .as_ref()
+            .is_some_and(|named| named.to_lowercase() != origin)
+        {
+            warnings.push(format!(
+                "zone file {} is named for {stem}. but its $ORIGIN is {origin}: name it {}zone",
+                path.display(),
+                origin
+            ));
+        }
         let soa =
             soa_of(&origin, &records).ok_or_else(|| parse_error(format!("no SOA record at the origin {origin}")))?;
         if origin == domain.to_lowercase() {
@@ -131,6 +156,10 @@ fn load(dir: &Path, domain: &Name, node_addr: IpAddr, reverse_zones: &[Name]) ->
     let soa = match domain_soa {
         Some(soa) => soa,
         None => {
+            warnings.push(format!(
+                "no zone file in {} is for the served domain {origin}: its SOA and NS are made up (ns.{origin})",
+                dir.display()
+            ));
             let glue = match node_addr {
                 IpAddr::V4(v4) => Record::from_rdata(ns_name.clone(), 3600, RData::A(A(v4))),
                 IpAddr::V6(v6) => Record::from_rdata(ns_name.clone(), 3600, RData::AAAA(AAAA(v6))),
@@ -161,6 +190,7 @@ fn load(dir: &Path, domain: &Name, node_addr: IpAddr, reverse_zones: &[Name]) ->
         negative_soa: soa,
         reverse,
         files,
+        warnings,
     })
 }
 
@@ -170,11 +200,11 @@ fn name_under(label: &str, origin: &Name) -> Name {
         .unwrap_or_else(|_| origin.clone())
 }
 
-/// The `*.zone` files of `dir`, sorted; a missing folder holds none.
-fn zone_files(dir: &Path) -> Result<Vec<PathBuf>, ZoneError> {
+/// The `*.zone` files of `dir`, sorted; `None` when the folder does not exist.
+fn zone_files(dir: &Path) -> Result<Option<Vec<PathBuf>>, ZoneError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
             return Err(ZoneError::Read {
                 path: dir.to_path_buf(),
@@ -187,7 +217,7 @@ fn zone_files(dir: &Path) -> Result<Vec<PathBuf>, ZoneError> {
         .filter(|p| p.extension().is_some_and(|x| x == "zone") && p.is_file())
         .collect();
     files.sort();
-    Ok(files)
+    Ok(Some(files))
 }
 
 fn soa_of(origin: &Name, records: &BTreeMap<RrKey, RecordSet>) -> Option<Record> {

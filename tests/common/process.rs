@@ -11,6 +11,8 @@ use std::time::Duration;
 /// and the addresses it reported.
 pub struct Running {
     pub child: KillOnDrop,
+    /// The log lines up to "sextant is serving", that one included.
+    pub startup_log: Vec<String>,
     pub log: Receiver<String>,
     pub dns: SocketAddr,
     pub http: SocketAddr,
@@ -46,15 +48,26 @@ pub fn start_binary_with(zones: &Path, data_dir: &Path, args: &[&str]) -> Runnin
         let start = line.find(&format!("{key}="))? + key.len() + 1;
         line[start..].split_whitespace().next()?.parse().ok()
     };
+    let mut startup_log = Vec::new();
     let (dns, http) = loop {
         let line = log
             .recv_timeout(Duration::from_secs(30))
             .expect("the server logs its addresses");
-        if line.contains("sextant is serving") {
-            break (field(&line, "dns").unwrap(), field(&line, "http").unwrap());
+        let addresses = line
+            .contains("sextant is serving")
+            .then(|| (field(&line, "dns").unwrap(), field(&line, "http").unwrap()));
+        startup_log.push(line);
+        if let Some(addresses) = addresses {
+            break addresses;
         }
     };
-    Running { child, log, dns, http }
+    Running {
+        child,
+        startup_log,
+        log,
+        dns,
+        http,
+    }
 }
 
 /// A server left behind by a failed test would hold the test runner's pipes open.
