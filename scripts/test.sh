@@ -4,10 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System tools the tests and the walk-through use: dig (bind9-dnsutils), the resolvers that
-# tests/resolvers.rs starts on loopback ports (unbound, dnsmasq, BIND's named), the scraper that
-# tests/clients.rs starts (victoria-metrics), and Python with venv for the Python clients there.
+# System tools the build, the tests and the walk-through use: a C compiler and make (jemalloc
+# and ring are built from C), kill and ps (procps), curl, dig (bind9-dnsutils), the resolvers
+# that tests/resolvers.rs starts on loopback ports (unbound, dnsmasq, BIND's named), the scraper
+# that tests/clients.rs starts (victoria-metrics), and Python with venv for the Python clients.
 need_apt=()
+{ command -v cc && command -v make; } >/dev/null 2>&1 || need_apt+=(build-essential)
+# (kill as a program, which the tests run: the shell's built-in does not count)
+{ [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } && command -v ps >/dev/null 2>&1 || need_apt+=(procps)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 [ -x /usr/sbin/unbound ] || need_apt+=(unbound)
 [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
@@ -41,7 +46,10 @@ venv=target/client-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt
 
-rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+installed=$(rustup component list --installed 2>/dev/null || true)
+for component in rustfmt clippy; do
+  grep -q "^$component" <<<"$installed" || rustup component add "$component"
+done
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -683,3 +683,21 @@ async fn slow_request_headers_are_cut_off_but_long_blocking_queries_are_not() {
     );
     server.stop().await;
 }
+
+/// The walk-through's body, `examples/register.json`, registers as the README shows it.
+#[tokio::test]
+async fn the_walk_through_example_registers() {
+    let server = TestServer::start().await;
+    let body = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/register.json")).unwrap();
+    let (status, text) = server.put_raw("/v1/agent/service/register", body).await;
+    assert_eq!(status, 200, "{text}");
+    let reply = common::dns::udp(server.dns, "orders.service.trading-dc.", RecordType::SRV).await;
+    assert_eq!(
+        common::dns::srvs(&reply),
+        [(8080, 10, "0a000001.addr.trading-dc.".to_string())]
+    );
+    let checks = server.get_json("/v1/agent/checks").await;
+    assert_eq!(checks["service:orders-1"]["Status"], "passing");
+    assert_eq!(checks["service:orders-1"]["Definition"]["TTL"], "10m0s");
+    server.stop().await;
+}
