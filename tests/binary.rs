@@ -282,8 +282,19 @@ async fn unfinished_http2_and_http1_requests_are_cut_and_sigterm_always_ends() {
             "{name}: still open 5 s into a 1 s header timeout"
         );
     }
-    // A blocking query over HTTP/2 is a request in progress: not cut.
+    // A connection in use is not idle, however long it lives: 3 s of requests on one
+    // connection each, HTTP/1.1 and HTTP/2, with a 1 s timeout.
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let h1 = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    let busy_until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < busy_until {
+        for client in [&h1, &h2] {
+            let response = client.get(format!("http://{http}/v1/agent/self")).send().await;
+            assert_eq!(response.expect("a busy connection stays open").status(), 200);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A blocking query over HTTP/2 is a request in progress: not cut.
     let index = h2
         .get(format!("http://{http}/v1/catalog/services"))
         .send()

@@ -78,8 +78,8 @@ async fn connection(
     header_timeout: Duration,
     stopping: CancellationToken,
 ) {
-    // How many requests the connection has in progress: it may idle only at zero.
-    let (busy, in_flight) = watch::channel(0usize);
+    // What requests the connection has had: it idles only with none in progress.
+    let (busy, in_flight) = watch::channel(Requests::default());
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let mut request = request.map(axum::body::Body::new);
         request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
@@ -107,31 +107,43 @@ async fn connection(
     let _ = tokio::time::timeout(limit, connection).await;
 }
 
-/// Completes once the connection has had no request in progress for `limit` in a row.
-async fn idle_for(mut in_flight: watch::Receiver<usize>, limit: Duration) {
+/// A connection's requests: how many are in progress, and how many ever started (a request that
+/// starts and ends between two looks still counts as activity).
+#[derive(Clone, Copy, Default)]
+struct Requests {
+    in_progress: usize,
+    started: u64,
+}
+
+/// Completes once the connection has had no request in progress, and started none, for `limit`
+/// in a row.
+async fn idle_for(mut requests: watch::Receiver<Requests>, limit: Duration) {
     loop {
-        if in_flight.wait_for(|n| *n == 0).await.is_err() {
+        let Ok(idle) = requests.wait_for(|r| r.in_progress == 0).await.map(|r| *r) else {
             return std::future::pending().await; // the connection is ending anyway
-        }
+        };
         tokio::select! {
             () = tokio::time::sleep(limit) => return,
-            _ = in_flight.wait_for(|n| *n > 0) => {}
+            _ = requests.wait_for(|r| r.started != idle.started || r.in_progress > 0) => {}
         }
     }
 }
 
 /// One request in progress on a connection, counted while it lives.
-struct InFlight(watch::Sender<usize>);
+struct InFlight(watch::Sender<Requests>);
 
 impl InFlight {
-    fn start(busy: &watch::Sender<usize>) -> Self {
-        busy.send_modify(|n| *n += 1);
+    fn start(busy: &watch::Sender<Requests>) -> Self {
+        busy.send_modify(|r| {
+            r.in_progress += 1;
+            r.started += 1;
+        });
         Self(busy.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        self.0.send_modify(|r| r.in_progress -= 1);
     }
 }

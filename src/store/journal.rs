@@ -1,5 +1,7 @@
 //! Group commit: changes queue in the registry's order, and a writer thread commits everything
-//! queued in one transaction, then reports each change's outcome, in order.
+//! queued in one transaction, then hands each change's outcome, in order, to a second thread
+//! that reports them: applying a batch (recompiling DNS answers) overlaps the next batch's
+//! commit instead of delaying it.
 //!
 //! A failed commit fails the changes in it and nothing else: the next batch tries again, so the
 //! journal recovers by itself once the disk can be written (space freed, remounted writable).
@@ -26,18 +28,32 @@ struct Entry {
 
 pub struct Journal {
     sender: Mutex<Option<Sender<Entry>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The committing thread, then the reporting one.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
+
+/// A batch's outcome and the callbacks of its changes, in order.
+type Outcome = (Result<(), StoreError>, Vec<Then>);
 
 impl Journal {
     pub fn start(store: std::sync::Arc<dyn Store>) -> std::io::Result<Self> {
         let (sender, receiver) = channel();
-        let thread = std::thread::Builder::new()
+        let (outcomes, reported) = channel::<Outcome>();
+        let reporter = std::thread::Builder::new()
+            .name("journal-apply".into())
+            .spawn(move || {
+                for (result, thens) in reported {
+                    for then in thens {
+                        then(result.clone());
+                    }
+                }
+            })?;
+        let committer = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || commit_loop(&*store, &receiver))?;
+            .spawn(move || commit_loop(&*store, &receiver, &outcomes))?;
         Ok(Self {
             sender: Mutex::new(Some(sender)),
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(vec![committer, reporter]),
         })
     }
 
@@ -58,16 +74,16 @@ impl Journal {
         }
     }
 
-    /// Commits what is queued (durably) and stops the writer thread.
+    /// Commits what is queued (durably), reports it, and stops the threads.
     pub fn close(&self) {
         self.sender.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
-        // The last owner of the registry may be a callback on the journal's own thread: it
-        // cannot wait for itself, and it is finishing the queue anyway.
-        if let Some(thread) = thread
-            && thread.thread().id() != std::thread::current().id()
-        {
-            let _ = thread.join();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for thread in threads {
+            // The last owner of the registry may be a callback on the reporting thread: it
+            // cannot wait for itself, and it is finishing the queue anyway.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -78,7 +94,7 @@ impl Drop for Journal {
     }
 }
 
-fn commit_loop(store: &dyn Store, receiver: &Receiver<Entry>) {
+fn commit_loop(store: &dyn Store, receiver: &Receiver<Entry>, outcomes: &Sender<Outcome>) {
     let mut changes: Vec<Change> = Vec::new();
     let mut thens = Vec::new();
     let mut unsynced = false;
@@ -117,9 +133,7 @@ fn commit_loop(store: &dyn Store, receiver: &Receiver<Entry>) {
             _ => {}
         }
         unsynced = if durable { false } else { unsynced || result.is_ok() };
-        for then in thens.drain(..).flatten() {
-            then(result.clone());
-        }
+        let _ = outcomes.send((result, thens.drain(..).flatten().collect()));
         changes.clear();
     }
     // Closing: make the best-effort changes durable too.
