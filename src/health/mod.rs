@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -94,8 +94,25 @@ impl HealthChecker {
 
 /// A running check: how to stop it, how to tell it its deadlines moved.
 struct Handle {
-    stop: CancellationToken,
+    stop: Stop,
     touched: Arc<Notify>,
+}
+
+/// How a check's task is stopped. A probing runner watches a token, so a probe in flight ends
+/// cleanly; a TTL check's task holds nothing between its waits and is aborted, so it needs no
+/// token of its own (one per check) nor a branch for one in its future.
+enum Stop {
+    Token(CancellationToken),
+    Abort(AbortHandle),
+}
+
+impl Handle {
+    fn stop(&self) {
+        match &self.stop {
+            Stop::Token(token) => token.cancel(),
+            Stop::Abort(task) => task.abort(),
+        }
+    }
 }
 
 /// Turns the registry's check events into started and stopped tasks.
@@ -122,27 +139,43 @@ async fn supervise(
                 generation,
                 run_now,
             } => {
-                let handle = Handle {
-                    stop: stop.child_token(),
-                    touched: Arc::new(Notify::new()),
+                let touched = Arc::new(Notify::new());
+                // A task is allocated at the size of its future, and a runner's holds a probe in
+                // flight (1.5 KiB a task): a TTL check, never probed, gets a task that only waits
+                // for its deadlines (384 B).
+                let task_stop = if spec.kind.schedule().is_some() {
+                    let token = stop.child_token();
+                    let runner = Runner {
+                        registry: registry.clone(),
+                        shared: shared.clone(),
+                        spec: spec.clone(),
+                        generation,
+                        run_now,
+                        touched: touched.clone(),
+                        stop: token.clone(),
+                    };
+                    tasks.spawn(runner.run());
+                    Stop::Token(token)
+                } else {
+                    let task = tasks.spawn(runner::run_ttl(
+                        registry.clone(),
+                        spec.id.clone(),
+                        generation,
+                        touched.clone(),
+                    ));
+                    Stop::Abort(task.abort_handle())
                 };
-                let runner = Runner {
-                    registry: registry.clone(),
-                    shared: shared.clone(),
-                    spec: spec.clone(),
-                    generation,
-                    run_now,
-                    touched: handle.touched.clone(),
-                    stop: handle.stop.clone(),
+                let handle = Handle {
+                    stop: task_stop,
+                    touched,
                 };
                 if let Some(replaced) = running.insert(spec.id, handle) {
-                    replaced.stop.cancel();
+                    replaced.stop();
                 }
-                tasks.spawn(runner.run());
             }
             CheckEvent::Stop { check } => {
                 if let Some(handle) = running.remove(&check) {
-                    handle.stop.cancel();
+                    handle.stop();
                 }
             }
             CheckEvent::Touched { check } => {
@@ -153,6 +186,6 @@ async fn supervise(
         }
     }
     for handle in running.into_values() {
-        handle.stop.cancel();
+        handle.stop();
     }
 }
