@@ -4,9 +4,6 @@
 //! Run with `cargo bench --bench registry`; figures are printed (and go in the README).
 
 mod common;
-#[path = "../tests/common/process.rs"]
-#[allow(dead_code)]
-mod process;
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -14,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::resident_bytes;
+use common::{process, resident_bytes};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;

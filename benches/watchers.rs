@@ -7,15 +7,14 @@
 //! watchers are plain TCP connections from this process.
 
 mod common;
-#[allow(dead_code)] // the tests' harness: this benchmark reads the pid and the HTTP address only
-#[path = "../tests/common/process.rs"]
-mod process;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use common::process;
 
 struct Plan {
     services: usize,

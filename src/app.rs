@@ -79,10 +79,10 @@ impl App {
         compiler.a_record_limit = config.dns_a_record_limit;
         compiler.meta_txt = config.dns_meta_txt;
         // The registry as it was: an unreadable store stops the start, never an empty registry.
-        let snapshot = store.load()?;
-        let journal = Journal::start(store).map_err(AppError::Journal)?;
+        let journal = Journal::start(store.clone()).map_err(AppError::Journal)?;
         let registry = Registry::with_journal(compiler, journal);
-        let restored = registry.restore(snapshot)?;
+        let restored = registry.restore(&*store)?;
+        drop(store);
         tracing::info!(instances = restored, data_dir = %config.data_dir.display(), "registry restored");
         let max_checks_in_flight = config.max_checks_in_flight()?;
         let mut zone_source = ZoneSource::new(&config.zones, &domain, node_addr);

@@ -261,16 +261,7 @@ async fn unreadable_or_unwritable_data_is_a_clear_error_at_start() {
     let body = json!({"Name": "orders", "ID": "orders-1", "Port": 80});
     assert_eq!(put(server.http, "/v1/agent/service/register", Some(&body)).await, 200);
     kill_9(server);
-    {
-        let db = redb::Database::open(file_in(&data_dir)).unwrap();
-        let tx = db.begin_write().unwrap();
-        {
-            let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("instances");
-            let mut table = tx.open_table(table).unwrap();
-            table.insert("orders-1", &b"{not json"[..]).unwrap();
-        }
-        tx.commit().unwrap();
-    }
+    rewrite_record(&data_dir, "orders-1", |_| b"{not json".to_vec());
     let error = start_error(&data_dir);
     assert!(
         error.contains("corrupt record \"orders-1\"") && error.contains(&file_in(&data_dir).display().to_string()),
@@ -285,25 +276,11 @@ async fn unreadable_or_unwritable_data_is_a_clear_error_at_start() {
     let body = json!({"Name": "orders", "ID": "orders-1", "Port": 80, "Check": {"TTL": "1h"}});
     assert_eq!(put(server.http, "/v1/agent/service/register", Some(&body)).await, 200);
     kill_9(server);
-    {
-        let db = redb::Database::open(file_in(&data_dir)).unwrap();
-        let tx = db.begin_write().unwrap();
-        {
-            let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("instances");
-            let mut table = tx.open_table(table).unwrap();
-            let stored = redb::ReadableTable::get(&table, "orders-1")
-                .unwrap()
-                .unwrap()
-                .value()
-                .to_vec();
-            let mut record: Value = serde_json::from_slice(&stored).unwrap();
-            record["checks"][0]["last_update"]["secs_since_epoch"] = json!(400_000_000_000_u64);
-            table
-                .insert("orders-1", serde_json::to_vec(&record).unwrap().as_slice())
-                .unwrap();
-        }
-        tx.commit().unwrap();
-    }
+    rewrite_record(&data_dir, "orders-1", |stored| {
+        let mut record: Value = serde_json::from_slice(&stored).unwrap();
+        record["checks"][0]["last_update"]["secs_since_epoch"] = json!(400_000_000_000_u64);
+        serde_json::to_vec(&record).unwrap()
+    });
     let error = start_error(&data_dir);
     assert!(error.contains("orders-1") && error.contains("LastUpdate"), "{error}");
     assert!(!error.contains("panicked"), "{error}");
@@ -323,6 +300,20 @@ async fn unreadable_or_unwritable_data_is_a_clear_error_at_start() {
     assert!(error.contains("registry.redb"), "{error}");
     drop(server);
     std::fs::remove_dir_all(&data_dir).unwrap();
+}
+
+/// Replaces a stored record with what `change` makes of it, as a damaged or hand-edited file would
+/// hold it.
+fn rewrite_record(data_dir: &Path, id: &str, change: impl FnOnce(Vec<u8>) -> Vec<u8>) {
+    let db = redb::Database::open(file_in(data_dir)).unwrap();
+    let tx = db.begin_write().unwrap();
+    {
+        let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("instances");
+        let mut table = tx.open_table(table).unwrap();
+        let stored = redb::ReadableTable::get(&table, id).unwrap().unwrap().value().to_vec();
+        table.insert(id, change(stored).as_slice()).unwrap();
+    }
+    tx.commit().unwrap();
 }
 
 fn file_in(data_dir: &Path) -> std::path::PathBuf {

@@ -15,7 +15,7 @@ use common::{TestServer, ip, repo_zones, test_config};
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use sextant::App;
-use sextant::store::{Batch, RedbStore, Snapshot, Store, StoreError};
+use sextant::store::{Batch, RedbStore, Store, StoreError, StoredInstance};
 
 /// A real store whose writes fail while `failing` is set, as a full disk's would.
 struct FailingStore {
@@ -27,8 +27,8 @@ struct FailingStore {
 }
 
 impl Store for FailingStore {
-    fn load(&self) -> Result<Snapshot, StoreError> {
-        self.inner.load()
+    fn load(&self, each: &mut dyn FnMut(StoredInstance) -> Result<(), String>) -> Result<u64, StoreError> {
+        self.inner.load(each)
     }
 
     fn write(&self, batch: &Batch<'_>) -> Result<(), StoreError> {

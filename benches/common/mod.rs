@@ -1,6 +1,13 @@
-//! What the benchmarks share: what they read of a process from /proc (its CPU time and its
-//! resident memory) and the data folder of a run.
+//! What the benchmarks share: what they read of a process from /proc (its CPU time and, through
+//! the tests' process helpers, its resident memory), the real binary, and the data folder of a run.
 #![allow(dead_code)] // each benchmark uses its own part
+
+/// The real binary as a child process, and what /proc says of a process's memory: the tests' own.
+#[path = "../../tests/common/process.rs"]
+pub mod process;
+
+#[allow(unused_imports)] // not every benchmark reads memory
+pub use process::resident_bytes;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,14 +36,4 @@ pub fn cpu_time(pid: &str) -> Duration {
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     // The kernel reports in USER_HZ, 100 on Linux.
     Duration::from_millis(ticks * 10)
-}
-
-/// Resident memory of process `pid` ("self" for this one), in bytes.
-pub fn resident_bytes(pid: &str) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<usize>().ok())
-        .map_or(0, |kb| kb * 1024)
 }

@@ -47,7 +47,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Store(StoreError::Closed) => {
                 Self::Unavailable("the change was not made: sextant is stopping".into())
             }
-            RegistryError::Store(_) | RegistryError::Restore { .. } => Self::Internal {
+            RegistryError::Store(_) => Self::Internal {
                 kind: "storage",
                 detail: e.to_string(),
             },

@@ -2,14 +2,16 @@
 //! through the registry, which rebuilds the answers DNS and the API serve.
 //!
 //! The registry tells the checker which checks exist ([`CheckEvent`]s, in the order of its
-//! writes); the checker owns one task per check and reports only through registry methods, so
-//! data still flows one way. HTTP and TCP checks are probed ([`probe`]); TTL checks are pushed by
-//! their service and only expire here. Every task is tracked and stops with its check.
+//! writes) and the checker reports only through registry methods, so data still flows one way.
+//! HTTP and TCP checks are probed, each by a task of its own ([`runner`], [`probe`]); TTL checks
+//! are pushed by their service and only expire or reap here, from one timer queue ([`ttl`]).
+//! Every task is tracked and stops with its check.
 
 mod lateness;
 mod probe;
 mod runner;
 mod thresholds;
+mod ttl;
 
 pub use lateness::{Lateness, LatenessSummary};
 pub use thresholds::Thresholds;
@@ -19,14 +21,16 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::time::delay_queue::Key;
 
 use crate::model::CheckId;
 use crate::registry::{CheckEvent, Registry};
 use probe::Prober;
 use runner::Runner;
+use ttl::TtlTimers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
@@ -40,6 +44,8 @@ struct Shared {
     /// Bounds the probes running at once.
     in_flight: Semaphore,
     lateness: Lateness,
+    /// How many checks the supervisor runs (see [`HealthChecker::running`]).
+    running: std::sync::atomic::AtomicUsize,
 }
 
 /// The running health checker.
@@ -57,6 +63,7 @@ impl HealthChecker {
             prober: Prober::new()?,
             in_flight: Semaphore::new(max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
             lateness: Lateness::default(),
+            running: Default::default(),
         });
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
@@ -70,9 +77,10 @@ impl HealthChecker {
         })
     }
 
-    /// How many checks have a running task (one per registered check).
+    /// How many checks are being run: a task for each probed check, a queued deadline for each
+    /// TTL check.
     pub fn running(&self) -> usize {
-        self.tasks.len()
+        self.shared.running.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How late probes have started against their schedule.
@@ -92,30 +100,28 @@ impl HealthChecker {
     }
 }
 
-/// A running check: how to stop it, how to tell it its deadlines moved.
-struct Handle {
-    stop: Stop,
-    touched: Arc<Notify>,
-}
-
-/// How a check's task is stopped. A probing runner watches a token, so a probe in flight ends
-/// cleanly; a TTL check's task holds nothing between its waits and is aborted, so it needs no
-/// token of its own (one per check) nor a branch for one in its future.
-enum Stop {
-    Token(CancellationToken),
-    Abort(AbortHandle),
+/// A running check: a probing one's task, or a TTL check's place in the timer queue.
+enum Handle {
+    Runner {
+        stop: CancellationToken,
+        /// Woken when a TTL update moved the check's deadlines.
+        touched: Arc<Notify>,
+    },
+    /// Queued while it has a deadline to wait for.
+    Ttl { generation: u64, key: Option<Key> },
 }
 
 impl Handle {
-    fn stop(&self) {
-        match &self.stop {
-            Stop::Token(token) => token.cancel(),
-            Stop::Abort(task) => task.abort(),
+    fn stop(&self, ttl: &mut TtlTimers) {
+        match self {
+            Self::Runner { stop, .. } => stop.cancel(),
+            Self::Ttl { key, .. } => key.iter().for_each(|key| ttl.cancel(key)),
         }
     }
 }
 
-/// Turns the registry's check events into started and stopped tasks.
+/// Turns the registry's check events into started and stopped runners (probing checks) and
+/// queued deadlines (TTL checks), and acts on those deadlines as they come.
 async fn supervise(
     registry: Arc<Registry>,
     shared: Arc<Shared>,
@@ -124,6 +130,7 @@ async fn supervise(
     stop: CancellationToken,
 ) {
     let mut running: HashMap<CheckId, Handle> = HashMap::new();
+    let mut ttl = TtlTimers::default();
     loop {
         let event = tokio::select! {
             biased;
@@ -132,6 +139,14 @@ async fn supervise(
                 Some(event) => event,
                 None => break,
             },
+            (check, due) = ttl.next() => {
+                if let Some(Handle::Ttl { generation, key }) = running.get_mut(&check)
+                    && *generation == due
+                {
+                    *key = ttl.fire(&registry, &check, due);
+                }
+                continue;
+            }
         };
         match event {
             CheckEvent::Start {
@@ -139,12 +154,8 @@ async fn supervise(
                 generation,
                 run_now,
             } => {
-                let touched = Arc::new(Notify::new());
-                // A task is allocated at the size of its future, and a runner's holds a probe in
-                // flight (1.5 KiB a task): a TTL check, never probed, gets a task that only waits
-                // for its deadlines (384 B).
-                let task_stop = if spec.kind.schedule().is_some() {
-                    let token = stop.child_token();
+                let handle = if spec.kind.schedule().is_some() {
+                    let (stop, touched) = (stop.child_token(), Arc::new(Notify::new()));
                     let runner = Runner {
                         registry: registry.clone(),
                         shared: shared.clone(),
@@ -152,40 +163,40 @@ async fn supervise(
                         generation,
                         run_now,
                         touched: touched.clone(),
-                        stop: token.clone(),
+                        stop: stop.clone(),
                     };
                     tasks.spawn(runner.run());
-                    Stop::Token(token)
+                    Handle::Runner { stop, touched }
                 } else {
-                    let task = tasks.spawn(runner::run_ttl(
-                        registry.clone(),
-                        spec.id.clone(),
-                        generation,
-                        touched.clone(),
-                    ));
-                    Stop::Abort(task.abort_handle())
-                };
-                let handle = Handle {
-                    stop: task_stop,
-                    touched,
+                    let key = ttl.schedule(&registry, &spec.id, generation);
+                    Handle::Ttl { generation, key }
                 };
                 if let Some(replaced) = running.insert(spec.id, handle) {
-                    replaced.stop();
+                    replaced.stop(&mut ttl);
                 }
             }
             CheckEvent::Stop { check } => {
                 if let Some(handle) = running.remove(&check) {
-                    handle.stop();
+                    handle.stop(&mut ttl);
                 }
             }
-            CheckEvent::Touched { check } => {
-                if let Some(handle) = running.get(&check) {
-                    handle.touched.notify_one();
+            CheckEvent::Touched { check } => match running.get_mut(&check) {
+                Some(Handle::Runner { touched, .. }) => touched.notify_one(),
+                Some(Handle::Ttl { generation, key }) => {
+                    if let Some(old) = key.take() {
+                        ttl.cancel(&old);
+                    }
+                    *key = ttl.schedule(&registry, &check, *generation);
                 }
-            }
+                None => {}
+            },
         }
+        shared
+            .running
+            .store(running.len(), std::sync::atomic::Ordering::Relaxed);
     }
     for handle in running.into_values() {
-        handle.stop();
+        handle.stop(&mut ttl);
     }
+    shared.running.store(0, std::sync::atomic::Ordering::Relaxed);
 }

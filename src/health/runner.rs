@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::probe::Probe;
 use super::thresholds::Thresholds;
-use crate::model::{CheckId, CheckSpec};
+use crate::model::CheckSpec;
 use crate::registry::Registry;
 
 pub(super) struct Runner {
@@ -108,42 +108,6 @@ impl Runner {
                 .record_probe(&self.spec.id, self.generation, status, &output);
         }
         true
-    }
-}
-
-/// A TTL check's life: pushed by its service, never probed, it only waits for its deadlines
-/// (expiry, reaping), as [`Runner::run`] does for a check without a schedule. There is one such
-/// task per TTL check, so its future holds only what it needs: the deadlines are read again
-/// after a wait rather than kept across it, and the task is stopped by aborting it (it holds
-/// nothing between its waits), so it waits on no cancellation token.
-pub(super) async fn run_ttl(registry: Arc<Registry>, check: CheckId, generation: u64, touched: Arc<Notify>) {
-    loop {
-        let Some(timers) = registry.check_timers(&check, generation) else {
-            return; // removed or redefined: a Stop is on its way
-        };
-        let moved = match timers.ttl_deadline.into_iter().chain(timers.reap_at).min() {
-            Some(wake) => timeout_at(wake, touched.notified()).await.is_ok(),
-            None => {
-                touched.notified().await;
-                true
-            }
-        };
-        if moved {
-            continue;
-        }
-        let Some(timers) = registry.check_timers(&check, generation) else {
-            return;
-        };
-        let now = Instant::now();
-        if timers.reap_at.is_some_and(|at| at <= now) && registry.reap_critical(&check, generation) {
-            // The deregistration stops this task once applied; should its commit fail, look
-            // again in a second.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        if timers.ttl_deadline.is_some_and(|at| at <= now) {
-            registry.expire_ttl(&check, generation);
-        }
     }
 }
 

@@ -11,9 +11,8 @@ pub enum RegistryError {
     UnknownCheck(CheckId),
     #[error("check {:?} is not a TTL check: its status comes from its probe, not from updates", .0.as_str())]
     NotTtl(CheckId),
-    /// The change could not be made durable (or the store failed earlier): not acknowledged.
+    /// The change could not be made durable (not acknowledged), or the store could not be read
+    /// at start.
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("stored instance {id:?} cannot be restored: {message}")]
-    Restore { id: String, message: String },
 }

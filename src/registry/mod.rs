@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::dns::answers::{AnswerCompiler, ServiceAnswers};
 use crate::model::{Address, CheckId, Instance, InstanceId, ServiceKey, ServiceName};
-use crate::store::{Journal, Snapshot};
+use crate::store::{Journal, Store, StoredInstance};
 
 /// One service as readers see it: a consistent snapshot of its instances.
 #[derive(Debug)]
@@ -205,24 +205,20 @@ impl Registry {
     /// Rebuilds the registry from what the store holds, before anything is served. Check
     /// statuses come back as last known (TTLs restart from now); the health checker, started
     /// after, runs every probe at once.
-    pub fn restore(&self, snapshot: Snapshot) -> Result<usize, RegistryError> {
+    pub fn restore(&self, store: &dyn Store) -> Result<usize, RegistryError> {
         let mut w = self.lock();
-        let mut by_service: std::collections::HashMap<ServiceKey, Vec<Arc<Instance>>> = Default::default();
-        let mut index = snapshot.index;
-        for stored in snapshot.instances {
-            let id = stored.id.clone();
-            let restore_error = |message: String| RegistryError::Restore {
-                id: id.clone(),
-                message,
-            };
-            let mut instance = stored.into_instance().map_err(restore_error)?;
+        let mut by_service: HashMap<ServiceKey, Vec<Arc<Instance>>> = HashMap::new();
+        let mut index = 0;
+        let stored_index = store.load(&mut |stored: StoredInstance| {
+            let mut instance = stored.into_instance()?;
             for check in instance.checks.iter_mut() {
                 check.generation = instance.modify_index;
                 if let Some(owner) = self.check_owner.insert(check.spec.id.clone(), instance.id.clone()) {
-                    return Err(restore_error(format!(
-                        "check {:?} also belongs to instance {owner:?}",
-                        check.spec.id.as_str()
-                    )));
+                    return Err(format!(
+                        "check {:?} also belongs to instance {:?}",
+                        check.spec.id.as_str(),
+                        owner.as_str()
+                    ));
                 }
             }
             index = index.max(instance.modify_index);
@@ -230,16 +226,18 @@ impl Registry {
             self.index_address(&instance);
             self.instances.insert(instance.id.clone(), instance.clone());
             by_service.entry(instance.service.key()).or_default().push(instance);
-        }
+            Ok(())
+        })?;
+        let index = index.max(stored_index).max(1);
         let restored = self.instances.len();
         for (key, instances) in by_service {
             let modify_index = instances.iter().map(|i| i.modify_index).max().unwrap_or(index);
             let create_index = instances.iter().map(|i| i.create_index).min().unwrap_or(index);
             self.publish_service(&key, instances, create_index, modify_index, true);
         }
-        w.last_index = index.max(1);
-        self.publish(index.max(1));
-        self.catalog.send_replace(index.max(1));
+        w.last_index = index;
+        self.publish(index);
+        self.catalog.send_replace(index);
         Ok(restored)
     }
 

@@ -31,17 +31,14 @@ pub struct Batch<'a> {
     pub durable: bool,
 }
 
-/// What was stored: every instance, and the index of the last change.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub instances: Vec<StoredInstance>,
-    pub index: u64,
-}
-
 /// Where the registry is kept.
 pub trait Store: Send + Sync + 'static {
-    /// Everything stored; an error (never an empty snapshot) when any of it cannot be read.
-    fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Hands every stored instance to `each`, one at a time (the registry is never held twice
+    /// in memory, as records and as instances: 100,000 records held at once left 50 MB with the
+    /// allocator), and returns the index of the last change. Stops at the first error, the
+    /// store's or `each`'s (which names what is wrong with that record): a start never goes on
+    /// with part of the registry.
+    fn load(&self, each: &mut dyn FnMut(StoredInstance) -> Result<(), String>) -> Result<u64, StoreError>;
     /// Applies a batch atomically.
     fn write(&self, batch: &Batch<'_>) -> Result<(), StoreError>;
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use redb::{Builder, Database, Durability, ReadableTable, TableDefinition};
 
-use super::{Batch, Change, Snapshot, Store, StoreError, StoredInstance};
+use super::{Batch, Change, Store, StoreError, StoredInstance};
 
 /// Instance ID → the instance as JSON ([`StoredInstance`]).
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
@@ -110,10 +110,13 @@ impl RedbStore {
         }
     }
 
-    fn read(&self, db: &Database) -> Result<Snapshot, StoreError> {
+    fn read(
+        &self,
+        db: &Database,
+        each: &mut dyn FnMut(StoredInstance) -> Result<(), String>,
+    ) -> Result<u64, StoreError> {
         let tx = db.begin_read().map_err(|e| self.read_error(e))?;
         let table = tx.open_table(INSTANCES).map_err(|e| self.read_error(e))?;
-        let mut instances = Vec::new();
         for row in table.iter().map_err(|e| self.read_error(e))? {
             let (key, value) = row.map_err(|e| self.read_error(e))?;
             let key = key.value();
@@ -121,14 +124,14 @@ impl RedbStore {
             if instance.id != key {
                 return Err(self.corrupt(key, format!("holds instance {:?}", instance.id)));
             }
-            instances.push(instance);
+            each(instance).map_err(|message| self.corrupt(key, message))?;
         }
         let meta = tx.open_table(META).map_err(|e| self.read_error(e))?;
         let index = meta
             .get("index")
             .map_err(|e| self.read_error(e))?
             .map_or(0, |v| v.value());
-        Ok(Snapshot { instances, index })
+        Ok(index)
     }
 
     fn commit(db: &Database, batch: &Batch<'_>) -> Result<(), String> {
@@ -162,10 +165,10 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
-    fn load(&self) -> Result<Snapshot, StoreError> {
+    fn load(&self, each: &mut dyn FnMut(StoredInstance) -> Result<(), String>) -> Result<u64, StoreError> {
         let state = self.lock();
         let db = state.db.as_ref().ok_or_else(|| self.read_error(&state.failure))?;
-        catch_panic(|| self.read(db)).unwrap_or_else(|message| Err(self.corrupt("", message)))
+        catch_panic(|| self.read(db, each)).unwrap_or_else(|message| Err(self.corrupt("", message)))
     }
 
     fn write(&self, batch: &Batch<'_>) -> Result<(), StoreError> {

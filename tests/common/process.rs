@@ -80,8 +80,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Resident memory of process `pid`, in bytes.
-pub fn resident_bytes(pid: u32) -> usize {
+/// Resident memory of process `pid` ("self" for this one), in bytes.
+pub fn resident_bytes(pid: impl std::fmt::Display) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
