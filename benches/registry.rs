@@ -50,7 +50,7 @@ fn memory(instances: usize, settle: Duration) {
     let data_dir = common::DataDir::new("registry");
     let zones = data_dir.0.join("no-zones");
     let running = process::start_binary(&zones, &data_dir.0);
-    let resident = |running: &process::Running| resident_bytes(&running.child.0.id().to_string());
+    let resident = |running: &process::Running| resident_bytes(running.child.0.id());
     let idle = resident(&running);
     let start = Instant::now();
     let url = format!("http://{}/v1/agent/service/register", running.http);

@@ -73,7 +73,7 @@ impl Server {
     }
 
     fn resident_bytes(&self) -> usize {
-        common::resident_bytes(&self.pid())
+        common::resident_bytes(self.pid())
     }
 
     /// CPU time the server uses over `window`, doing nothing asked of it (the kernel counts in
