@@ -150,3 +150,53 @@ async fn a_silent_recursor_is_skipped_and_none_answering_is_servfail() {
     upstream.stop().await;
     drop((silent_udp, silent_tcp));
 }
+
+/// A recursor whose answer is larger than any UDP buffer once used (4,096 bytes): 300 A records,
+/// about 4,800 bytes, over UDP.
+async fn large_recursor() -> std::net::SocketAddr {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+            let query = Message::from_vec(&buf[..len]).unwrap();
+            let mut reply = Message::new(query.metadata.id, MessageType::Response, query.metadata.op_code);
+            reply.metadata.recursion_desired = query.metadata.recursion_desired;
+            reply.metadata.recursion_available = true;
+            reply.add_queries(query.queries.clone());
+            let name = query.queries[0].name().clone();
+            for n in 0..300u32 {
+                let address = std::net::Ipv4Addr::from(0x0a09_0000 + n);
+                reply.add_answer(Record::from_rdata(name.clone(), 60, RData::A(A(address))));
+            }
+            let bytes = reply.to_vec().unwrap();
+            assert!(bytes.len() > 4096, "{} bytes", bytes.len());
+            socket.send_to(&bytes, from).await.unwrap();
+        }
+    });
+    addr
+}
+
+/// A forwarded UDP answer is read whole, however large, and relayed only if it fits what the
+/// client takes; otherwise the client gets TC and asks over TCP (it was cut at 4,096 bytes and
+/// passed on malformed).
+#[tokio::test]
+async fn large_forwarded_answers_are_whole_or_truncated_never_cut() {
+    let mut config = test_config();
+    config.recursors = vec![large_recursor().await.to_string()];
+    let server = TestServer::start_with(config).await;
+    let name = "big.example.";
+    let whole = udp_message(server.dns, &query_message(name, RecordType::A, Some(65_000))).await;
+    assert_eq!(rcode(&whole), ResponseCode::NoError);
+    assert_eq!(addresses(&whole).len(), 300, "the whole answer, well-formed");
+    for payload in [None, Some(1232)] {
+        let cut = udp_message(server.dns, &query_message(name, RecordType::A, payload)).await;
+        assert!(cut.metadata.truncation, "{payload:?}: TC is set");
+        assert!(cut.answers.is_empty(), "{payload:?}: no partial answer");
+        assert_eq!(cut.queries.len(), 1);
+    }
+    server.stop().await;
+}

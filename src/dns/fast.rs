@@ -295,7 +295,7 @@ fn parse_question(query: &[u8]) -> Option<Question> {
 
 /// The OPT record of an EDNS(0) query: its payload size, if it holds nothing the fast path would
 /// have to act on (version 0, only options a server may ignore).
-fn parse_opt(rest: &[u8]) -> Option<u16> {
+pub(super) fn parse_opt(rest: &[u8]) -> Option<u16> {
     if rest.len() < 11 || rest[0] != 0 || u16::from_be_bytes([rest[1], rest[2]]) != TYPE_OPT {
         return None;
     }

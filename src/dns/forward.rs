@@ -17,8 +17,9 @@ use super::fast::Transport;
 const HEADER_LEN: usize = 12;
 /// Forwarded queries waiting on recursors at once; beyond this, SERVFAIL at once.
 const MAX_IN_FLIGHT: usize = 1024;
-/// Largest UDP response read from a recursor.
-const MAX_UDP_RESPONSE: usize = 4096;
+/// Largest UDP response read from a recursor: any datagram (a shorter buffer cut longer
+/// responses, which were then relayed malformed).
+const MAX_UDP_RESPONSE: usize = u16::MAX as usize;
 const RCODE_SERVFAIL: u8 = 2;
 
 pub struct Forwarder {
@@ -80,6 +81,9 @@ impl Forwarder {
             if answers(&response, &upstream[..question_end]) {
                 let mut response = response;
                 response[..2].copy_from_slice(&query[..2]);
+                if transport == Transport::Udp && response.len() > udp_limit(query, question_end) {
+                    return Some(truncated(&response, question_end));
+                }
                 return Some(response);
             }
             tracing::debug!(%recursor, "recursor sent a response to another question");
@@ -117,6 +121,24 @@ pub fn servfail(query: &[u8], question_end: usize) -> Vec<u8> {
     out[2] = 0x80 | (query[2] & 0x01);
     out[3] = 0x80 | (query[3] & 0x10) | RCODE_SERVFAIL; // RA: recursion is offered
     out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    out
+}
+
+/// The largest UDP response the client of `query` takes: its EDNS payload size, else 512.
+fn udp_limit(query: &[u8], question_end: usize) -> usize {
+    let has_opt = query.get(10..12) == Some(&[0, 1]);
+    let payload = has_opt
+        .then(|| super::fast::parse_opt(&query[question_end..]))
+        .flatten();
+    usize::from(payload.unwrap_or(512).max(512))
+}
+
+/// `response` cut to its header and question, with TC set: the client asks again over TCP
+/// (RFC 1035 §4.2.1), where the whole response is relayed.
+fn truncated(response: &[u8], question_end: usize) -> Vec<u8> {
+    let mut out = response[..question_end].to_vec();
+    out[2] |= 0x02;
+    out[6..12].fill(0);
     out
 }
 

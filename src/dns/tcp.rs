@@ -58,7 +58,9 @@ async fn connection(stream: TcpStream, src: SocketAddr, engine: &DnsEngine) -> s
     let mut write = BufWriter::new(write);
     let mut query = vec![0u8; u16::MAX as usize];
     let mut response = Vec::with_capacity(4096);
-    let mut rotation = 0usize;
+    // A random start: a client that opens a connection per query (as after a truncated UDP
+    // answer) would otherwise get the same first record every time.
+    let mut rotation = rand::random::<u32>() as usize;
     loop {
         let len = match tokio::time::timeout(IDLE_TIMEOUT, read.read_u16()).await {
             Err(_) => return Ok(()), // idle

@@ -118,7 +118,8 @@ fn serve(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, st
     let mut replies: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(BATCH);
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut rotation = 0usize;
+    // A random start, so that answers start at a random instance from the first query on.
+    let mut rotation = rand::random::<u32>() as usize;
     while !stop.load(Ordering::Relaxed) {
         received.clear();
         {
