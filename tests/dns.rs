@@ -651,3 +651,35 @@ async fn ptr_answers_name_the_services_at_an_address() {
     assert_eq!(rcode(&gone), ResponseCode::NXDomain);
     server.stop().await;
 }
+
+/// Classes other than IN get REFUSED, for every name: sextant holds no CH (`version.bind`) or HS
+/// data, and answering them with the IN zone's SOA said otherwise.
+#[tokio::test]
+async fn other_classes_are_refused() {
+    use hickory_proto::rr::DNSClass;
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "orders", "ID": "o1", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+    for (name, class) in [
+        ("version.bind.", DNSClass::CH),
+        ("orders.service.trading-dc.", DNSClass::CH),
+        ("trading-dc.", DNSClass::HS),
+        ("orders.service.trading-dc.", DNSClass::ANY),
+        ("ns1.trading-dc.", DNSClass::CH),
+    ] {
+        let mut query = query_message(name, RecordType::A, None);
+        query.queries[0].set_query_class(class);
+        for reply in [udp_message(server.dns, &query).await, {
+            let mut client = TcpClient::connect(server.dns).await;
+            client.query(&query).await
+        }] {
+            assert_eq!(rcode(&reply), ResponseCode::Refused, "{name} {class:?}");
+            assert!(
+                reply.answers.is_empty() && reply.authorities.is_empty(),
+                "{name} {class:?}: {reply:?}"
+            );
+        }
+    }
+    server.stop().await;
+}

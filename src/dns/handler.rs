@@ -96,8 +96,9 @@ impl DnsHandler {
         }
         let info = request.request_info().ok()?;
         let query = info.query;
+        // sextant serves class IN only; CH (`version.bind`), HS, ANY get no IN records.
         if query.query_class() != DNSClass::IN {
-            return None;
+            return Some(Answer::negative(ResponseCode::Refused));
         }
         let qname = query.original().name();
         let qtype = query.query_type();
