@@ -128,3 +128,25 @@ async fn negative_answers_are_cached_for_the_soa_minimum() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Zone-file answers come back under the name as asked, as registry answers do (hickory's
+/// catalog lower-cased them: `NS1.Trading-DC` was answered as `ns1.trading-dc.`).
+#[tokio::test]
+async fn zone_file_answers_keep_the_case_asked() {
+    let server = TestServer::start().await;
+    for asked in ["NS1.Trading-DC.", "ns1.TRADING-DC.", "Trading-DC."] {
+        let rtype = if asked.starts_with("Trading") {
+            RecordType::SOA
+        } else {
+            RecordType::A
+        };
+        for reply in [udp(server.dns, asked, rtype).await, tcp(server.dns, asked, rtype).await] {
+            assert_eq!(rcode(&reply), ResponseCode::NoError, "{asked}");
+            assert!(!reply.answers.is_empty(), "{asked}");
+            for answer in &reply.answers {
+                assert_eq!(answer.name.to_string(), asked, "{asked}: {reply:?}");
+            }
+        }
+    }
+    server.stop().await;
+}

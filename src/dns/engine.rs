@@ -188,6 +188,7 @@ impl ResponseHandler for Capture {
             }
         };
         cap_negative_soa_ttls(&mut bytes);
+        keep_question_case(&mut bytes);
         *self.bytes.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
         Ok(info)
     }
@@ -233,6 +234,39 @@ fn cap_negative_soa_ttls(message: &mut [u8]) {
     }
 }
 
+/// Answers come back under the name as asked (`NS1.Trading-DC`), as the registry's do: hickory's
+/// catalog writes a zone file's owner names as stored, lower-cased, and compresses only names of
+/// the same case. An answer's owner written out in full that equals the question but for case is
+/// given the question's bytes (same length: nothing else moves). A message that does not parse
+/// is left as it is.
+fn keep_question_case(message: &mut [u8]) {
+    let Some(header) = message.get(..12) else {
+        return;
+    };
+    let count = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
+    let (questions, answers) = (count(4), count(6));
+    let Some(question_end) = (questions == 1).then(|| name_end(message, 12)).flatten() else {
+        return;
+    };
+    let question = message[12..question_end].to_vec();
+    if question.iter().any(|b| *b >= 0xC0) {
+        return; // a compressed question: leave it to the resolver
+    }
+    let mut pos = question_end + 4;
+    for _ in 0..answers {
+        let Some(end) = name_end(message, pos) else {
+            return;
+        };
+        if end - pos == question.len() && message[pos..end].eq_ignore_ascii_case(&question) {
+            message[pos..end].copy_from_slice(&question);
+        }
+        let Some(fixed) = message.get(end..end + 10) else {
+            return;
+        };
+        pos = end + 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+    }
+}
+
 /// Where the name starting at `pos` ends (after its last label or its compression pointer).
 fn name_end(message: &[u8], mut pos: usize) -> Option<usize> {
     loop {
@@ -251,7 +285,7 @@ mod tests {
     use hickory_proto::rr::rdata::{A, SOA};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-    use super::cap_negative_soa_ttls;
+    use super::{cap_negative_soa_ttls, keep_question_case};
 
     fn message(code: ResponseCode, answer: bool) -> Message {
         let zone = Name::from_ascii("example.test.").unwrap();
@@ -299,6 +333,23 @@ mod tests {
             let mut bytes = whole[..cut].to_vec();
             cap_negative_soa_ttls(&mut bytes);
             assert_eq!(bytes, whole[..cut], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn answers_take_the_case_of_the_question() {
+        let mut asked = message(ResponseCode::NoError, true);
+        asked.queries[0] = Query::query(Name::from_ascii("WWW.Example.TEST.").unwrap(), RecordType::A);
+        let mut bytes = asked.to_vec().unwrap();
+        keep_question_case(&mut bytes);
+        let reply = Message::from_vec(&bytes).unwrap();
+        assert_eq!(reply.answers[0].name.to_string(), "WWW.Example.TEST.");
+        // A cut message is never read past its end.
+        let whole = asked.to_vec().unwrap();
+        for cut in 0..whole.len() {
+            let mut bytes = whole[..cut].to_vec();
+            keep_question_case(&mut bytes);
+            assert_eq!(bytes.len(), cut);
         }
     }
 }
