@@ -5,13 +5,14 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
 use sextant::api::wire::{parse_json, parse_registration};
-use sextant::dns::answers::AnswerCompiler;
+use sextant::dns::answers::{AnswerCompiler, ServiceAnswerMap};
 use sextant::dns::fast::{FastPath, Outcome, Transport};
 use sextant::dns::zones;
 use sextant::registry::Registry;
@@ -24,7 +25,13 @@ fn register(registry: &Registry, body: serde_json::Value) {
 fn fast_path(services: usize) -> FastPath {
     let domain = Name::from_ascii("trading-dc.").unwrap();
     let node = "192.0.2.1".parse().unwrap();
-    let registry = Registry::new(AnswerCompiler::new(domain.clone(), 0, node, false));
+    let answers = Arc::new(ServiceAnswerMap::new(AnswerCompiler::new(
+        domain.clone(),
+        0,
+        node,
+        false,
+    )));
+    let registry = Registry::new(node, answers.clone());
     let zones = zones::ZoneSource::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"), &domain, node)
         .load()
         .unwrap();
@@ -47,7 +54,7 @@ fn fast_path(services: usize) -> FastPath {
             json!({"Name": format!("svc-{i}"), "Address": ip, "Port": 80}),
         );
     }
-    FastPath::new(registry, &zones.negative_soa, "node1")
+    FastPath::new(answers, &zones.negative_soa, "node1")
 }
 
 fn query(name: &str, rtype: RecordType) -> Vec<u8> {

@@ -16,15 +16,18 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
 use sextant::api::wire::{parse_json, parse_registration};
-use sextant::dns::answers::AnswerCompiler;
+use sextant::dns::answers::{AnswerCompiler, ServiceAnswerMap};
 use sextant::dns::fast::{FastPath, Transport};
 use sextant::dns::zones;
 use sextant::model::{CheckId, Health};
 use sextant::registry::Registry;
 
-fn registry() -> Arc<Registry> {
+/// An in-memory registry and the DNS answers it compiles.
+fn registry() -> (Arc<Registry>, Arc<ServiceAnswerMap>) {
     let domain = Name::from_ascii("trading-dc.").unwrap();
-    Registry::new(AnswerCompiler::new(domain, 0, "192.0.2.1".parse().unwrap(), false))
+    let node = "192.0.2.1".parse().unwrap();
+    let answers = Arc::new(ServiceAnswerMap::new(AnswerCompiler::new(domain, 0, node, false)));
+    (Registry::new(node, answers.clone()), answers)
 }
 
 fn register(registry: &Registry, body: serde_json::Value) {
@@ -96,13 +99,13 @@ fn memory(instances: usize, settle: Duration) {
 
 /// What the compiled DNS answers take of that, built in this process.
 fn compiled_answers() {
-    let registry = registry();
+    let (registry, answers) = registry();
     for i in 0..100_000 {
         register(&registry, instance_body(i));
     }
     println!(
         "compiled DNS answers: {} bytes/instance (100000 instances in 10000 services)",
-        registry.answers_heap_bytes() / 100_000
+        answers.heap_bytes() / 100_000
     );
 }
 
@@ -130,7 +133,7 @@ fn answer_times(fast: &FastPath, q: &[u8], n: usize) -> (f64, f64) {
 /// A 1,000-instance service flips one instance's health 100 times a second while a hot service
 /// is answered; the hot answer's cost is compared with and without that churn.
 fn churn() {
-    let registry = registry();
+    let (registry, answers) = registry();
     let domain = Name::from_ascii("trading-dc.").unwrap();
     let zones = zones::ZoneSource::new(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
@@ -152,7 +155,7 @@ fn churn() {
                    "Check": {"TTL": "30s", "Status": "passing"}}),
         );
     }
-    let fast = FastPath::new(registry.clone(), &zones.negative_soa, "node1");
+    let fast = FastPath::new(answers, &zones.negative_soa, "node1");
     let q = query("hot.service.trading-dc.");
     let quiet = answer_times(&fast, &q, 20_000);
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::acl::Acl;
 use crate::api::{self, ApiState, NodeInfo};
 use crate::config::{Config, ConfigError};
-use crate::dns::answers::AnswerCompiler;
+use crate::dns::answers::{AnswerCompiler, ServiceAnswerMap};
 use crate::dns::fast::FastPath;
 use crate::dns::forward::Forwarder;
 use crate::dns::zones::{ZoneError, ZoneSource};
@@ -80,7 +80,8 @@ impl App {
         compiler.meta_txt = config.dns_meta_txt;
         // The registry as it was: an unreadable store stops the start, never an empty registry.
         let journal = Journal::start(store.clone()).map_err(AppError::Journal)?;
-        let registry = Registry::with_journal(compiler, journal);
+        let answers = Arc::new(ServiceAnswerMap::new(compiler));
+        let registry = Registry::with_journal(node_addr, answers.clone(), journal);
         let restored = registry.restore(&*store)?;
         drop(store);
         tracing::info!(instances = restored, data_dir = %config.data_dir.display(), "registry restored");
@@ -119,8 +120,8 @@ impl App {
             addr: config.http,
             source,
         })?;
-        let fast = FastPath::new(registry.clone(), &zones.negative_soa, &node_name);
-        let hickory = DnsHandler::new(registry.clone(), zones, &node_name);
+        let fast = FastPath::new(answers.clone(), &zones.negative_soa, &node_name);
+        let hickory = DnsHandler::new(registry.clone(), answers, zones, &node_name);
         let engine = Arc::new(DnsEngine::new(fast, hickory).with_forwarder(forwarder));
         let shutdown = CancellationToken::new();
         let state = ApiState {

@@ -10,7 +10,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use serde_json::json;
 use sextant::api::wire::{parse_json, parse_registration};
-use sextant::dns::answers::AnswerCompiler;
+use sextant::dns::answers::{AnswerCompiler, ServiceAnswerMap};
 use sextant::dns::fast::{FastPath, Outcome, Transport};
 use sextant::dns::{DnsEngine, DnsHandler, zones};
 use sextant::registry::Registry;
@@ -26,7 +26,8 @@ fn engine_with_limit(a_record_limit: usize) -> (Arc<Registry>, DnsEngine) {
     let mut compiler = AnswerCompiler::new(domain.clone(), 5, node_addr, false);
     compiler.meta_txt = true;
     compiler.a_record_limit = a_record_limit;
-    let registry = Registry::new(compiler);
+    let answers = Arc::new(ServiceAnswerMap::new(compiler));
+    let registry = Registry::new(node_addr, answers.clone());
     let zones = zones::ZoneSource::new(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
         &domain,
@@ -34,8 +35,8 @@ fn engine_with_limit(a_record_limit: usize) -> (Arc<Registry>, DnsEngine) {
     )
     .load()
     .unwrap();
-    let fast = FastPath::new(registry.clone(), &zones.negative_soa, "node1");
-    let hickory = DnsHandler::new(registry.clone(), zones, "node1");
+    let fast = FastPath::new(answers.clone(), &zones.negative_soa, "node1");
+    let hickory = DnsHandler::new(registry.clone(), answers, zones, "node1");
     (registry, DnsEngine::new(fast, hickory))
 }
 

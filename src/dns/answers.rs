@@ -10,8 +10,11 @@ use std::sync::Arc;
 use hickory_proto::rr::rdata::{A, AAAA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record};
 
+use compact_str::CompactString;
+
 use super::wire::{Owner, WireCompiler, WireRecords};
-use crate::model::{Address, Health, Instance, ServiceName, is_dns_label};
+use crate::model::{Address, Health, Instance, ServiceKey, ServiceName, is_dns_label};
+use crate::registry::{ServiceEntry, ServiceListener};
 
 /// The records answering one owner name (`<service>.service.<domain>` or a tag form).
 #[derive(Debug, Default, Clone)]
@@ -66,6 +69,56 @@ impl ServiceAnswers {
     pub fn heap_bytes(&self) -> usize {
         let slots = self.by_tag.len() * std::mem::size_of::<(Box<str>, AnswerSet)>();
         self.all.heap_bytes() + slots + self.by_tag.iter().map(|(k, v)| k.len() + v.heap_bytes()).sum::<usize>()
+    }
+}
+
+/// Every service's compiled answers, kept by DNS and recompiled when the registry says a service
+/// changed: what every DNS query reads, without a lock. Keyed by lower-case name in a map of its
+/// own so that a lookup follows as few pointers as it can: papaya allocates each entry on its
+/// own, and this one holds its key (inline up to 24 bytes) and the answers' headers, so the next
+/// hop is the records themselves. With 100,000 services every pointer followed is a cache miss.
+pub struct ServiceAnswerMap {
+    compiler: AnswerCompiler,
+    map: papaya::HashMap<CompactString, ServiceAnswers>,
+}
+
+impl ServiceAnswerMap {
+    pub fn new(compiler: AnswerCompiler) -> Self {
+        Self {
+            compiler,
+            map: papaya::HashMap::new(),
+        }
+    }
+
+    /// What the answers are compiled with: the zone, the TTLs, the node, the limits.
+    pub fn compiler(&self) -> &AnswerCompiler {
+        &self.compiler
+    }
+
+    /// Runs `f` on the compiled answers of a service found by its lower-case name, without taking
+    /// a lock or a reference count: the DNS answer path.
+    pub fn with_answers<R>(&self, lower_name: &str, f: impl FnOnce(Option<&ServiceAnswers>) -> R) -> R {
+        let answers = self.map.pin();
+        f(answers.get(lower_name))
+    }
+
+    /// Heap bytes of every service's compiled answers (for the memory report).
+    pub fn heap_bytes(&self) -> usize {
+        self.map.pin().values().map(ServiceAnswers::heap_bytes).sum()
+    }
+}
+
+impl ServiceListener for ServiceAnswerMap {
+    fn service_changed(&self, key: &ServiceKey, service: Option<&ServiceEntry>) {
+        match service {
+            Some(entry) => {
+                let answers = self.compiler.compile(&entry.name, &entry.instances);
+                self.map.pin().insert(CompactString::new(key.as_str()), answers);
+            }
+            None => {
+                self.map.pin().remove(key.as_str());
+            }
+        }
     }
 }
 

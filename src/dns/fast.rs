@@ -10,9 +10,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use hickory_proto::rr::{Name, Record};
 
-use super::answers::{AnswerSet, parse_addr_label};
+use super::answers::{AnswerSet, ServiceAnswerMap, parse_addr_label};
 use super::wire::{Owner, WireCompiler, WireRecords};
-use crate::registry::Registry;
 
 const HEADER_LEN: usize = 12;
 const TYPE_A: u16 = 1;
@@ -44,7 +43,7 @@ pub enum Outcome {
 }
 
 pub struct FastPath {
-    registry: Arc<Registry>,
+    answers: Arc<ServiceAnswerMap>,
     /// The served domain in lower-case wire form, root byte included.
     domain: Vec<u8>,
     domain_labels: usize,
@@ -93,8 +92,8 @@ enum Lookup<'q> {
 }
 
 impl FastPath {
-    pub fn new(registry: Arc<Registry>, negative_soa: &Record, node_name: &str) -> Self {
-        let compiler = registry.compiler();
+    pub fn new(answers: Arc<ServiceAnswerMap>, negative_soa: &Record, node_name: &str) -> Self {
+        let compiler = answers.compiler();
         let domain = compiler.domain.to_lowercase();
         let wire = WireCompiler::new(&domain);
         Self {
@@ -105,13 +104,13 @@ impl FastPath {
             node_addr: compiler.node_addr,
             node_ttl: compiler.node_ttl,
             address_limit: compiler.address_limit(),
-            registry,
+            answers,
         }
     }
 
     /// Uses a reloaded zone's SOA for negative answers from the next query on.
     pub fn replace_negative_soa(&self, negative_soa: &Record) {
-        let wire = WireCompiler::new(&self.registry.compiler().domain.to_lowercase());
+        let wire = WireCompiler::new(&self.answers.compiler().domain.to_lowercase());
         self.negative_soa
             .store(Arc::new(wire.compile([negative_soa], Owner::OwnName)));
     }
@@ -143,7 +142,7 @@ impl FastPath {
         let rcode = match lookup {
             Lookup::Service { service, tag } => match std::str::from_utf8(service) {
                 Err(_) => RCODE_NXDOMAIN, // not ASCII: no service has that name
-                Ok(service) => self.registry.with_answers(service, |answers| {
+                Ok(service) => self.answers.with_answers(service, |answers| {
                     let set = answers.and_then(|a| match tag {
                         None => Some(&a.all),
                         Some(tag) => std::str::from_utf8(tag).ok().and_then(|t| a.tag(t)),

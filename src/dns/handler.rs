@@ -16,12 +16,14 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use rand::Rng;
 
+use super::answers::ServiceAnswerMap;
 use super::query::{ReverseName, Target, classify, reverse_address};
 use super::zones::Zones;
 use crate::registry::Registry;
 
 pub struct DnsHandler {
     registry: Arc<Registry>,
+    answers: Arc<ServiceAnswerMap>,
     /// Swapped whole when the zone files are reloaded (SIGHUP).
     zones: ArcSwap<Zones>,
     domain: Name,
@@ -64,13 +66,14 @@ impl Answer {
 }
 
 impl DnsHandler {
-    pub fn new(registry: Arc<Registry>, zones: Zones, node_name: &str) -> Self {
-        let compiler = registry.compiler();
+    pub fn new(registry: Arc<Registry>, answers: Arc<ServiceAnswerMap>, zones: Zones, node_name: &str) -> Self {
+        let compiler = answers.compiler();
         Self {
             domain: compiler.domain.clone(),
             node_addr: compiler.node_addr,
             node_name: node_name.to_ascii_lowercase(),
             registry,
+            answers,
             zones: ArcSwap::from_pointee(zones),
         }
     }
@@ -113,7 +116,7 @@ impl DnsHandler {
             Target::Service { service, tag } => self.service_answer(&service, tag.as_deref(), qtype),
             Target::Addr(ip) => address_answer(ip, qtype, 0),
             Target::Node(node) if node == self.node_name => {
-                address_answer(self.node_addr, qtype, self.registry.compiler().node_ttl)
+                address_answer(self.node_addr, qtype, self.answers.compiler().node_ttl)
             }
             Target::Node(_) => Answer::negative(ResponseCode::NXDomain),
         };
@@ -134,7 +137,7 @@ impl DnsHandler {
             }
             ReverseName::Prefix | ReverseName::Invalid => return None,
         };
-        let compiler = self.registry.compiler();
+        let compiler = self.answers.compiler();
         let mut targets = Vec::new();
         if ip == self.node_addr {
             let node = compiler.name_under(&[&self.node_name, "node"]);
@@ -165,18 +168,18 @@ impl DnsHandler {
         let key = entry.name.key();
         if tag.is_some_and(|t| {
             !self
-                .registry
+                .answers
                 .with_answers(key.as_str(), |a| a.is_some_and(|a| a.tag(t).is_some()))
         }) {
             return Answer::negative(ResponseCode::NXDomain);
         }
         // The hickory path builds records on demand: only queries the fast path passes on get here.
-        let set = self.registry.compiler().records(&entry.name, tag, &entry.instances);
+        let set = self.answers.compiler().records(&entry.name, tag, &entry.instances);
         // Clients that take the first record spread their load: every answer starts at a random
         // instance.
         let mut rng = rand::rng();
         let mut pick = |records: &[Record]| rotated(records, rng.random_range(0..records.len().max(1)));
-        let limit = self.registry.compiler().address_limit();
+        let limit = self.answers.compiler().address_limit();
         let limited = |mut records: Vec<Record>| {
             records.truncate(limit);
             Answer::records(records, Vec::new())

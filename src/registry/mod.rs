@@ -1,9 +1,10 @@
 //! The live registry: the only writer of service state.
 //!
 //! Instances live in a `DashMap` keyed by ID; each service has an immutable [`ServiceEntry`] (its
-//! instances) and its compiled DNS answers, both rebuilt whenever one of its instances changes, so
-//! readers (DNS, HTTP) take one snapshot and never see a half-applied change. Writers are serialized by
-//! one mutex: a write touches a handful of entries and never waits on I/O while holding it.
+//! instances), rebuilt whenever one of its instances changes, so readers (DNS, HTTP) take one
+//! snapshot and never see a half-applied change; a [`ServiceListener`] (DNS, which compiles its
+//! answers) hears of each change before it is acknowledged. Writers are serialized by one mutex:
+//! a write touches a handful of entries and never waits on I/O while holding it.
 
 mod checks;
 mod error;
@@ -20,11 +21,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use compact_str::CompactString;
 use dashmap::DashMap;
 use tokio::sync::watch;
 
-use crate::dns::answers::{AnswerCompiler, ServiceAnswers};
 use crate::model::{Address, CheckId, Instance, InstanceId, ServiceKey, ServiceName};
 use crate::store::{Journal, Store, StoredInstance};
 
@@ -50,6 +49,13 @@ impl ServiceEntry {
         tags.dedup();
         tags
     }
+}
+
+/// Told of every change to a service that DNS shows (its instances, their health), under the
+/// writer lock and before the write is acknowledged: DNS compiles its answers from it, so a
+/// registration is in DNS before its 200. `None`: the service has no instance left.
+pub trait ServiceListener: Send + Sync {
+    fn service_changed(&self, key: &ServiceKey, service: Option<&ServiceEntry>);
 }
 
 /// What only writers touch, behind the writer lock.
@@ -88,12 +94,10 @@ pub struct Registry {
     journal: Option<Journal>,
     instances: DashMap<InstanceId, Arc<Instance>>,
     services: papaya::HashMap<ServiceKey, Arc<ServiceEntry>>,
-    /// Each service's compiled DNS answers by lower-case name: what every DNS query reads, without
-    /// a lock. Kept apart from `services` so that a lookup follows as few pointers as it can: papaya
-    /// allocates each entry on its own, and this one holds its key (inline up to 24 bytes) and the
-    /// answers' headers, so the next hop is the records themselves. With 100,000 services every
-    /// pointer followed is a cache miss.
-    answers: papaya::HashMap<CompactString, ServiceAnswers>,
+    /// Who is told of service changes (DNS's answers).
+    listener: Arc<dyn ServiceListener>,
+    /// The address of instances registered without one (this node's), for the address index.
+    node_addr: IpAddr,
     check_owner: DashMap<CheckId, InstanceId>,
     /// The instances at each address (node-address instances under the node's), for PTR answers.
     by_address: DashMap<IpAddr, Vec<(InstanceId, ServiceKey)>>,
@@ -105,21 +109,21 @@ pub struct Registry {
     /// `/v1/catalog/services` watchers wait on it, health changes do not wake them.
     catalog: watch::Sender<u64>,
     index: AtomicU64,
-    compiler: AnswerCompiler,
 }
 
 impl Registry {
-    /// An in-memory registry (benchmarks, tests of the answer path).
-    pub fn new(compiler: AnswerCompiler) -> Arc<Self> {
-        Self::build(compiler, None)
+    /// An in-memory registry (benchmarks, tests of the answer path). Instances without an
+    /// address are at `node_addr`; `listener` hears of every service change.
+    pub fn new(node_addr: IpAddr, listener: Arc<dyn ServiceListener>) -> Arc<Self> {
+        Self::build(node_addr, listener, None)
     }
 
     /// A registry whose changes go to `journal`.
-    pub fn with_journal(compiler: AnswerCompiler, journal: Journal) -> Arc<Self> {
-        Self::build(compiler, Some(journal))
+    pub fn with_journal(node_addr: IpAddr, listener: Arc<dyn ServiceListener>, journal: Journal) -> Arc<Self> {
+        Self::build(node_addr, listener, Some(journal))
     }
 
-    fn build(compiler: AnswerCompiler, journal: Option<Journal>) -> Arc<Self> {
+    fn build(node_addr: IpAddr, listener: Arc<dyn ServiceListener>, journal: Option<Journal>) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             journal,
@@ -129,13 +133,13 @@ impl Registry {
             }),
             instances: DashMap::new(),
             services: papaya::HashMap::new(),
-            answers: papaya::HashMap::new(),
+            listener,
+            node_addr,
             check_owner: DashMap::new(),
             by_address: DashMap::new(),
             service_watches: DashMap::new(),
             catalog: watch::Sender::new(1),
             index: AtomicU64::new(1),
-            compiler,
         })
     }
 
@@ -166,18 +170,6 @@ impl Registry {
         self.services.pin().get(key).cloned()
     }
 
-    /// Runs `f` on the compiled answers of a service found by its lower-case name, without taking
-    /// a lock or a reference count: the DNS answer path.
-    pub fn with_answers<R>(&self, lower_name: &str, f: impl FnOnce(Option<&ServiceAnswers>) -> R) -> R {
-        let answers = self.answers.pin();
-        f(answers.get(lower_name))
-    }
-
-    /// Heap bytes of every service's compiled answers (for the memory report).
-    pub fn answers_heap_bytes(&self) -> usize {
-        self.answers.pin().values().map(ServiceAnswers::heap_bytes).sum()
-    }
-
     /// Every service, sorted by name.
     pub fn services(&self) -> Vec<Arc<ServiceEntry>> {
         let mut all: Vec<_> = self.services.pin().values().cloned().collect();
@@ -196,10 +188,6 @@ impl Registry {
         keys.sort();
         keys.dedup();
         keys.iter().filter_map(|key| self.service_by_key(key)).collect()
-    }
-
-    pub fn compiler(&self) -> &AnswerCompiler {
-        &self.compiler
     }
 
     /// Rebuilds the registry from what the store holds, before anything is served. Check
@@ -251,7 +239,8 @@ impl Registry {
     fn address_of(&self, instance: &Instance) -> Option<IpAddr> {
         match &instance.address {
             Address::Host(_) => None,
-            address => Some(self.compiler.ip_of(address)),
+            Address::Ip(ip) => Some(*ip),
+            Address::Node => Some(self.node_addr),
         }
     }
 
@@ -302,7 +291,7 @@ impl Registry {
             instances.push(joined.clone());
         }
         if instances.is_empty() {
-            self.answers.pin().remove(key.as_str());
+            self.listener.service_changed(key, None);
             self.services.pin().remove(key);
             self.notify_service(key, index);
             return;
@@ -331,10 +320,9 @@ impl Registry {
             modify_index,
             instances,
         };
-        // Answers first: the moment a service is listed over HTTP, DNS answers it too.
+        // DNS first: the moment a service is listed over HTTP, DNS answers it too.
         if recompile {
-            let answers = self.compiler.compile(&entry.name, &entry.instances);
-            self.answers.pin().insert(CompactString::new(key.as_str()), answers);
+            self.listener.service_changed(key, Some(&entry));
         }
         self.services.pin().insert(key.clone(), Arc::new(entry));
         self.notify_service(key, modify_index);
