@@ -78,6 +78,7 @@ impl App {
         compiler.node_ttl = config.node_ttl_secs()?;
         compiler.a_record_limit = config.dns_a_record_limit;
         compiler.meta_txt = config.dns_meta_txt;
+        compiler.max_udp_size = config.dns_max_udp_size()?;
         // The registry as it was: an unreadable store stops the start, never an empty registry.
         let journal = Journal::start(store.clone()).map_err(AppError::Journal)?;
         let answers = Arc::new(ServiceAnswerMap::new(compiler));

@@ -11,6 +11,10 @@ use serde::{Deserialize, Deserializer};
 
 use crate::model::{check_dns_label, parse_go_duration};
 
+/// The largest UDP response by default: the 2020 DNS flag day's figure, which knot, NSD and BIND
+/// use; it fits the common 1,280-byte IPv6 MTU without fragmentation.
+pub const DEFAULT_MAX_UDP_SIZE: u16 = 1232;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -50,6 +54,8 @@ pub struct Config {
     pub node_ttl: Duration,
     /// At most this many A/AAAA records per answer (after rotation); 0: no limit.
     pub dns_a_record_limit: usize,
+    /// Largest UDP response, whatever the client's EDNS buffer (the rest comes over TCP after TC).
+    pub dns_max_udp_size: u16,
     /// Name of this node (`<node>.node.<domain>`); default: the host name.
     pub node_name: Option<String>,
     /// Address given to instances registered without one; default: the DNS address, or 127.0.0.1.
@@ -101,6 +107,7 @@ impl Default for Config {
             service_ttls: BTreeMap::new(),
             node_ttl: Duration::ZERO,
             dns_a_record_limit: 0,
+            dns_max_udp_size: DEFAULT_MAX_UDP_SIZE,
             node_name: None,
             advertise: None,
             datacenter: None,
@@ -227,6 +234,20 @@ impl Config {
                 ip
             }
         })
+    }
+
+    /// The largest UDP response: 512 (DNS without EDNS) to 65,535.
+    pub fn dns_max_udp_size(&self) -> Result<u16, ConfigError> {
+        if self.dns_max_udp_size < 512 {
+            return Err(ConfigError::Invalid {
+                field: "dns_max_udp_size",
+                message: format!(
+                    "{} is below 512, the size every DNS client takes",
+                    self.dns_max_udp_size
+                ),
+            });
+        }
+        Ok(self.dns_max_udp_size)
     }
 
     pub fn dns_workers(&self) -> usize {
@@ -433,6 +454,10 @@ pub struct ServeArgs {
     /// At most this many A/AAAA records per answer, after rotation (Consul's a_record_limit) [default: 0, no limit].
     #[arg(long, value_name = "N")]
     pub dns_a_record_limit: Option<usize>,
+    /// Largest UDP response, whatever a client's EDNS buffer; larger answers are truncated (TC)
+    /// and come over TCP [default: 1232, the 2020 DNS flag day's figure].
+    #[arg(long, value_name = "BYTES")]
+    pub dns_max_udp_size: Option<u16>,
     /// Node name, answered as <node>.node.<domain> [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
@@ -500,6 +525,7 @@ impl ServeArgs {
             data_dir,
             node_ttl,
             dns_a_record_limit,
+            dns_max_udp_size,
             max_checks_in_flight,
             recursor_timeout,
             http_header_timeout
@@ -637,5 +663,17 @@ mod tests {
         let config =
             Config::from_file(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sextant.toml"))).unwrap();
         assert_eq!(config.domain, "trading-dc");
+        assert_eq!(config.dns_max_udp_size().unwrap(), DEFAULT_MAX_UDP_SIZE);
+        let small = Config {
+            dns_max_udp_size: 511,
+            ..Config::default()
+        };
+        assert!(
+            small
+                .dns_max_udp_size()
+                .unwrap_err()
+                .to_string()
+                .contains("dns_max_udp_size")
+        );
     }
 }

@@ -683,3 +683,45 @@ async fn other_classes_are_refused() {
     }
     server.stop().await;
 }
+
+/// UDP answers are capped at 1,232 bytes (the 2020 DNS flag day's figure) whatever EDNS buffer
+/// the client announces: a 52-byte query announcing 65,535 once drew a 65,468-byte answer (an
+/// amplifier). The rest comes over TCP after TC; `dns_max_udp_size` moves the cap.
+#[tokio::test]
+async fn udp_answers_are_capped_whatever_the_client_announces() {
+    for (cap, config) in [
+        (1232, test_config()),
+        (
+            4096,
+            sextant::Config {
+                dns_max_udp_size: 4096,
+                ..test_config()
+            },
+        ),
+    ] {
+        let server = TestServer::start_with(config).await;
+        for i in 0..300 {
+            server
+                .register(json!({"Name": "huge", "ID": format!("h-{i}"),
+                                 "Address": format!("10.4.{}.{}", i / 250, i % 250 + 1), "Port": 80}))
+                .await;
+        }
+        let big = query_message("huge.service.trading-dc.", RecordType::SRV, Some(65_535));
+        let mut raw = big.to_vec().unwrap();
+        // The same query with an EDNS option the fast path does not take: the hickory path.
+        let mut other_path = raw.clone();
+        let rdlen_at = other_path.len() - 2;
+        other_path[rdlen_at..].copy_from_slice(&[0, 4]);
+        other_path.extend_from_slice(&[0xfd, 0xe9, 0, 0]);
+        for (path, packet) in [("fast", &mut raw), ("hickory", &mut other_path)] {
+            let reply = udp_raw(server.dns, packet).await.expect("a reply");
+            assert!(reply.len() <= cap, "{path}: {} bytes over UDP, cap {cap}", reply.len());
+            let message = hickory_proto::op::Message::from_vec(&reply).expect("well-formed");
+            assert!(message.metadata.truncation, "{path}: TC set");
+            assert!(reply.len() > cap / 2, "{path}: as much as fits ({} bytes)", reply.len());
+        }
+        let whole = tcp(server.dns, "huge.service.trading-dc.", RecordType::SRV).await;
+        assert_eq!(srvs(&whole).len(), 300);
+        server.stop().await;
+    }
+}

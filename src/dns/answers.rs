@@ -141,6 +141,8 @@ pub struct AnswerCompiler {
     pub a_record_limit: usize,
     /// Instance `Meta` as TXT records beside the SRV targets' addresses.
     pub meta_txt: bool,
+    /// The largest UDP response, whatever the client's EDNS buffer.
+    pub max_udp_size: u16,
 }
 
 impl AnswerCompiler {
@@ -155,6 +157,7 @@ impl AnswerCompiler {
             node_ttl: 0,
             a_record_limit: 0,
             meta_txt: false,
+            max_udp_size: crate::config::DEFAULT_MAX_UDP_SIZE,
         }
     }
 

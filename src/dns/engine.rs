@@ -98,6 +98,7 @@ impl DnsEngine {
         };
         let capture = Capture {
             transport,
+            max_udp_size: self.fast.max_udp_size(),
             bytes: Arc::new(Mutex::new(None)),
         };
         self.hickory
@@ -152,6 +153,8 @@ impl DnsEngine {
 #[derive(Clone)]
 struct Capture {
     transport: Transport,
+    /// The largest UDP response, whatever the client's EDNS buffer.
+    max_udp_size: u16,
     bytes: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
@@ -170,7 +173,7 @@ impl ResponseHandler for Capture {
     ) -> Result<ResponseInfo, NetError> {
         let max_size = match (self.transport, response.edns()) {
             (Transport::Tcp, _) => u16::MAX,
-            (Transport::Udp, Some(edns)) => edns.max_payload().max(512),
+            (Transport::Udp, Some(edns)) => edns.max_payload().clamp(512, self.max_udp_size),
             (Transport::Udp, None) => 512,
         };
         let id = response.metadata().id;

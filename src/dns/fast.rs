@@ -44,6 +44,8 @@ pub enum Outcome {
 
 pub struct FastPath {
     answers: Arc<ServiceAnswerMap>,
+    /// The largest UDP response, whatever the client's EDNS buffer.
+    max_udp_size: u16,
     /// The served domain in lower-case wire form, root byte included.
     domain: Vec<u8>,
     domain_labels: usize,
@@ -104,8 +106,14 @@ impl FastPath {
             node_addr: compiler.node_addr,
             node_ttl: compiler.node_ttl,
             address_limit: compiler.address_limit(),
+            max_udp_size: compiler.max_udp_size.max(512),
             answers,
         }
+    }
+
+    /// The largest UDP response, whatever the client's EDNS buffer.
+    pub fn max_udp_size(&self) -> u16 {
+        self.max_udp_size
     }
 
     /// Uses a reloaded zone's SOA for negative answers from the next query on.
@@ -129,7 +137,7 @@ impl FastPath {
         };
         let limit = match (transport, q.edns_payload) {
             (Transport::Tcp, _) => u16::MAX as usize,
-            (Transport::Udp, Some(payload)) => payload.max(512) as usize,
+            (Transport::Udp, Some(payload)) => payload.clamp(512, self.max_udp_size) as usize,
             (Transport::Udp, None) => 512,
         };
         // Room for the OPT record we add when the client sent one.
