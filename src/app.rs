@@ -1,4 +1,5 @@
-//! Wiring only: registry → health checks → DNS → HTTP, bound to their addresses, stopped together.
+//! Wiring: store → registry (restored) → health checks → DNS → HTTP, bound to their addresses
+//! before any serves, stopped together; and the zone reload SIGHUP asks for.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,4 +1,6 @@
-//! Query bytes to response bytes: the fast path first, hickory's `Catalog` for the rest.
+//! Query bytes to response bytes: the fast path first; then the recursors, for names outside
+//! every zone served; then the hickory path (registry names the fast path passes on, and the
+//! zone files through hickory's `Catalog`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

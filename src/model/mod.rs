@@ -11,7 +11,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-// tokio's clock, so TTL and threshold tests can pause time; outside a runtime it is std's.
+// tokio's clock: a test may pause it (`tokio::time::pause`) to step through TTLs and thresholds;
+// outside a runtime it is std's.
 use tokio::time::Instant;
 
 /// A service name as it appears in DNS: one label, letters, digits and hyphens, at most 63 bytes.
