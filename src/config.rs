@@ -200,11 +200,14 @@ impl Config {
                 let name = pattern.strip_suffix('*').unwrap_or(pattern);
                 if !name.is_empty() && !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
                     return Err(ConfigError::Invalid {
-                        field: "service_ttl",
+                        field: "service_ttls (--service-ttl NAME=DURATION)",
                         message: format!("{pattern:?} is neither a service name nor a prefix followed by '*'"),
                     });
                 }
-                Ok((pattern.to_ascii_lowercase(), ttl_secs("service_ttl", *ttl)?))
+                Ok((
+                    pattern.to_ascii_lowercase(),
+                    ttl_secs("service_ttls (--service-ttl NAME=DURATION)", *ttl)?,
+                ))
             })
             .collect()
     }
@@ -269,7 +272,7 @@ impl Config {
     /// The reverse zones as absolute, lower-cased names, each under `in-addr.arpa.` or `ip6.arpa.`.
     pub fn reverse_zone_names(&self) -> Result<Vec<Name>, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
-            field: "reverse_zone",
+            field: "reverse_zones (--reverse-zone)",
             message,
         };
         self.reverse_zones
@@ -295,7 +298,7 @@ impl Config {
                 text.parse::<SocketAddr>()
                     .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
                     .map_err(|_| ConfigError::Invalid {
-                        field: "recursor",
+                        field: "recursors (--recursor)",
                         message: format!("{text:?} is not an IP address or IP:port"),
                     })
             })
@@ -313,7 +316,7 @@ impl Config {
                 text.parse::<ipnet::IpNet>()
                     .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
                     .map_err(|_| ConfigError::Invalid {
-                        field: "recursor_clients",
+                        field: "recursor_clients (--recursor-client)",
                         message: format!("{text:?} is not a network (10.0.0.0/8) or an address"),
                     })
             })
@@ -631,14 +634,26 @@ mod tests {
                 ..Config::default()
             };
             let err = config.reverse_zone_names().unwrap_err().to_string();
-            assert!(err.contains("reverse_zone") && err.contains(zone), "{err}");
+            assert!(
+                err.contains("reverse_zones (--reverse-zone)") && err.contains(zone),
+                "{err}"
+            );
         }
         let config = Config {
             recursors: vec!["dns.example.com".into()],
             ..Config::default()
         };
         let err = config.recursor_addrs().unwrap_err().to_string();
-        assert!(err.contains("not an IP address"), "{err}");
+        assert!(
+            err.contains("recursors (--recursor)") && err.contains("not an IP address"),
+            "{err}"
+        );
+        let config = Config {
+            service_ttls: [("bad name".to_owned(), Duration::from_secs(5))].into(),
+            ..Config::default()
+        };
+        let err = config.service_ttls_secs().unwrap_err().to_string();
+        assert!(err.contains("service_ttls (--service-ttl NAME=DURATION)"), "{err}");
         let config = Config {
             recursor_clients: vec!["192.0.2.0/24".into(), "2001:db8::1".into()],
             ..Config::default()
