@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 # System tools the build, the tests and the walk-through use: a C compiler and make (jemalloc
 # and ring are built from C), kill and ps (procps), curl, dig (bind9-dnsutils), the resolvers
-# that tests/resolvers.rs starts on loopback ports (unbound, dnsmasq, BIND's named), the scraper
-# that tests/clients.rs starts (victoria-metrics), and Python with venv for the Python clients.
+# that tests/it/resolvers.rs starts on loopback ports (unbound, dnsmasq, BIND's named), the scraper
+# that tests/it/clients.rs starts (victoria-metrics), and Python with venv for the Python clients.
 need_apt=()
 { command -v cc && command -v make; } >/dev/null 2>&1 || need_apt+=(build-essential)
 # (kill as a program, which the tests run: the shell's built-in does not count)
@@ -27,7 +27,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-# systemd-resolved for tests/resolvers.rs, unpacked into target/ rather than installed: installing
+# systemd-resolved for tests/it/resolvers.rs, unpacked into target/ rather than installed: installing
 # the package would point /etc/resolv.conf at a resolver that this machine does not run. The
 # test runs it without systemd, in a private mount namespace. Its library comes from the same
 # release, so the two always match.
@@ -40,7 +40,7 @@ if [ ! -x "$resolved/lib/systemd/systemd-resolved" ]; then
   for deb in "$debs"/*.deb; do dpkg -x "$deb" "$resolved"; done
   rm -rf "$debs"
 fi
-# The Python clients of tests/clients.rs (py-consul, the design documents' aiohttp client), pinned
+# The Python clients of tests/it/clients.rs (py-consul, the design documents' aiohttp client), pinned
 # in tests/clients/requirements.txt, in a venv of their own.
 venv=target/client-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each benchmark uses its own part
 
 /// The real binary as a child process, and what /proc says of a process's memory: the tests' own.
-#[path = "../../tests/common/process.rs"]
+#[path = "../../tests/it/common/process.rs"]
 pub mod process;
 
 #[allow(unused_imports)] // not every benchmark reads memory

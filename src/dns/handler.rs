@@ -1,5 +1,5 @@
 //! The hickory path: registry names are answered with records built on demand (the fast path in
-//! `fast.rs` answers them first; `tests/fast_path.rs` holds the two to the same answers), and
+//! `fast.rs` answers them first; `tests/it/fast_path.rs` holds the two to the same answers), and
 //! everything else goes to hickory's `Catalog` of zone files (which also says REFUSED for names
 //! outside every zone, FORMERR, NOTIMP and BADVERS).
 

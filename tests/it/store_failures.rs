@@ -2,7 +2,7 @@
 //! change nothing; health updates go on in memory, so live services stay in DNS; writes succeed
 //! again by themselves once the disk can be written, without a restart.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The real `sextant` binary: starts on port 0, says where it listens, serves, and stops cleanly
 //! on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Forwarding names outside the served zones to `--recursor` servers: a second sextant (a real
 //! DNS server on loopback, authoritative for `upstream-dc`) plays the recursor.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The ACL hook: with a token, every request carries it; without one, other hosts may read but
 //! not write. Real HTTP over real sockets, including from a non-loopback address of this machine.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -3,7 +3,7 @@
 //! `examples/forwarding/` (only the port changed). `scripts/test.sh` installs them
 //! (`apt-get install -y unbound dnsmasq-base bind9`; systemd-resolved is unpacked, see below).
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! Consul's blocking queries: `?index=N&wait=D` returns as soon as what is watched changes past
 //! N, or when the wait runs out, and changes elsewhere do not wake it.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! SIGHUP calls; `tests/binary.rs` sends the real signal), and a broken file that is reported with
 //! its line while the running zones stay.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

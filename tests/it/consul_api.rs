@@ -1,6 +1,6 @@
 //! The Consul-compatible HTTP API: shapes, status codes, field casing, and bad input.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

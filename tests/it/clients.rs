@@ -3,7 +3,7 @@
 //! and VictoriaMetrics' `consul_sd_configs` (Debian's `victoria-metrics`; Prometheus shares the
 //! configuration, but Debian's build leaves Consul discovery out).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! DNS answers from the live registry, over real UDP and TCP.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -1,6 +1,6 @@
 //! Health checks against real local endpoints the tests flip: what the API and DNS show, and when.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Hostile input over real sockets: hundreds of malformed, truncated, random and oversized UDP
 //! and TCP packets, after which the server still answers correctly.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Nothing acknowledged is lost: the real binary, killed with SIGKILL, restarted on the same data
 //! directory, serves every registration it answered 200 to.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The design documents' Python client (`ConsulServiceRegistry` in shared/seeds), call by call,
 //! as raw HTTP: every field it reads must be there with the type it expects.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use serde_json::{Value, json};

@@ -1,0 +1,21 @@
+//! The integration tests, one binary (one link, one harness) with a module per area: each starts
+//! the real server (in-process on port 0, or the real binary) and speaks real DNS over UDP and TCP
+//! and real HTTP, with real peers (resolvers, Consul clients) where the area needs them.
+
+mod common;
+
+mod acl;
+mod binary;
+mod blocking;
+mod clients;
+mod consul_api;
+mod dns;
+mod dns_abuse;
+mod durability;
+mod fast_path;
+mod forwarding;
+mod health;
+mod resolvers;
+mod seed_client;
+mod store_failures;
+mod zones;
