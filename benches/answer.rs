@@ -13,8 +13,8 @@ use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
 use sextant::api::wire::{parse_json, parse_registration};
 use sextant::dns::answers::{AnswerCompiler, ServiceAnswerMap};
-use sextant::dns::fast::{FastPath, Outcome, Transport};
-use sextant::dns::zones;
+use sextant::dns::fast::{Outcome, Transport};
+use sextant::dns::{DnsEngine, zones};
 use sextant::registry::Registry;
 
 fn register(registry: &Registry, body: serde_json::Value) {
@@ -22,7 +22,7 @@ fn register(registry: &Registry, body: serde_json::Value) {
     let _ = registry.register(instance).expect("registers");
 }
 
-fn fast_path(services: usize) -> FastPath {
+fn engine(services: usize) -> DnsEngine {
     let domain = Name::from_ascii("trading-dc.").unwrap();
     let node = "192.0.2.1".parse().unwrap();
     let answers = Arc::new(ServiceAnswerMap::new(AnswerCompiler::new(
@@ -54,7 +54,7 @@ fn fast_path(services: usize) -> FastPath {
             json!({"Name": format!("svc-{i}"), "Address": ip, "Port": 80}),
         );
     }
-    FastPath::new(answers, &zones.negative_soa, "node1")
+    DnsEngine::new(registry, answers, zones, "node1")
 }
 
 fn query(name: &str, rtype: RecordType) -> Vec<u8> {
@@ -66,7 +66,7 @@ fn query(name: &str, rtype: RecordType) -> Vec<u8> {
 fn answer_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("answer");
     for services in [10usize, 100_000] {
-        let fast = fast_path(services);
+        let engine = engine(services);
         let cases = [
             ("hot A", query("hot.service.trading-dc.", RecordType::A), Transport::Udp),
             (
@@ -98,7 +98,7 @@ fn answer_path(c: &mut Criterion) {
             b.iter(|| {
                 next = next.wrapping_add(1);
                 let q = &random[next % random.len()];
-                let outcome = fast.answer(black_box(q), &mut out, Transport::Udp, next);
+                let outcome = engine.answer_fast(black_box(q), &mut out, Transport::Udp, next);
                 debug_assert_eq!(outcome, Outcome::Answered);
                 black_box(out.len())
             })
@@ -109,7 +109,7 @@ fn answer_path(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(label, services), &q, |b, q| {
                 b.iter(|| {
                     rotation = rotation.wrapping_add(1);
-                    let outcome = fast.answer(black_box(q), &mut out, transport, rotation);
+                    let outcome = engine.answer_fast(black_box(q), &mut out, transport, rotation);
                     debug_assert_eq!(outcome, Outcome::Answered);
                     black_box(out.len())
                 })

@@ -11,10 +11,9 @@ use crate::api::acl::Acl;
 use crate::api::{self, ApiState, NodeInfo};
 use crate::config::{Config, ConfigError};
 use crate::dns::answers::{AnswerCompiler, ServiceAnswerMap};
-use crate::dns::fast::FastPath;
 use crate::dns::forward::Forwarder;
 use crate::dns::zones::{ZoneError, ZoneSource};
-use crate::dns::{DnsEngine, DnsHandler, DnsListeners, DnsServer};
+use crate::dns::{DnsEngine, DnsListeners, DnsServer};
 use crate::health::{HealthChecker, HealthError};
 use crate::registry::{Registry, RegistryError};
 use crate::store::{Journal, RedbStore, Store, StoreError};
@@ -122,9 +121,7 @@ impl App {
             addr: config.http,
             source,
         })?;
-        let fast = FastPath::new(answers.clone(), &zones.negative_soa, &node_name);
-        let hickory = DnsHandler::new(registry.clone(), answers, zones, &node_name);
-        let engine = Arc::new(DnsEngine::new(fast, hickory).with_forwarder(forwarder));
+        let engine = Arc::new(DnsEngine::new(registry.clone(), answers, zones, &node_name).with_forwarder(forwarder));
         let shutdown = CancellationToken::new();
         let state = ApiState {
             registry: registry.clone(),

@@ -14,9 +14,12 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 
+use super::answers::ServiceAnswerMap;
 use super::fast::{FastPath, Outcome, Transport};
 use super::forward::{self, Forwarder};
 use super::handler::DnsHandler;
+use super::zones::Zones;
+use crate::registry::Registry;
 
 pub struct DnsEngine {
     fast: FastPath,
@@ -25,10 +28,13 @@ pub struct DnsEngine {
 }
 
 impl DnsEngine {
-    pub fn new(fast: FastPath, hickory: DnsHandler) -> Self {
+    /// The DNS server's answers: registry names from `answers` (compiled with its settings),
+    /// PTR and the hickory path's lookups from `registry`, the rest from `zones`; this node is
+    /// `node_name`. The one way a DNS server is assembled, for the app, the tests and the benches.
+    pub fn new(registry: Arc<Registry>, answers: Arc<ServiceAnswerMap>, zones: Zones, node_name: &str) -> Self {
         Self {
-            fast,
-            hickory,
+            fast: FastPath::new(answers.clone(), &zones.negative_soa, node_name),
+            hickory: DnsHandler::new(registry, answers, zones, node_name),
             forwarder: None,
         }
     }
@@ -40,7 +46,7 @@ impl DnsEngine {
     }
 
     /// Serves newly loaded zone files (both paths) from the next query on.
-    pub fn replace_zones(&self, zones: super::zones::Zones) {
+    pub fn replace_zones(&self, zones: Zones) {
         self.fast.replace_negative_soa(&zones.negative_soa);
         self.hickory.replace_zones(zones);
     }

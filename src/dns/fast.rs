@@ -94,7 +94,7 @@ enum Lookup<'q> {
 }
 
 impl FastPath {
-    pub fn new(answers: Arc<ServiceAnswerMap>, negative_soa: &Record, node_name: &str) -> Self {
+    pub(super) fn new(answers: Arc<ServiceAnswerMap>, negative_soa: &Record, node_name: &str) -> Self {
         let compiler = answers.compiler();
         let domain = compiler.domain.to_lowercase();
         let wire = WireCompiler::new(&domain);

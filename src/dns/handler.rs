@@ -66,7 +66,7 @@ impl Answer {
 }
 
 impl DnsHandler {
-    pub fn new(registry: Arc<Registry>, answers: Arc<ServiceAnswerMap>, zones: Zones, node_name: &str) -> Self {
+    pub(super) fn new(registry: Arc<Registry>, answers: Arc<ServiceAnswerMap>, zones: Zones, node_name: &str) -> Self {
         let compiler = answers.compiler();
         Self {
             domain: compiler.domain.clone(),

@@ -11,8 +11,8 @@ use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use serde_json::json;
 use sextant::api::wire::{parse_json, parse_registration};
 use sextant::dns::answers::{AnswerCompiler, ServiceAnswerMap};
-use sextant::dns::fast::{FastPath, Outcome, Transport};
-use sextant::dns::{DnsEngine, DnsHandler, zones};
+use sextant::dns::fast::{Outcome, Transport};
+use sextant::dns::{DnsEngine, zones};
 use sextant::registry::Registry;
 
 /// Both paths over one registry, with instance Meta as TXT records in SRV answers.
@@ -35,9 +35,7 @@ fn engine_with_limit(a_record_limit: usize) -> (Arc<Registry>, DnsEngine) {
     )
     .load()
     .unwrap();
-    let fast = FastPath::new(answers.clone(), &zones.negative_soa, "node1");
-    let hickory = DnsHandler::new(registry.clone(), answers, zones, "node1");
-    (registry, DnsEngine::new(fast, hickory))
+    (registry.clone(), DnsEngine::new(registry, answers, zones, "node1"))
 }
 
 fn register(registry: &Registry, body: serde_json::Value) {

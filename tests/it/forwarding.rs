@@ -101,9 +101,15 @@ async fn without_recursors_names_outside_are_refused() {
 async fn a_silent_recursor_is_skipped_and_none_answering_is_servfail() {
     let upstream = upstream().await;
     // Bound and never read: a recursor that swallows queries (UDP and TCP on one port).
-    let silent_udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (silent_udp, silent_tcp) = (0..20)
+        .find_map(|_| {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            // Another test may hold that port for TCP: then try another.
+            let tcp = std::net::TcpListener::bind(udp.local_addr().unwrap()).ok()?;
+            Some((udp, tcp))
+        })
+        .expect("a port free for UDP and TCP");
     let silent = silent_udp.local_addr().unwrap();
-    let silent_tcp = std::net::TcpListener::bind(silent).unwrap();
 
     let mut config = test_config();
     config.recursors = vec![silent.to_string(), upstream.dns.to_string()];
