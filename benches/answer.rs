@@ -13,7 +13,8 @@ use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
 use sextant::api::wire::{parse_json, parse_registration};
 use sextant::dns::answers::{AnswerCompiler, ServiceAnswerMap};
-use sextant::dns::fast::{Outcome, Transport};
+use sextant::dns::fast::Outcome;
+use sextant::dns::message::Transport;
 use sextant::dns::{DnsEngine, zones};
 use sextant::registry::Registry;
 

@@ -17,7 +17,7 @@ use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
 use sextant::api::wire::{parse_json, parse_registration};
 use sextant::dns::answers::{AnswerCompiler, ServiceAnswerMap};
-use sextant::dns::fast::Transport;
+use sextant::dns::message::Transport;
 use sextant::dns::{DnsEngine, zones};
 use sextant::model::{CheckId, Health};
 use sextant::registry::Registry;

@@ -11,28 +11,11 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::{Name, Record};
 
 use super::answers::{AnswerSet, ServiceAnswerMap, parse_addr_label};
+use super::message::{
+    CLASS_IN, HEADER_LEN, RCODE_NOERROR, RCODE_NXDOMAIN, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_AXFR, TYPE_IXFR, TYPE_OPT,
+    TYPE_SRV, Transport, parse_opt,
+};
 use super::wire::{Owner, WireCompiler, WireRecords};
-
-const HEADER_LEN: usize = 12;
-const TYPE_A: u16 = 1;
-const TYPE_AAAA: u16 = 28;
-const TYPE_SRV: u16 = 33;
-const TYPE_OPT: u16 = 41;
-const TYPE_ANY: u16 = 255;
-const TYPE_IXFR: u16 = 251;
-const TYPE_AXFR: u16 = 252;
-const CLASS_IN: u16 = 1;
-const EDNS_COOKIE: u16 = 10;
-const EDNS_PADDING: u16 = 12;
-const RCODE_NOERROR: u8 = 0;
-const RCODE_NXDOMAIN: u8 = 3;
-
-/// How the response travels, which bounds its size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -298,33 +281,6 @@ fn parse_question(query: &[u8]) -> Option<Question> {
         return None;
     }
     Some(q)
-}
-
-/// The OPT record of an EDNS(0) query: its payload size, if it holds nothing the fast path would
-/// have to act on (version 0, only options a server may ignore).
-pub(super) fn parse_opt(rest: &[u8]) -> Option<u16> {
-    if rest.len() < 11 || rest[0] != 0 || u16::from_be_bytes([rest[1], rest[2]]) != TYPE_OPT {
-        return None;
-    }
-    let payload = u16::from_be_bytes([rest[3], rest[4]]);
-    let (extended_rcode, version) = (rest[5], rest[6]);
-    if extended_rcode != 0 || version != 0 {
-        return None;
-    }
-    let rdlen = u16::from_be_bytes([rest[9], rest[10]]) as usize;
-    let mut options = rest.get(11..11 + rdlen)?;
-    if rest.len() != 11 + rdlen {
-        return None;
-    }
-    while !options.is_empty() {
-        let code = u16::from_be_bytes([*options.first()?, *options.get(1)?]);
-        let len = u16::from_be_bytes([*options.get(2)?, *options.get(3)?]) as usize;
-        if code != EDNS_COOKIE && code != EDNS_PADDING {
-            return None;
-        }
-        options = options.get(4 + len..)?;
-    }
-    Some(payload)
 }
 
 /// Writes the answer section (and SRV additionals). Sets `counts[1]` to `u16::MAX` when the

@@ -12,15 +12,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::fast::Transport;
+use super::message::{HEADER_LEN, RCODE_SERVFAIL, Transport, parse_opt, question_end};
 
-const HEADER_LEN: usize = 12;
 /// Forwarded queries waiting on recursors at once; beyond this, SERVFAIL at once.
 const MAX_IN_FLIGHT: usize = 1024;
 /// Largest UDP response read from a recursor: any datagram (a shorter buffer cut longer
 /// responses, which were then relayed malformed).
 const MAX_UDP_RESPONSE: usize = u16::MAX as usize;
-const RCODE_SERVFAIL: u8 = 2;
 
 pub struct Forwarder {
     recursors: Vec<SocketAddr>,
@@ -127,9 +125,7 @@ pub fn servfail(query: &[u8], question_end: usize) -> Vec<u8> {
 /// The largest UDP response the client of `query` takes: its EDNS payload size, else 512.
 fn udp_limit(query: &[u8], question_end: usize) -> usize {
     let has_opt = query.get(10..12) == Some(&[0, 1]);
-    let payload = has_opt
-        .then(|| super::fast::parse_opt(&query[question_end..]))
-        .flatten();
+    let payload = has_opt.then(|| parse_opt(&query[question_end..])).flatten();
     usize::from(payload.unwrap_or(512).max(512))
 }
 
@@ -140,24 +136,6 @@ fn truncated(response: &[u8], question_end: usize) -> Vec<u8> {
     out[2] |= 0x02;
     out[6..12].fill(0);
     out
-}
-
-/// End of the one question of a query (uncompressed, as queries are); `None` when malformed.
-pub fn question_end(packet: &[u8]) -> Option<usize> {
-    if packet.len() < HEADER_LEN || packet[4..6] != [0, 1] {
-        return None;
-    }
-    let mut pos = HEADER_LEN;
-    loop {
-        let len = *packet.get(pos)? as usize;
-        match len {
-            0 => break,
-            1..=63 => pos += 1 + len,
-            _ => return None,
-        }
-    }
-    let end = pos + 1 + 4;
-    (end <= packet.len()).then_some(end)
 }
 
 /// Whether `response` is a response with the ID and question of `question` (header included).

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod fast;
 pub mod forward;
 pub mod handler;
+pub mod message;
 pub mod query;
 mod tcp;
 mod udp;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::engine::DnsEngine;
-use super::fast::Transport;
+use super::message::Transport;
 
 /// A connection that sends no complete query for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -18,7 +18,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::task::TaskTracker;
 
 use super::engine::DnsEngine;
-use super::fast::{Outcome, Transport};
+use super::fast::Outcome;
+use super::message::Transport;
 
 /// Largest query read; anything longer is cut there and is then malformed.
 const MAX_QUERY: usize = 4096;
