@@ -19,8 +19,8 @@ pub use thresholds::Thresholds;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,6 +37,10 @@ pub enum HealthError {
     #[error("cannot set up the HTTP client for health checks: {0}")]
     HttpClient(#[from] reqwest::Error),
 }
+
+/// When a check whose reap could not be committed (or waits for another write to its
+/// instance) is looked at again.
+const REAP_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What every check's task shares.
 struct Shared {
@@ -104,17 +108,18 @@ impl HealthChecker {
 enum Handle {
     Runner {
         stop: CancellationToken,
-        /// Woken when a TTL update moved the check's deadlines.
-        touched: Arc<Notify>,
     },
     /// Queued while it has a deadline to wait for.
-    Ttl { generation: u64, key: Option<Key> },
+    Ttl {
+        generation: u64,
+        key: Option<Key>,
+    },
 }
 
 impl Handle {
     fn stop(&self, ttl: &mut TtlTimers) {
         match self {
-            Self::Runner { stop, .. } => stop.cancel(),
+            Self::Runner { stop } => stop.cancel(),
             Self::Ttl { key, .. } => key.iter().for_each(|key| ttl.cancel(key)),
         }
     }
@@ -155,18 +160,17 @@ async fn supervise(
                 run_now,
             } => {
                 let handle = if spec.kind.schedule().is_some() {
-                    let (stop, touched) = (stop.child_token(), Arc::new(Notify::new()));
+                    let stop = stop.child_token();
                     let runner = Runner {
                         registry: registry.clone(),
                         shared: shared.clone(),
                         spec: spec.clone(),
                         generation,
                         run_now,
-                        touched: touched.clone(),
                         stop: stop.clone(),
                     };
                     tasks.spawn(runner.run());
-                    Handle::Runner { stop, touched }
+                    Handle::Runner { stop }
                 } else {
                     let key = ttl.schedule(&registry, &spec.id, generation);
                     Handle::Ttl { generation, key }
@@ -180,16 +184,15 @@ async fn supervise(
                     handle.stop(&mut ttl);
                 }
             }
-            CheckEvent::Touched { check } => match running.get_mut(&check) {
-                Some(Handle::Runner { touched, .. }) => touched.notify_one(),
-                Some(Handle::Ttl { generation, key }) => {
+            // Only TTL checks are updated through the API (the registry refuses the others).
+            CheckEvent::Touched { check } => {
+                if let Some(Handle::Ttl { generation, key }) = running.get_mut(&check) {
                     if let Some(old) = key.take() {
                         ttl.cancel(&old);
                     }
                     *key = ttl.schedule(&registry, &check, *generation);
                 }
-                None => {}
-            },
+            }
         }
         shared
             .running

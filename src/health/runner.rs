@@ -1,15 +1,15 @@
-//! One check's life: probing on its schedule, TTL expiry and reaping, until it is stopped.
+//! A probed (HTTP or TCP) check's life: probing on its schedule and reaping, until it is
+//! stopped. TTL checks have no task: they wait in the timer queue of `ttl.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
 use super::probe::Probe;
 use super::thresholds::Thresholds;
+use super::{REAP_RETRY, Shared};
 use crate::model::CheckSpec;
 use crate::registry::Registry;
 
@@ -20,13 +20,11 @@ pub(super) struct Runner {
     pub generation: u64,
     /// Probe at once instead of at a staggered moment (a check restored at start).
     pub run_now: bool,
-    /// Woken when a TTL update moved the check's deadlines.
-    pub touched: Arc<Notify>,
     pub stop: CancellationToken,
 }
 
 impl Runner {
-    /// Sleeps until the next thing to do (a probe, a TTL deadline, a reap), does it, repeats.
+    /// Sleeps until the next thing to do (a probe, a reap), does it, repeats.
     /// Deadlines are re-read from the registry each time round, so they are never stale; the
     /// registry re-checks them when they are applied.
     pub async fn run(self) {
@@ -48,28 +46,22 @@ impl Runner {
             let Some(timers) = self.registry.check_timers(&self.spec.id, self.generation) else {
                 return; // removed or redefined: a Stop is on its way
             };
-            let wake = [next_probe, timers.ttl_deadline, timers.reap_at]
-                .into_iter()
-                .flatten()
-                .min();
+            // A probed check has no TTL: its deadlines are its next probe and its reap.
+            let wake = [next_probe, timers.reap_at].into_iter().flatten().min();
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return,
-                () = self.touched.notified() => continue,
                 () = sleep_until_some(wake) => {}
             }
             let now = Instant::now();
             if timers.reap_at.is_some_and(|at| at <= now) && self.registry.reap_critical(&self.spec.id, self.generation)
             {
                 // The deregistration stops this runner once applied; should its commit fail,
-                // look again in a second.
+                // look again shortly.
                 tokio::select! {
                     () = self.stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = tokio::time::sleep(REAP_RETRY) => continue,
                 }
-            }
-            if timers.ttl_deadline.is_some_and(|at| at <= now) {
-                self.registry.expire_ttl(&self.spec.id, self.generation);
             }
             if let (Some(due), Some((interval, _))) = (next_probe, schedule)
                 && due <= now

@@ -5,17 +5,14 @@
 //! what checks cost.
 
 use std::future::poll_fn;
-use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
 
+use super::REAP_RETRY;
 use crate::model::CheckId;
 use crate::registry::Registry;
-
-/// When a reap whose deregistration could not be committed is tried again.
-const REAP_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub(super) struct TtlTimers {
