@@ -44,8 +44,6 @@ pub struct App {
     engine: Arc<DnsEngine>,
     /// What a zone reload reads.
     zone_source: ZoneSource,
-    /// How many zone files are served now.
-    zone_files: std::sync::Mutex<usize>,
     health: HealthChecker,
     dns: DnsServer,
     http: JoinHandle<()>,
@@ -94,7 +92,6 @@ impl App {
         for warning in &zones.warnings {
             tracing::warn!("{warning}");
         }
-        let zone_files = std::sync::Mutex::new(zones.files.len());
         let forwarder = Forwarder::new(
             config.recursor_addrs()?,
             config.recursor_client_nets()?,
@@ -164,7 +161,6 @@ impl App {
             registry,
             engine,
             zone_source,
-            zone_files,
             health,
             dns,
             http,
@@ -195,20 +191,16 @@ impl App {
     /// loaded.
     pub fn reload_zones(&self) -> Result<Vec<std::path::PathBuf>, ZoneError> {
         let zones = self.zone_source.load()?;
-        let mut loaded = self
-            .zone_files
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if zones.files.is_empty() && *loaded > 0 {
+        let loaded = self.engine.zone_files();
+        if zones.files.is_empty() && loaded > 0 {
             return Err(ZoneError::NoFilesLeft {
                 dir: self.zone_source.dir.clone(),
-                loaded: *loaded,
+                loaded,
             });
         }
         for warning in &zones.warnings {
             tracing::warn!("{warning}");
         }
-        *loaded = zones.files.len();
         let files = zones.files.clone();
         self.engine.replace_zones(zones);
         Ok(files)

@@ -52,6 +52,11 @@ impl DnsEngine {
         self.hickory.replace_zones(zones);
     }
 
+    /// How many zone files are served now.
+    pub fn zone_files(&self) -> usize {
+        self.hickory.zone_files()
+    }
+
     /// Whether `query` goes to the recursors: forwarding is on, recursion is desired, the client
     /// may recurse, and the name is in no zone sextant serves. Zone transfers never go.
     pub fn forwards(&self, query: &[u8], src: SocketAddr) -> bool {

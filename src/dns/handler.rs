@@ -83,6 +83,11 @@ impl DnsHandler {
         self.zones.store(Arc::new(zones));
     }
 
+    /// How many zone files are served now.
+    pub fn zone_files(&self) -> usize {
+        self.zones.load().files.len()
+    }
+
     /// Whether `name` is in a zone sextant serves (the domain, a zone file, a reverse zone).
     pub fn serves(&self, name: &Name) -> bool {
         self.zones.load().catalog.find(&LowerName::new(name)).is_some()

@@ -72,20 +72,37 @@ pub fn question_end(packet: &[u8]) -> Option<usize> {
     (end <= packet.len()).then_some(end)
 }
 
+/// The header's counts: questions, answers, authorities, additionals.
+fn header_counts(message: &[u8]) -> Option<[u16; 4]> {
+    let header = message.get(..HEADER_LEN)?;
+    Some(std::array::from_fn(|i| {
+        u16::from_be_bytes([header[4 + 2 * i], header[5 + 2 * i]])
+    }))
+}
+
+/// The record whose owner name starts at `pos`: where that name ends (its type, class, TTL and
+/// data length follow, and are there), and where the record ends.
+fn record_at(message: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let name_end = name_end(message, pos)?;
+    let fixed = message.get(name_end..name_end + 10)?;
+    Some((
+        name_end,
+        name_end + 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]])),
+    ))
+}
+
 /// RFC 2308 §3: the SOA of a negative answer (no answer records; NOERROR or NXDOMAIN) is cached
 /// for the lesser of its TTL and its MINIMUM field, and that is the TTL it must carry. hickory's
 /// catalog sends a zone file's SOA with the TTL it has in the file, so the encoded message is
 /// corrected here. Only TTLs change; a message that does not parse is left as it is.
 pub fn cap_negative_soa_ttls(message: &mut [u8]) {
-    let Some(header) = message.get(..12) else {
+    let Some([questions, answers, authorities, _]) = header_counts(message) else {
         return;
     };
-    let count = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
-    let (rcode, questions, answers, authorities) = (header[3] & 0x0F, count(4), count(6), count(8));
-    if !matches!(rcode, 0 | 3) || answers != 0 {
+    if !matches!(message[3] & 0x0F, 0 | 3) || answers != 0 {
         return;
     }
-    let mut pos = 12;
+    let mut pos = HEADER_LEN;
     for _ in 0..questions {
         let Some(end) = name_end(message, pos) else {
             return;
@@ -93,12 +110,12 @@ pub fn cap_negative_soa_ttls(message: &mut [u8]) {
         pos = end + 4;
     }
     for _ in 0..authorities {
-        let Some((end, fixed)) = name_end(message, pos).and_then(|end| Some((end, message.get(end..end + 10)?))) else {
+        let Some((end, rdata_end)) = record_at(message, pos) else {
             return;
         };
+        let fixed = &message[end..end + 10];
         let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
         let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
-        let rdata_end = end + 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
         if rtype == TYPE_SOA {
             // MINIMUM is the last field of the SOA's data, after two names that may be compressed.
             let Some(minimum) = rdata_end.checked_sub(4).and_then(|at| message.get(at..rdata_end)) else {
@@ -117,30 +134,25 @@ pub fn cap_negative_soa_ttls(message: &mut [u8]) {
 /// given the question's bytes (same length: nothing else moves). A message that does not parse
 /// is left as it is.
 pub fn keep_question_case(message: &mut [u8]) {
-    let Some(header) = message.get(..12) else {
+    let Some([1, answers, _, _]) = header_counts(message) else {
         return;
     };
-    let count = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
-    let (questions, answers) = (count(4), count(6));
-    let Some(question_end) = (questions == 1).then(|| name_end(message, 12)).flatten() else {
+    let Some(question_end) = name_end(message, HEADER_LEN) else {
         return;
     };
-    let question = message[12..question_end].to_vec();
+    let question = message[HEADER_LEN..question_end].to_vec();
     if question.iter().any(|b| *b >= 0xC0) {
         return; // a compressed question: leave it to the resolver
     }
     let mut pos = question_end + 4;
     for _ in 0..answers {
-        let Some(end) = name_end(message, pos) else {
+        let Some((end, record_end)) = record_at(message, pos) else {
             return;
         };
         if end - pos == question.len() && message[pos..end].eq_ignore_ascii_case(&question) {
             message[pos..end].copy_from_slice(&question);
         }
-        let Some(fixed) = message.get(end..end + 10) else {
-            return;
-        };
-        pos = end + 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        pos = record_end;
     }
 }
 

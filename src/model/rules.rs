@@ -176,6 +176,9 @@ impl Check {
         check_check_id(spec.id.as_str())?;
         check_text(&spec.name).map_err(|e| format!("Name: {e}"))?;
         match &spec.kind {
+            CheckKind::Ttl { ttl } if *ttl > MAX_DURATION => {
+                return Err(format!("TTL: {ttl:?} is longer than {MAX_DURATION:?}"));
+            }
             CheckKind::Ttl { ttl } => check_min_duration(*ttl).map_err(|e| format!("TTL: {e}"))?,
             CheckKind::Http(http) => {
                 check_http_url(&http.url).map_err(|e| format!("HTTP: {e}"))?;
@@ -194,11 +197,6 @@ impl Check {
             if timeout > interval {
                 return Err(format!("Timeout: {timeout:?} is longer than the interval"));
             }
-        }
-        if let CheckKind::Ttl { ttl } = spec.kind
-            && ttl > MAX_DURATION
-        {
-            return Err(format!("TTL: {ttl:?} is longer than {MAX_DURATION:?}"));
         }
         if let Some(after) = spec.deregister_critical_after {
             check_deregister_after(after).map_err(|e| format!("DeregisterCriticalServiceAfter: {e}"))?;

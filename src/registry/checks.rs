@@ -128,8 +128,9 @@ impl Registry {
     }
 
     /// Deregisters the check's instance if the check has been critical for longer than its
-    /// `DeregisterCriticalServiceAfter`. True when a deregistration is on its way (the check's
-    /// runner is stopped once it is applied; if its commit fails, the next call tries again).
+    /// `DeregisterCriticalServiceAfter`. True when a write to the instance is on its way (a
+    /// deregistration stops the check once applied; if its commit fails, or the write was another,
+    /// the next call looks again).
     pub fn reap_critical(&self, check: &CheckId, generation: u64) -> bool {
         let mut w = self.lock();
         let now = Instant::now();
@@ -140,6 +141,7 @@ impl Registry {
         let Some(Some((owner, service))) = due else {
             return false;
         };
+        // A write to the instance is on its way: look again once it is applied.
         if self.is_staged(&w, &owner) {
             return true;
         }

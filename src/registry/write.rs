@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::{CheckEvent, Registry, RegistryError, Writer};
-use crate::model::{Instance, InstanceId};
+use crate::model::{CheckSpec, Instance, InstanceId};
 use crate::store::{Change, StoreError, StoredInstance};
 
 /// A write the registry made, to wait for before acknowledging it.
@@ -59,15 +59,7 @@ impl Registry {
         instance.create_index = previous.as_ref().map_or(index, |old| old.create_index);
         // Stored with the state it will most likely keep; `apply` merges again with what is
         // served then.
-        for check in instance.checks.iter_mut() {
-            match previous
-                .as_ref()
-                .and_then(|old| old.checks.iter().find(|c| c.spec == check.spec))
-            {
-                Some(kept) => *check = kept.clone(),
-                None => check.generation = index,
-            }
-        }
+        keep_check_state(&mut instance, previous.as_deref(), index);
         let id = instance.id.clone();
         self.stage(&mut w, id, Some(Arc::new(instance)), index)
     }
@@ -92,7 +84,7 @@ impl Registry {
         }
     }
 
-    /// Whether a deregistration of the instance is waiting for its commit.
+    /// Whether a registration or deregistration of the instance is waiting for its commit.
     pub(super) fn is_staged(&self, w: &Writer, id: &InstanceId) -> bool {
         w.staged.contains_key(id)
     }
@@ -202,22 +194,15 @@ impl Registry {
         let mut instance = Arc::unwrap_or_clone(staged.clone());
         instance.modify_index = index;
         instance.create_index = previous.as_ref().map_or(index, |old| old.create_index);
-        let mut started = Vec::new();
-        for check in instance.checks.iter_mut() {
-            let kept = previous
-                .as_ref()
-                .and_then(|old| old.checks.iter().find(|c| c.spec == check.spec));
-            match kept {
-                Some(kept) => *check = kept.clone(),
-                None => {
-                    check.generation = index;
-                    started.push(CheckEvent::Start {
-                        spec: check.spec.clone(),
-                        generation: index,
-                        run_now: false,
-                    });
-                }
-            }
+        let started: Vec<CheckEvent> = keep_check_state(&mut instance, previous.as_deref(), index)
+            .into_iter()
+            .map(|spec| CheckEvent::Start {
+                spec,
+                generation: index,
+                run_now: false,
+            })
+            .collect();
+        for check in &instance.checks {
             self.check_owner.insert(check.spec.id.clone(), instance.id.clone());
         }
         // What is stored was made before the merge: store what is served, best effort, as any
@@ -257,4 +242,21 @@ impl Registry {
             let _ = journal.append(Change::Put(record), instance.modify_index, false, None);
         }
     }
+}
+
+/// A check whose definition is unchanged keeps its state (status, timers, generation: its running
+/// probe) from `previous`; a new one gets `index` as its generation. Returns the new definitions,
+/// which have to be started.
+fn keep_check_state(instance: &mut Instance, previous: Option<&Instance>, index: u64) -> Vec<CheckSpec> {
+    let mut new = Vec::new();
+    for check in instance.checks.iter_mut() {
+        match previous.and_then(|old| old.checks.iter().find(|c| c.spec == check.spec)) {
+            Some(kept) => *check = kept.clone(),
+            None => {
+                check.generation = index;
+                new.push(check.spec.clone());
+            }
+        }
+    }
+    new
 }

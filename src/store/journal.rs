@@ -16,7 +16,7 @@ use super::{Batch, Change, Store, StoreError};
 const MAX_BATCH: usize = 4096;
 
 /// What to do once a change's batch is committed (or has failed). Called on the journal's
-/// thread, in the order the changes were appended.
+/// reporting thread, in the order the changes were appended.
 pub type Then = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 struct Entry {

@@ -129,11 +129,11 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Refuses a field that is neither in `used` (what sextant reads) nor in `ignored` (what
-    /// Consul defines and sextant has no use for: accepted, so real clients keep working), naming
-    /// the closest known field.
-    pub fn refuse_unknown(&self, used: &[&str], ignored: &[&str]) -> Result<(), ApiError> {
-        let known = || used.iter().chain(ignored);
+    /// Refuses a field that is in none of the `known` lists (what sextant reads, and what Consul
+    /// defines and sextant has no use for: accepted, so real clients keep working), naming the
+    /// closest known field.
+    pub fn refuse_unknown(&self, known: &[&[&str]]) -> Result<(), ApiError> {
+        let known = || known.iter().flat_map(|list| list.iter());
         for key in self.map.keys() {
             let folded = fold(key);
             if known().any(|k| fold(k) == folded) {

@@ -99,7 +99,7 @@ const CHECK_IGNORED: &[&str] = &[
 /// `PUT /v1/agent/service/register`: the body as an instance, or a 400 naming the bad field.
 pub fn parse_registration(body: &Value) -> Result<Instance, ApiError> {
     let f = Fields::new(body, "")?;
-    f.refuse_unknown(REGISTRATION_FIELDS, REGISTRATION_IGNORED)?;
+    f.refuse_unknown(&[REGISTRATION_FIELDS, REGISTRATION_IGNORED])?;
     let name = f
         .string("Name")?
         .ok_or_else(|| ApiError::field("Name", "missing service name"))?;
@@ -186,7 +186,7 @@ fn parse_tagged_addresses(f: &Fields) -> Result<BTreeMap<String, (String, u16)>,
         .map(|(name, entry)| {
             let path = format!("TaggedAddresses[{name:?}]");
             let e = Fields::new(entry, &path)?;
-            e.refuse_unknown(&["Address", "Port"], &[])?;
+            e.refuse_unknown(&[&["Address", "Port"]])?;
             let address = e.string("Address")?.unwrap_or("").to_owned();
             Address::parse(&address).map_err(|err| ApiError::field(&e.name("Address"), err))?;
             let port = e.uint("Port", u16::MAX as u64)?.unwrap_or(0) as u16;
@@ -200,7 +200,7 @@ fn parse_weights(f: &Fields) -> Result<Weights, ApiError> {
         return Ok(Weights::default());
     };
     let w = Fields::new(value, "Weights")?;
-    w.refuse_unknown(&["Passing", "Warning"], &[])?;
+    w.refuse_unknown(&[&["Passing", "Warning"]])?;
     let passing = w.uint("Passing", u16::MAX as u64)?.unwrap_or(1) as u16;
     if passing == 0 {
         return Err(ApiError::field("Weights.Passing", "must be greater than 0"));
@@ -228,8 +228,7 @@ fn parse_checks(f: &Fields, id: &InstanceId, service: &ServiceName) -> Result<Bo
     let mut parsed = Vec::new();
     for (path, body) in &bodies {
         let fields = Fields::new(body, path)?;
-        let used: Vec<&str> = CHECK_FIELDS.iter().chain(UNSUPPORTED_CHECK_KINDS).copied().collect();
-        fields.refuse_unknown(&used, CHECK_IGNORED)?;
+        fields.refuse_unknown(&[CHECK_FIELDS, UNSUPPORTED_CHECK_KINDS, CHECK_IGNORED])?;
         if let Some(spec) = parse_check(&fields, service)? {
             parsed.push((fields, spec));
         }
@@ -399,7 +398,7 @@ fn at_least_min(f: &Fields, field: &str, duration: Duration) -> Result<Duration,
 /// `PUT /v1/agent/check/update/<id>`: `{"Status": …, "Output": …}`.
 pub fn parse_check_update(body: &Value) -> Result<(Health, String), ApiError> {
     let f = Fields::new(body, "")?;
-    f.refuse_unknown(&["Status", "Output"], &[])?;
+    f.refuse_unknown(&[&["Status", "Output"]])?;
     let status = f
         .string("Status")?
         .ok_or_else(|| ApiError::field("Status", "missing"))?;
