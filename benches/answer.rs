@@ -1,4 +1,4 @@
-//! The DNS answer path alone: query bytes in, response bytes out, through the fast path.
+//! The DNS answer path alone: query bytes in, response bytes out, as a UDP worker answers.
 //! A hot 3-instance service (A), a random service (A), a 100-instance service (SRV over TCP,
 //! every record) and NXDOMAIN, with 10 and with 100,000 registered services: the cost must not
 //! depend on the count.
@@ -12,10 +12,9 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
 use sextant::api::wire::{parse_json, parse_registration};
-use sextant::dns::answers::{AnswerCompiler, ServiceAnswerMap};
-use sextant::dns::fast::Outcome;
+use sextant::dns::answers::ServiceAnswerMap;
 use sextant::dns::message::Transport;
-use sextant::dns::{DnsEngine, zones};
+use sextant::dns::{DnsEngine, DnsSettings, Reply, zones};
 use sextant::registry::Registry;
 
 fn register(registry: &Registry, body: serde_json::Value) {
@@ -26,12 +25,8 @@ fn register(registry: &Registry, body: serde_json::Value) {
 fn engine(services: usize) -> DnsEngine {
     let domain = Name::from_ascii("trading-dc.").unwrap();
     let node = "192.0.2.1".parse().unwrap();
-    let answers = Arc::new(ServiceAnswerMap::new(AnswerCompiler::new(
-        domain.clone(),
-        0,
-        node,
-        false,
-    )));
+    let settings = DnsSettings::new(domain.clone(), "node1", node);
+    let answers = Arc::new(ServiceAnswerMap::new(&settings));
     let registry = Registry::new(node, answers.clone());
     let zones = zones::ZoneSource::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"), &domain, node)
         .load()
@@ -55,7 +50,7 @@ fn engine(services: usize) -> DnsEngine {
             json!({"Name": format!("svc-{i}"), "Address": ip, "Port": 80}),
         );
     }
-    DnsEngine::new(registry, answers, zones, "node1")
+    DnsEngine::new(&settings, registry, answers, zones)
 }
 
 fn query(name: &str, rtype: RecordType) -> Vec<u8> {
@@ -65,6 +60,8 @@ fn query(name: &str, rtype: RecordType) -> Vec<u8> {
 }
 
 fn answer_path(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let src = "127.0.0.1:5353".parse().unwrap();
     let mut group = c.benchmark_group("answer");
     for services in [10usize, 100_000] {
         let engine = engine(services);
@@ -99,8 +96,8 @@ fn answer_path(c: &mut Criterion) {
             b.iter(|| {
                 next = next.wrapping_add(1);
                 let q = &random[next % random.len()];
-                let outcome = engine.answer_fast(black_box(q), &mut out, Transport::Udp, next);
-                debug_assert_eq!(outcome, Outcome::Answered);
+                let reply = engine.answer_now(black_box(q), src, Transport::Udp, next, &mut out, runtime.handle());
+                debug_assert_eq!(reply, Reply::Ready);
                 black_box(out.len())
             })
         });
@@ -110,8 +107,8 @@ fn answer_path(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(label, services), &q, |b, q| {
                 b.iter(|| {
                     rotation = rotation.wrapping_add(1);
-                    let outcome = engine.answer_fast(black_box(q), &mut out, transport, rotation);
-                    debug_assert_eq!(outcome, Outcome::Answered);
+                    let reply = engine.answer_now(black_box(q), src, transport, rotation, &mut out, runtime.handle());
+                    debug_assert_eq!(reply, Reply::Ready);
                     black_box(out.len())
                 })
             });

@@ -16,18 +16,24 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
 use sextant::api::wire::{parse_json, parse_registration};
-use sextant::dns::answers::{AnswerCompiler, ServiceAnswerMap};
+use sextant::dns::answers::ServiceAnswerMap;
 use sextant::dns::message::Transport;
-use sextant::dns::{DnsEngine, zones};
+use sextant::dns::{DnsEngine, DnsSettings, Reply, zones};
 use sextant::model::{CheckId, Health};
 use sextant::registry::Registry;
 
 /// An in-memory registry and the DNS answers it compiles.
 fn registry() -> (Arc<Registry>, Arc<ServiceAnswerMap>) {
-    let domain = Name::from_ascii("trading-dc.").unwrap();
-    let node = "192.0.2.1".parse().unwrap();
-    let answers = Arc::new(ServiceAnswerMap::new(AnswerCompiler::new(domain, 0, node, false)));
-    (Registry::new(node, answers.clone()), answers)
+    let answers = Arc::new(ServiceAnswerMap::new(&settings()));
+    (Registry::new(settings().node_addr, answers.clone()), answers)
+}
+
+fn settings() -> DnsSettings {
+    DnsSettings::new(
+        Name::from_ascii("trading-dc.").unwrap(),
+        "node1",
+        "192.0.2.1".parse().unwrap(),
+    )
 }
 
 fn register(registry: &Registry, body: serde_json::Value) {
@@ -117,12 +123,16 @@ fn query(name: &str) -> Vec<u8> {
 
 /// Median and p99 of the hot answer, in ns, over `n` samples of 100 queries each.
 fn answer_times(engine: &DnsEngine, q: &[u8], n: usize) -> (f64, f64) {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let src = "127.0.0.1:5353".parse().unwrap();
     let mut out = Vec::with_capacity(4096);
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
         for k in 0..100 {
-            black_box(engine.answer_fast(black_box(q), &mut out, Transport::Udp, i + k));
+            let reply = engine.answer_now(black_box(q), src, Transport::Udp, i + k, &mut out, runtime.handle());
+            debug_assert_eq!(reply, Reply::Ready);
+            black_box(out.len());
         }
         samples.push(t.elapsed().as_nanos() as f64 / 100.0);
     }
@@ -155,7 +165,7 @@ fn churn() {
                    "Check": {"TTL": "30s", "Status": "passing"}}),
         );
     }
-    let engine = DnsEngine::new(registry.clone(), answers, zones, "node1");
+    let engine = DnsEngine::new(&settings(), registry.clone(), answers, zones);
     let q = query("hot.service.trading-dc.");
     let quiet = answer_times(&engine, &q, 20_000);
 

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::acl::Acl;
 use crate::api::{self, ApiState, NodeInfo};
 use crate::config::{Config, ConfigError};
-use crate::dns::answers::{AnswerCompiler, ServiceAnswerMap};
+use crate::dns::answers::ServiceAnswerMap;
 use crate::dns::forward::Forwarder;
 use crate::dns::zones::{ZoneError, ZoneSource};
 use crate::dns::{DnsEngine, DnsListeners, DnsServer};
@@ -61,25 +61,17 @@ impl App {
 
     /// Binds every listener and starts serving, with the registry kept in `store`.
     pub async fn bind_with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, AppError> {
-        let domain = config.domain_name()?;
-        let node_name = config.node_name()?;
-        let node_addr = config.advertise_addr();
+        let dns_settings = config.dns_settings()?;
+        let (domain, node_name, node_addr) = (
+            dns_settings.domain.clone(),
+            dns_settings.node_name.clone(),
+            dns_settings.node_addr,
+        );
         let acl = Arc::new(Acl::new(config.acl_token()?));
         let http_header_timeout = config.http_header_timeout()?;
-        let mut compiler = AnswerCompiler::new(
-            domain.clone(),
-            config.service_ttl_secs()?,
-            node_addr,
-            config.dns_only_passing,
-        );
-        compiler.service_ttls = config.service_ttls_secs()?;
-        compiler.node_ttl = config.node_ttl_secs()?;
-        compiler.a_record_limit = config.dns_a_record_limit;
-        compiler.meta_txt = config.dns_meta_txt;
-        compiler.max_udp_size = config.dns_max_udp_size()?;
         // The registry as it was: an unreadable store stops the start, never an empty registry.
         let journal = Journal::start(store.clone()).map_err(AppError::Journal)?;
-        let answers = Arc::new(ServiceAnswerMap::new(compiler));
+        let answers = Arc::new(ServiceAnswerMap::new(&dns_settings));
         let registry = Registry::with_journal(node_addr, answers.clone(), journal);
         let restored = registry.restore(&*store)?;
         drop(store);
@@ -118,7 +110,8 @@ impl App {
             addr: config.http,
             source,
         })?;
-        let engine = Arc::new(DnsEngine::new(registry.clone(), answers, zones, &node_name).with_forwarder(forwarder));
+        let engine =
+            Arc::new(DnsEngine::new(&dns_settings, registry.clone(), answers, zones).with_forwarder(forwarder));
         let shutdown = CancellationToken::new();
         let state = ApiState {
             registry: registry.clone(),

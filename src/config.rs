@@ -9,11 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Deserializer};
 
+use crate::dns::settings::{DEFAULT_MAX_UDP_SIZE, DnsSettings};
 use crate::model::{check_dns_label, parse_go_duration};
-
-/// The largest UDP response by default: the 2020 DNS flag day's figure, which knot, NSD and BIND
-/// use; it fits the common 1,280-byte IPv6 MTU without fragmentation.
-pub const DEFAULT_MAX_UDP_SIZE: u16 = 1232;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -251,6 +248,19 @@ impl Config {
             });
         }
         Ok(self.dns_max_udp_size)
+    }
+
+    /// DNS's settings, validated.
+    pub fn dns_settings(&self) -> Result<DnsSettings, ConfigError> {
+        let mut settings = DnsSettings::new(self.domain_name()?, &self.node_name()?, self.advertise_addr());
+        settings.service_ttl = self.service_ttl_secs()?;
+        settings.service_ttls = self.service_ttls_secs()?;
+        settings.node_ttl = self.node_ttl_secs()?;
+        settings.only_passing = self.dns_only_passing;
+        settings.a_record_limit = self.dns_a_record_limit;
+        settings.meta_txt = self.dns_meta_txt;
+        settings.max_udp_size = self.dns_max_udp_size()?;
+        Ok(settings)
     }
 
     pub fn dns_workers(&self) -> usize {

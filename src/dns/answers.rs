@@ -4,7 +4,7 @@
 //! resolves without a registry lookup and is shared by every instance on that address.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA, SRV, TXT};
@@ -12,6 +12,7 @@ use hickory_proto::rr::{Name, RData, Record};
 
 use compact_str::CompactString;
 
+use super::settings::DnsSettings;
 use super::wire::{Owner, WireCompiler, WireRecords};
 use crate::model::{Address, Health, Instance, ServiceKey, ServiceName, is_dns_label};
 use crate::registry::{ServiceEntry, ServiceListener};
@@ -26,7 +27,7 @@ pub struct AnswerRecords {
     pub srv_additional: Vec<Record>,
 }
 
-/// The same answers compiled to wire format: what the fast path copies.
+/// The same answers compiled to wire format: what the answer writer copies.
 #[derive(Debug, Default, Clone)]
 pub struct AnswerSet {
     pub a: WireRecords,
@@ -83,14 +84,15 @@ pub struct ServiceAnswerMap {
 }
 
 impl ServiceAnswerMap {
-    pub fn new(compiler: AnswerCompiler) -> Self {
+    /// An empty map whose answers are compiled with `settings`.
+    pub fn new(settings: &DnsSettings) -> Self {
         Self {
-            compiler,
+            compiler: AnswerCompiler::new(settings),
             map: papaya::HashMap::new(),
         }
     }
 
-    /// What the answers are compiled with: the zone, the TTLs, the node, the limits.
+    /// What the answers are compiled with: the zone, the TTLs, the node.
     pub fn compiler(&self) -> &AnswerCompiler {
         &self.compiler
     }
@@ -122,42 +124,29 @@ impl ServiceListener for ServiceAnswerMap {
     }
 }
 
-/// What every compiled answer shares: the zone, the TTL, the node's own addresses.
+/// What every compiled answer shares: the zone, the TTLs, the node's own address.
 #[derive(Debug, Clone)]
 pub struct AnswerCompiler {
-    pub domain: Name,
-    pub wire: WireCompiler,
-    pub service_ttl: u32,
-    pub node_addr: IpAddr,
-    /// When true, warning instances are left out of answers as well (default: only critical ones).
-    pub only_passing: bool,
-    /// Per-service TTLs, as Consul's `service_ttl` map: an exact name, or a prefix ending in `*`;
-    /// the longest match wins, `service_ttl` applies to the rest. Names are lower-case.
-    pub service_ttls: Vec<(String, u32)>,
-    /// TTL of `<node>.node.<domain>` answers.
-    pub node_ttl: u32,
-    /// At most this many A/AAAA records in an answer, taken after rotation (Consul's
-    /// `a_record_limit`); 0: no limit.
-    pub a_record_limit: usize,
-    /// Instance `Meta` as TXT records beside the SRV targets' addresses.
-    pub meta_txt: bool,
-    /// The largest UDP response, whatever the client's EDNS buffer.
-    pub max_udp_size: u16,
+    domain: Name,
+    wire: WireCompiler,
+    service_ttl: u32,
+    /// See [`DnsSettings::service_ttls`].
+    service_ttls: Vec<(String, u32)>,
+    node_addr: IpAddr,
+    only_passing: bool,
+    meta_txt: bool,
 }
 
 impl AnswerCompiler {
-    pub fn new(domain: Name, service_ttl: u32, node_addr: IpAddr, only_passing: bool) -> Self {
+    pub fn new(settings: &DnsSettings) -> Self {
         Self {
-            wire: WireCompiler::new(&domain),
-            domain,
-            service_ttl,
-            node_addr,
-            only_passing,
-            service_ttls: Vec::new(),
-            node_ttl: 0,
-            a_record_limit: 0,
-            meta_txt: false,
-            max_udp_size: crate::config::DEFAULT_MAX_UDP_SIZE,
+            wire: WireCompiler::new(&settings.domain),
+            domain: settings.domain.clone(),
+            service_ttl: settings.service_ttl,
+            service_ttls: settings.service_ttls.clone(),
+            node_addr: settings.node_addr,
+            only_passing: settings.only_passing,
+            meta_txt: settings.meta_txt,
         }
     }
 
@@ -176,15 +165,6 @@ impl AnswerCompiler {
             }
         }
         best.map_or(self.service_ttl, |(_, ttl)| ttl)
-    }
-
-    /// How many A/AAAA records an answer may carry.
-    pub fn address_limit(&self) -> usize {
-        if self.a_record_limit == 0 {
-            usize::MAX
-        } else {
-            self.a_record_limit
-        }
     }
 
     /// Compiles every answer of a service: all instances, and each DNS-label tag's subset.
@@ -314,53 +294,37 @@ fn meta_txt(instance: &Instance) -> impl Iterator<Item = TXT> + '_ {
     })
 }
 
-/// The address an `addr` label names, if it is 8 or 32 hex digits.
-pub fn parse_addr_label(label: &str) -> Option<IpAddr> {
-    let bytes: Option<Vec<u8>> = (0..label.len())
-        .step_by(2)
-        .map(|i| label.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect();
-    match bytes?.as_slice() {
-        b if b.len() == 4 && label.len() == 8 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
-        b if b.len() == 16 && label.len() == 32 => {
-            let octets: [u8; 16] = b.try_into().ok()?;
-            Some(IpAddr::V6(Ipv6Addr::from(octets)))
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::dns::names::parse_addr_label;
+
+    fn settings(domain: &str) -> DnsSettings {
+        DnsSettings::new(Name::from_ascii(domain).unwrap(), "node1", "127.0.0.1".parse().unwrap())
+    }
+
     #[test]
     fn addr_labels_round_trip() {
-        let compiler = AnswerCompiler::new(
-            Name::from_ascii("trading-dc.").unwrap(),
-            0,
-            "127.0.0.1".parse().unwrap(),
-            false,
-        );
+        let compiler = AnswerCompiler::new(&settings("trading-dc."));
         for ip in ["10.0.0.1", "2001:db8::1"] {
             let ip: IpAddr = ip.parse().unwrap();
             let name = compiler.addr_name(ip);
             let label = name.iter().next().unwrap();
-            assert_eq!(parse_addr_label(std::str::from_utf8(label).unwrap()), Some(ip));
+            assert_eq!(parse_addr_label(label), Some(ip));
         }
         assert_eq!(
             compiler.addr_name("10.0.0.1".parse().unwrap()).to_ascii(),
             "0a000001.addr.trading-dc."
         );
-        for bad in ["", "0a00001", "zz000001", "0a0000011"] {
-            assert_eq!(parse_addr_label(bad), None, "{bad}");
-        }
     }
 
     #[test]
     fn service_ttls_exact_name_beats_the_longest_prefix() {
-        let mut compiler = AnswerCompiler::new(Name::root(), 7, "127.0.0.1".parse().unwrap(), false);
-        compiler.service_ttls = vec![("web*".into(), 30), ("web-api*".into(), 10), ("web-api".into(), 5)];
+        let mut settings = settings(".");
+        settings.service_ttl = 7;
+        settings.service_ttls = vec![("web*".into(), 30), ("web-api*".into(), 10), ("web-api".into(), 5)];
+        let compiler = AnswerCompiler::new(&settings);
         for (service, ttl) in [
             ("orders", 7),
             ("web", 30),

@@ -1,12 +1,18 @@
-//! DNS messages as bytes, for the answer path, forwarding and the hickory path alike: record
-//! type and rcode constants, the transport, the OPT record, where a question and a name end, and
-//! the fixes made to an encoded message. Hand-written rather than hickory-proto's decoder because
-//! the answer path reads a query in place, without allocating, at several hundred thousand
-//! queries a second.
+//! DNS messages as bytes, for the answer path, forwarding and the zone files alike: record type
+//! and rcode constants, the transport, the one question parser, the OPT record, where a question
+//! and a name end, and the fixes made to an encoded message. The question parser is hand-written
+//! rather than hickory-proto's decoder because the answer path reads a query in place, without
+//! allocating, at several hundred thousand queries a second; what it does not take as it is
+//! (a compressed name, EDNS options, another class…) hickory-proto reads in full and
+//! [`read_in_full`] re-encodes in the form it takes, so every query meets the same parser.
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name};
 
 pub const HEADER_LEN: usize = 12;
 pub const TYPE_A: u16 = 1;
 pub const TYPE_SOA: u16 = 6;
+pub const TYPE_PTR: u16 = 12;
 pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_SRV: u16 = 33;
 pub const TYPE_OPT: u16 = 41;
@@ -19,6 +25,7 @@ pub const EDNS_PADDING: u16 = 12;
 pub const RCODE_NOERROR: u8 = 0;
 pub const RCODE_SERVFAIL: u8 = 2;
 pub const RCODE_NXDOMAIN: u8 = 3;
+pub const RCODE_REFUSED: u8 = 5;
 
 /// How the response travels, which bounds its size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +34,204 @@ pub enum Transport {
     Tcp,
 }
 
-/// The OPT record of an EDNS(0) query: its payload size, if it holds nothing the fast path would
-/// have to act on (version 0, only options a server may ignore).
+/// A query's one question, read in place: what the classifier and the answer writer need.
+pub struct Question {
+    /// End of the question section (where answers start).
+    pub end: usize,
+    /// Wire length of the question name.
+    pub name_len: usize,
+    pub qtype: u16,
+    /// The client's EDNS UDP payload size, when it sent an OPT record.
+    pub edns_payload: Option<u16>,
+    /// The name, lower-cased, and where each label starts in it.
+    lower: [u8; 255],
+    label_starts: [u8; 128],
+    labels: usize,
+}
+
+impl Question {
+    /// How many labels the name has (the root not counted).
+    pub fn labels(&self) -> usize {
+        self.labels
+    }
+
+    /// Label `i`, lower-cased, counted from the left.
+    pub fn label(&self, i: usize) -> &[u8] {
+        let start = self.label_starts[i] as usize;
+        let len = self.lower[start] as usize;
+        &self.lower[start + 1..start + 1 + len]
+    }
+
+    /// The lower-cased wire name from label `i` on, root byte included (`i == labels()`: the root).
+    pub fn suffix(&self, i: usize) -> &[u8] {
+        &self.lower[self.label_starts[i] as usize..self.name_len]
+    }
+
+    /// The name, lower-cased, as hickory-proto's `Name`.
+    pub fn name(&self) -> Option<Name> {
+        let mut name = Name::from_labels((0..self.labels).map(|i| self.label(i))).ok()?;
+        name.set_fqdn(true);
+        Some(name)
+    }
+
+    /// Whether the name is `zone` (lower-case wire form, root byte included) or below it.
+    pub fn is_under(&self, zone: &[u8], zone_labels: usize) -> bool {
+        self.labels >= zone_labels && self.suffix(self.labels - zone_labels) == zone
+    }
+}
+
+/// Reads the header and the one question (plus an OPT record) of a standard query, class IN, as
+/// written without compression and with no EDNS option a server must act on; `None` for
+/// anything else, which [`read_in_full`] takes.
+pub fn parse_question(query: &[u8]) -> Option<Question> {
+    if query.len() < HEADER_LEN + 5 {
+        return None;
+    }
+    let flags = u16::from_be_bytes([query[2], query[3]]);
+    let is_response = flags & 0x8000 != 0;
+    let opcode = (flags >> 11) & 0xF;
+    let counts = |i: usize| u16::from_be_bytes([query[4 + 2 * i], query[5 + 2 * i]]);
+    if is_response || opcode != 0 || counts(0) != 1 || counts(1) != 0 || counts(2) != 0 || counts(3) > 1 {
+        return None;
+    }
+    let mut q = Question {
+        end: 0,
+        name_len: 0,
+        qtype: 0,
+        edns_payload: None,
+        lower: [0; 255],
+        label_starts: [0; 128],
+        labels: 0,
+    };
+    let mut pos = HEADER_LEN;
+    loop {
+        let len = *query.get(pos)? as usize;
+        if len & 0xC0 != 0 {
+            return None; // compression in a question: legal, rare, read in full
+        }
+        if q.name_len + len + 1 > 255 {
+            return None;
+        }
+        if len == 0 {
+            q.lower[q.name_len] = 0;
+            q.name_len += 1;
+            pos += 1;
+            break;
+        }
+        let label = query.get(pos + 1..pos + 1 + len)?;
+        q.label_starts[q.labels] = q.name_len as u8;
+        q.labels += 1;
+        q.lower[q.name_len] = len as u8;
+        for (dst, src) in q.lower[q.name_len + 1..q.name_len + 1 + len].iter_mut().zip(label) {
+            *dst = src.to_ascii_lowercase();
+        }
+        q.name_len += len + 1;
+        pos += len + 1;
+    }
+    q.label_starts[q.labels] = (q.name_len - 1) as u8; // the root: where an empty suffix starts
+    let fixed = query.get(pos..pos + 4)?;
+    q.qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+    if u16::from_be_bytes([fixed[2], fixed[3]]) != CLASS_IN {
+        return None;
+    }
+    q.end = pos + 4;
+    if counts(3) == 1 {
+        q.edns_payload = Some(parse_opt(&query[q.end..])?);
+    } else if query.len() != q.end {
+        return None;
+    }
+    Some(q)
+}
+
+/// What a query [`parse_question`] does not take becomes once hickory-proto has read it.
+pub enum InFull {
+    /// The same query re-encoded as [`parse_question`] takes it (the name uncompressed, EDNS
+    /// version 0 without options), and its question.
+    Query(Vec<u8>, Box<Question>),
+    /// The response to send: FORMERR, NOTIMP (another opcode), BADVERS (EDNS version above 0) or
+    /// REFUSED (a class sextant does not serve: CH's `version.bind` gets no IN data).
+    Error(Vec<u8>),
+    /// Nothing to send: a response (answering those would make us a reflector), or too short
+    /// to have a header.
+    Ignore,
+}
+
+/// Reads a query in full with hickory-proto; see [`InFull`].
+pub fn read_in_full(query: &[u8]) -> InFull {
+    let message = match Message::from_vec(query) {
+        Ok(message) => message,
+        Err(_) => {
+            // Unreadable: FORMERR if it is at least a query's header.
+            if query.len() < HEADER_LEN || query[2] & 0x80 != 0 {
+                return InFull::Ignore;
+            }
+            let id = u16::from_be_bytes([query[0], query[1]]);
+            let op_code = OpCode::from_u8((query[2] >> 3) & 0x0F);
+            let reply = Message::error_msg(id, op_code, ResponseCode::FormErr);
+            return reply.to_vec().map_or(InFull::Ignore, InFull::Error);
+        }
+    };
+    if message.metadata.message_type == MessageType::Response {
+        return InFull::Ignore;
+    }
+    let error = |code| InFull::Error(error_reply(&message, code));
+    if message.metadata.op_code != OpCode::Query {
+        return error(ResponseCode::NotImp);
+    }
+    if message.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
+        return error(ResponseCode::BADVERS);
+    }
+    let [question] = &message.queries[..] else {
+        return error(ResponseCode::FormErr);
+    };
+    if question.query_class() != DNSClass::IN || !message.answers.is_empty() || !message.authorities.is_empty() {
+        let code = match question.query_class() {
+            DNSClass::IN => ResponseCode::FormErr,
+            _ => ResponseCode::Refused,
+        };
+        return error(code);
+    }
+    let mut canonical = Message::new(message.metadata.id, MessageType::Query, OpCode::Query);
+    canonical.metadata.recursion_desired = message.metadata.recursion_desired;
+    canonical.metadata.checking_disabled = message.metadata.checking_disabled;
+    canonical.add_query(question.clone());
+    if let Some(edns) = &message.edns {
+        let mut plain = Edns::new();
+        plain.set_max_payload(edns.max_payload());
+        canonical.set_edns(plain);
+    }
+    match canonical
+        .to_vec()
+        .ok()
+        .and_then(|bytes| Some((parse_question(&bytes)?, bytes)))
+    {
+        Some((question, bytes)) => InFull::Query(bytes, Box::new(question)),
+        None => error(ResponseCode::FormErr),
+    }
+}
+
+/// A response to `request` that holds its question and the code alone (and an OPT record when
+/// the request had one, which carries the upper bits of BADVERS).
+fn error_reply(request: &Message, code: ResponseCode) -> Vec<u8> {
+    let mut reply = Message::new(request.metadata.id, MessageType::Response, request.metadata.op_code);
+    reply.metadata.recursion_desired = request.metadata.recursion_desired;
+    reply.metadata.checking_disabled = request.metadata.checking_disabled;
+    reply.metadata.response_code = code;
+    reply.add_queries(request.queries.iter().cloned());
+    if let Some(edns) = &request.edns {
+        let mut plain = Edns::new();
+        plain.set_max_payload(edns.max_payload().max(512));
+        reply.set_edns(plain);
+    }
+    reply.to_vec().unwrap_or_else(|_| {
+        Message::error_msg(request.metadata.id, request.metadata.op_code, code)
+            .to_vec()
+            .unwrap_or_default()
+    })
+}
+
+/// The OPT record of an EDNS(0) query: its payload size, if it holds nothing the in-place parser
+/// leaves to [`read_in_full`] (version 0, only options a server may ignore).
 pub fn parse_opt(rest: &[u8]) -> Option<u16> {
     if rest.len() < 11 || rest[0] != 0 || u16::from_be_bytes([rest[1], rest[2]]) != TYPE_OPT {
         return None;

@@ -1,12 +1,14 @@
-//! DNS: query parsing, compiled service answers, static zones, the request handler and listeners.
+//! DNS: the registry's answers compiled as services change (`answers`, `wire`), one message
+//! parser (`message`), one grammar (`names`), one answer writer (`reply`), the zone files
+//! (`zones`), forwarding, and the one dispatch (`engine`) UDP workers and TCP connections share.
 
 pub mod answers;
 pub mod engine;
-pub mod fast;
 pub mod forward;
-pub mod handler;
 pub mod message;
-pub mod query;
+pub mod names;
+pub mod reply;
+pub mod settings;
 mod tcp;
 mod udp;
 pub mod wire;
@@ -19,8 +21,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use engine::DnsEngine;
-pub use handler::DnsHandler;
+pub use engine::{DnsEngine, Reply};
+pub use settings::DnsSettings;
 
 /// The bound DNS listeners: UDP sockets (one per worker) and TCP, on the same port.
 pub struct DnsListeners {

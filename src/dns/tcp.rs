@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::engine::DnsEngine;
+use super::engine::{DnsEngine, Reply};
 use super::message::Transport;
 
 /// A connection that sends no complete query for this long is closed.
@@ -58,6 +58,7 @@ async fn connection(stream: TcpStream, src: SocketAddr, engine: &DnsEngine) -> s
     let mut write = BufWriter::new(write);
     let mut query = vec![0u8; u16::MAX as usize];
     let mut response = Vec::with_capacity(4096);
+    let mut forwarded;
     // A random start: a client that opens a connection per query (as after a truncated UDP
     // answer) would otherwise get the same first record every time.
     let mut rotation = rand::random::<u32>() as usize;
@@ -71,12 +72,20 @@ async fn connection(stream: TcpStream, src: SocketAddr, engine: &DnsEngine) -> s
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "query not completed in time"))??;
         rotation = rotation.wrapping_add(1);
-        if engine
+        let reply = engine
             .answer(&query[..len], src, Transport::Tcp, rotation, &mut response)
-            .await
-        {
-            write.write_u16(response.len() as u16).await?;
-            write.write_all(&response).await?;
+            .await;
+        let sent = match reply {
+            Reply::Ready => Some(&response[..]),
+            Reply::Forward => {
+                forwarded = engine.forward(&response, Transport::Tcp).await;
+                forwarded.as_deref()
+            }
+            Reply::Nothing => None,
+        };
+        if let Some(sent) = sent {
+            write.write_u16(sent.len() as u16).await?;
+            write.write_all(sent).await?;
         }
         // Answers to pipelined queries leave together; a lone query is answered at once.
         if read.buffer().is_empty() {

@@ -1,8 +1,9 @@
 //! UDP serving: one socket per worker thread, all bound to the same port with `SO_REUSEPORT`, so
 //! the kernel spreads queries over the workers and each answers without sharing anything.
 //! Workers are plain threads that take a batch of queries in one system call (`recvmmsg`),
-//! answer them, and send the batch in one (`sendmmsg`): no task scheduling on the hot path. Queries the fast path passes on are answered by the hickory path
-//! on the tokio runtime.
+//! answer them, and send the batch in one (`sendmmsg`): no task scheduling on the hot path. A
+//! query for the recursors is handed to a task on the tokio runtime, which replies when they
+//! answer: a worker never waits on the network.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
@@ -17,8 +18,7 @@ use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::task::TaskTracker;
 
-use super::engine::DnsEngine;
-use super::fast::Outcome;
+use super::engine::{DnsEngine, Reply};
 use super::message::Transport;
 
 /// Largest query read; anything longer is cut there and is then malformed.
@@ -101,8 +101,8 @@ impl Drop for UdpWorkers {
     }
 }
 
-/// Where a worker hands what it does not answer itself: the tokio runtime, with the forwarded
-/// queries' tasks tracked so that a stop waits for them.
+/// Where a worker hands the queries for the recursors: the tokio runtime, with their tasks
+/// tracked so that a stop waits for them.
 struct Runtime {
     handle: tokio::runtime::Handle,
     forwards: TaskTracker,
@@ -139,52 +139,35 @@ fn serve(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, st
         }
         replies.clear();
         for (slot, &(len, src)) in received.iter().enumerate() {
+            let Some(client) = socket_addr(&src) else {
+                continue;
+            };
             rotation = rotation.wrapping_add(1);
             let query = &queries[slot * MAX_QUERY..slot * MAX_QUERY + len];
             let response = &mut responses[slot];
-            let answered = match engine.answer_fast(query, response, Transport::Udp, rotation) {
-                Outcome::Answered => true,
-                Outcome::Fallback => fallback(socket, engine, runtime, query, src, response),
-            };
-            if answered {
-                replies.push((slot, src));
+            match engine.answer_now(query, client, Transport::Udp, rotation, response, &runtime.handle) {
+                Reply::Ready => replies.push((slot, src)),
+                Reply::Forward => forward(socket, engine, runtime, response, client),
+                Reply::Nothing => {}
             }
         }
         send_all(fd, &mut send_headers, &responses, &replies);
     }
 }
 
-/// Answers one query on the hickory path (rare: zone-file names, unusual queries, bad packets).
-/// A query for the recursors is handed to a task that replies when they answer: the worker
-/// never waits on the network.
-fn fallback(
-    socket: &Arc<UdpSocket>,
-    engine: &Arc<DnsEngine>,
-    runtime: &Runtime,
-    query: &[u8],
-    src: SockaddrStorage,
-    out: &mut Vec<u8>,
-) -> bool {
-    let Some(src) = socket_addr(&src) else {
-        return false;
-    };
-    if engine.forwards(query, src) {
-        let (socket, engine, query) = (socket.clone(), engine.clone(), query.to_vec());
-        runtime.forwards.spawn_on(
-            async move {
-                if let Some(response) = engine.forward(&query, Transport::Udp).await
-                    && let Err(error) = socket.send_to(&response, src)
-                {
-                    tracing::debug!(%error, %src, "could not send a forwarded response");
-                }
-            },
-            &runtime.handle,
-        );
-        return false;
-    }
-    runtime
-        .handle
-        .block_on(engine.answer_hickory_into(query, src, Transport::Udp, out))
+/// Hands `query` to a task that forwards it and sends the recursor's response to `client`.
+fn forward(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, query: &[u8], client: SocketAddr) {
+    let (socket, engine, query) = (socket.clone(), engine.clone(), query.to_vec());
+    runtime.forwards.spawn_on(
+        async move {
+            if let Some(response) = engine.forward(&query, Transport::Udp).await
+                && let Err(error) = socket.send_to(&response, client)
+            {
+                tracing::debug!(%error, %client, "could not send a forwarded response");
+            }
+        },
+        &runtime.handle,
+    );
 }
 
 /// Sends every reply, in as few system calls as the kernel allows.

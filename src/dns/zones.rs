@@ -1,18 +1,28 @@
 //! Static zones: every `*.zone` file in the zones folder, parsed with hickory's master-file parser
-//! and served by hickory's `Catalog`. The served domain always has a zone; without a file its SOA
-//! and NS are synthesized.
+//! and served by hickory's `Catalog`, which answers the names that are not the registry's. The
+//! served domain always has a zone; without a file its SOA and NS are synthesized.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use hickory_proto::op::{Header, Message, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use hickory_proto::serialize::txt::Parser;
-use hickory_server::net::runtime::TokioRuntimeProvider;
+use hickory_server::net::NetError;
+use hickory_server::net::runtime::{TokioRuntimeProvider, TokioTime};
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponse, ZoneHandler, ZoneType};
+
+use super::message::{Transport, cap_negative_soa_ttls, keep_question_case};
+use super::names::ZoneName;
+use super::reply::{Authorities, Authority};
+use super::wire::{Owner, WireCompiler};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZoneError {
@@ -30,13 +40,13 @@ pub enum ZoneError {
     NoFilesLeft { dir: PathBuf, loaded: usize },
 }
 
-/// The loaded zones, and the SOA of the served domain (the authority of every negative answer).
+/// The loaded zones, and the SOAs of the zones the registry's answers are written in.
 pub struct Zones {
-    pub catalog: Catalog,
-    /// The domain's SOA with its TTL already lowered to the negative-caching TTL (RFC 2308 §5).
-    pub negative_soa: Record,
-    /// The reverse zones answered from the registry, each with its negative SOA.
-    pub reverse: Vec<(Name, Record)>,
+    catalog: Catalog,
+    /// The served domain: the authority of the registry's negative answers.
+    domain: Authority,
+    /// The reverse zones answered from the registry, the most specific first.
+    reverse: Vec<Authority>,
     pub files: Vec<PathBuf>,
     /// What a user should hear about the files loaded (a missing folder, a file named for
     /// another origin), for the log.
@@ -44,9 +54,92 @@ pub struct Zones {
 }
 
 impl Zones {
-    /// The reverse zone `name` is in, with its negative SOA.
-    pub fn reverse_zone_of(&self, name: &Name) -> Option<&(Name, Record)> {
-        self.reverse.iter().find(|(zone, _)| zone.zone_of(name))
+    /// The zones the registry's answers are written in.
+    pub fn authorities(&self) -> Authorities<'_> {
+        Authorities {
+            domain: &self.domain,
+            reverse: &self.reverse,
+        }
+    }
+
+    /// Whether `name` is in a zone sextant serves (the domain, a zone file, a reverse zone).
+    pub fn serves(&self, name: &Name) -> bool {
+        self.catalog.find(&LowerName::new(name)).is_some()
+    }
+
+    /// The zone data's response to `query` (a standard query, class IN, its name not the
+    /// registry's): records, NXDOMAIN, or REFUSED outside every zone. UDP responses are cut to
+    /// the client's buffer and `max_udp_size`. `None` when there is nothing to send.
+    pub async fn answer(
+        &self,
+        query: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        max_udp_size: u16,
+    ) -> Option<Vec<u8>> {
+        let protocol = match transport {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp => Protocol::Tcp,
+        };
+        let request = Request::from_bytes(query.to_vec(), src, protocol).ok()?;
+        let capture = Capture {
+            transport,
+            max_udp_size,
+            bytes: Arc::new(Mutex::new(None)),
+        };
+        self.catalog
+            .handle_request::<_, TokioTime>(&request, capture.clone())
+            .await;
+        let mut slot = capture.bytes.lock().unwrap_or_else(|p| p.into_inner());
+        slot.take()
+    }
+}
+
+/// Keeps the encoded response the catalog produces, sized as hickory's own server would.
+#[derive(Clone)]
+struct Capture {
+    transport: Transport,
+    /// The largest UDP response, whatever the client's EDNS buffer.
+    max_udp_size: u16,
+    bytes: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let max_size = match (self.transport, response.edns()) {
+            (Transport::Tcp, _) => u16::MAX,
+            (Transport::Udp, Some(edns)) => edns.max_payload().clamp(512, self.max_udp_size),
+            (Transport::Udp, None) => 512,
+        };
+        let id = response.metadata().id;
+        let op_code = response.metadata().op_code;
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max_size);
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::warn!(%error, "could not encode a response; answering SERVFAIL");
+                bytes = Message::error_msg(id, op_code, ResponseCode::ServFail).to_vec()?;
+                let header = Header::read(&mut BinDecoder::new(&bytes))?;
+                ResponseInfo::from(header)
+            }
+        };
+        cap_negative_soa_ttls(&mut bytes);
+        keep_question_case(&mut bytes);
+        *self.bytes.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+        Ok(info)
     }
 }
 
@@ -183,15 +276,23 @@ fn load(dir: &Path, domain: &Name, node_addr: IpAddr, reverse_zones: &[Name]) ->
         };
         reverse.push((zone, soa));
     }
-    // The most specific zone first, so `reverse_zone_of` finds the one that holds a name.
+    // The most specific zone first, so that the first zone found to hold a name is its zone.
     reverse.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.num_labels()));
     Ok(Zones {
         catalog,
-        negative_soa: soa,
-        reverse,
+        domain: authority(&origin, &soa),
+        reverse: reverse.iter().map(|(zone, soa)| authority(zone, soa)).collect(),
         files,
         warnings,
     })
+}
+
+/// A zone's name and negative SOA, compiled for the answer writer.
+fn authority(zone: &Name, soa: &Record) -> Authority {
+    Authority {
+        name: ZoneName::new(zone),
+        soa: WireCompiler::new(zone).compile([soa], Owner::OwnName),
+    }
 }
 
 fn name_under(label: &str, origin: &Name) -> Name {

@@ -708,12 +708,12 @@ async fn udp_answers_are_capped_whatever_the_client_announces() {
         }
         let big = query_message("huge.service.trading-dc.", RecordType::SRV, Some(65_535));
         let mut raw = big.to_vec().unwrap();
-        // The same query with an EDNS option the fast path does not take: the hickory path.
+        // The same query with an EDNS option the in-place parser does not take: read in full.
         let mut other_path = raw.clone();
         let rdlen_at = other_path.len() - 2;
         other_path[rdlen_at..].copy_from_slice(&[0, 4]);
         other_path.extend_from_slice(&[0xfd, 0xe9, 0, 0]);
-        for (path, packet) in [("fast", &mut raw), ("hickory", &mut other_path)] {
+        for (path, packet) in [("in place", &mut raw), ("read in full", &mut other_path)] {
             let reply = udp_raw(server.dns, packet).await.expect("a reply");
             assert!(reply.len() <= cap, "{path}: {} bytes over UDP, cap {cap}", reply.len());
             let message = hickory_proto::op::Message::from_vec(&reply).expect("well-formed");

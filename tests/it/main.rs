@@ -12,7 +12,7 @@ mod consul_api;
 mod dns;
 mod dns_abuse;
 mod durability;
-mod fast_path;
+mod encoding;
 mod forwarding;
 mod health;
 mod resolvers;

@@ -69,7 +69,7 @@ async fn zones_reload_and_a_broken_file_leaves_the_running_zones() {
         addresses(&tcp(server.dns, "api.example.test.", RecordType::A).await),
         [ip("10.9.0.3")]
     );
-    // The served domain's negative answers carry the new SOA, on the fast path too.
+    // The registry's negative answers carry the new SOA too.
     let nx = udp(server.dns, "nothing.service.trading-dc.", RecordType::A).await;
     assert_eq!((rcode(&nx), soa_serial(&nx)), (ResponseCode::NXDomain, Some(2)));
 
