@@ -4,12 +4,15 @@
 #
 # Usage: scripts/bench-dns.sh [--no-install] [--quick] [--sizes "10 1000 100000"] [--modes "1core 2core"]
 #                             [--tests "udp-a udp-srv ..."] [--limit SECONDS] [--reps N] [--servers "sextant knot nsd"]
+#                             [--baseline PATH]
 #
 #   --no-install  do not apt-get install dnsperf, knot, nsd and dig
 #   --quick       3 s runs, one repetition, sizes 10 and 100000, mode 1core
 #   sizes         registered services (each with its A, SRV and target records)
 #   modes         1core: every server with one worker, pinned to the last CPU, dnsperf on CPU 0;
 #                 2core: every server with its default workers (one per CPU), nothing pinned
+#   --baseline    another sextant binary (an earlier build) measured beside this one as server
+#                 "baseline", in the same run: before/after comparisons without the drift between runs
 #   tests         udp-a (A, hot service), udp-srv (SRV, 3 instances), udp-nx (NXDOMAIN), udp-svc (A, random
 #                 service), udp-mixed (40% random A, 30% SRV, 20% hot A, 10% NXDOMAIN), tcp-a, tcp-mixed,
 #                 lat-mixed (mixed at a fixed 20k qps: p50/p99 latency); udp-a-qN, udp-mixed-qN: a fixed N qps
@@ -30,6 +33,7 @@ TESTS=${TESTS:-"udp-a udp-srv udp-nx udp-svc udp-mixed tcp-a tcp-mixed lat-mixed
 SERVERS=${SERVERS:-"sextant knot nsd"}
 LIMIT=${LIMIT:-5}
 REPS=${REPS:-3}
+BASELINE=${BASELINE:-}
 QRATE=20000
 CLIENTS=4
 while [ $# -gt 0 ]; do
@@ -42,6 +46,7 @@ while [ $# -gt 0 ]; do
         --servers) SERVERS=$2; shift 2 ;;
         --limit) LIMIT=$2; shift 2 ;;
         --reps) REPS=$2; shift 2 ;;
+        --baseline) BASELINE=$(realpath "$2"); shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -65,11 +70,15 @@ done
 
 cargo build --release --quiet
 SEXTANT=$ROOT/target/release/sextant
+if [ -n "$BASELINE" ]; then
+    [ -x "$BASELINE" ] || { echo "--baseline $BASELINE is not an executable" >&2; exit 1; }
+    [[ " $SERVERS " == *" baseline "* ]] || SERVERS="$SERVERS baseline"
+fi
 
 NCPU=$(nproc)
 SRV_CPU=$((NCPU - 1))
-declare -A PORT=([sextant]=15311 [knot]=15312 [nsd]=15313)
-HTTP_PORT=15314
+declare -A PORT=([sextant]=15311 [knot]=15312 [nsd]=15313 [baseline]=15315)
+declare -A HTTP_PORT=([sextant]=15314 [baseline]=15316)
 declare -A PIDS=()
 RES=$ROOT/target/bench-dns/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RES"
@@ -144,8 +153,11 @@ start_server() {  # name data mode
     local name=$1 data=$2 mode=$3 pin=() cmd=() workers=$NCPU
     if [ "$mode" = 1core ] && [ "$NCPU" -gt 1 ]; then pin=(taskset -c "$SRV_CPU"); workers=1; fi
     case $name in
-        sextant) cmd=("$SEXTANT" serve --dns "127.0.0.1:${PORT[sextant]}" --http "127.0.0.1:$HTTP_PORT"
-                      --zones "$ROOT/zones" --data-dir "$data/sextant" --dns-workers "$workers") ;;
+        sextant|baseline)
+            local binary=$SEXTANT
+            [ "$name" = baseline ] && binary=$BASELINE
+            cmd=("$binary" serve --dns "127.0.0.1:${PORT[$name]}" --http "127.0.0.1:${HTTP_PORT[$name]}"
+                 --zones "$ROOT/zones" --data-dir "$data/$name" --dns-workers "$workers") ;;
         knot) rm -rf "$data/knot/db"; cmd=(knotd -c "$data/knot/knot.conf") ;;
         nsd) cmd=(nsd -d -c "$data/nsd/nsd.conf") ;;
     esac
@@ -223,6 +235,7 @@ run_one() {  # size mode test server rep data
     echo "knot: $(knotd -V 2>&1 | head -1)"
     echo "nsd: $(nsd -v 2>&1 | head -1)"
     echo "sextant: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"
+    [ -z "$BASELINE" ] || echo "baseline: $BASELINE"
     echo "settings: LIMIT=$LIMIT s REPS=$REPS SIZES='$SIZES' MODES='$MODES' CLIENTS=$CLIENTS"
 } | tee "$RES/versions.txt"
 
@@ -235,12 +248,13 @@ for size in $SIZES; do
         write_configs "$data" "$mode"
         for s in "${ALL[@]}"; do start_server "$s" "$data" "$mode"; done
         for s in "${ALL[@]}"; do wait_ready "$s"; pin_threads "$s" "$mode"; done
-        if [[ " ${ALL[*]} " == *" sextant "* ]]; then
+        for s in "${ALL[@]}"; do
+            [ -n "${HTTP_PORT[$s]:-}" ] || continue
             t0=$(date +%s.%N)
-            python3 "$B/gen.py" register "127.0.0.1:$HTTP_PORT" "$size"
-            echo "registered $size services with sextant in $(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')") s;" \
-                 "sextant resident memory: $(awk '/VmRSS/ {print $2, $3}' "/proc/${PIDS[sextant]}/status")" | tee -a "$RES/versions.txt"
-        fi
+            python3 "$B/gen.py" register "127.0.0.1:${HTTP_PORT[$s]}" "$size"
+            echo "registered $size services with $s in $(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')") s;" \
+                 "$s resident memory: $(awk '/VmRSS/ {print $2, $3}' "/proc/${PIDS[$s]}/status")" | tee -a "$RES/versions.txt"
+        done
         reference=$(answers "${PORT[${ALL[0]}]}" "$size")
         for s in "${ALL[@]}"; do
             if [ "$(answers "${PORT[$s]}" "$size")" != "$reference" ]; then

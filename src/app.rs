@@ -1,5 +1,6 @@
-//! Wiring: store → registry (restored) → health checks → DNS → HTTP, bound to their addresses
-//! before any serves, stopped together; and the zone reload SIGHUP asks for.
+//! Wiring, from settings validated once (`Config::settings`): store → registry (restored) →
+//! health checks → DNS → HTTP, bound to their addresses before any serves, stopped together;
+//! and the zone reload SIGHUP asks for.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::acl::Acl;
 use crate::api::{self, ApiState, NodeInfo};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Settings};
 use crate::dns::answers::ServiceAnswerMap;
 use crate::dns::forward::Forwarder;
 use crate::dns::zones::{ZoneError, ZoneSource};
@@ -55,71 +56,71 @@ pub struct App {
 impl App {
     /// Binds every listener and starts serving, with the registry kept in `config.data_dir`.
     pub async fn bind(config: Config) -> Result<Self, AppError> {
-        let store = Arc::new(RedbStore::open(&config.data_dir)?);
-        Self::bind_with_store(config, store).await
+        let settings = config.settings()?;
+        let store = Arc::new(RedbStore::open(&settings.data_dir)?);
+        Self::start(settings, store).await
     }
 
     /// Binds every listener and starts serving, with the registry kept in `store`.
     pub async fn bind_with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, AppError> {
-        let dns_settings = config.dns_settings()?;
-        let (domain, node_name, node_addr) = (
-            dns_settings.domain.clone(),
-            dns_settings.node_name.clone(),
-            dns_settings.node_addr,
-        );
-        let acl = Arc::new(Acl::new(config.acl_token()?));
-        let http_header_timeout = config.http_header_timeout()?;
+        Self::start(config.settings()?, store).await
+    }
+
+    async fn start(settings: Settings, store: Arc<dyn Store>) -> Result<Self, AppError> {
+        let Settings {
+            dns: dns_settings,
+            dns_server,
+            http,
+            max_checks_in_flight,
+            data_dir,
+        } = settings;
+        let node_addr = dns_settings.node_addr;
         // The registry as it was: an unreadable store stops the start, never an empty registry.
         let journal = Journal::start(store.clone()).map_err(AppError::Journal)?;
         let answers = Arc::new(ServiceAnswerMap::new(&dns_settings));
         let registry = Registry::with_journal(node_addr, answers.clone(), journal);
         let restored = registry.restore(&*store)?;
         drop(store);
-        tracing::info!(instances = restored, data_dir = %config.data_dir.display(), "registry restored");
-        let max_checks_in_flight = config.max_checks_in_flight()?;
-        let mut zone_source = ZoneSource::new(&config.zones, &domain, node_addr);
-        zone_source.reverse_zones = config.reverse_zone_names()?;
+        tracing::info!(instances = restored, data_dir = %data_dir.display(), "registry restored");
+        let zone_source = dns_server.zones;
         let zones = zone_source.load()?;
         tracing::info!(files = ?zones.files, "zones loaded");
         for warning in &zones.warnings {
             tracing::warn!("{warning}");
         }
         let forwarder = Forwarder::new(
-            config.recursor_addrs()?,
-            config.recursor_client_nets()?,
-            config.recursor_timeout()?,
+            dns_server.recursors,
+            dns_server.recursor_clients,
+            dns_server.recursor_timeout,
         );
 
         // Everything that can fail happens before anything serves: a start that fails (a port
         // taken, a bad setting) drops what it made, which releases the ports and the database.
-        let listeners = DnsListeners::bind(config.dns, config.dns_workers())
+        let dns_error = |source| AppError::BindDns {
+            addr: dns_server.listen,
+            source,
+        };
+        let listeners = DnsListeners::bind(dns_server.listen, dns_server.workers)
             .await
-            .map_err(|source| AppError::BindDns {
-                addr: config.dns,
-                source,
-            })?;
-        let dns_addr = listeners.local_addr().map_err(|source| AppError::BindDns {
-            addr: config.dns,
+            .map_err(dns_error)?;
+        let dns_addr = listeners.local_addr().map_err(dns_error)?;
+        let http_error = |source| AppError::BindHttp {
+            addr: http.listen,
             source,
-        })?;
-        let http_listener = crate::net::listen_tcp(config.http).map_err(|source| AppError::BindHttp {
-            addr: config.http,
-            source,
-        })?;
-        let http_addr = http_listener.local_addr().map_err(|source| AppError::BindHttp {
-            addr: config.http,
-            source,
-        })?;
+        };
+        let http_listener = crate::net::listen_tcp(http.listen).map_err(http_error)?;
+        let http_addr = http_listener.local_addr().map_err(http_error)?;
         let engine =
             Arc::new(DnsEngine::new(&dns_settings, registry.clone(), answers, zones).with_forwarder(forwarder));
+        let acl = Arc::new(Acl::new(http.acl_token));
         let shutdown = CancellationToken::new();
         let state = ApiState {
             registry: registry.clone(),
             node: Arc::new(NodeInfo {
-                id: node_id(&node_name),
-                name: node_name,
+                id: node_id(&dns_settings.node_name),
+                name: dns_settings.node_name.clone(),
                 address: node_addr.to_string(),
-                datacenter: config.datacenter(),
+                datacenter: http.datacenter,
             }),
             leader: http_addr.to_string(),
             acl: acl.clone(),
@@ -130,16 +131,13 @@ impl App {
             Ok(dns) => dns,
             Err(source) => {
                 health.shutdown().await;
-                return Err(AppError::BindDns {
-                    addr: config.dns,
-                    source,
-                });
+                return Err(dns_error(source));
             }
         };
-        let http = tokio::spawn(api::serve::serve(
+        let http_server = tokio::spawn(api::serve::serve(
             http_listener,
             api::router(state),
-            http_header_timeout,
+            http.header_timeout,
             shutdown.clone(),
         ));
         if !acl.is_configured() && !http_addr.ip().is_loopback() {
@@ -149,14 +147,14 @@ impl App {
                  give --acl-token-file to let other hosts register"
             );
         }
-        tracing::info!(dns = %dns_addr, http = %http_addr, domain = %domain, "sextant is serving");
+        tracing::info!(dns = %dns_addr, http = %http_addr, domain = %dns_settings.domain, "sextant is serving");
         Ok(Self {
             registry,
             engine,
             zone_source,
             health,
             dns,
-            http,
+            http: http_server,
             shutdown,
             dns_addr,
             http_addr,

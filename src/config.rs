@@ -10,6 +10,7 @@ use hickory_proto::rr::Name;
 use serde::{Deserialize, Deserializer};
 
 use crate::dns::settings::{DEFAULT_MAX_UDP_SIZE, DnsSettings};
+use crate::dns::zones::ZoneSource;
 use crate::model::{check_dns_label, parse_go_duration};
 
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +158,72 @@ fn more_than_zero(field: &'static str, timeout: Duration) -> Result<Duration, Co
     Ok(timeout)
 }
 
+/// The configuration validated, one part per subsystem: all `App::bind` wires, each value read
+/// from the configuration once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How DNS answers: the domain, this node, TTLs, limits.
+    pub dns: DnsSettings,
+    pub dns_server: DnsServerSettings,
+    pub http: HttpSettings,
+    /// Most HTTP/TCP probes running at once.
+    pub max_checks_in_flight: usize,
+    /// Where registrations are kept.
+    pub data_dir: PathBuf,
+}
+
+/// Where DNS listens, what else it serves, and where it forwards.
+#[derive(Debug, Clone)]
+pub struct DnsServerSettings {
+    pub listen: SocketAddr,
+    /// UDP worker threads (one socket each).
+    pub workers: usize,
+    /// The zone files and the reverse zones.
+    pub zones: ZoneSource,
+    pub recursors: Vec<SocketAddr>,
+    /// Networks whose clients' queries may be forwarded.
+    pub recursor_clients: Vec<ipnet::IpNet>,
+    pub recursor_timeout: Duration,
+}
+
+/// Where the API listens, and what it takes and says.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    pub header_timeout: Duration,
+    /// The secret every request must carry; none: writes from loopback clients only.
+    pub acl_token: Option<String>,
+    pub datacenter: String,
+}
+
 impl Config {
+    /// Validates every setting once; the first invalid one is the error, named as the user
+    /// writes it.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let dns = self.dns_settings()?;
+        let mut zones = ZoneSource::new(&self.zones, &dns.domain, dns.node_addr);
+        zones.reverse_zones = self.reverse_zone_names()?;
+        Ok(Settings {
+            dns_server: DnsServerSettings {
+                listen: self.dns,
+                workers: self.dns_workers(),
+                zones,
+                recursors: self.recursor_addrs()?,
+                recursor_clients: self.recursor_client_nets()?,
+                recursor_timeout: self.recursor_timeout()?,
+            },
+            http: HttpSettings {
+                listen: self.http,
+                header_timeout: self.http_header_timeout()?,
+                acl_token: self.acl_token()?,
+                datacenter: self.datacenter(),
+            },
+            max_checks_in_flight: self.max_checks_in_flight()?,
+            data_dir: self.data_dir.clone(),
+            dns,
+        })
+    }
+
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),

@@ -67,9 +67,11 @@ def table(csv_path):
                 servers.append(r["server"])
     med = lambda xs: statistics.median(xs) if xs else None
     keys = sorted({k[:3] for k in rows}, key=lambda k: (int(k[0]), k[1], k[2]))
+    # With a baseline (an earlier sextant build in the same run), its ratio to knot too.
+    ratios = [s for s in ("sextant", "baseline") if s in servers]
     out = ["| services | mode | test | " + " | ".join(f"{s} qps | {s} CPU µs/q" for s in servers)
-           + " | sextant/knot CPU | p50/p99 µs (" + ", ".join(servers) + ") |",
-           "|---|---|---|" + "---:|---:|" * len(servers) + "---:|---|"]
+           + "".join(f" | {s}/knot CPU" for s in ratios) + " | p50/p99 µs (" + ", ".join(servers) + ") |",
+           "|---|---|---|" + "---:|---:|" * len(servers) + "---:|" * len(ratios) + "---|"]
     for size, mode, test in keys:
         cells, cpu_per_q, lat_cells = [], {}, []
         for s in servers:
@@ -87,11 +89,14 @@ def table(csv_path):
             lat = [r for r in runs if r.get("p50_us", "-") != "-"]
             p50, p99 = med([float(r["p50_us"]) for r in lat]), med([float(r["p99_us"]) for r in lat])
             lat_cells.append(f"{p50:.0f}/{p99:.0f}" if lat else "-")
-        ratio = "-"
-        if cpu_per_q.get("sextant") and cpu_per_q.get("knot"):
-            ratio = f"{cpu_per_q['sextant'] / cpu_per_q['knot']:.2f}"
+        ratio_cells = []
+        for s in ratios:
+            ratio = "-"
+            if cpu_per_q.get(s) and cpu_per_q.get("knot"):
+                ratio = f"{cpu_per_q[s] / cpu_per_q['knot']:.3f}"
+            ratio_cells.append(ratio)
         lat_text = ", ".join(lat_cells) if any(c != "-" for c in lat_cells) else ""
-        out.append(f"| {size} | {mode} | {test} | " + " | ".join(cells) + f" | {ratio} | {lat_text} |")
+        out.append(f"| {size} | {mode} | {test} | " + " | ".join(cells + ratio_cells) + f" | {lat_text} |")
     return "\n".join(out)
 
 

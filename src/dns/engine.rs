@@ -17,6 +17,13 @@ use super::settings::DnsSettings;
 use super::zones::Zones;
 use crate::registry::Registry;
 
+/// How far the registry took a query.
+enum Step {
+    Done(Reply),
+    /// The zone data answers: the query as received, or re-encoded (`Some`) once read in full.
+    Zones(Option<Vec<u8>>),
+}
+
 /// What became of a query.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -43,7 +50,7 @@ impl DnsEngine {
     pub fn new(settings: &DnsSettings, registry: Arc<Registry>, answers: Arc<ServiceAnswerMap>, zones: Zones) -> Self {
         let node = (settings.node_name.as_str(), settings.node_addr, settings.node_ttl);
         Self {
-            names: Names::new(&settings.domain, node.0, node.1, node.2),
+            names: Names::new(&settings.domain, node, zones.reverse_zones()),
             writer: ReplyWriter::new(answers, registry, settings.max_udp_size, settings.a_record_limit, node),
             zones: ArcSwap::from_pointee(zones),
             forwarder: None,
@@ -68,8 +75,7 @@ impl DnsEngine {
     }
 
     /// Answers `query` into `out`. `rotation` picks the first record of a rotated answer;
-    /// callers pass a counter that changes with every query. Registry names never wait: the
-    /// future is ready when first polled (see [`answer_now`](Self::answer_now)).
+    /// callers pass a counter that changes with every query.
     pub async fn answer(
         &self,
         query: &[u8],
@@ -78,37 +84,18 @@ impl DnsEngine {
         rotation: usize,
         out: &mut Vec<u8>,
     ) -> Reply {
-        let in_full;
-        let (query, q) = match parse_question(query) {
-            Some(q) => (query, q),
-            None => match read_in_full(query) {
-                InFull::Query(bytes, q) => {
-                    in_full = bytes;
-                    (&in_full[..], *q)
-                }
-                InFull::Error(bytes) => {
-                    *out = bytes;
-                    return Reply::Ready;
-                }
-                InFull::Ignore => return Reply::Nothing,
-            },
-        };
-        if let Some(reply) = self.answer_registry(query, &q, src, transport, rotation, out) {
-            return reply;
-        }
-        let zones = self.zones.load_full();
-        match zones.answer(query, src, transport, self.writer.max_udp_size()).await {
-            Some(response) => {
-                *out = response;
-                Reply::Ready
+        match self.answer_from_registry(query, src, transport, rotation, out) {
+            Step::Done(reply) => reply,
+            Step::Zones(in_full) => {
+                self.answer_from_zones(in_full.as_deref().unwrap_or(query), src, transport, out)
+                    .await
             }
-            None => Reply::Nothing,
         }
     }
 
-    /// [`answer`](Self::answer) from a thread that must not wait (a UDP worker): the registry's
-    /// answers and the zone data's are ready at the first poll; should the zone data ever wait,
-    /// this blocks on `runtime`.
+    /// [`answer`](Self::answer) from a thread that must not wait (a UDP worker): registry names
+    /// are answered without a future; the zone data's answer is ready at the first poll, and
+    /// should it ever not be, this blocks on `runtime`.
     pub fn answer_now(
         &self,
         query: &[u8],
@@ -118,7 +105,12 @@ impl DnsEngine {
         out: &mut Vec<u8>,
         runtime: &tokio::runtime::Handle,
     ) -> Reply {
-        let mut future = std::pin::pin!(self.answer(query, src, transport, rotation, out));
+        let in_full = match self.answer_from_registry(query, src, transport, rotation, out) {
+            Step::Done(reply) => return reply,
+            Step::Zones(in_full) => in_full,
+        };
+        let query = in_full.as_deref().unwrap_or(query);
+        let mut future = std::pin::pin!(self.answer_from_zones(query, src, transport, out));
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
         match future.as_mut().poll(&mut context) {
             std::task::Poll::Ready(reply) => reply,
@@ -126,48 +118,76 @@ impl DnsEngine {
         }
     }
 
-    /// The registry's answer, REFUSED for a zone transfer, or the query to forward; `None` when
-    /// the zone data answers.
-    fn answer_registry(
+    /// Parses `query` (in place, or read in full) and answers it if the registry does: its
+    /// names, REFUSED for a zone transfer, errors for a query in a form it cannot take, or the
+    /// query handed back for the recursors.
+    fn answer_from_registry(
         &self,
         query: &[u8],
-        q: &Question,
         src: SocketAddr,
         transport: Transport,
         rotation: usize,
         out: &mut Vec<u8>,
-    ) -> Option<Reply> {
+    ) -> Step {
+        // The question is used where it was parsed: it is a few hundred bytes, and copying it
+        // was a measurable part of a query's cost.
+        let parsed = parse_question(query);
+        let read;
+        let mut in_full = None;
+        let (query, q) = match &parsed {
+            Some(q) => (query, q),
+            None => match read_in_full(query) {
+                InFull::Query(bytes, q) => {
+                    read = q;
+                    (&in_full.insert(bytes)[..], &*read)
+                }
+                InFull::Error(bytes) => {
+                    *out = bytes;
+                    return Step::Done(Reply::Ready);
+                }
+                InFull::Ignore => return Step::Done(Reply::Nothing),
+            },
+        };
         if q.qtype == TYPE_AXFR || q.qtype == TYPE_IXFR {
             // Registrations are not for copying out: no zone transfers, of the zone files either.
             self.writer.refuse(query, q, out);
-            return Some(Reply::Ready);
+            return Step::Done(Reply::Ready);
         }
-        let zones = self.zones.load();
-        let authorities = zones.authorities();
-        if let Some(lookup) = self.names.classify(q, authorities.reverse)
+        if let Some(lookup) = self.names.classify(q)
             && self
                 .writer
-                .write(query, q, lookup, &authorities, transport, rotation, out)
+                .write(query, q, lookup, &self.zones, transport, rotation, out)
         {
-            return Some(Reply::Ready);
+            return Step::Done(Reply::Ready);
         }
-        if self.forwards(query, q, src, &zones) {
+        if self.forwards(query, q, src) {
             out.clear();
             out.extend_from_slice(query);
-            return Some(Reply::Forward);
+            return Step::Done(Reply::Forward);
         }
-        None
+        Step::Zones(in_full)
     }
 
+    /// The zone data's answer.
+    async fn answer_from_zones(&self, query: &[u8], src: SocketAddr, transport: Transport, out: &mut Vec<u8>) -> Reply {
+        let zones = self.zones.load_full();
+        match zones.answer(query, src, transport, self.writer.max_udp_size()).await {
+            Some(response) => {
+                *out = response;
+                Reply::Ready
+            }
+            None => Reply::Nothing,
+        }
+    }
     /// Whether `query` goes to the recursors: forwarding is on, recursion is desired, the client
     /// may recurse, and the name is in no zone sextant serves.
-    fn forwards(&self, query: &[u8], q: &Question, src: SocketAddr, zones: &Zones) -> bool {
+    fn forwards(&self, query: &[u8], q: &Question, src: SocketAddr) -> bool {
         let Some(forwarder) = &self.forwarder else {
             return false;
         };
         forward::wants_recursion(query)
             && forwarder.serves_client(src.ip())
-            && q.name().is_some_and(|name| !zones.serves(&name))
+            && q.name().is_some_and(|name| !self.zones.load().serves(&name))
     }
 
     /// Forwards a query [`answer`](Self::answer) handed back as [`Reply::Forward`]: the

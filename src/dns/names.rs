@@ -30,6 +30,7 @@ pub enum Lookup<'q> {
 }
 
 /// A zone in lower-case wire form (root byte included), as a question's suffix is compared with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneName {
     pub wire: Vec<u8>,
     pub labels: usize,
@@ -50,42 +51,34 @@ impl ZoneName {
     }
 }
 
-impl AsRef<ZoneName> for ZoneName {
-    fn as_ref(&self) -> &ZoneName {
-        self
-    }
-}
-
-/// The classifier: the served domain and this node.
+/// The classifier: the served domain, this node, and the reverse zones.
 pub struct Names {
     domain: ZoneName,
     node_name: Vec<u8>,
     node_addr: IpAddr,
     node_ttl: u32,
+    /// The most specific first, as the zones loaded list them (`Lookup`'s `zone` indexes both).
+    reverse: Vec<ZoneName>,
 }
 
 impl Names {
-    pub fn new(domain: &Name, node_name: &str, node_addr: IpAddr, node_ttl: u32) -> Self {
+    /// `node`: this node's name, address, and the TTL of its address record.
+    pub fn new(domain: &Name, (node_name, node_addr, node_ttl): (&str, IpAddr, u32), reverse: Vec<ZoneName>) -> Self {
         Self {
             domain: ZoneName::new(domain),
             node_name: node_name.to_ascii_lowercase().into_bytes(),
             node_addr,
             node_ttl,
+            reverse,
         }
     }
 
-    /// The served domain.
-    pub fn domain(&self) -> &ZoneName {
-        &self.domain
-    }
-
     /// What `q` asks the registry for; `None` when the zone files answer it (the domain's apex,
-    /// names of its own, the reverse zones' apexes, names outside every zone). `reverse` are
-    /// the reverse zones served, the most specific first.
-    pub fn classify<'q>(&self, q: &'q Question, reverse: &[impl AsRef<ZoneName>]) -> Option<Lookup<'q>> {
+    /// names of its own, the reverse zones' apexes, names outside every zone).
+    pub fn classify<'q>(&self, q: &'q Question) -> Option<Lookup<'q>> {
         let domain_labels = self.domain.labels;
         if q.labels() <= domain_labels || !q.is_under(&self.domain.wire, domain_labels) {
-            return self.classify_reverse(q, reverse);
+            return self.classify_reverse(q);
         }
         let below = q.labels() - domain_labels;
         let kind = q.label(below - 1);
@@ -117,13 +110,14 @@ impl Names {
         Some(lookup)
     }
 
-    fn classify_reverse<'q>(&self, q: &'q Question, reverse: &[impl AsRef<ZoneName>]) -> Option<Lookup<'q>> {
-        let zone = reverse
+    fn classify_reverse<'q>(&self, q: &'q Question) -> Option<Lookup<'q>> {
+        let zone = self
+            .reverse
             .iter()
-            .position(|zone| q.is_under(&zone.as_ref().wire, zone.as_ref().labels))?;
+            .position(|zone| q.is_under(&zone.wire, zone.labels))?;
         match reverse_address(q) {
             ReverseName::Address(ip) => Some(Lookup::Reverse { ip, zone }),
-            ReverseName::Prefix if q.labels() > reverse[zone].as_ref().labels => Some(Lookup::ReversePrefix { zone }),
+            ReverseName::Prefix if q.labels() > self.reverse[zone].labels => Some(Lookup::ReversePrefix { zone }),
             // The apex (its SOA and NS), and names that are no address: the zone data.
             ReverseName::Prefix | ReverseName::Invalid => None,
         }
@@ -222,18 +216,14 @@ mod tests {
         parse_question(&message.to_vec().unwrap()).unwrap()
     }
 
-    fn classified(names: &Names, reverse: &[ZoneName], name: &str) -> String {
-        format!("{:?}", names.classify(&question(name), reverse))
+    fn classified(names: &Names, name: &str) -> String {
+        format!("{:?}", names.classify(&question(name)))
     }
 
     #[test]
     fn names_under_the_domain() {
-        let names = Names::new(
-            &Name::from_ascii("Trading-DC.").unwrap(),
-            "Sextant",
-            "192.0.2.1".parse().unwrap(),
-            7,
-        );
+        let node = ("Sextant", "192.0.2.1".parse().unwrap(), 7);
+        let names = Names::new(&Name::from_ascii("Trading-DC.").unwrap(), node, Vec::new());
         let service = |s: &str, tag: Option<&str>| {
             format!(
                 "{:?}",
@@ -270,22 +260,18 @@ mod tests {
             ("orders.service.xtrading-dc.", "None".into()),
         ];
         for (name, want) in cases {
-            assert_eq!(classified(&names, &[], name), want, "{name}");
+            assert_eq!(classified(&names, name), want, "{name}");
         }
     }
 
     #[test]
     fn reverse_names() {
-        let names = Names::new(
-            &Name::from_ascii("trading-dc.").unwrap(),
-            "n",
-            "192.0.2.1".parse().unwrap(),
-            0,
-        );
         let zones: Vec<ZoneName> = ["0.0.10.in-addr.arpa.", "10.in-addr.arpa.", "8.b.d.0.1.0.0.2.ip6.arpa."]
             .iter()
             .map(|z| ZoneName::new(&Name::from_ascii(z).unwrap()))
             .collect();
+        let node = ("n", "192.0.2.1".parse().unwrap(), 0);
+        let names = Names::new(&Name::from_ascii("trading-dc.").unwrap(), node, zones);
         let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.";
         let cases = [
             ("4.0.0.10.in-addr.arpa.", "Some(Reverse { ip: 10.0.0.4, zone: 0 })"),
@@ -307,7 +293,7 @@ mod tests {
             ("example.com.", "None"),
         ];
         for (name, want) in cases {
-            assert_eq!(classified(&names, &zones, name), want, "{name}");
+            assert_eq!(classified(&names, name), want, "{name}");
         }
     }
 

@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 
 use super::answers::{AnswerSet, ServiceAnswerMap};
@@ -16,27 +17,8 @@ use super::message::{
 };
 use super::names::{Lookup, ZoneName};
 use super::wire::WireRecords;
+use super::zones::Zones;
 use crate::registry::Registry;
-
-/// A zone whose SOA is the authority of the negative answers written for names in it.
-pub struct Authority {
-    pub name: ZoneName,
-    /// The SOA, its TTL already lowered to the negative-caching TTL (RFC 2308 §5).
-    pub soa: WireRecords,
-}
-
-impl AsRef<ZoneName> for Authority {
-    fn as_ref(&self) -> &ZoneName {
-        &self.name
-    }
-}
-
-/// The zones answers are written in: the served domain and the reverse zones (most specific
-/// first), as loaded last.
-pub struct Authorities<'z> {
-    pub domain: &'z Authority,
-    pub reverse: &'z [Authority],
-}
 
 pub struct ReplyWriter {
     answers: Arc<ServiceAnswerMap>,
@@ -96,16 +78,17 @@ impl ReplyWriter {
     }
 
     /// Writes into `out` (cleared first) the response to `query`, whose question is `q`, for
-    /// `lookup`. `rotation` picks the first record of a rotated answer; callers pass a counter
-    /// that changes with every query. False, with `out` cleared, for a reverse name the registry
-    /// has nothing at: the zone data answers it.
+    /// `lookup`; `zones` hold the SOAs of negative answers (read only for those). `rotation`
+    /// picks the first record of a rotated answer; callers pass a counter that changes with
+    /// every query. False, with `out` cleared, for a reverse name the registry has nothing at:
+    /// the zone data answers it.
     #[allow(clippy::too_many_arguments)] // the query, what it asks, and how the answer travels
     pub fn write(
         &self,
         query: &[u8],
         q: &Question,
         lookup: Lookup<'_>,
-        zones: &Authorities<'_>,
+        zones: &ArcSwap<Zones>,
         transport: Transport,
         rotation: usize,
         out: &mut Vec<u8>,
@@ -117,7 +100,8 @@ impl ReplyWriter {
             counts: [1, 0, 0, 0],
             truncated: false,
         };
-        let mut authority = zones.domain;
+        // The zone whose SOA a negative answer carries: the domain, or a reverse zone.
+        let mut reverse_zone = None;
         let rcode = match lookup {
             Lookup::Service { service, tag } => {
                 let at = Window {
@@ -129,7 +113,7 @@ impl ReplyWriter {
                     },
                     limit,
                 };
-                let domain_pointer = suffix_pointer(q, &zones.domain.name);
+                let domain_pointer = suffix_pointer(q, self.answers.domain());
                 match std::str::from_utf8(service) {
                     Err(_) => RCODE_NXDOMAIN, // not ASCII: no service has that name
                     Ok(service) => self.answers.with_answers(service, |answers| {
@@ -154,7 +138,7 @@ impl ReplyWriter {
             Lookup::NoData => RCODE_NOERROR,
             Lookup::NxDomain => RCODE_NXDOMAIN,
             Lookup::Reverse { ip, zone } => {
-                authority = &zones.reverse[zone];
+                reverse_zone = Some(zone);
                 if !self.write_ptrs(ip, q.qtype, out, &mut sections, limit) {
                     out.clear();
                     return false;
@@ -162,12 +146,14 @@ impl ReplyWriter {
                 RCODE_NOERROR
             }
             Lookup::ReversePrefix { zone } => {
-                authority = &zones.reverse[zone];
+                reverse_zone = Some(zone);
                 RCODE_NOERROR
             }
         };
         if sections.counts[1] == 0 && !sections.truncated {
             // Negative answers carry the zone's SOA: how long resolvers may cache them.
+            let zones = zones.load();
+            let authority = zones.authority(reverse_zone);
             let pointer = suffix_pointer(q, &authority.name);
             sections.counts[2] = authority.soa.write_rotated(out, 0, usize::MAX, limit, pointer) as u16;
         }

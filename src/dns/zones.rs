@@ -21,8 +21,7 @@ use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponse, ZoneHan
 
 use super::message::{Transport, cap_negative_soa_ttls, keep_question_case};
 use super::names::ZoneName;
-use super::reply::{Authorities, Authority};
-use super::wire::{Owner, WireCompiler};
+use super::wire::{Owner, WireCompiler, WireRecords};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZoneError {
@@ -53,13 +52,24 @@ pub struct Zones {
     pub warnings: Vec<String>,
 }
 
+/// A zone whose SOA is the authority of the negative answers written for names in it.
+pub struct Authority {
+    pub name: ZoneName,
+    /// The SOA, its TTL already lowered to the negative-caching TTL (RFC 2308 §5).
+    pub soa: WireRecords,
+}
+
 impl Zones {
-    /// The zones the registry's answers are written in.
-    pub fn authorities(&self) -> Authorities<'_> {
-        Authorities {
-            domain: &self.domain,
-            reverse: &self.reverse,
-        }
+    /// The served domain's authority, or reverse zone `reverse`'s (an index into
+    /// [`reverse_zones`](Self::reverse_zones)).
+    pub fn authority(&self, reverse: Option<usize>) -> &Authority {
+        reverse.and_then(|i| self.reverse.get(i)).unwrap_or(&self.domain)
+    }
+
+    /// The reverse zones answered from the registry, the most specific first. The same for
+    /// every load from one [`ZoneSource`].
+    pub fn reverse_zones(&self) -> Vec<ZoneName> {
+        self.reverse.iter().map(|zone| zone.name.clone()).collect()
     }
 
     /// Whether `name` is in a zone sextant serves (the domain, a zone file, a reverse zone).

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Instructions per DNS query, counted by callgrind: the server's own cost, without the noise of a
+# shared machine (bench-dns.sh measures CPU time, which drifts by tens of percent from run to run
+# here). For each size, the services are registered with the binary running natively, which then
+# stops; the binary starts again under callgrind on the same data directory, its counters are
+# zeroed once it answers, dnsperf sends each query set at a modest rate, and the instructions
+# counted are divided by the queries answered. User space only: the kernel's share is the same
+# system calls whatever sextant build answers.
+#
+# Usage: scripts/bench-dns-instructions.sh [--no-install] [--baseline PATH] [--sizes "10 100000"] [--queries N]
+#
+#   --baseline  another sextant binary (an earlier build), measured the same way: a before/after table
+#   --queries   queries per set (default 20000)
+#
+# Results: target/bench-dns-instructions/<timestamp>/ (summary.md); the table goes to stdout.
+# Only 127.0.0.1 is used (ports 15321-15322).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+B=$ROOT/scripts/bench
+
+INSTALL=1
+SIZES="10 100000"
+QUERIES=20000
+BASELINE=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-install) INSTALL=0; shift ;;
+        --baseline) BASELINE=$(realpath "$2"); shift 2 ;;
+        --sizes) SIZES=$2; shift 2 ;;
+        --queries) QUERIES=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+if [ $INSTALL = 1 ]; then
+    missing=()
+    command -v dnsperf >/dev/null || missing+=(dnsperf)
+    command -v valgrind >/dev/null || missing+=(valgrind)
+    command -v dig >/dev/null || missing+=(bind9-dnsutils)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+fi
+for tool in dnsperf valgrind callgrind_control dig python3; do
+    command -v $tool >/dev/null || { echo "missing $tool: run without --no-install, or apt-get install dnsperf valgrind bind9-dnsutils" >&2; exit 1; }
+done
+
+cargo build --release --quiet
+declare -A BINARY=([sextant]=$ROOT/target/release/sextant)
+BUILDS=(sextant)
+if [ -n "$BASELINE" ]; then
+    [ -x "$BASELINE" ] || { echo "--baseline $BASELINE is not an executable" >&2; exit 1; }
+    BINARY[baseline]=$BASELINE
+    BUILDS+=(baseline)
+fi
+DNS_PORT=15321
+HTTP_PORT=15322
+RES=$ROOT/target/bench-dns-instructions/$(date +%Y%m%d-%H%M%S)
+mkdir -p "$RES"
+PID=""
+stop() {
+    [ -n "$PID" ] || return 0
+    kill -TERM "$PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+    PID=""
+}
+trap stop EXIT
+
+start() {  # binary data-dir log [valgrind args…]
+    local binary=$1 data=$2 log=$3
+    shift 3
+    "$@" "$binary" serve --dns "127.0.0.1:$DNS_PORT" --http "127.0.0.1:$HTTP_PORT" --zones "$ROOT/zones" \
+        --data-dir "$data" --dns-workers 1 > "$log" 2>&1 &
+    PID=$!
+    for _ in $(seq 600); do
+        kill -0 "$PID" 2>/dev/null || { echo "the server exited; log:" >&2; tail -5 "$log" >&2; exit 1; }
+        [ "$(dig +time=1 +tries=1 +short @127.0.0.1 -p $DNS_PORT trading-dc SOA 2>/dev/null | wc -l)" = 1 ] && return 0
+        sleep 0.5
+    done
+    echo "the server does not answer on port $DNS_PORT" >&2; exit 1
+}
+
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "host: $(uname -sr), $(nproc) CPUs:$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
+    echo "valgrind: $(valgrind --version); dnsperf: $(dnsperf -h 2>&1 | grep -m1 -i version || true)"
+    echo "sextant: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"
+    [ -z "$BASELINE" ] || echo "baseline: $BASELINE"
+    echo "queries per set: $QUERIES"
+} | tee "$RES/versions.txt"
+
+CSV=$RES/runs.csv
+echo "size,test,build,queries,instructions,per_query" > "$CSV"
+for size in $SIZES; do
+    data=$RES/data-$size
+    mkdir -p "$data"
+    python3 "$B/gen.py" zone "$data" "$size"
+    # Every set holds QUERIES queries: a one-line file is sent QUERIES times, a longer one cut.
+    for set in a-only srv-only nx-only svc-only mixed; do
+        python3 - "$data/queries/$set.txt" "$QUERIES" > "$data/$set.q" <<'PY'
+import itertools, sys
+lines = open(sys.argv[1]).read().split("\n")
+lines = [l for l in lines if l]
+print("\n".join(itertools.islice(itertools.cycle(lines), int(sys.argv[2]))))
+PY
+    done
+    for build in "${BUILDS[@]}"; do
+        dir=$data/$build
+        start "${BINARY[$build]}" "$dir" "$data/$build-register.log"
+        python3 "$B/gen.py" register "127.0.0.1:$HTTP_PORT" "$size"
+        stop
+        start "${BINARY[$build]}" "$dir" "$data/$build-callgrind.log" \
+            valgrind --tool=callgrind --callgrind-out-file="$data/$build.%p.out"
+        for test in udp-a udp-srv udp-nx udp-svc udp-mixed tcp-a tcp-mixed; do
+            case $test in
+                udp-a) args=(-m udp -d "$data/a-only.q") ;;
+                udp-srv) args=(-m udp -d "$data/srv-only.q") ;;
+                udp-nx) args=(-m udp -d "$data/nx-only.q") ;;
+                udp-svc) args=(-m udp -d "$data/svc-only.q") ;;
+                udp-mixed) args=(-m udp -d "$data/mixed.q") ;;
+                tcp-a) args=(-m tcp -d "$data/a-only.q") ;;
+                tcp-mixed) args=(-m tcp -d "$data/mixed.q") ;;
+            esac
+            callgrind_control -z "$PID" > /dev/null
+            dnsperf -s 127.0.0.1 -p $DNS_PORT "${args[@]}" -n 1 -c 1 -Q 4000 -t 5 > "$data/$build-$test.log" 2>&1 || true
+            rm -f "$data/$build".*.out*
+            callgrind_control -d "$PID" > /dev/null
+            completed=$(awk '/Queries completed:/ {print $3}' "$data/$build-$test.log")
+            # One part per dump: its "summary:" line (or "totals:") holds its instruction count.
+            total=$(cat "$data/$build".*.out* | awk '/^summary:/ {s += $2; seen = 1} /^totals:/ {t += $2}
+                                                      END {print seen ? s : t + 0}')
+            per_q=$(python3 -c "print(f'{$total / ${completed:-0}:.0f}' if ${completed:-0} else '')")
+            echo "$size,$test,$build,${completed:-0},$total,$per_q" >> "$CSV"
+            printf '%7s %-9s %-8s %7s queries  %12s instructions  %8s per query\n' \
+                "$size" "$test" "$build" "${completed:-?}" "$total" "${per_q:-?}"
+        done
+        stop
+    done
+done
+
+python3 - "$CSV" <<'PY' | tee "$RES/summary.md"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+builds = list(dict.fromkeys(r["build"] for r in rows))
+cell = {(r["size"], r["test"], r["build"]): r["per_query"] for r in rows}
+keys = list(dict.fromkeys((r["size"], r["test"]) for r in rows))
+head = "| services | test | " + " | ".join(f"{b} instructions/query" for b in builds)
+print(head + (" | sextant/baseline |" if "baseline" in builds else " |"))
+print("|---|---|" + "---:|" * (len(builds) + ("baseline" in builds)))
+for size, test in keys:
+    values = [cell.get((size, test, b), "") for b in builds]
+    line = f"| {size} | {test} | " + " | ".join(values)
+    if "baseline" in builds and all(values):
+        line += f" | {float(values[0]) / float(values[1]):.3f}"
+    print(line + " |")
+PY
+echo "(results in $RES)"
