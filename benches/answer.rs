@@ -3,10 +3,13 @@
 //! every record) and NXDOMAIN, with 10 and with 100,000 registered services: the cost must not
 //! depend on the count.
 
+mod common;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::incoming;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
@@ -61,7 +64,6 @@ fn query(name: &str, rtype: RecordType) -> Vec<u8> {
 
 fn answer_path(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let src = "127.0.0.1:5353".parse().unwrap();
     let mut group = c.benchmark_group("answer");
     for services in [10usize, 100_000] {
         let engine = engine(services);
@@ -96,7 +98,7 @@ fn answer_path(c: &mut Criterion) {
             b.iter(|| {
                 next = next.wrapping_add(1);
                 let q = &random[next % random.len()];
-                let reply = engine.answer_now(black_box(q), src, Transport::Udp, next, &mut out, runtime.handle());
+                let reply = engine.answer_now(incoming(black_box(q), Transport::Udp, next), &mut out, runtime.handle());
                 debug_assert_eq!(reply, Reply::Ready);
                 black_box(out.len())
             })
@@ -107,7 +109,8 @@ fn answer_path(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(label, services), &q, |b, q| {
                 b.iter(|| {
                     rotation = rotation.wrapping_add(1);
-                    let reply = engine.answer_now(black_box(q), src, transport, rotation, &mut out, runtime.handle());
+                    let reply =
+                        engine.answer_now(incoming(black_box(q), transport, rotation), &mut out, runtime.handle());
                     debug_assert_eq!(reply, Reply::Ready);
                     black_box(out.len())
                 })

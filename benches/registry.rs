@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{process, resident_bytes};
+use common::{incoming, process, resident_bytes};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
@@ -124,13 +124,16 @@ fn query(name: &str) -> Vec<u8> {
 /// Median and p99 of the hot answer, in ns, over `n` samples of 100 queries each.
 fn answer_times(engine: &DnsEngine, q: &[u8], n: usize) -> (f64, f64) {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let src = "127.0.0.1:5353".parse().unwrap();
     let mut out = Vec::with_capacity(4096);
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
         for k in 0..100 {
-            let reply = engine.answer_now(black_box(q), src, Transport::Udp, i + k, &mut out, runtime.handle());
+            let reply = engine.answer_now(
+                incoming(black_box(q), Transport::Udp, i + k),
+                &mut out,
+                runtime.handle(),
+            );
             debug_assert_eq!(reply, Reply::Ready);
             black_box(out.len());
         }

@@ -12,6 +12,19 @@ pub use process::resident_bytes;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sextant::dns::Incoming;
+use sextant::dns::message::Transport;
+
+/// A query from a client on this machine, as the answer benchmarks send it.
+pub fn incoming(packet: &[u8], transport: Transport, rotation: usize) -> Incoming<'_> {
+    Incoming {
+        packet,
+        from: std::net::SocketAddr::from(([127, 0, 0, 1], 5353)),
+        transport,
+        rotation,
+    }
+}
+
 /// The data folder of one benchmark run, removed when dropped: a run never finds the instances
 /// of an earlier one.
 pub struct DataDir(pub PathBuf);

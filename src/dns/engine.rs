@@ -17,6 +17,17 @@ use super::settings::DnsSettings;
 use super::zones::Zones;
 use crate::registry::Registry;
 
+/// A query as it arrived.
+#[derive(Clone, Copy)]
+pub struct Incoming<'a> {
+    pub packet: &'a [u8],
+    pub from: SocketAddr,
+    pub transport: Transport,
+    /// Picks the first record of a rotated answer: callers pass a counter that changes with
+    /// every query.
+    pub rotation: usize,
+}
+
 /// How far the registry took a query.
 enum Step {
     Done(Reply),
@@ -74,21 +85,13 @@ impl DnsEngine {
         self.zones.load().files.len()
     }
 
-    /// Answers `query` into `out`. `rotation` picks the first record of a rotated answer;
-    /// callers pass a counter that changes with every query.
-    pub async fn answer(
-        &self,
-        query: &[u8],
-        src: SocketAddr,
-        transport: Transport,
-        rotation: usize,
-        out: &mut Vec<u8>,
-    ) -> Reply {
-        match self.answer_from_registry(query, src, transport, rotation, out) {
+    /// Answers a query into `out`.
+    pub async fn answer(&self, query: Incoming<'_>, out: &mut Vec<u8>) -> Reply {
+        match self.answer_from_registry(query, out) {
             Step::Done(reply) => reply,
             Step::Zones(in_full) => {
-                self.answer_from_zones(in_full.as_deref().unwrap_or(query), src, transport, out)
-                    .await
+                let packet = in_full.as_deref().unwrap_or(query.packet);
+                self.answer_from_zones(packet, query.from, query.transport, out).await
             }
         }
     }
@@ -96,21 +99,13 @@ impl DnsEngine {
     /// [`answer`](Self::answer) from a thread that must not wait (a UDP worker): registry names
     /// are answered without a future; the zone data's answer is ready at the first poll, and
     /// should it ever not be, this blocks on `runtime`.
-    pub fn answer_now(
-        &self,
-        query: &[u8],
-        src: SocketAddr,
-        transport: Transport,
-        rotation: usize,
-        out: &mut Vec<u8>,
-        runtime: &tokio::runtime::Handle,
-    ) -> Reply {
-        let in_full = match self.answer_from_registry(query, src, transport, rotation, out) {
+    pub fn answer_now(&self, query: Incoming<'_>, out: &mut Vec<u8>, runtime: &tokio::runtime::Handle) -> Reply {
+        let in_full = match self.answer_from_registry(query, out) {
             Step::Done(reply) => return reply,
             Step::Zones(in_full) => in_full,
         };
-        let query = in_full.as_deref().unwrap_or(query);
-        let mut future = std::pin::pin!(self.answer_from_zones(query, src, transport, out));
+        let packet = in_full.as_deref().unwrap_or(query.packet);
+        let mut future = std::pin::pin!(self.answer_from_zones(packet, query.from, query.transport, out));
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
         match future.as_mut().poll(&mut context) {
             std::task::Poll::Ready(reply) => reply,
@@ -121,22 +116,21 @@ impl DnsEngine {
     /// Parses `query` (in place, or read in full) and answers it if the registry does: its
     /// names, REFUSED for a zone transfer, errors for a query in a form it cannot take, or the
     /// query handed back for the recursors.
-    fn answer_from_registry(
-        &self,
-        query: &[u8],
-        src: SocketAddr,
-        transport: Transport,
-        rotation: usize,
-        out: &mut Vec<u8>,
-    ) -> Step {
+    fn answer_from_registry(&self, incoming: Incoming<'_>, out: &mut Vec<u8>) -> Step {
+        let Incoming {
+            packet,
+            from,
+            transport,
+            rotation,
+        } = incoming;
         // The question is used where it was parsed: it is a few hundred bytes, and copying it
         // was a measurable part of a query's cost.
-        let parsed = parse_question(query);
+        let parsed = parse_question(packet);
         let read;
         let mut in_full = None;
         let (query, q) = match &parsed {
-            Some(q) => (query, q),
-            None => match read_in_full(query) {
+            Some(q) => (packet, q),
+            None => match read_in_full(packet) {
                 InFull::Query(bytes, q) => {
                     read = q;
                     (&in_full.insert(bytes)[..], &*read)
@@ -160,7 +154,7 @@ impl DnsEngine {
         {
             return Step::Done(Reply::Ready);
         }
-        if self.forwards(query, q, src) {
+        if self.forwards(query, q, from) {
             out.clear();
             out.extend_from_slice(query);
             return Step::Done(Reply::Forward);

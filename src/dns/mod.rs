@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use engine::{DnsEngine, Reply};
+pub use engine::{DnsEngine, Incoming, Reply};
 pub use settings::DnsSettings;
 
 /// The bound DNS listeners: UDP sockets (one per worker) and TCP, on the same port.

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::engine::{DnsEngine, Reply};
+use super::engine::{DnsEngine, Incoming, Reply};
 use super::message::Transport;
 
 /// A connection that sends no complete query for this long is closed.
@@ -72,9 +72,13 @@ async fn connection(stream: TcpStream, src: SocketAddr, engine: &DnsEngine) -> s
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "query not completed in time"))??;
         rotation = rotation.wrapping_add(1);
-        let reply = engine
-            .answer(&query[..len], src, Transport::Tcp, rotation, &mut response)
-            .await;
+        let incoming = Incoming {
+            packet: &query[..len],
+            from: src,
+            transport: Transport::Tcp,
+            rotation,
+        };
+        let reply = engine.answer(incoming, &mut response).await;
         let sent = match reply {
             Reply::Ready => Some(&response[..]),
             Reply::Forward => {

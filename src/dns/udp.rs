@@ -18,7 +18,7 @@ use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::task::TaskTracker;
 
-use super::engine::{DnsEngine, Reply};
+use super::engine::{DnsEngine, Incoming, Reply};
 use super::message::Transport;
 
 /// Largest query read; anything longer is cut there and is then malformed.
@@ -145,7 +145,13 @@ fn serve(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, st
             rotation = rotation.wrapping_add(1);
             let query = &queries[slot * MAX_QUERY..slot * MAX_QUERY + len];
             let response = &mut responses[slot];
-            match engine.answer_now(query, client, Transport::Udp, rotation, response, &runtime.handle) {
+            let incoming = Incoming {
+                packet: query,
+                from: client,
+                transport: Transport::Udp,
+                rotation,
+            };
+            match engine.answer_now(incoming, response, &runtime.handle) {
                 Reply::Ready => replies.push((slot, src)),
                 Reply::Forward => forward(socket, engine, runtime, response, client),
                 Reply::Nothing => {}

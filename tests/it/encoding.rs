@@ -14,7 +14,7 @@ use serde_json::json;
 use sextant::api::wire::{parse_json, parse_registration};
 use sextant::dns::answers::ServiceAnswerMap;
 use sextant::dns::message::Transport;
-use sextant::dns::{DnsEngine, DnsSettings, Reply, zones};
+use sextant::dns::{DnsEngine, DnsSettings, Incoming, Reply, zones};
 use sextant::registry::Registry;
 
 struct Fixture {
@@ -109,10 +109,13 @@ const SRC: &str = "127.0.0.1:5353";
 
 async fn answer(engine: &DnsEngine, query: &[u8], transport: Transport, rotation: usize) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    match engine
-        .answer(query, SRC.parse().unwrap(), transport, rotation, &mut out)
-        .await
-    {
+    let incoming = Incoming {
+        packet: query,
+        from: SRC.parse().unwrap(),
+        transport,
+        rotation,
+    };
+    match engine.answer(incoming, &mut out).await {
         Reply::Ready => Some(out),
         Reply::Nothing => None,
         Reply::Forward => panic!("no forwarder is configured"),
@@ -491,10 +494,13 @@ async fn mutated_and_random_packets_never_break_the_parser() {
         }
         let transport = if round % 2 == 0 { Transport::Udp } else { Transport::Tcp };
         total += 1;
-        let reply = fixture
-            .engine
-            .answer(&packet, src, transport, round as usize, &mut out)
-            .await;
+        let incoming = Incoming {
+            packet: &packet,
+            from: src,
+            transport,
+            rotation: round as usize,
+        };
+        let reply = fixture.engine.answer(incoming, &mut out).await;
         if reply == Reply::Ready {
             answered += 1;
             let reply = Message::from_vec(&out).unwrap_or_else(|e| panic!("bad response to {packet:02x?}: {e}"));
