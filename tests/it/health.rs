@@ -186,8 +186,10 @@ async fn ttl_updates_set_status_and_a_missed_heartbeat_expires() {
     wait_for("expiry", async || status_is(&server, id, "critical").await).await;
     let expired_after = last_beat.elapsed();
     println!("TTL 1s expired {expired_after:?} after the last heartbeat");
+    // Never early; how late depends on this machine's load (paused_clock.rs holds the timing
+    // to the millisecond).
     assert!(
-        expired_after >= Duration::from_millis(950) && expired_after < Duration::from_millis(1500),
+        expired_after >= Duration::from_millis(950) && expired_after < Duration::from_secs(5),
         "expired {expired_after:?} after the last heartbeat, TTL 1s"
     );
     assert_eq!(check(&server, id).await.unwrap().1, "TTL expired");
@@ -276,7 +278,7 @@ async fn consecutive_result_thresholds() {
 }
 
 #[tokio::test]
-async fn deregister_critical_service_after_is_honoured_to_the_second() {
+async fn deregister_critical_service_after_removes_critical_instances() {
     let server = TestServer::start().await;
     server
         .register(json!({"Name": "batch", "ID": "batch-ok", "Address": "10.1.0.5",
@@ -295,8 +297,10 @@ async fn deregister_critical_service_after_is_honoured_to_the_second() {
     .await;
     let removed_after = registered.elapsed();
     println!("critical instance removed {removed_after:?} after registration (DeregisterCriticalServiceAfter 1s)");
+    // Never early; how late depends on this machine's load (paused_clock.rs holds the timing
+    // to the second).
     assert!(
-        removed_after >= Duration::from_millis(950) && removed_after < Duration::from_millis(1500),
+        removed_after >= Duration::from_millis(950) && removed_after < Duration::from_secs(5),
         "removed after {removed_after:?}"
     );
     assert!(
@@ -316,7 +320,7 @@ async fn deregister_critical_service_after_is_honoured_to_the_second() {
     .await;
     let removed_after = failed.elapsed();
     assert!(
-        removed_after >= Duration::from_millis(950) && removed_after < Duration::from_millis(1500),
+        removed_after >= Duration::from_millis(950) && removed_after < Duration::from_secs(5),
         "removed {removed_after:?} after failing"
     );
     let reply = udp(server.dns, "batch.service.trading-dc.", RecordType::A).await;

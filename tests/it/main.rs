@@ -15,6 +15,7 @@ mod durability;
 mod encoding;
 mod forwarding;
 mod health;
+mod paused_clock;
 mod resolvers;
 mod seed_client;
 mod store_failures;

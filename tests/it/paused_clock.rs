@@ -1,0 +1,188 @@
+//! Health timing on tokio's paused clock, in-process: TTL expiry and heartbeats, and the reaper of
+//! `DeregisterCriticalServiceAfter`, at the durations services really use (minutes) in no time and
+//! to the millisecond. The registry, the health checker and the DNS answers are the server's own;
+//! only the clock is tokio's test clock, which moves when every task waits. The wall-clock tests
+//! in `health.rs` keep a few of these end to end.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use serde_json::json;
+use sextant::api::wire::{parse_json, parse_registration};
+use sextant::dns::answers::ServiceAnswerMap;
+use sextant::dns::message::Transport;
+use sextant::dns::{DnsEngine, DnsSettings, Incoming, Reply, zones};
+use sextant::health::HealthChecker;
+use sextant::model::{CheckId, Health, InstanceId};
+use sextant::registry::Registry;
+use tokio::time::{Instant, sleep, sleep_until};
+
+struct Node {
+    registry: Arc<Registry>,
+    health: HealthChecker,
+    dns: DnsEngine,
+}
+
+impl Node {
+    fn start() -> Self {
+        let domain = Name::from_ascii("trading-dc.").unwrap();
+        let node_addr = "192.0.2.1".parse().unwrap();
+        let settings = DnsSettings::new(domain.clone(), "node1", node_addr);
+        let answers = Arc::new(ServiceAnswerMap::new(&settings));
+        let registry = Registry::new(node_addr, answers.clone());
+        let zones = zones::ZoneSource::new(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
+            &domain,
+            node_addr,
+        )
+        .load()
+        .unwrap();
+        let dns = DnsEngine::new(&settings, registry.clone(), answers, zones);
+        let health = HealthChecker::start(registry.clone(), 16).unwrap();
+        Self { registry, health, dns }
+    }
+
+    fn register(&self, body: serde_json::Value) {
+        let instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap()).unwrap();
+        let _ = self.registry.register(instance).expect("registers");
+    }
+
+    fn heartbeat(&self, check: &str) {
+        let check = CheckId::parse(check).unwrap();
+        self.registry.ttl_update(&check, Health::Passing, "beat").unwrap();
+    }
+
+    fn status(&self, instance: &str) -> Option<Health> {
+        let instance = self.registry.instance(&InstanceId::parse(instance).unwrap())?;
+        Some(instance.health())
+    }
+
+    /// The A records DNS answers for a service, and its response code.
+    async fn dns_a(&self, service: &str) -> (ResponseCode, usize) {
+        let mut query = Message::new(7, MessageType::Query, OpCode::Query);
+        let name = Name::from_ascii(format!("{service}.service.trading-dc.")).unwrap();
+        query.add_query(Query::query(name, RecordType::A));
+        let packet = query.to_vec().unwrap();
+        let from: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        let incoming = Incoming {
+            packet: &packet,
+            from,
+            transport: Transport::Udp,
+            rotation: 0,
+        };
+        let mut out = Vec::new();
+        assert_eq!(self.dns.answer(incoming, &mut out).await, Reply::Ready);
+        let reply = Message::from_vec(&out).unwrap();
+        (reply.metadata.response_code, reply.answers.len())
+    }
+
+    /// Lets the health checker's tasks take what the registry announced (no time passes).
+    async fn settle(&self) {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_hold_a_ttl_check_and_it_expires_one_ttl_after_the_last() {
+    let node = Node::start();
+    node.register(json!({"Name": "worker", "ID": "worker-1", "Address": "10.1.0.3",
+                         "Check": {"TTL": "30s", "Status": "passing"}}));
+    node.settle().await;
+    // A heartbeat every 25 s for ten minutes: never critical, always in DNS.
+    let mut last_beat = Instant::now();
+    for _ in 0..24 {
+        sleep(Duration::from_secs(25)).await;
+        assert_eq!(node.status("worker-1"), Some(Health::Passing));
+        assert_eq!(node.dns_a("worker").await, (ResponseCode::NoError, 1));
+        node.heartbeat("service:worker-1");
+        last_beat = Instant::now();
+    }
+    // Then none: passing until one TTL after the last heartbeat, critical and out of DNS from then.
+    sleep_until(last_beat + Duration::from_millis(29_990)).await;
+    assert_eq!(node.status("worker-1"), Some(Health::Passing), "10 ms before the TTL");
+    sleep_until(last_beat + Duration::from_millis(30_010)).await;
+    assert_eq!(node.status("worker-1"), Some(Health::Critical), "10 ms after the TTL");
+    assert_eq!(node.dns_a("worker").await, (ResponseCode::NoError, 0));
+    // The next heartbeat brings it back at once, and the TTL runs again from it.
+    node.heartbeat("service:worker-1");
+    assert_eq!(node.dns_a("worker").await, (ResponseCode::NoError, 1));
+    let beat = Instant::now();
+    sleep_until(beat + Duration::from_millis(29_990)).await;
+    assert_eq!(node.status("worker-1"), Some(Health::Passing));
+    sleep_until(beat + Duration::from_millis(30_010)).await;
+    assert_eq!(node.status("worker-1"), Some(Health::Critical));
+    node.health.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reaper_removes_an_instance_critical_for_longer_than_deregister_after() {
+    let node = Node::start();
+    // Critical from registration: removed 5 minutes after it, its answers with it.
+    node.register(json!({"Name": "batch", "ID": "batch-dead", "Address": "10.1.0.6",
+                         "Check": {"TTL": "1h", "DeregisterCriticalServiceAfter": "5m"}}));
+    let registered = Instant::now();
+    // Passing, with a heartbeat check: stays until it fails.
+    node.register(json!({"Name": "batch", "ID": "batch-ok", "Address": "10.1.0.5",
+                         "Check": {"TTL": "10m", "Status": "passing", "DeregisterCriticalServiceAfter": "90s"}}));
+    node.settle().await;
+    assert_eq!(node.health.running(), 2);
+    sleep_until(registered + Duration::from_secs(299)).await;
+    assert_eq!(
+        node.status("batch-dead"),
+        Some(Health::Critical),
+        "still there 1 s before"
+    );
+    // The reaper looks again every second at most: gone within a second of the deadline.
+    sleep_until(registered + Duration::from_secs(301)).await;
+    assert_eq!(node.status("batch-dead"), None, "removed after 5 minutes critical");
+    assert_eq!(node.status("batch-ok"), Some(Health::Passing));
+    assert_eq!(node.dns_a("batch").await, (ResponseCode::NoError, 1));
+    node.settle().await;
+    assert_eq!(node.health.running(), 1, "its check stopped with it");
+
+    // A check that turns critical later is timed from then: its TTL expires 10 minutes after its
+    // registration, and it goes 90 s after that.
+    sleep_until(registered + Duration::from_secs(600) + Duration::from_millis(10)).await;
+    assert_eq!(node.status("batch-ok"), Some(Health::Critical));
+    sleep_until(registered + Duration::from_secs(600 + 89)).await;
+    assert_eq!(
+        node.status("batch-ok"),
+        Some(Health::Critical),
+        "still there 1 s before"
+    );
+    sleep_until(registered + Duration::from_secs(600 + 91)).await;
+    assert_eq!(node.status("batch-ok"), None, "removed 90 s after it turned critical");
+    assert_eq!(node.dns_a("batch").await.0, ResponseCode::NXDomain);
+    node.settle().await;
+    assert_eq!(node.health.running(), 0);
+    node.health.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_before_the_reaper_keeps_the_instance() {
+    let node = Node::start();
+    node.register(json!({"Name": "job", "ID": "job-1", "Address": "10.1.0.7",
+                         "Check": {"TTL": "1m", "DeregisterCriticalServiceAfter": "2m"}}));
+    let registered = Instant::now();
+    node.settle().await;
+    // Critical for 119 s, then a heartbeat: the reaper's clock stops, and starts again from zero
+    // when the TTL expires a minute later.
+    sleep_until(registered + Duration::from_secs(119)).await;
+    node.heartbeat("service:job-1");
+    sleep_until(registered + Duration::from_secs(200)).await;
+    assert_eq!(node.status("job-1"), Some(Health::Critical), "expired again at 179 s");
+    sleep_until(registered + Duration::from_secs(119 + 60 + 119)).await;
+    assert!(
+        node.status("job-1").is_some(),
+        "2 minutes after the second expiry, not yet"
+    );
+    sleep_until(registered + Duration::from_secs(119 + 60 + 121)).await;
+    assert_eq!(node.status("job-1"), None);
+    node.health.shutdown().await;
+}
