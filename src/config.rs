@@ -236,7 +236,7 @@ impl Config {
     }
 
     /// The domain as an absolute, lower-cased DNS name.
-    pub fn domain_name(&self) -> Result<Name, ConfigError> {
+    fn domain_name(&self) -> Result<Name, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             field: "domain",
             message,
@@ -250,13 +250,13 @@ impl Config {
             .map_err(|e| invalid(e.to_string()))
     }
 
-    pub fn service_ttl_secs(&self) -> Result<u32, ConfigError> {
+    fn service_ttl_secs(&self) -> Result<u32, ConfigError> {
         ttl_secs("service_ttl", self.service_ttl)
     }
 
     /// The per-service TTLs, names lower-cased, checked: each a service name, or a prefix of one
     /// followed by `*`.
-    pub fn service_ttls_secs(&self) -> Result<Vec<(String, u32)>, ConfigError> {
+    fn service_ttls_secs(&self) -> Result<Vec<(String, u32)>, ConfigError> {
         self.service_ttls
             .iter()
             .map(|(pattern, ttl)| {
@@ -275,11 +275,11 @@ impl Config {
             .collect()
     }
 
-    pub fn node_ttl_secs(&self) -> Result<u32, ConfigError> {
+    fn node_ttl_secs(&self) -> Result<u32, ConfigError> {
         ttl_secs("node_ttl", self.node_ttl)
     }
 
-    pub fn node_name(&self) -> Result<String, ConfigError> {
+    fn node_name(&self) -> Result<String, ConfigError> {
         let name = match &self.node_name {
             Some(name) => name.clone(),
             None => host_name_label(),
@@ -291,7 +291,7 @@ impl Config {
         Ok(name)
     }
 
-    pub fn advertise_addr(&self) -> IpAddr {
+    fn advertise_addr(&self) -> IpAddr {
         self.advertise.unwrap_or_else(|| {
             let ip = self.dns.ip();
             if ip.is_unspecified() {
@@ -303,7 +303,7 @@ impl Config {
     }
 
     /// The largest UDP response: 512 (DNS without EDNS) to 65,535.
-    pub fn dns_max_udp_size(&self) -> Result<u16, ConfigError> {
+    fn dns_max_udp_size(&self) -> Result<u16, ConfigError> {
         if self.dns_max_udp_size < 512 {
             return Err(ConfigError::Invalid {
                 field: "dns_max_udp_size",
@@ -317,7 +317,7 @@ impl Config {
     }
 
     /// DNS's settings, validated.
-    pub fn dns_settings(&self) -> Result<DnsSettings, ConfigError> {
+    fn dns_settings(&self) -> Result<DnsSettings, ConfigError> {
         let mut settings = DnsSettings::new(self.domain_name()?, &self.node_name()?, self.advertise_addr());
         settings.service_ttl = self.service_ttl_secs()?;
         settings.service_ttls = self.service_ttls_secs()?;
@@ -329,13 +329,13 @@ impl Config {
         Ok(settings)
     }
 
-    pub fn dns_workers(&self) -> usize {
+    fn dns_workers(&self) -> usize {
         self.dns_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .clamp(1, 256)
     }
 
-    pub fn max_checks_in_flight(&self) -> Result<usize, ConfigError> {
+    fn max_checks_in_flight(&self) -> Result<usize, ConfigError> {
         match self.max_checks_in_flight {
             0 => Err(ConfigError::Invalid {
                 field: "max_checks_in_flight",
@@ -346,7 +346,7 @@ impl Config {
     }
 
     /// The reverse zones as absolute, lower-cased names, each under `in-addr.arpa.` or `ip6.arpa.`.
-    pub fn reverse_zone_names(&self) -> Result<Vec<Name>, ConfigError> {
+    fn reverse_zone_names(&self) -> Result<Vec<Name>, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             field: "reverse_zones (--reverse-zone)",
             message,
@@ -367,7 +367,7 @@ impl Config {
     }
 
     /// The recursors as socket addresses (port 53 unless given).
-    pub fn recursor_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+    fn recursor_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
         self.recursors
             .iter()
             .map(|text| {
@@ -382,7 +382,7 @@ impl Config {
     }
 
     /// The networks allowed to use the recursors.
-    pub fn recursor_client_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    fn recursor_client_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
         if self.recursor_clients.is_empty() {
             return Ok(crate::dns::forward::private_networks());
         }
@@ -399,16 +399,16 @@ impl Config {
             .collect()
     }
 
-    pub fn recursor_timeout(&self) -> Result<Duration, ConfigError> {
+    fn recursor_timeout(&self) -> Result<Duration, ConfigError> {
         more_than_zero("recursor_timeout", self.recursor_timeout)
     }
 
-    pub fn http_header_timeout(&self) -> Result<Duration, ConfigError> {
+    fn http_header_timeout(&self) -> Result<Duration, ConfigError> {
         more_than_zero("http_header_timeout", self.http_header_timeout)
     }
 
     /// The ACL token, from `acl_token` or read from `acl_token_file`.
-    pub fn acl_token(&self) -> Result<Option<String>, ConfigError> {
+    fn acl_token(&self) -> Result<Option<String>, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             field: "acl_token",
             message,
@@ -437,7 +437,7 @@ impl Config {
         Ok(Some(token))
     }
 
-    pub fn datacenter(&self) -> String {
+    fn datacenter(&self) -> String {
         self.datacenter
             .clone()
             .unwrap_or_else(|| self.domain.split('.').next().unwrap_or("dc1").to_owned())
