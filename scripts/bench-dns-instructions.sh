@@ -4,13 +4,19 @@
 # here). For each size, the services are registered with the binary running natively, which then
 # stops; the binary starts again under callgrind on the same data directory, its counters are
 # zeroed once it answers, dnsperf sends each query set at a modest rate, and the instructions
-# counted are divided by the queries answered. User space only: the kernel's share is the same
-# system calls whatever sextant build answers.
+# counted are divided by the queries answered. Two figures: the whole process (user space only:
+# the kernel's share is the same system calls whatever sextant build answers; how many queries a
+# system call takes moves it a little), and the answer function alone (inclusive), which
+# batching does not move.
 #
-# Usage: scripts/bench-dns-instructions.sh [--no-install] [--baseline PATH] [--sizes "10 100000"] [--queries N]
+# Usage: scripts/bench-dns-instructions.sh [--no-install] [--baseline PATH] [--baseline-fn NAME]
+#                                          [--sizes "10 100000"] [--queries N] [--rate QPS]
 #
-#   --baseline  another sextant binary (an earlier build), measured the same way: a before/after table
-#   --queries   queries per set (default 20000)
+#   --baseline     another sextant binary (an earlier build), measured the same way: a before/after table
+#   --baseline-fn  the baseline's answer function, if not this build's (builds before the one answer
+#                  path: sextant::dns::fast::FastPath::answer)
+#   --queries      queries per set (default 10000)
+#   --rate         queries per second dnsperf sends (default 1000: one query per system call)
 #
 # Results: target/bench-dns-instructions/<timestamp>/ (summary.md); the table goes to stdout.
 # Only 127.0.0.1 is used (ports 15321-15322).
@@ -21,14 +27,19 @@ B=$ROOT/scripts/bench
 
 INSTALL=1
 SIZES="10 100000"
-QUERIES=20000
+QUERIES=10000
+RATE=1000
 BASELINE=""
+ANSWER_FN=sextant::dns::engine::DnsEngine::answer_from_registry
+BASELINE_FN=$ANSWER_FN
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-install) INSTALL=0; shift ;;
         --baseline) BASELINE=$(realpath "$2"); shift 2 ;;
         --sizes) SIZES=$2; shift 2 ;;
         --queries) QUERIES=$2; shift 2 ;;
+        --rate) RATE=$2; shift 2 ;;
+        --baseline-fn) BASELINE_FN=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -42,12 +53,13 @@ if [ $INSTALL = 1 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
 fi
-for tool in dnsperf valgrind callgrind_control dig python3; do
+for tool in dnsperf valgrind callgrind_control callgrind_annotate dig python3; do
     command -v $tool >/dev/null || { echo "missing $tool: run without --no-install, or apt-get install dnsperf valgrind bind9-dnsutils" >&2; exit 1; }
 done
 
 cargo build --release --quiet
 declare -A BINARY=([sextant]=$ROOT/target/release/sextant)
+declare -A FUNCTION=([sextant]=$ANSWER_FN [baseline]=$BASELINE_FN)
 BUILDS=(sextant)
 if [ -n "$BASELINE" ]; then
     [ -x "$BASELINE" ] || { echo "--baseline $BASELINE is not an executable" >&2; exit 1; }
@@ -89,11 +101,11 @@ start() {  # binary data-dir log [valgrind args…]
     echo "valgrind: $(valgrind --version); dnsperf: $(dnsperf -h 2>&1 | grep -m1 -i version || true)"
     echo "sextant: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"
     [ -z "$BASELINE" ] || echo "baseline: $BASELINE"
-    echo "queries per set: $QUERIES"
+    echo "queries per set: $QUERIES, at $RATE per second; answer functions: ${FUNCTION[*]}"
 } | tee "$RES/versions.txt"
 
 CSV=$RES/runs.csv
-echo "size,test,build,queries,instructions,per_query" > "$CSV"
+echo "size,test,build,queries,instructions,per_query,answer_per_query" > "$CSV"
 for size in $SIZES; do
     data=$RES/data-$size
     mkdir -p "$data"
@@ -125,17 +137,25 @@ PY
                 tcp-mixed) args=(-m tcp -d "$data/mixed.q") ;;
             esac
             callgrind_control -z "$PID" > /dev/null
-            dnsperf -s 127.0.0.1 -p $DNS_PORT "${args[@]}" -n 1 -c 1 -Q 4000 -t 5 > "$data/$build-$test.log" 2>&1 || true
             rm -f "$data/$build".*.out*
+            dnsperf -s 127.0.0.1 -p $DNS_PORT "${args[@]}" -n 1 -c 1 -Q "$RATE" -t 5 > "$data/$build-$test.log" 2>&1 || true
             callgrind_control -d "$PID" > /dev/null
             completed=$(awk '/Queries completed:/ {print $3}' "$data/$build-$test.log")
             # One part per dump: its "summary:" line (or "totals:") holds its instruction count.
             total=$(cat "$data/$build".*.out* | awk '/^summary:/ {s += $2; seen = 1} /^totals:/ {t += $2}
                                                       END {print seen ? s : t + 0}')
+            # The answer function's inclusive count, from every part dumped.
+            answer=0
+            for part in "$data/$build".*.out*; do
+                n=$(callgrind_annotate --inclusive=yes --threshold=100 "$part" 2>/dev/null |
+                    awk -v fn="???:${FUNCTION[$build]} " '!found && index($0, fn) {gsub(",", "", $1); print $1; found = 1}')
+                answer=$((answer + ${n:-0}))
+            done
             per_q=$(python3 -c "print(f'{$total / ${completed:-0}:.0f}' if ${completed:-0} else '')")
-            echo "$size,$test,$build,${completed:-0},$total,$per_q" >> "$CSV"
-            printf '%7s %-9s %-8s %7s queries  %12s instructions  %8s per query\n' \
-                "$size" "$test" "$build" "${completed:-?}" "$total" "${per_q:-?}"
+            answer_q=$(python3 -c "print(f'{$answer / ${completed:-0}:.0f}' if ${completed:-0} else '')")
+            echo "$size,$test,$build,${completed:-0},$total,$per_q,$answer_q" >> "$CSV"
+            printf '%7s %-9s %-8s %7s queries  %8s per query  %8s in the answer function\n' \
+                "$size" "$test" "$build" "${completed:-?}" "${per_q:-?}" "${answer_q:-?}"
         done
         stop
     done
@@ -145,16 +165,20 @@ python3 - "$CSV" <<'PY' | tee "$RES/summary.md"
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 builds = list(dict.fromkeys(r["build"] for r in rows))
-cell = {(r["size"], r["test"], r["build"]): r["per_query"] for r in rows}
+cell = {(r["size"], r["test"], r["build"]): r for r in rows}
 keys = list(dict.fromkeys((r["size"], r["test"]) for r in rows))
-head = "| services | test | " + " | ".join(f"{b} instructions/query" for b in builds)
-print(head + (" | sextant/baseline |" if "baseline" in builds else " |"))
-print("|---|---|" + "---:|" * (len(builds) + ("baseline" in builds)))
+both = "baseline" in builds
+cols = [f"{b} per query (answer function)" for b in builds] + (["sextant/baseline (answer function)"] if both else [])
+print("| services | test | " + " | ".join(cols) + " |")
+print("|---|---|" + "---:|" * len(cols))
 for size, test in keys:
-    values = [cell.get((size, test, b), "") for b in builds]
-    line = f"| {size} | {test} | " + " | ".join(values)
-    if "baseline" in builds and all(values):
-        line += f" | {float(values[0]) / float(values[1]):.3f}"
-    print(line + " |")
+    got = [cell.get((size, test, b)) for b in builds]
+    line = [f"{r['per_query']} ({r['answer_per_query']})" if r else "" for r in got]
+    if both and all(got) and all(r["per_query"] and r["answer_per_query"] for r in got):
+        s, b = got
+        whole = float(s["per_query"]) / float(b["per_query"])
+        answer = float(s["answer_per_query"]) / float(b["answer_per_query"])
+        line.append(f"{whole:.3f} ({answer:.3f})")
+    print(f"| {size} | {test} | " + " | ".join(line) + " |")
 PY
 echo "(results in $RES)"
