@@ -5,11 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System tools the build, the tests and the walk-through use: a C compiler and make (jemalloc
-# and ring are built from C), kill and ps (procps), curl, dig (bind9-dnsutils), the resolvers
+# and ring are built from C), protoc and protobuf's headers (the etcd client's gRPC code is
+# generated at build time), kill and ps (procps), curl, dig (bind9-dnsutils), the resolvers
 # that tests/it/resolvers.rs starts on loopback ports (unbound, dnsmasq, BIND's named), the scraper
-# that tests/it/clients.rs starts (victoria-metrics), and Python with venv for the Python clients.
+# that tests/it/clients.rs starts (victoria-metrics), etcd and etcdctl for tests/it/etcd.rs, and
+# Python with venv for the Python clients.
 need_apt=()
 { command -v cc && command -v make; } >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
+[ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || need_apt+=(etcd-client)
 # (kill as a program, which the tests run: the shell's built-in does not count)
 { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } && command -v ps >/dev/null 2>&1 || need_apt+=(procps)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
@@ -21,7 +27,14 @@ command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
+    # No package may start a system service (etcd-server would): the tests start their own.
+    policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
+      trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    if [ $made_policy = 1 ]; then rm -f "$policy"; trap - EXIT; fi
   else
     echo "missing: ${need_apt[*]}; install with: sudo apt-get install -y ${need_apt[*]}" >&2
     exit 1

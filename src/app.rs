@@ -10,14 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::acl::Acl;
 use crate::api::{self, ApiState, NodeInfo};
-use crate::config::{Config, ConfigError, Settings};
+use crate::config::{Config, ConfigError, Settings, StoreSettings};
 use crate::dns::answers::ServiceAnswerMap;
 use crate::dns::forward::Forwarder;
 use crate::dns::zones::{ZoneError, ZoneSource};
 use crate::dns::{DnsEngine, DnsListeners, DnsServer};
 use crate::health::{HealthChecker, HealthError};
 use crate::registry::{Registry, RegistryError};
-use crate::store::{Journal, RedbStore, Store, StoreError};
+use crate::store::{EtcdStore, Journal, RedbStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -57,7 +57,23 @@ impl App {
     /// Binds every listener and starts serving, with the registry kept in `config.data_dir`.
     pub async fn bind(config: Config) -> Result<Self, AppError> {
         let settings = config.settings()?;
-        let store = Arc::new(RedbStore::open(&settings.data_dir)?);
+        let store: Arc<dyn Store> = match &settings.store {
+            StoreSettings::Embedded(data_dir) => Arc::new(RedbStore::open(data_dir)?),
+            StoreSettings::Etcd(etcd) => {
+                let etcd = etcd.clone();
+                // Connecting blocks on the store's own runtime: not on this one's threads.
+                Arc::new(
+                    tokio::task::spawn_blocking(move || EtcdStore::open(&etcd))
+                        .await
+                        .map_err(|e| {
+                            AppError::Store(StoreError::Etcd {
+                                endpoints: String::new(),
+                                message: e.to_string(),
+                            })
+                        })??,
+                )
+            }
+        };
         Self::start(settings, store).await
     }
 
@@ -72,16 +88,27 @@ impl App {
             dns_server,
             http,
             max_checks_in_flight,
-            data_dir,
+            store: where_kept,
         } = settings;
         let node_addr = dns_settings.node_addr;
         // The registry as it was: an unreadable store stops the start, never an empty registry.
         let journal = Journal::start(store.clone()).map_err(AppError::Journal)?;
         let answers = Arc::new(ServiceAnswerMap::new(&dns_settings));
         let registry = Registry::with_journal(node_addr, answers.clone(), journal);
-        let restored = registry.restore(&*store)?;
-        drop(store);
-        tracing::info!(instances = restored, data_dir = %data_dir.display(), "registry restored");
+        // Reading the store blocks (a file, or etcd through the store's own runtime).
+        let restored = {
+            let registry = registry.clone();
+            let restoring = tokio::task::spawn_blocking(move || registry.restore(&*store)).await;
+            restoring.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))?
+        };
+        match where_kept {
+            StoreSettings::Embedded(dir) => {
+                tracing::info!(instances = restored, data_dir = %dir.display(), "registry restored")
+            }
+            StoreSettings::Etcd(etcd) => {
+                tracing::info!(instances = restored, etcd = %etcd.endpoints.join(","), prefix = %etcd.prefix, "registry restored")
+            }
+        }
         let zone_source = dns_server.zones;
         let zones = zone_source.load()?;
         tracing::info!(files = ?zones.files, "zones loaded");

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 use crate::dns::settings::{DEFAULT_MAX_UDP_SIZE, DnsSettings};
 use crate::dns::zones::ZoneSource;
 use crate::model::{check_dns_label, parse_go_duration};
+use crate::store::EtcdSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -91,6 +92,20 @@ pub struct Config {
     /// connection is closed after as long. Bounds what a slow or silent client can hold.
     #[serde(deserialize_with = "go_duration")]
     pub http_header_timeout: Duration,
+    /// Keep the registry in this etcd cluster (`http://host:port`, one per member) instead of
+    /// `data_dir`.
+    pub etcd: Vec<String>,
+    /// Every key sextant writes in etcd starts with it.
+    pub etcd_prefix: String,
+    /// PEM files for etcd over TLS: the CA of its members' certificates, and this client's
+    /// certificate and key.
+    pub etcd_ca: Option<PathBuf>,
+    pub etcd_cert: Option<PathBuf>,
+    pub etcd_key: Option<PathBuf>,
+    /// etcd's user, when its authentication is on; the password is read from
+    /// `etcd_password_file`.
+    pub etcd_user: Option<String>,
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -120,6 +135,13 @@ impl Default for Config {
             acl_token: None,
             acl_token_file: None,
             http_header_timeout: Duration::from_secs(30),
+            etcd: Vec::new(),
+            etcd_prefix: "/sextant/".into(),
+            etcd_ca: None,
+            etcd_cert: None,
+            etcd_key: None,
+            etcd_user: None,
+            etcd_password_file: None,
         }
     }
 }
@@ -169,7 +191,15 @@ pub struct Settings {
     /// Most HTTP/TCP probes running at once.
     pub max_checks_in_flight: usize,
     /// Where registrations are kept.
-    pub data_dir: PathBuf,
+    pub store: StoreSettings,
+}
+
+/// Where registrations are kept.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    /// The embedded store: a redb file in this folder.
+    Embedded(PathBuf),
+    Etcd(EtcdSettings),
 }
 
 /// Where DNS listens, what else it serves, and where it forwards.
@@ -219,9 +249,73 @@ impl Config {
                 datacenter: self.datacenter(),
             },
             max_checks_in_flight: self.max_checks_in_flight()?,
-            data_dir: self.data_dir.clone(),
+            store: self.store_settings(&dns.node_name)?,
             dns,
         })
+    }
+
+    /// The embedded store in `data_dir`, or etcd when `etcd` names its members.
+    fn store_settings(&self, node_name: &str) -> Result<StoreSettings, ConfigError> {
+        if self.etcd.is_empty() {
+            return Ok(StoreSettings::Embedded(self.data_dir.clone()));
+        }
+        let invalid = |field: &'static str, message: String| ConfigError::Invalid { field, message };
+        let tls = self.etcd_ca.is_some() || self.etcd_cert.is_some();
+        for endpoint in &self.etcd {
+            let url = url::Url::parse(endpoint)
+                .map_err(|e| invalid("etcd (--etcd)", format!("{endpoint:?} is not a URL ({e})")))?;
+            let scheme_fits = match url.scheme() {
+                "http" => !tls,
+                "https" => true,
+                _ => false,
+            };
+            if !scheme_fits || url.host().is_none() || url.port().is_none() || url.path() != "/" {
+                let scheme = if tls { "https" } else { "http or https" };
+                return Err(invalid(
+                    "etcd (--etcd)",
+                    format!("{endpoint:?}: give each member as {scheme}://HOST:PORT"),
+                ));
+            }
+        }
+        if self.etcd_prefix.is_empty() || !self.etcd_prefix.ends_with('/') {
+            return Err(invalid(
+                "etcd_prefix (--etcd-prefix)",
+                format!("{:?} must end with '/'", self.etcd_prefix),
+            ));
+        }
+        if self.etcd_cert.is_some() != self.etcd_key.is_some() {
+            return Err(invalid(
+                "etcd_cert, etcd_key (--etcd-cert, --etcd-key)",
+                "give the client certificate and its key together".into(),
+            ));
+        }
+        let user = match (&self.etcd_user, &self.etcd_password_file) {
+            (None, None) => None,
+            (Some(user), Some(path)) => {
+                let password = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(
+                        "etcd_password_file (--etcd-password-file)",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                Some((user.clone(), password.trim().to_owned()))
+            }
+            _ => {
+                return Err(invalid(
+                    "etcd_user, etcd_password_file (--etcd-user, --etcd-password-file)",
+                    "give the user and the file holding its password together".into(),
+                ));
+            }
+        };
+        Ok(StoreSettings::Etcd(EtcdSettings {
+            endpoints: self.etcd.clone(),
+            prefix: self.etcd_prefix.clone(),
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            user,
+            holder: node_name.to_owned(),
+        }))
     }
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -584,6 +678,28 @@ pub struct ServeArgs {
     /// connection may sit idle) [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = parse_go_duration)]
     pub http_header_timeout: Option<Duration>,
+    /// Keep the registry in this etcd cluster instead of --data-dir: its members' client URLs,
+    /// comma-separated (http://10.0.0.1:2379,http://10.0.0.2:2379,…).
+    #[arg(long, value_name = "URL,…", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Every key sextant writes in etcd starts with it [default: /sextant/].
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// The CA (PEM) that signed the etcd members' certificates: etcd over TLS (https:// URLs).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for etcd members that ask for one.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The key (PEM) of --etcd-cert.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd's user, when its authentication is on (the password comes from --etcd-password-file).
+    #[arg(long, value_name = "NAME")]
+    pub etcd_user: Option<String>,
+    /// The file holding that user's password.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -640,6 +756,25 @@ impl ServeArgs {
             config.datacenter = self.datacenter;
         }
         config.dns_only_passing |= self.dns_only_passing;
+        if !self.etcd.is_empty() {
+            config.etcd = self.etcd;
+        }
+        for (flag, value) in [
+            (&mut config.etcd_ca, self.etcd_ca),
+            (&mut config.etcd_cert, self.etcd_cert),
+            (&mut config.etcd_key, self.etcd_key),
+            (&mut config.etcd_password_file, self.etcd_password_file),
+        ] {
+            if value.is_some() {
+                *flag = value;
+            }
+        }
+        if self.etcd_prefix.is_some() {
+            config.etcd_prefix = self.etcd_prefix.unwrap_or_default();
+        }
+        if self.etcd_user.is_some() {
+            config.etcd_user = self.etcd_user;
+        }
         // A token given on the command line replaces the file's, whichever form either takes.
         if self.acl_token.is_some() || self.acl_token_file.is_some() {
             config.acl_token = self.acl_token;

@@ -44,6 +44,10 @@ impl From<RegistryError> for ApiError {
                 "the change was not made: the data directory {dir} cannot be written ({message}); \
                  retry once it has space or is writable again"
             )),
+            RegistryError::Store(StoreError::Etcd { endpoints, message }) => Self::Unavailable(format!(
+                "the change was not made: etcd ({endpoints}) cannot be reached or refused it ({message}); \
+                 retry once etcd is back"
+            )),
             RegistryError::Store(StoreError::Closed) => {
                 Self::Unavailable("the change was not made: sextant is stopping".into())
             }

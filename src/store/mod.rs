@@ -3,13 +3,15 @@
 //!
 //! The registry talks to a [`Journal`], which orders changes as the registry made them and
 //! commits them in batches (one fsync for every change that arrived while the last one ran:
-//! group commit). The journal writes through the [`Store`] trait, so another backend (etcd) can
-//! take the place of the local redb file.
+//! group commit). The journal writes through the [`Store`] trait: the local redb file by default,
+//! or etcd (`--etcd`).
 
+mod etcd_store;
 mod journal;
 mod record;
 mod redb_store;
 
+pub use etcd_store::{EtcdSettings, EtcdStore};
 pub use journal::{Journal, Then};
 pub use record::{StoredCheck, StoredInstance};
 pub use redb_store::RedbStore;
@@ -55,6 +57,10 @@ pub enum StoreError {
     /// tries again with the next change.
     #[error("the data directory {dir} cannot be written ({message})")]
     Unavailable { dir: String, message: String },
+    /// etcd did not take a change (out of reach, no quorum, or the prefix held by another
+    /// server): the change was not made. The store tries again with the next change.
+    #[error("etcd at {endpoints}: {message}")]
+    Etcd { endpoints: String, message: String },
     #[error("the registry database is closed (sextant is stopping)")]
     Closed,
 }

@@ -13,6 +13,7 @@ mod dns;
 mod dns_abuse;
 mod durability;
 mod encoding;
+mod etcd;
 mod forwarding;
 mod health;
 mod paused_clock;

@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod endpoint;
+pub mod etcd;
 pub mod process;
 pub mod tools;
 

@@ -50,9 +50,12 @@ pub fn start_binary_with(zones: &Path, data_dir: &Path, args: &[&str]) -> Runnin
     };
     let mut startup_log = Vec::new();
     let (dns, http) = loop {
-        let line = log
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server logs its addresses");
+        let line = log.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|error| {
+            panic!(
+                "the server did not log its addresses ({error}); it said:\n{}",
+                startup_log.join("\n")
+            )
+        });
         let addresses = line
             .contains("sextant is serving")
             .then(|| (field(&line, "dns").unwrap(), field(&line, "http").unwrap()));
