@@ -879,6 +879,63 @@ mod tests {
     }
 
     #[test]
+    fn etcd_settings_are_checked() {
+        let with = |etcd: &[&str], change: fn(&mut Config)| {
+            let mut config = Config {
+                etcd: etcd.iter().map(|e| e.to_string()).collect(),
+                ..Config::default()
+            };
+            change(&mut config);
+            config.store_settings("node1")
+        };
+        let fine = with(&["http://10.0.0.1:2379", "https://etcd-2:2379"], |_| {}).unwrap();
+        assert!(matches!(fine, StoreSettings::Etcd(ref e) if e.prefix == "/sextant/" && e.holder == "node1"));
+        assert!(matches!(with(&[], |_| {}).unwrap(), StoreSettings::Embedded(_)));
+        let error = |etcd: &[&str], change: fn(&mut Config)| with(etcd, change).unwrap_err().to_string();
+        for (etcd, change, expected) in [
+            (
+                &["10.0.0.1:2379"][..],
+                (|_: &mut Config| {}) as fn(&mut Config),
+                "not a URL",
+            ),
+            (&["http://10.0.0.1"], |_| {}, "http or https://HOST:PORT"),
+            (&["ftp://10.0.0.1:2379"], |_| {}, "http or https://HOST:PORT"),
+            (
+                &["http://10.0.0.1:2379"],
+                |c| c.etcd_ca = Some("ca.pem".into()),
+                "https://HOST:PORT",
+            ),
+            (
+                &["http://10.0.0.1:2379"],
+                |c| c.etcd_prefix = "/x".into(),
+                "must end with '/'",
+            ),
+            (
+                &["https://10.0.0.1:2379"],
+                |c| c.etcd_cert = Some("c.pem".into()),
+                "together",
+            ),
+            (
+                &["http://10.0.0.1:2379"],
+                |c| c.etcd_user = Some("root".into()),
+                "together",
+            ),
+            (
+                &["http://10.0.0.1:2379"],
+                |c| {
+                    c.etcd_user = Some("root".into());
+                    c.etcd_password_file = Some("/nonexistent/password".into());
+                },
+                "cannot read /nonexistent/password",
+            ),
+        ] {
+            let message = error(etcd, change);
+            assert!(message.contains(expected), "{etcd:?}: {message}");
+            assert!(message.contains("etcd"), "names the key: {message}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = toml::from_str::<Config>("domian = \"x\"").unwrap_err();
         assert!(err.to_string().contains("domian"), "{err}");

@@ -22,8 +22,10 @@ use super::{Batch, Change, Store, StoreError, StoredInstance};
 
 /// How long connecting to etcd may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one attempt of a call may take (a call is tried on each member in turn).
+/// How long one attempt of a call may take; a call is tried again for as long per member.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The pause after an attempt that failed at once.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// The lease behind this server's hold on the prefix: how long after this server stops talking
 /// to etcd another server may take the prefix.
 const LEASE_TTL: i64 = 10;
@@ -58,7 +60,7 @@ pub struct EtcdStore {
     prefix: String,
     /// The endpoints, for messages.
     endpoints: String,
-    /// How many members a call is tried on at most.
+    /// How many members there are: a call is tried for [`ATTEMPT_TIMEOUT`] per member.
     members: usize,
     /// The lease that holds the prefix; its key is written only while it is this lease's.
     lease: Arc<AtomicI64>,
@@ -122,26 +124,37 @@ impl EtcdStore {
         format!("{}instances/{id}", self.prefix)
     }
 
-    /// Runs `call` on the store's runtime, tried once per member at most, [`ATTEMPT_TIMEOUT`]
-    /// each: the client spreads calls over the members and goes on sending some to a member
-    /// that is down, where they fail or wait; the next attempt goes to another. Every call made
-    /// this way may be made twice (a read, a write of the same values, a lease that expires if
-    /// unused). The last error is [`StoreError::Etcd`].
+    /// Runs `call` on the store's runtime, tried again until it succeeds or [`ATTEMPT_TIMEOUT`]
+    /// per member has passed: the client spreads calls over the members at random and goes on
+    /// sending some to a member that is down, where they fail at once or wait; another attempt
+    /// likely goes to another member. Every call made this way may be made twice (a read, a
+    /// write of the same values, a lease that expires if unused). The last error is
+    /// [`StoreError::Etcd`].
     fn retried<T, F: Future<Output = Result<T, etcd_client::Error>>>(
         &self,
         mut call: impl FnMut(Client) -> F,
     ) -> Result<T, StoreError> {
-        let mut last = None;
-        for _ in 0..self.members {
+        let deadline = std::time::Instant::now() + ATTEMPT_TIMEOUT * self.members as u32;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
             let attempt = call(self.client.clone());
-            let bounded = async { tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await };
-            match self.runtime().block_on(bounded) {
+            let bounded = async {
+                let outcome = tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), attempt).await;
+                if matches!(outcome, Ok(Err(_))) {
+                    // Failed at once (a member refusing connections): not a busy loop.
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                outcome
+            };
+            let error = match self.runtime().block_on(bounded) {
                 Ok(Ok(value)) => return Ok(value),
-                Ok(Err(error)) => last = Some(error.to_string()),
-                Err(_) => last = Some(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
+            };
+            if std::time::Instant::now() >= deadline {
+                return Err(self.error(error));
             }
         }
-        Err(self.error(last.unwrap_or_default()))
     }
 
     fn error(&self, message: String) -> StoreError {

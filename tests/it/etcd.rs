@@ -1,7 +1,8 @@
 //! The registry kept in a real 3-member etcd cluster (`--etcd`): the real binary, killed with
 //! SIGKILL and restarted, serves every registration it acknowledged; losing one member loses
 //! nothing and refuses nothing; with etcd out of reach writes get 503 naming etcd while DNS keeps
-//! answering; a second server on the same prefix is refused at start.
+//! answering; a second server on the same prefix is refused at start; etcd over TLS with client
+//! certificates.
 
 use crate::common;
 
@@ -150,4 +151,46 @@ async fn a_second_server_on_the_same_prefix_is_refused() {
         stderr.contains("another sextant server (sextant-a)") && stderr.contains("--etcd-prefix"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn the_registry_in_etcd_over_tls_with_client_certificates() {
+    let cluster = EtcdCluster::start_tls(1);
+    let tls = cluster.tls.as_ref().unwrap();
+    let endpoints = cluster.endpoints();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (ca, cert, key) = (path(&tls.ca), path(&tls.client_cert), path(&tls.client_key));
+    let args = [
+        "--etcd",
+        &endpoints,
+        "--etcd-prefix",
+        "/tls/",
+        "--node-name",
+        "sextant-a",
+        "--etcd-ca",
+        &ca,
+        "--etcd-cert",
+        &cert,
+        "--etcd-key",
+        &key,
+    ];
+    let server = start_binary_with(&repo_zones(), &temp_data_dir(), &args);
+    let (code, body) = register(&server, 1).await;
+    assert_eq!(code, 200, "{body}");
+    kill_9(server);
+    let server = start_binary_with(&repo_zones(), &temp_data_dir(), &args);
+    assert!(answers(&server, 1).await, "kept over TLS");
+    kill_9(server);
+    // Without a client certificate the members refuse the connection: the start fails, naming etcd.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
+        .arg(repo_zones())
+        .arg("--data-dir")
+        .arg(temp_data_dir())
+        .args(["--etcd", &endpoints, "--etcd-prefix", "/tls/", "--etcd-ca", &ca])
+        .output()
+        .expect("sextant runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("etcd"), "{stderr}");
 }

@@ -1,5 +1,5 @@
 //! A real etcd cluster on loopback ports (Debian's `etcd-server`), each member a child process
-//! the test can kill, stop and start again.
+//! the test can kill, stop and start again; over TLS with certificates the test makes, if asked.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +12,49 @@ pub struct EtcdCluster {
     /// `m0=http://127.0.0.1:PEER,…`
     initial_cluster: String,
     dir: TempDir,
+    /// Clients speak TLS, and must show a certificate the CA signed.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files: a CA, the members' certificate (for 127.0.0.1) and a client's, both signed by it.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    fn make(dir: &std::path::Path) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let signed = |names: Vec<String>| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &ca, &ca_key)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = signed(vec!["127.0.0.1".into(), "localhost".into()]);
+        let (client_cert, client_key) = signed(vec!["sextant".into()]);
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        Self {
+            ca: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server-key.pem", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client-key.pem", &client_key),
+        }
+    }
 }
 
 struct Member {
@@ -24,6 +67,15 @@ struct Member {
 impl EtcdCluster {
     /// Starts `size` members and waits until the cluster takes writes.
     pub fn start(size: usize) -> Self {
+        Self::start_with(size, false)
+    }
+
+    /// As [`start`](Self::start), the clients' side over TLS with client certificates.
+    pub fn start_tls(size: usize) -> Self {
+        Self::start_with(size, true)
+    }
+
+    fn start_with(size: usize, tls: bool) -> Self {
         require("etcd", "etcd-server");
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
@@ -38,10 +90,13 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
+        let dir = TempDir::new("etcd");
+        let tls = tls.then(|| TlsFiles::make(&dir.0));
         let mut cluster = Self {
             members,
             initial_cluster,
-            dir: TempDir::new("etcd"),
+            dir,
+            tls,
         };
         for i in 0..size {
             cluster.start_member(i);
@@ -54,18 +109,34 @@ impl EtcdCluster {
     pub fn endpoints(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| self.client_url(m))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    fn client_url(&self, member: &Member) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", member.client_port)
     }
 
     /// Starts member `i` (again), on its data directory.
     pub fn start_member(&mut self, i: usize) {
         let data: PathBuf = self.dir.0.join(&self.members[i].name);
+        let client = self.client_url(&self.members[i]);
+        let mut command = Command::new(require("etcd", "etcd-server"));
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
         let member = &mut self.members[i];
-        let client = format!("http://127.0.0.1:{}", member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new(require("etcd", "etcd-server"))
+        let child = command
             .args(["--name", &member.name, "--data-dir"])
             .arg(&data)
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
@@ -80,7 +151,7 @@ impl EtcdCluster {
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.0.join(format!("{}.log", member.name))).unwrap())
             .spawn()
             .expect("etcd starts");
         member.process = Some(child);
@@ -99,9 +170,15 @@ impl EtcdCluster {
         let etcdctl = require("etcdctl", "etcd-client");
         let deadline = Instant::now() + Duration::from_secs(30);
         for member in self.members.iter().filter(|m| m.process.is_some()) {
-            let endpoint = format!("http://127.0.0.1:{}", member.client_port);
+            let endpoint = self.client_url(member);
             loop {
-                let ok = Command::new(&etcdctl)
+                let mut command = Command::new(&etcdctl);
+                if let Some(tls) = &self.tls {
+                    command.arg("--cacert").arg(&tls.ca);
+                    command.arg("--cert").arg(&tls.client_cert);
+                    command.arg("--key").arg(&tls.client_key);
+                }
+                let ok = command
                     .args([
                         "--endpoints",
                         &endpoint,
@@ -119,11 +196,17 @@ impl EtcdCluster {
                 if ok {
                     break;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "etcd member {} does not take writes",
-                    member.name
-                );
+                if Instant::now() >= deadline {
+                    let log = std::fs::read_to_string(self.dir.0.join(format!("{}.log", member.name)));
+                    let log = log.unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    panic!(
+                        "etcd member {} does not take writes; its log ends:\n{}",
+                        member.name,
+                        tail.join("\n")
+                    );
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
