@@ -1,8 +1,10 @@
 //! Registrations with the durable store: how many per second are acknowledged (each synced to
-//! disk before its 200), from one client and from 64 at once, and how long after the 200 the
-//! instance is in a DNS answer. Run with `cargo bench --bench registration`.
+//! disk, or committed by etcd, before its 200), from one client and from 64 at once, and how long
+//! after the 200 the instance is in a DNS answer; with the embedded store, then with the registry
+//! in a 3-member etcd cluster on loopback ports. Run with `cargo bench --bench registration`.
 //!
-//! Clients and server share this process (and the machine's cores): the figures are end to end.
+//! Clients and server share this process (and the machine's cores, with etcd's members): the
+//! figures are end to end.
 
 mod common;
 
@@ -41,10 +43,18 @@ const SMOKE: Plan = Plan {
 fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
     let plan = if smoke { SMOKE } else { FULL };
-    tokio::runtime::Runtime::new().unwrap().block_on(run(&plan));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(run(&plan, "embedded store, an fsync before each 200", None));
+    let etcd = common::etcd::EtcdCluster::start(3);
+    let endpoints = etcd.endpoints().split(',').map(str::to_owned).collect();
+    runtime.block_on(run(
+        &plan,
+        "etcd, 3 members, committed before each 200",
+        Some(endpoints),
+    ));
 }
 
-async fn run(plan: &Plan) {
+async fn run(plan: &Plan, backend: &str, etcd: Option<Vec<String>>) {
     let data_dir = common::DataDir::new("registration");
     let config = Config {
         dns: "127.0.0.1:0".parse().unwrap(),
@@ -52,6 +62,7 @@ async fn run(plan: &Plan) {
         data_dir: data_dir.0.clone(),
         zones: data_dir.0.join("no-zones"),
         dns_workers: Some(1),
+        etcd: etcd.unwrap_or_default(),
         ..Config::default()
     };
     let app = App::bind(config).await.expect("server starts");
@@ -100,7 +111,7 @@ async fn run(plan: &Plan) {
     let at = |q: f64| delays[((delays.len() - 1) as f64 * q) as usize];
 
     println!(
-        "registrations with an fsync before each 200 ({} stored at the end):",
+        "registrations, {backend} ({} stored at the end):",
         next.load(Ordering::Relaxed)
     );
     println!("  1 client, sequential:   {single:>8.0} registrations/s");

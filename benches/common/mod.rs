@@ -6,6 +6,12 @@
 #[path = "../../tests/it/common/process.rs"]
 pub mod process;
 
+#[path = "../../tests/it/common/etcd.rs"]
+pub mod etcd;
+/// A real etcd cluster, and the tools it needs: the tests' own.
+#[path = "../../tests/it/common/tools.rs"]
+pub mod tools;
+
 #[allow(unused_imports)] // not every benchmark reads memory
 pub use process::resident_bytes;
 
