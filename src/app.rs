@@ -58,20 +58,14 @@ impl App {
     pub async fn bind(config: Config) -> Result<Self, AppError> {
         let settings = config.settings()?;
         let store: Arc<dyn Store> = match &settings.store {
-            StoreSettings::Embedded(data_dir) => Arc::new(RedbStore::open(data_dir)?),
+            StoreSettings::Embedded(data_dir) => {
+                let data_dir = data_dir.clone();
+                Arc::new(off_the_runtime(move || RedbStore::open(&data_dir)).await?)
+            }
+            // Connecting blocks on the store's own runtime: not on this one's threads.
             StoreSettings::Etcd(etcd) => {
                 let etcd = etcd.clone();
-                // Connecting blocks on the store's own runtime: not on this one's threads.
-                Arc::new(
-                    tokio::task::spawn_blocking(move || EtcdStore::open(&etcd))
-                        .await
-                        .map_err(|e| {
-                            AppError::Store(StoreError::Etcd {
-                                endpoints: String::new(),
-                                message: e.to_string(),
-                            })
-                        })??,
-                )
+                Arc::new(off_the_runtime(move || EtcdStore::open(&etcd)).await?)
             }
         };
         Self::start(settings, store).await
@@ -98,8 +92,7 @@ impl App {
         // Reading the store blocks (a file, or etcd through the store's own runtime).
         let restored = {
             let registry = registry.clone();
-            let restoring = tokio::task::spawn_blocking(move || registry.restore(&*store)).await;
-            restoring.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))?
+            off_the_runtime(move || registry.restore(&*store)).await?
         };
         match where_kept {
             StoreSettings::Embedded(dir) => {
@@ -235,6 +228,17 @@ impl App {
         // Nothing writes any more: commit what is queued.
         let registry = self.registry;
         let _ = tokio::task::spawn_blocking(move || registry.close()).await;
+    }
+}
+
+/// Runs blocking work (a store's I/O) off the runtime's threads; a panic in it stays a panic.
+async fn off_the_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("blocking work was cancelled: {error}"),
+        },
     }
 }
 

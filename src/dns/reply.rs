@@ -49,6 +49,18 @@ struct Sections {
     truncated: bool,
 }
 
+impl Sections {
+    /// Starts the response in `out` (cleared first) with the query's header and question.
+    fn start(query: &[u8], q: &Question, out: &mut Vec<u8>) -> Self {
+        out.clear();
+        out.extend_from_slice(&query[..q.end]);
+        Self {
+            counts: [1, 0, 0, 0],
+            truncated: false,
+        }
+    }
+}
+
 impl ReplyWriter {
     pub fn new(
         answers: Arc<ServiceAnswerMap>,
@@ -94,12 +106,7 @@ impl ReplyWriter {
         out: &mut Vec<u8>,
     ) -> bool {
         let limit = self.size_limit(q, transport);
-        out.clear();
-        out.extend_from_slice(&query[..q.end]);
-        let mut sections = Sections {
-            counts: [1, 0, 0, 0],
-            truncated: false,
-        };
+        let mut sections = Sections::start(query, q, out);
         // The zone whose SOA a negative answer carries: the domain, or a reverse zone.
         let mut reverse_zone = None;
         let rcode = match lookup {
@@ -163,12 +170,7 @@ impl ReplyWriter {
 
     /// Writes REFUSED for `query` (a zone transfer: registrations are not for copying out).
     pub fn refuse(&self, query: &[u8], q: &Question, out: &mut Vec<u8>) {
-        out.clear();
-        out.extend_from_slice(&query[..q.end]);
-        let sections = Sections {
-            counts: [1, 0, 0, 0],
-            truncated: false,
-        };
+        let sections = Sections::start(query, q, out);
         finish(query, q, RCODE_REFUSED, sections, out);
     }
 
