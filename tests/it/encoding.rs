@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -14,7 +13,7 @@ use serde_json::json;
 use sextant::api::wire::{parse_json, parse_registration};
 use sextant::dns::answers::ServiceAnswerMap;
 use sextant::dns::message::Transport;
-use sextant::dns::{DnsEngine, DnsSettings, Incoming, Reply, zones};
+use sextant::dns::{DnsEngine, Incoming, Reply};
 use sextant::registry::Registry;
 
 struct Fixture {
@@ -25,23 +24,12 @@ struct Fixture {
 
 /// One registry and its DNS server, with instance Meta as TXT records in SRV answers.
 fn fixture(a_record_limit: usize) -> Fixture {
-    let domain = Name::from_ascii("trading-dc.").unwrap();
-    let node_addr = "192.0.2.1".parse().unwrap();
-    let mut settings = DnsSettings::new(domain.clone(), "node1", node_addr);
+    let mut settings = crate::common::dns_settings();
     settings.service_ttl = 5;
     settings.node_ttl = 9;
     settings.meta_txt = true;
     settings.a_record_limit = a_record_limit;
-    let answers = Arc::new(ServiceAnswerMap::new(&settings));
-    let registry = Registry::new(node_addr, answers.clone());
-    let zones = zones::ZoneSource::new(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
-        &domain,
-        node_addr,
-    )
-    .load()
-    .unwrap();
-    let engine = DnsEngine::new(&settings, registry.clone(), answers.clone(), zones);
+    let (registry, answers, engine) = crate::common::registry_and_dns(&settings);
     populate(&registry);
     Fixture {
         registry,

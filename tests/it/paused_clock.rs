@@ -5,7 +5,6 @@
 //! in `health.rs` keep a few of these end to end.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +12,8 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
 use sextant::api::wire::{parse_json, parse_registration};
-use sextant::dns::answers::ServiceAnswerMap;
 use sextant::dns::message::Transport;
-use sextant::dns::{DnsEngine, DnsSettings, Incoming, Reply, zones};
+use sextant::dns::{DnsEngine, Incoming, Reply};
 use sextant::health::HealthChecker;
 use sextant::model::{CheckId, Health, InstanceId};
 use sextant::registry::Registry;
@@ -29,19 +27,7 @@ struct Node {
 
 impl Node {
     fn start() -> Self {
-        let domain = Name::from_ascii("trading-dc.").unwrap();
-        let node_addr = "192.0.2.1".parse().unwrap();
-        let settings = DnsSettings::new(domain.clone(), "node1", node_addr);
-        let answers = Arc::new(ServiceAnswerMap::new(&settings));
-        let registry = Registry::new(node_addr, answers.clone());
-        let zones = zones::ZoneSource::new(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"),
-            &domain,
-            node_addr,
-        )
-        .load()
-        .unwrap();
-        let dns = DnsEngine::new(&settings, registry.clone(), answers, zones);
+        let (registry, _, dns) = crate::common::registry_and_dns(&crate::common::dns_settings());
         let health = HealthChecker::start(registry.clone(), 16).unwrap();
         Self { registry, health, dns }
     }

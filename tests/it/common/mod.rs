@@ -11,8 +11,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use hickory_proto::rr::Name;
 use reqwest::StatusCode;
 use serde_json::Value;
+use sextant::dns::answers::ServiceAnswerMap;
+use sextant::dns::{DnsEngine, DnsSettings, zones};
+use sextant::registry::Registry;
 use sextant::{App, Config};
 
 pub struct TestServer {
@@ -27,6 +33,27 @@ pub struct TestServer {
 /// The repository's own zone files, as shipped.
 pub fn repo_zones() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones")
+}
+
+/// DNS settings for in-process tests: the domain `trading-dc.`, node `node1` at 192.0.2.1.
+pub fn dns_settings() -> DnsSettings {
+    DnsSettings::new(
+        Name::from_ascii("trading-dc.").unwrap(),
+        "node1",
+        "192.0.2.1".parse().unwrap(),
+    )
+}
+
+/// A registry (in memory, no store) and the DNS server that answers from it, as the app wires
+/// them, with the repository's zone files: for tests that ask the answer path directly.
+pub fn registry_and_dns(settings: &DnsSettings) -> (Arc<Registry>, Arc<ServiceAnswerMap>, DnsEngine) {
+    let answers = Arc::new(ServiceAnswerMap::new(settings));
+    let registry = Registry::new(settings.node_addr, answers.clone());
+    let zones = zones::ZoneSource::new(repo_zones(), &settings.domain, settings.node_addr)
+        .load()
+        .unwrap();
+    let engine = DnsEngine::new(settings, registry.clone(), answers.clone(), zones);
+    (registry, answers, engine)
 }
 
 /// A data directory of its own, under the system's temporary folder.
