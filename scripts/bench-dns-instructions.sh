@@ -49,9 +49,7 @@ if [ $INSTALL = 1 ]; then
     command -v dnsperf >/dev/null || missing+=(dnsperf)
     command -v valgrind >/dev/null || missing+=(valgrind)
     command -v dig >/dev/null || missing+=(bind9-dnsutils)
-    if [ ${#missing[@]} -gt 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
+    scripts/apt-install.sh --no-install-recommends "${missing[@]}"
 fi
 for tool in dnsperf valgrind callgrind_control callgrind_annotate dig python3; do
     command -v $tool >/dev/null || { echo "missing $tool: run without --no-install, or apt-get install dnsperf valgrind bind9-dnsutils" >&2; exit 1; }

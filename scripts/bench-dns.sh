@@ -59,10 +59,7 @@ if [ $INSTALL = 1 ]; then
     command -v nsd >/dev/null || missing+=(nsd)
     command -v dig >/dev/null || missing+=(bind9-dnsutils)
     command -v taskset >/dev/null || missing+=(util-linux)
-    if [ ${#missing[@]} -gt 0 ]; then
-        # knot and nsd enable system services; with no init running here nothing starts.
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
+    scripts/apt-install.sh --no-install-recommends "${missing[@]}"
 fi
 for tool in dnsperf knotd nsd dig taskset python3; do
     command -v $tool >/dev/null || { echo "missing $tool: run without --no-install, or apt-get install dnsperf knot nsd bind9-dnsutils" >&2; exit 1; }

@@ -10,12 +10,5 @@ need_apt=()
 { command -v cc && command -v make; } >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-  else
-    echo "missing: ${need_apt[*]}; install with: sudo apt-get install -y ${need_apt[*]}" >&2
-    exit 1
-  fi
-fi
+scripts/apt-install.sh "${need_apt[@]}"
 exec cargo run --release --quiet -- serve "$@"

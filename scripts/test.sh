@@ -25,21 +25,7 @@ command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 [ -x /usr/sbin/named ] || need_apt+=(bind9)
 [ -x /usr/bin/victoria-metrics ] || need_apt+=(victoria-metrics)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ]; then
-    # No package may start a system service (etcd-server would): the tests start their own.
-    policy=/usr/sbin/policy-rc.d made_policy=0
-    if [ ! -e "$policy" ]; then
-      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
-      trap 'rm -f "$policy"' EXIT
-    fi
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-    if [ $made_policy = 1 ]; then rm -f "$policy"; trap - EXIT; fi
-  else
-    echo "missing: ${need_apt[*]}; install with: sudo apt-get install -y ${need_apt[*]}" >&2
-    exit 1
-  fi
-fi
+scripts/apt-install.sh "${need_apt[@]}"
 # systemd-resolved for tests/it/resolvers.rs, unpacked into target/ rather than installed: installing
 # the package would point /etc/resolv.conf at a resolver that this machine does not run. The
 # test runs it without systemd, in a private mount namespace. Its library comes from the same
