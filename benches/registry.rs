@@ -186,7 +186,7 @@ fn churn() {
                     Health::Passing
                 };
                 let t = Instant::now();
-                registry.ttl_update(&check, status, "").unwrap();
+                let _applied = registry.ttl_update(&check, status, "").unwrap();
                 busy += t.elapsed();
                 changes += 1;
                 next += Duration::from_millis(10);

@@ -91,9 +91,14 @@ impl App {
         let registry = Registry::with_journal(node_addr, answers.clone(), journal);
         // Reading the store blocks (a file, or etcd through the store's own runtime).
         let restored = {
-            let registry = registry.clone();
+            let (registry, store) = (registry.clone(), store.clone());
             off_the_runtime(move || registry.restore(&*store)).await?
         };
+        if store.shared() {
+            // Every change after what was read, this server's own included, comes from there.
+            let follower: Arc<dyn crate::store::Follower> = registry.clone();
+            store.follow(registry.index(), Arc::downgrade(&follower));
+        }
         match where_kept {
             StoreSettings::Embedded(dir) => {
                 tracing::info!(instances = restored, data_dir = %dir.display(), "registry restored")

@@ -89,7 +89,7 @@ async fn checks(State(state): State<ApiState>) -> Response {
 
 async fn set_status(state: &ApiState, id: &str, status: Health, output: &str) -> Result<Response, ApiError> {
     let check = CheckId::parse(id).map_err(|e| ApiError::field("check ID", e))?;
-    state.registry.ttl_update(&check, status, output)?;
+    state.registry.ttl_update(&check, status, output)?.durable().await?;
     Ok(().into_response())
 }
 

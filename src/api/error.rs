@@ -48,6 +48,7 @@ impl From<RegistryError> for ApiError {
                 "the change was not made: etcd ({endpoints}) cannot be reached or refused it ({message}); \
                  retry once etcd is back"
             )),
+            RegistryError::Store(error @ StoreError::NotYetApplied { .. }) => Self::Unavailable(error.to_string()),
             RegistryError::Store(StoreError::Closed) => {
                 Self::Unavailable("the change was not made: sextant is stopping".into())
             }

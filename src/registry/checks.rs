@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::time::Instant;
 
-use super::{Registry, RegistryError, Writer};
+use super::{Registry, RegistryError, Writer, Written};
 use crate::model::{Check, CheckId, CheckKind, CheckSpec, Health, Instance, bounded_output};
 
 /// What the health checker must do, sent in the order of the registry's writes.
@@ -83,11 +83,12 @@ impl Registry {
     }
 
     /// A TTL heartbeat (`PUT /v1/agent/check/pass|warn|fail|update/<id>`): sets the status and
-    /// restarts the TTL. Refused for checks that are probed, as Consul does.
-    pub fn ttl_update(&self, check: &CheckId, status: Health, output: &str) -> Result<u64, RegistryError> {
+    /// restarts the TTL. Refused for checks that are probed, as Consul does. A new status or
+    /// output is a write, to wait for like a registration.
+    pub fn ttl_update(&self, check: &CheckId, status: Health, output: &str) -> Result<Written, RegistryError> {
         let mut w = self.lock();
         let now = Instant::now();
-        let index = self.update_check(&mut w, check, |c| {
+        let written = self.update_check(&mut w, check, |c| {
             let CheckKind::Ttl { ttl } = c.spec.kind else {
                 return Err(RegistryError::NotTtl(check.clone()));
             };
@@ -95,7 +96,7 @@ impl Registry {
             Ok(c.set_status(status, output, now))
         })?;
         w.emit(CheckEvent::Touched { check: check.clone() });
-        Ok(index)
+        Ok(written)
     }
 
     /// A probe's result, already past its thresholds. Ignored when the check has been removed or
@@ -158,34 +159,65 @@ impl Registry {
 
     /// Applies `change` to one check. When it reports a visible change (status or output), the
     /// instance gets a new index and its service is rebuilt; answers are recompiled only if the
-    /// instance's health changed. Timer-only changes are stored without a new index.
+    /// instance's health changed. Timer-only changes are kept in the served instance without a
+    /// new index: timers are this server's own, never stored.
+    ///
+    /// With a shared store a visible change is a write, made on top of the writes still waiting
+    /// (so a status never undoes a registration on its way), and served once it comes back.
     fn update_check(
         &self,
         w: &mut Writer,
         check: &CheckId,
         change: impl FnOnce(&mut Check) -> Result<bool, RegistryError>,
-    ) -> Result<u64, RegistryError> {
+    ) -> Result<Written, RegistryError> {
         let unknown = || RegistryError::UnknownCheck(check.clone());
-        let owner = self
-            .check_owner
-            .get(check)
-            .map(|e| e.value().clone())
-            .ok_or_else(unknown)?;
-        let current = self.instance(&owner).ok_or_else(unknown)?;
-        let mut updated = Instance::clone(&current);
+        let (owner, base) = if self.shared {
+            let owner = self.check_owner_now(w, check).ok_or_else(unknown)?;
+            let base = self.instance_now(w, &owner);
+            (owner, base)
+        } else {
+            let owner = self
+                .check_owner
+                .get(check)
+                .map(|e| e.value().clone())
+                .ok_or_else(unknown)?;
+            let base = self.instance(&owner);
+            (owner, base)
+        };
+        let base = base.ok_or_else(unknown)?;
+        let served = self.instance(&owner);
+        let served_check = |spec: &CheckSpec| {
+            served
+                .as_ref()
+                .and_then(|i| i.checks.iter().find(|c| c.spec == *spec).cloned())
+        };
+        let mut updated = Instance::clone(&base);
         let slot = updated
             .checks
             .iter_mut()
             .find(|c| c.spec.id == *check)
             .ok_or_else(unknown)?;
+        // The timers as this server runs them (a staged write carries older ones).
+        if let Some(running) = served_check(&slot.spec) {
+            slot.generation = running.generation;
+            slot.ttl_deadline = running.ttl_deadline;
+        }
         let before = slot.status;
         let visible = change(slot)?;
         let (after, output) = (slot.status, slot.output.clone());
-        if !visible {
-            if updated.checks != current.checks {
-                self.instances.insert(owner, Arc::new(updated));
+        let (spec, deadline) = (slot.spec.clone(), slot.ttl_deadline);
+        if (!visible || self.shared)
+            && let Some(served) = &served
+            && served_check(&spec).is_some_and(|c| c.ttl_deadline != deadline)
+        {
+            let mut timed = Instance::clone(served);
+            for c in timed.checks.iter_mut().filter(|c| c.spec == spec) {
+                c.ttl_deadline = deadline;
             }
-            return Ok(self.index());
+            self.instances.insert(owner.clone(), Arc::new(timed));
+        }
+        if !visible {
+            return Ok(Written::applied(self.index()));
         }
         if after != before {
             tracing::info!(
@@ -198,15 +230,18 @@ impl Registry {
                 "check status changed"
             );
         }
-        let recompile = updated.health() != current.health();
         let index = w.next_index();
         updated.modify_index = index;
+        if self.shared {
+            return self.stage(w, owner, Some(Arc::new(updated)), index);
+        }
+        let recompile = updated.health() != base.health();
         let key = updated.service.key();
         // Statuses are kept best effort (restored as last known, then re-checked).
         self.journal_status(w, &updated);
         self.instances.insert(owner, Arc::new(updated));
         self.rebuild_service(&key, index, None, recompile);
         self.publish(index);
-        Ok(index)
+        Ok(Written::applied(index))
     }
 }

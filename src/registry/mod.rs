@@ -16,9 +16,9 @@ pub use error::RegistryError;
 pub use watches::Watch;
 pub use write::Written;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use dashmap::DashMap;
@@ -69,6 +69,9 @@ struct Writer {
     staged: HashMap<InstanceId, (Option<Arc<Instance>>, usize)>,
     /// The last index given to a write, staged or applied; the published index trails it.
     last_index: u64,
+    /// With a shared store: the instances of writes committed at each revision that has not
+    /// come back through the watch yet (they stay staged until it has).
+    pending: BTreeMap<u64, Vec<InstanceId>>,
 }
 
 impl Writer {
@@ -92,6 +95,13 @@ pub struct Registry {
     writer: Mutex<Writer>,
     /// Where changes are made durable; `None`: the registry lives in memory only.
     journal: Option<Journal>,
+    /// The store is shared with other servers (etcd): changes are applied as they come back
+    /// from it ([`crate::store::Follower`]), and the index is its revision.
+    shared: bool,
+    /// The index applied whole (every change of that revision), for writes waiting to be served.
+    applied: watch::Sender<u64>,
+    /// Whether the shared store can be reached (always, for the embedded one).
+    store_reachable: AtomicBool,
     instances: DashMap<InstanceId, Arc<Instance>>,
     services: papaya::HashMap<ServiceKey, Arc<ServiceEntry>>,
     /// Who is told of service changes (DNS's answers).
@@ -124,9 +134,13 @@ impl Registry {
     }
 
     fn build(node_addr: IpAddr, listener: Arc<dyn ServiceListener>, journal: Option<Journal>) -> Arc<Self> {
+        let shared = journal.as_ref().is_some_and(Journal::shared);
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             journal,
+            shared,
+            applied: watch::Sender::new(1),
+            store_reachable: AtomicBool::new(true),
             writer: Mutex::new(Writer {
                 last_index: 1,
                 ..Writer::default()
@@ -225,8 +239,19 @@ impl Registry {
         }
         w.last_index = index;
         self.publish(index);
+        self.applied.send_replace(index);
         self.catalog.send_replace(index);
         Ok(restored)
+    }
+
+    /// Whether the registry follows a store shared with other servers.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Whether the shared store can be reached: when not, what is served is the last view seen.
+    pub fn store_reachable(&self) -> bool {
+        self.store_reachable.load(Ordering::Acquire)
     }
 
     /// Commits what is queued and stops the journal (at shutdown, once nothing writes any more).
@@ -269,8 +294,9 @@ impl Registry {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Indexes readers see only grow.
     fn publish(&self, index: u64) {
-        self.index.store(index, Ordering::Release);
+        self.index.fetch_max(index, Ordering::AcqRel);
     }
 
     /// Recompiles one service's entry (or drops it when it has no instance left). The members are

@@ -9,14 +9,26 @@
 //!
 //! Check state is merged when a write is applied, not when it is made: a heartbeat or probe
 //! result that lands while a registration waits for its commit is kept by it.
+//!
+//! With a shared store (etcd) the store is the log: a commit is not applied by the writer but
+//! comes back, with every other server's writes, through the store's watch ([`Follower`]), and
+//! the write is acknowledged once the registry has applied the revision it was committed at.
+//! Check status is then part of the record like everything else (status transitions are writes
+//! too); only the local timers (TTL deadlines, which definition runs) are kept from the view.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::{CheckEvent, Registry, RegistryError, Writer};
 use crate::model::{CheckSpec, Instance, InstanceId};
-use crate::store::{Change, StoreError, StoredInstance};
+use crate::store::{Change, Follower, StoreError, StoredInstance};
+
+/// How long a write committed to a shared store waits to come back through the watch before
+/// the client is told it is not served yet.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A write the registry made, to wait for before acknowledging it.
 #[must_use = "a write is acknowledged only once it is durable"]
@@ -24,16 +36,38 @@ pub struct Written(Outcome);
 
 enum Outcome {
     Applied(u64),
-    Waiting(oneshot::Receiver<Result<u64, RegistryError>>),
+    /// The commit's outcome; with a shared store, the view's applied index to wait on too.
+    Waiting(
+        oneshot::Receiver<Result<u64, RegistryError>>,
+        Option<watch::Receiver<u64>>,
+    ),
 }
 
 impl Written {
+    /// A write already applied at `index` (or nothing to write).
+    pub(super) fn applied(index: u64) -> Self {
+        Self(Outcome::Applied(index))
+    }
+
     /// Waits until the write is durable and applied (at once without a store); the index it
     /// was applied at.
     pub async fn durable(self) -> Result<u64, RegistryError> {
         match self.0 {
             Outcome::Applied(index) => Ok(index),
-            Outcome::Waiting(receiver) => receiver.await.unwrap_or(Err(RegistryError::Store(StoreError::Closed))),
+            Outcome::Waiting(receiver, applied) => {
+                let index = receiver
+                    .await
+                    .unwrap_or(Err(RegistryError::Store(StoreError::Closed)))?;
+                let Some(mut applied) = applied else {
+                    return Ok(index);
+                };
+                let seen = tokio::time::timeout(APPLY_TIMEOUT, applied.wait_for(|applied| *applied >= index)).await;
+                match seen {
+                    Ok(Ok(_)) => Ok(index),
+                    Ok(Err(_)) => Err(RegistryError::Store(StoreError::Closed)),
+                    Err(_) => Err(RegistryError::Store(StoreError::NotYetApplied { revision: index })),
+                }
+            }
         }
     }
 }
@@ -77,7 +111,7 @@ impl Registry {
     }
 
     /// The instance as the next write sees it: with the writes waiting for their commit.
-    fn instance_now(&self, w: &Writer, id: &InstanceId) -> Option<Arc<Instance>> {
+    pub(super) fn instance_now(&self, w: &Writer, id: &InstanceId) -> Option<Arc<Instance>> {
         match w.staged.get(id) {
             Some((staged, _)) => staged.clone(),
             None => self.instance(id),
@@ -90,7 +124,7 @@ impl Registry {
     }
 
     /// Which instance owns a check ID, with the writes waiting for their commit.
-    fn check_owner_now(&self, w: &Writer, check: &crate::model::CheckId) -> Option<InstanceId> {
+    pub(super) fn check_owner_now(&self, w: &Writer, check: &crate::model::CheckId) -> Option<InstanceId> {
         let staged_owner = w.staged.values().find_map(|(instance, _)| {
             let instance = instance.as_ref()?;
             instance
@@ -108,7 +142,7 @@ impl Registry {
     }
 
     /// Queues a write for its commit, to be applied once committed; without a store, applies it.
-    fn stage(
+    pub(super) fn stage(
         &self,
         w: &mut Writer,
         id: InstanceId,
@@ -116,6 +150,7 @@ impl Registry {
         index: u64,
     ) -> Result<Written, RegistryError> {
         let Some(journal) = &self.journal else {
+            let index = index.max(self.index() + 1);
             return Ok(Written(Outcome::Applied(self.apply(w, &id, instance, index))));
         };
         let change = match &instance {
@@ -125,7 +160,7 @@ impl Registry {
         let (done, receiver) = oneshot::channel();
         let me = self.me.clone();
         let staged = (id.clone(), instance.clone());
-        let then = Box::new(move |committed: Result<(), StoreError>| {
+        let then = Box::new(move |committed: Result<u64, StoreError>| {
             let (id, instance) = staged;
             let outcome = match me.upgrade() {
                 Some(registry) => registry.committed(&id, instance, index, committed),
@@ -138,7 +173,18 @@ impl Registry {
         let slot = w.staged.entry(id).or_insert((None, 0));
         slot.0 = instance;
         slot.1 += 1;
-        Ok(Written(Outcome::Waiting(receiver)))
+        let applied = journal.shared().then(|| self.applied.subscribe());
+        Ok(Written(Outcome::Waiting(receiver, applied)))
+    }
+
+    /// One write fewer waits for the instance.
+    fn unstage(w: &mut Writer, id: &InstanceId) {
+        if let Some(slot) = w.staged.get_mut(id) {
+            slot.1 -= 1;
+            if slot.1 == 0 {
+                w.staged.remove(id);
+            }
+        }
     }
 
     /// A staged write's commit finished: apply it if it succeeded, drop it if not.
@@ -147,25 +193,27 @@ impl Registry {
         id: &InstanceId,
         instance: Option<Arc<Instance>>,
         index: u64,
-        committed: Result<(), StoreError>,
+        committed: Result<u64, StoreError>,
     ) -> Result<u64, RegistryError> {
         let mut w = self.lock();
-        if let Some(slot) = w.staged.get_mut(id) {
-            slot.1 -= 1;
-            if slot.1 == 0 {
-                w.staged.remove(id);
+        if self.shared {
+            // Applied when it comes back through the watch; staged until then, so that the
+            // next write builds on it.
+            match committed {
+                Ok(revision) if revision > self.index() => w.pending.entry(revision).or_default().push(id.clone()),
+                _ => Self::unstage(&mut w, id),
             }
+            return Ok(committed?);
         }
+        Self::unstage(&mut w, id);
         committed?;
+        let index = index.max(self.index() + 1);
         Ok(self.apply(&mut w, id, instance, index))
     }
 
-    /// Makes a committed write visible: instance map, check ownership and runners, the services
-    /// it left and joined, watchers. Returns the index it was published at: the one it was
-    /// staged with, or the next one if a health update was published since (indexes seen by
-    /// readers only grow).
-    fn apply(&self, w: &mut Writer, id: &InstanceId, instance: Option<Arc<Instance>>, staged_index: u64) -> u64 {
-        let index = staged_index.max(self.index() + 1);
+    /// Makes a committed write visible at `index`: instance map, check ownership and runners,
+    /// the services it left and joined, watchers. Returns `index`.
+    fn apply(&self, w: &mut Writer, id: &InstanceId, instance: Option<Arc<Instance>>, index: u64) -> u64 {
         w.last_index = w.last_index.max(index);
         let previous = self.instances.get(id).map(|e| e.value().clone());
         if let Some(old) = &previous {
@@ -186,15 +234,25 @@ impl Registry {
             if let Some(old) = previous {
                 self.instances.remove(id);
                 self.rebuild_service(&old.service.key(), index, None, true);
+                self.catalog.send_replace(index);
             }
             self.publish(index);
-            self.catalog.send_replace(index);
             return index;
         };
         let mut instance = Arc::unwrap_or_clone(staged.clone());
         instance.modify_index = index;
-        instance.create_index = previous.as_ref().map_or(index, |old| old.create_index);
-        let started: Vec<CheckEvent> = keep_check_state(&mut instance, previous.as_deref(), index)
+        let new_checks = if self.shared {
+            // The record is the truth, its create index etcd's; only local timers are kept.
+            keep_check_timers(&mut instance, previous.as_deref(), index)
+        } else {
+            instance.create_index = previous.as_ref().map_or(index, |old| old.create_index);
+            keep_check_state(&mut instance, previous.as_deref(), index)
+        };
+        // A change of health alone leaves the catalog (names and tags) as it was.
+        let catalog_changed = previous
+            .as_ref()
+            .is_none_or(|old| old.service != instance.service || old.tags != instance.tags);
+        let started: Vec<CheckEvent> = new_checks
             .into_iter()
             .map(|spec| CheckEvent::Start {
                 spec,
@@ -207,7 +265,7 @@ impl Registry {
         }
         // What is stored was made before the merge: store what is served, best effort, as any
         // health update is.
-        if instance != *staged {
+        if !self.shared && instance != *staged {
             self.journal_status(w, &instance);
         }
         let key = instance.service.key();
@@ -224,8 +282,35 @@ impl Registry {
         // Once the instance is in the map: a runner looks its check up there as it starts.
         started.into_iter().for_each(|event| w.emit(event));
         self.publish(index);
-        self.catalog.send_replace(index);
+        if catalog_changed {
+            self.catalog.send_replace(index);
+        }
         index
+    }
+
+    /// A revision of the shared store applied: the writes committed at or before it are
+    /// served now, and no longer staged.
+    fn applied_up_to(&self, w: &mut Writer, index: u64) {
+        let later = w.pending.split_off(&(index + 1));
+        let done = std::mem::replace(&mut w.pending, later);
+        for id in done.into_values().flatten() {
+            Self::unstage(w, &id);
+        }
+        self.publish(index);
+        self.applied.send_replace(index);
+    }
+
+    /// A record from the shared store as an instance; a record no registration could make
+    /// (written by a newer or broken server) is logged and left out.
+    fn from_record(record: StoredInstance) -> Option<Arc<Instance>> {
+        let id = record.id.clone();
+        match record.into_instance() {
+            Ok(instance) => Some(Arc::new(instance)),
+            Err(error) => {
+                tracing::error!(instance = %id, %error, "an instance record in etcd is not valid: skipped");
+                None
+            }
+        }
     }
 
     /// Stores an instance's health, best effort: a heartbeat does not wait for a disk sync, and a
@@ -259,4 +344,79 @@ fn keep_check_state(instance: &mut Instance, previous: Option<&Instance>, index:
         }
     }
     new
+}
+
+/// For a record that comes from the shared store: a check whose definition is unchanged keeps
+/// its local timers (the TTL deadline, the generation its runner goes by) and takes everything
+/// else (status, output, since when critical) from the record. Returns the new definitions.
+fn keep_check_timers(instance: &mut Instance, previous: Option<&Instance>, index: u64) -> Vec<CheckSpec> {
+    let mut new = Vec::new();
+    for check in instance.checks.iter_mut() {
+        match previous.and_then(|old| old.checks.iter().find(|c| c.spec == check.spec)) {
+            Some(kept) => {
+                check.generation = kept.generation;
+                check.ttl_deadline = kept.ttl_deadline;
+            }
+            None => {
+                check.generation = index;
+                new.push(check.spec.clone());
+            }
+        }
+    }
+    new
+}
+
+/// The registry follows a shared store: every change, its own included, is applied from here.
+impl Follower for Registry {
+    fn changed(&self, index: u64, changes: Vec<Change>) {
+        let mut w = self.lock();
+        if index <= self.index() {
+            return; // seen already (a watch opened again from an older revision)
+        }
+        for change in changes {
+            match change {
+                Change::Put(record) => {
+                    if let Some(instance) = Self::from_record(*record) {
+                        let id = instance.id.clone();
+                        self.apply(&mut w, &id, Some(instance), index);
+                    }
+                }
+                Change::Delete(id) => {
+                    if let Ok(id) = InstanceId::parse(&id) {
+                        self.apply(&mut w, &id, None, index);
+                    }
+                }
+            }
+        }
+        self.applied_up_to(&mut w, index);
+    }
+
+    fn modify_index(&self, id: &str) -> Option<u64> {
+        let id = InstanceId::parse(id).ok()?;
+        self.instance(&id).map(|instance| instance.modify_index)
+    }
+
+    fn reloaded(&self, index: u64, changed: Vec<StoredInstance>, present: HashSet<String>) {
+        let changed: Vec<_> = changed.into_iter().filter_map(Self::from_record).collect();
+        let mut w = self.lock();
+        let gone: Vec<InstanceId> = self
+            .instances
+            .iter()
+            .filter(|e| !present.contains(e.key().as_str()))
+            .map(|e| e.key().clone())
+            .collect();
+        for id in gone {
+            self.apply(&mut w, &id, None, index);
+        }
+        for instance in changed {
+            let id = instance.id.clone();
+            self.apply(&mut w, &id, Some(instance), index);
+        }
+        self.applied_up_to(&mut w, index.max(self.index()));
+    }
+
+    fn reachable(&self, reachable: bool) {
+        self.store_reachable
+            .store(reachable, std::sync::atomic::Ordering::Release);
+    }
 }

@@ -17,7 +17,8 @@ const MAX_BATCH: usize = 4096;
 
 /// What to do once a change's batch is committed (or has failed). Called on the journal's
 /// reporting thread, in the order the changes were appended.
-pub type Then = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// Given the index the change was committed at (see [`Store::write`]).
+pub type Then = Box<dyn FnOnce(Result<u64, StoreError>) + Send>;
 
 struct Entry {
     change: Change,
@@ -30,13 +31,16 @@ pub struct Journal {
     sender: Mutex<Option<Sender<Entry>>>,
     /// The committing thread, then the reporting one.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The store is written by other servers too (see [`Store::shared`]).
+    shared: bool,
 }
 
 /// A batch's outcome and the callbacks of its changes, in order.
-type Outcome = (Result<(), StoreError>, Vec<Then>);
+type Outcome = (Result<u64, StoreError>, Vec<Then>);
 
 impl Journal {
     pub fn start(store: std::sync::Arc<dyn Store>) -> std::io::Result<Self> {
+        let shared = store.shared();
         let (sender, receiver) = channel();
         let (outcomes, reported) = channel::<Outcome>();
         let reporter = std::thread::Builder::new()
@@ -54,7 +58,14 @@ impl Journal {
         Ok(Self {
             sender: Mutex::new(Some(sender)),
             threads: Mutex::new(vec![committer, reporter]),
+            shared,
         })
+    }
+
+    /// Whether the store is written by other servers too: changes are applied as they come
+    /// back from it, not as they are committed.
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     /// Queues a change; `then` learns whether it was committed. Call in the order the changes
@@ -126,7 +137,7 @@ fn commit_loop(store: &dyn Store, receiver: &Receiver<Entry>, outcomes: &Sender<
                 tracing::error!(%error, "the registry database cannot be written: registrations and \
                     deregistrations are refused (503), health updates go on in memory");
             }
-            Ok(()) if failing => {
+            Ok(_) if failing => {
                 failing = false;
                 tracing::warn!("the registry database can be written again");
             }

@@ -34,6 +34,11 @@ pub struct Batch<'a> {
 }
 
 /// Where the registry is kept.
+///
+/// A store this server alone writes (the embedded one) is applied as its commits succeed. A
+/// store other servers write too (etcd) is the log the registry follows: every change, this
+/// server's own included, comes back through [`Store::follow`] and is applied from there, in the
+/// store's order.
 pub trait Store: Send + Sync + 'static {
     /// Hands every stored instance to `each`, one at a time (the registry is never held twice
     /// in memory, as records and as instances: 100,000 records held at once left 50 MB with the
@@ -41,8 +46,37 @@ pub trait Store: Send + Sync + 'static {
     /// store's or `each`'s (which names what is wrong with that record): a start never goes on
     /// with part of the registry.
     fn load(&self, each: &mut dyn FnMut(StoredInstance) -> Result<(), String>) -> Result<u64, StoreError>;
-    /// Applies a batch atomically.
-    fn write(&self, batch: &Batch<'_>) -> Result<(), StoreError>;
+    /// Applies a batch atomically; returns the index it was committed at (the batch's own, or
+    /// for a shared store the store's: etcd's revision).
+    fn write(&self, batch: &Batch<'_>) -> Result<u64, StoreError>;
+
+    /// Whether other servers write it too: then the registry applies changes from
+    /// [`Store::follow`] only, its own commits included.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// For a shared store: hands every change after `from` (the index `load` returned) to
+    /// `follower`, in order, until the store is dropped. Nothing for a store only this server
+    /// writes (its commits are all the changes there are).
+    fn follow(&self, _from: u64, _follower: std::sync::Weak<dyn Follower>) {}
+}
+
+/// What follows a shared store (the registry): hears every change in the store's order, and
+/// whether the store can be reached.
+pub trait Follower: Send + Sync {
+    /// The changes made at `index` (one etcd revision), in order. `Put` records carry their
+    /// create and modify index as the store gives them.
+    fn changed(&self, index: u64, changes: Vec<Change>);
+    /// The index of the last change to an instance as the follower holds it, so a reload reads
+    /// again only what differs.
+    fn modify_index(&self, id: &str) -> Option<u64>;
+    /// The store was read again whole at `index` (the follower had fallen behind what the store
+    /// keeps): `changed` holds every instance that differs from the follower's view, `present`
+    /// every instance there is. Applied at once, as one change.
+    fn reloaded(&self, index: u64, changed: Vec<StoredInstance>, present: std::collections::HashSet<String>);
+    /// The store went out of reach (`false`) or came back (`true`).
+    fn reachable(&self, reachable: bool);
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,6 +95,12 @@ pub enum StoreError {
     /// server): the change was not made. The store tries again with the next change.
     #[error("etcd at {endpoints}: {message}")]
     Etcd { endpoints: String, message: String },
+    /// etcd took the change, but this server has not seen it come back through its watch in
+    /// time (the watch is reconnecting): it will be served once it does.
+    #[error(
+        "etcd took the change (revision {revision}), but this server has not seen it back yet: it will show once its watch catches up"
+    )]
+    NotYetApplied { revision: u64 },
     #[error("the registry database is closed (sextant is stopping)")]
     Closed,
 }

@@ -171,7 +171,7 @@ impl Store for RedbStore {
         catch_panic(|| self.read(db, each)).unwrap_or_else(|message| Err(self.corrupt("", message)))
     }
 
-    fn write(&self, batch: &Batch<'_>) -> Result<(), StoreError> {
+    fn write(&self, batch: &Batch<'_>) -> Result<u64, StoreError> {
         let mut state = self.lock();
         if state.db.is_none() {
             if Instant::now() < state.retry_at {
@@ -189,7 +189,7 @@ impl Store for RedbStore {
             Some(db) => catch_panic(|| Self::commit(db, batch)).and_then(|r| r),
             None => Err(state.failure.clone()),
         };
-        result.map_err(|message| {
+        result.map(|()| batch.index).map_err(|message| {
             // redb takes no transaction after a failed one until the file is opened again.
             state.db = None;
             state.failure = message.clone();

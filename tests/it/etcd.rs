@@ -1,8 +1,8 @@
 //! The registry kept in a real 3-member etcd cluster (`--etcd`): the real binary, killed with
 //! SIGKILL and restarted, serves every registration it acknowledged; losing one member loses
 //! nothing and refuses nothing; with etcd out of reach writes get 503 naming etcd while DNS keeps
-//! answering; a second server on the same prefix is refused at start; etcd over TLS with client
-//! certificates.
+//! answering; servers on one prefix share one registry (written through one, answered by
+//! another, blocking queries and indexes across them); etcd over TLS with client certificates.
 
 use crate::common;
 
@@ -41,18 +41,15 @@ async fn answers(running: &Running, i: usize) -> bool {
 }
 
 fn start(cluster: &EtcdCluster, prefix: &str) -> Running {
+    start_named(cluster, prefix, "sextant-a")
+}
+
+fn start_named(cluster: &EtcdCluster, prefix: &str, node: &str) -> Running {
     let endpoints = cluster.endpoints();
     start_binary_with(
         &repo_zones(),
         &temp_data_dir(),
-        &[
-            "--etcd",
-            &endpoints,
-            "--etcd-prefix",
-            prefix,
-            "--node-name",
-            "sextant-a",
-        ],
+        &["--etcd", &endpoints, "--etcd-prefix", prefix, "--node-name", node],
     )
 }
 
@@ -125,31 +122,108 @@ async fn without_etcd_writes_are_refused_and_dns_keeps_answering() {
     );
 }
 
+/// The `X-Consul-Index` of a read and its body.
+async fn get(running: &Running, path: &str) -> (u64, serde_json::Value) {
+    let response = client()
+        .get(format!("http://{}{path}", running.http))
+        .send()
+        .await
+        .expect("HTTP GET");
+    assert_eq!(response.status(), 200, "GET {path}");
+    let index = response.headers()["x-consul-index"].to_str().unwrap().parse().unwrap();
+    (index, response.json().await.unwrap())
+}
+
 #[tokio::test]
-async fn a_second_server_on_the_same_prefix_is_refused() {
+async fn servers_on_one_prefix_share_the_registry_through_etcd() {
     let cluster = EtcdCluster::start(3);
-    let _first = start(&cluster, "/shared/");
-    let endpoints = cluster.endpoints();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
-        .arg(repo_zones())
-        .arg("--data-dir")
-        .arg(temp_data_dir())
-        .args([
-            "--etcd",
-            &endpoints,
-            "--etcd-prefix",
-            "/shared/",
-            "--node-name",
-            "sextant-b",
-        ])
-        .output()
-        .expect("sextant runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("another sextant server (sextant-a)") && stderr.contains("--etcd-prefix"),
-        "{stderr}"
+    let a = start_named(&cluster, "/shared/", "sextant-a");
+    let b = start_named(&cluster, "/shared/", "sextant-b");
+    // Registered through A, answered by B: how long from A's 200 to B's first answer.
+    let mut delays = Vec::new();
+    for i in 0..200 {
+        let (code, body) = register(&a, i).await;
+        assert_eq!(code, 200, "{body}");
+        let acknowledged = std::time::Instant::now();
+        let deadline = acknowledged + Duration::from_secs(5);
+        while !answers(&b, i).await {
+            assert!(std::time::Instant::now() < deadline, "svc-{i} never reached B");
+        }
+        delays.push(acknowledged.elapsed());
+    }
+    delays.sort();
+    println!(
+        "registered through A -> answered by B over DNS: p50 {:?}, p99 {:?}, max {:?} (200 registrations)",
+        delays[100], delays[197], delays[199]
+    );
+    // Both servers count in etcd revisions: the same index for the same service on each.
+    let (index_a, _) = get(&a, "/v1/health/service/svc-7").await;
+    let (index_b, _) = get(&b, "/v1/health/service/svc-7").await;
+    assert_eq!(index_a, index_b, "one index space");
+    // A blocking query on B wakes on a change made through A ...
+    let waiting = {
+        let b_http = b.http;
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let response = client()
+                .get(format!(
+                    "http://{b_http}/v1/health/service/svc-7?index={index_b}&wait=10s"
+                ))
+                .send()
+                .await
+                .unwrap();
+            let index: u64 = response.headers()["x-consul-index"].to_str().unwrap().parse().unwrap();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (started.elapsed(), index, body)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let changed = json!({"Name": "svc-7", "ID": "svc-7", "Address": "10.9.9.9", "Port": 81});
+    let response = client()
+        .put(format!("http://{}/v1/agent/service/register", a.http))
+        .json(&changed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (waited, woke_at, body) = waiting.await.unwrap();
+    assert!(waited < Duration::from_secs(9), "woke on the change, after {waited:?}");
+    assert!(woke_at > index_b);
+    assert_eq!(body[0]["Service"]["Address"], "10.9.9.9", "{body}");
+    // ... with an index A takes as its own: nothing changed since, so A holds the query.
+    let started = std::time::Instant::now();
+    let response = client()
+        .get(format!(
+            "http://{}/v1/health/service/svc-7?index={woke_at}&wait=1s",
+            a.http
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["x-consul-index"].to_str().unwrap(),
+        woke_at.to_string()
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900), "A waited on B's index");
+    // A deregistration through B leaves A's answers.
+    let response = client()
+        .put(format!("http://{}/v1/agent/service/deregister/svc-3", b.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    common::wait_for("svc-3 gone from A", async || {
+        rcode(&udp(a.dns, "svc-3.service.trading-dc.", RecordType::A).await) == ResponseCode::NXDomain
+    })
+    .await;
+    // A server that starts later loads what the others wrote.
+    let c = start_named(&cluster, "/shared/", "sextant-c");
+    assert!(answers(&c, 150).await);
+    let (_, services) = get(&c, "/v1/catalog/services").await;
+    assert_eq!(
+        services.as_object().unwrap().len(),
+        199,
+        "svc-0 .. svc-199 but svc-3: {services}"
     );
 }
 

@@ -31,7 +31,7 @@ impl Store for FailingStore {
         self.inner.load(each)
     }
 
-    fn write(&self, batch: &Batch<'_>) -> Result<(), StoreError> {
+    fn write(&self, batch: &Batch<'_>) -> Result<u64, StoreError> {
         if self.broken.load(Ordering::SeqCst) {
             return Err(StoreError::Corrupt {
                 path: format!("{}/registry.redb", self.dir.display()),
