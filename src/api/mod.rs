@@ -57,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(status::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), consistency_headers))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             refuse_unmet_parameters,
@@ -111,13 +112,31 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
     (StatusCode::NOT_FOUND, format!("no such endpoint: {}", uri.path()))
 }
 
-/// A JSON answer with Consul's consistency headers.
+/// A JSON answer with its index (the consistency headers are added by [`consistency_headers`]).
 fn consul_json(index: u64, body: Value) -> Response {
     let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert("X-Consul-Index", HeaderValue::from(index));
+    response
+}
+
+/// Consul's consistency headers on every read: with etcd out of reach, what is read is the last
+/// registry seen, and the headers say so (no known leader, and how long since the last contact).
+async fn consistency_headers(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert("X-Consul-Index", HeaderValue::from(index));
-    headers.insert("X-Consul-KnownLeader", HeaderValue::from_static("true"));
-    headers.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
+    if headers.contains_key("X-Consul-Index") {
+        let staleness = state.registry.staleness();
+        let known = if staleness.is_some() { "false" } else { "true" };
+        let millis = staleness.map_or(0, |s| u64::try_from(s.as_millis()).unwrap_or(u64::MAX));
+        headers.insert("X-Consul-KnownLeader", HeaderValue::from_static(known));
+        headers.insert("X-Consul-LastContact", HeaderValue::from(millis));
+    }
     response
 }
 

@@ -1,4 +1,4 @@
-//! `/v1/status/*`: sextant is a single server, always its own leader.
+//! `/v1/status/*`: each sextant server is its own leader (with etcd, while it can reach it).
 
 use axum::Router;
 use axum::extract::State;
@@ -13,8 +13,13 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/status/peers", get(peers))
 }
 
+/// Empty while etcd is out of reach, as Consul's is without a leader: what this server serves
+/// may be stale.
 async fn leader(State(state): State<ApiState>) -> impl IntoResponse {
-    Json(state.leader.clone())
+    match state.registry.staleness() {
+        Some(_) => Json(String::new()),
+        None => Json(state.leader.clone()),
+    }
 }
 
 async fn peers(State(state): State<ApiState>) -> impl IntoResponse {

@@ -164,14 +164,16 @@ impl ReplyWriter {
             let pointer = suffix_pointer(q, &authority.name);
             sections.counts[2] = authority.soa.write_rotated(out, 0, usize::MAX, limit, pointer) as u16;
         }
-        finish(query, q, rcode, sections, out);
+        // Served from the last registry seen while etcd is out of reach: said so (RFC 8914).
+        let stale = self.registry.staleness().is_some();
+        finish(query, q, rcode, stale, sections, out);
         true
     }
 
     /// Writes REFUSED for `query` (a zone transfer: registrations are not for copying out).
     pub fn refuse(&self, query: &[u8], q: &Question, out: &mut Vec<u8>) {
         let sections = Sections::start(query, q, out);
-        finish(query, q, RCODE_REFUSED, sections, out);
+        finish(query, q, RCODE_REFUSED, false, sections, out);
     }
 
     /// The largest response `q` may get, less the OPT record added when the client sent one.
@@ -223,8 +225,12 @@ impl ReplyWriter {
     }
 }
 
-/// The OPT record written into a response: root name, type, payload size, flags, no data.
-const OPT_LEN: usize = 11;
+/// The OPT record written into a response: root name, type, payload size, flags, and room for
+/// an Extended DNS Error option.
+const OPT_LEN: usize = 11 + EDE_STALE.len();
+
+/// The Extended DNS Error option (RFC 8914, option code 15) with info-code 3, "Stale Answer".
+const EDE_STALE: [u8; 6] = [0, 15, 0, 2, 0, 3];
 
 /// A pointer to where the suffix `zone` of the question name starts in the message.
 fn suffix_pointer(q: &Question, zone: &ZoneName) -> [u8; 2] {
@@ -294,13 +300,20 @@ fn write_record_head(out: &mut Vec<u8>, rtype: u16, ttl: u32, rdata_len: usize) 
     out.extend_from_slice(&(rdata_len as u16).to_be_bytes());
 }
 
-/// Adds the OPT record (when the client sent one) and writes the header: the query's ID, QR, AA
-/// (unless refused), TC as told, RD and CD copied, the counts.
-fn finish(query: &[u8], q: &Question, rcode: u8, mut sections: Sections, out: &mut Vec<u8>) {
+/// Adds the OPT record (when the client sent one; with EDE "Stale Answer" when `stale`) and
+/// writes the header: the query's ID, QR, AA (unless refused), TC as told, RD and CD copied, the
+/// counts.
+fn finish(query: &[u8], q: &Question, rcode: u8, stale: bool, mut sections: Sections, out: &mut Vec<u8>) {
     if let Some(payload) = q.edns_payload {
         out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
         out.extend_from_slice(&payload.max(512).to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        if stale {
+            out.extend_from_slice(&(EDE_STALE.len() as u16).to_be_bytes());
+            out.extend_from_slice(&EDE_STALE);
+        } else {
+            out.extend_from_slice(&[0, 0]);
+        }
         sections.counts[3] += 1;
     }
     let authoritative = if rcode == RCODE_REFUSED { 0 } else { 0x04 };

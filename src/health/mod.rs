@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::time::delay_queue::Key;
 
-use crate::model::CheckId;
+use crate::model::{CheckId, CheckSpec};
 use crate::registry::{CheckEvent, Registry};
 use probe::Prober;
 use runner::Runner;
@@ -111,22 +111,145 @@ enum Handle {
     },
     /// Queued while it has a deadline to wait for.
     Ttl {
-        generation: u64,
         key: Option<Key>,
     },
+}
+
+/// A check the registry holds, and how it runs here: `None` while another server runs it.
+struct Known {
+    spec: CheckSpec,
+    generation: u64,
+    handle: Option<Handle>,
 }
 
 impl Handle {
     fn stop(&self, ttl: &mut TtlTimers) {
         match self {
             Self::Runner { stop } => stop.cancel(),
-            Self::Ttl { key, .. } => key.iter().for_each(|key| ttl.cancel(key)),
+            Self::Ttl { key } => key.iter().for_each(|key| ttl.cancel(key)),
         }
     }
 }
 
+/// What starts and stops checks.
+struct Supervisor {
+    registry: Arc<Registry>,
+    shared: Arc<Shared>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    ttl: TtlTimers,
+    checks: HashMap<CheckId, Known>,
+}
+
+impl Supervisor {
+    /// Runs a check here: a runner for a probed one, a queued deadline for a TTL one.
+    fn start(&mut self, spec: &CheckSpec, generation: u64, run_now: bool) -> Handle {
+        if spec.kind.schedule().is_some() {
+            let stop = self.stop.child_token();
+            let runner = Runner {
+                registry: self.registry.clone(),
+                shared: self.shared.clone(),
+                spec: spec.clone(),
+                generation,
+                run_now,
+                stop: stop.clone(),
+            };
+            self.tasks.spawn(runner.run());
+            Handle::Runner { stop }
+        } else {
+            Handle::Ttl {
+                key: self.ttl.schedule(&self.registry, &spec.id, generation),
+            }
+        }
+    }
+
+    fn handle(&mut self, event: CheckEvent) {
+        match event {
+            CheckEvent::Start {
+                spec,
+                generation,
+                run_now,
+            } => {
+                let handle = self
+                    .registry
+                    .runs_here(&spec.id)
+                    .then(|| self.start(&spec, generation, run_now));
+                let known = Known {
+                    spec,
+                    generation,
+                    handle,
+                };
+                if let Some(replaced) = self.checks.insert(known.spec.id.clone(), known)
+                    && let Some(handle) = replaced.handle
+                {
+                    handle.stop(&mut self.ttl);
+                }
+            }
+            CheckEvent::Stop { check } => {
+                if let Some(handle) = self.checks.remove(&check).and_then(|known| known.handle) {
+                    handle.stop(&mut self.ttl);
+                }
+            }
+            // Only TTL checks are updated through the API (the registry refuses the others).
+            CheckEvent::Touched { check } => {
+                if let Some(Known {
+                    generation,
+                    handle: Some(Handle::Ttl { key }),
+                    ..
+                }) = self.checks.get_mut(&check)
+                {
+                    if let Some(old) = key.take() {
+                        self.ttl.cancel(&old);
+                    }
+                    *key = self.ttl.schedule(&self.registry, &check, *generation);
+                }
+            }
+        }
+    }
+
+    /// The live servers changed: runs the checks that are this server's now (at once: their
+    /// last run elsewhere may be a while ago) and stops those that went to another.
+    fn deal(&mut self) {
+        let (mut taken, mut given) = (0, 0);
+        let ids: Vec<CheckId> = self.checks.keys().cloned().collect();
+        for id in ids {
+            let here = self.registry.runs_here(&id);
+            let known = &self.checks[&id];
+            match (&known.handle, here) {
+                (None, true) => {
+                    let (spec, generation) = (known.spec.clone(), known.generation);
+                    let handle = self.start(&spec, generation, true);
+                    self.checks.get_mut(&id).expect("listed").handle = Some(handle);
+                    taken += 1;
+                }
+                (Some(_), false) => {
+                    if let Some(handle) = self.checks.get_mut(&id).and_then(|k| k.handle.take()) {
+                        handle.stop(&mut self.ttl);
+                    }
+                    given += 1;
+                }
+                _ => {}
+            }
+        }
+        let running = self.checks.values().filter(|k| k.handle.is_some()).count();
+        tracing::info!(
+            taken,
+            given,
+            running,
+            elsewhere = self.checks.len() - running,
+            "checks dealt among the servers"
+        );
+    }
+
+    fn count(&self) {
+        let running = self.checks.values().filter(|k| k.handle.is_some()).count();
+        self.shared.running.store(running, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Turns the registry's check events into started and stopped runners (probing checks) and
-/// queued deadlines (TTL checks), and acts on those deadlines as they come.
+/// queued deadlines (TTL checks), and acts on those deadlines as they come. With a shared store
+/// only the checks this server owns run here, dealt again whenever the servers change.
 async fn supervise(
     registry: Arc<Registry>,
     shared: Arc<Shared>,
@@ -134,72 +257,52 @@ async fn supervise(
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
-    let mut running: HashMap<CheckId, Handle> = HashMap::new();
-    let mut ttl = TtlTimers::default();
+    let mut membership = registry.membership();
+    let mut supervisor = Supervisor {
+        registry,
+        shared,
+        tasks,
+        stop: stop.clone(),
+        ttl: TtlTimers::default(),
+        checks: HashMap::new(),
+    };
     loop {
-        let event = tokio::select! {
+        tokio::select! {
             biased;
             () = stop.cancelled() => break,
             event = events.recv() => match event {
-                Some(event) => event,
+                Some(event) => supervisor.handle(event),
                 None => break,
             },
-            (check, due) = ttl.next() => {
-                if let Some(Handle::Ttl { generation, key }) = running.get_mut(&check)
+            changed = changed(&mut membership) => {
+                if changed {
+                    supervisor.deal();
+                } else {
+                    membership = None; // the registry is gone: stopping
+                }
+            }
+            (check, due) = supervisor.ttl.next() => {
+                if let Some(Known { generation, handle: Some(Handle::Ttl { key }), .. }) =
+                    supervisor.checks.get_mut(&check)
                     && *generation == due
                 {
-                    *key = ttl.fire(&registry, &check, due);
+                    *key = supervisor.ttl.fire(&supervisor.registry, &check, due);
                 }
                 continue;
             }
-        };
-        match event {
-            CheckEvent::Start {
-                spec,
-                generation,
-                run_now,
-            } => {
-                let handle = if spec.kind.schedule().is_some() {
-                    let stop = stop.child_token();
-                    let runner = Runner {
-                        registry: registry.clone(),
-                        shared: shared.clone(),
-                        spec: spec.clone(),
-                        generation,
-                        run_now,
-                        stop: stop.clone(),
-                    };
-                    tasks.spawn(runner.run());
-                    Handle::Runner { stop }
-                } else {
-                    let key = ttl.schedule(&registry, &spec.id, generation);
-                    Handle::Ttl { generation, key }
-                };
-                if let Some(replaced) = running.insert(spec.id, handle) {
-                    replaced.stop(&mut ttl);
-                }
-            }
-            CheckEvent::Stop { check } => {
-                if let Some(handle) = running.remove(&check) {
-                    handle.stop(&mut ttl);
-                }
-            }
-            // Only TTL checks are updated through the API (the registry refuses the others).
-            CheckEvent::Touched { check } => {
-                if let Some(Handle::Ttl { generation, key }) = running.get_mut(&check) {
-                    if let Some(old) = key.take() {
-                        ttl.cancel(&old);
-                    }
-                    *key = ttl.schedule(&registry, &check, *generation);
-                }
-            }
         }
-        shared
-            .running
-            .store(running.len(), std::sync::atomic::Ordering::Relaxed);
+        supervisor.count();
     }
-    for handle in running.into_values() {
-        handle.stop(&mut ttl);
+    for handle in supervisor.checks.into_values().filter_map(|k| k.handle) {
+        handle.stop(&mut supervisor.ttl);
     }
-    shared.running.store(0, std::sync::atomic::Ordering::Relaxed);
+    supervisor.shared.running.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Waits for the servers to change; never, with a store of its own.
+async fn changed(membership: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
+    match membership {
+        Some(membership) => membership.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }

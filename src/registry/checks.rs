@@ -86,17 +86,41 @@ impl Registry {
     /// restarts the TTL. Refused for checks that are probed, as Consul does. A new status or
     /// output is a write, to wait for like a registration.
     pub fn ttl_update(&self, check: &CheckId, status: Health, output: &str) -> Result<Written, RegistryError> {
+        if self.shared {
+            self.refuse_if_cut_off()?;
+        }
         let mut w = self.lock();
         let now = Instant::now();
+        // With a shared store, a live heartbeat lease is what keeps the check alive, not a
+        // deadline here (see `cluster.rs`).
+        let lease = self.shared.then(|| self.heartbeat_lease(check)).flatten();
+        let mut ttl_of = None;
         let written = self.update_check(&mut w, check, |c| {
             let CheckKind::Ttl { ttl } = c.spec.kind else {
                 return Err(RegistryError::NotTtl(check.clone()));
             };
-            c.ttl_deadline = Some(now + ttl);
+            ttl_of = Some(ttl);
+            if lease.is_none() {
+                c.ttl_deadline = Some(now + ttl);
+            }
             Ok(c.set_status(status, output, now))
         })?;
         w.emit(CheckEvent::Touched { check: check.clone() });
-        Ok(written)
+        match (&self.journal, ttl_of) {
+            (Some(journal), Some(ttl)) if self.shared => {
+                let (done, renewed) = tokio::sync::oneshot::channel();
+                journal.heartbeat(
+                    check.as_str(),
+                    ttl,
+                    lease,
+                    Box::new(move |result| {
+                        let _ = done.send(result);
+                    }),
+                );
+                Ok(written.with_heartbeat(renewed))
+            }
+            _ => Ok(written),
+        }
     }
 
     /// A probe's result, already past its thresholds. Ignored when the check has been removed or

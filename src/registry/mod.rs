@@ -7,6 +7,7 @@
 //! a write touches a handful of entries and never waits on I/O while holding it.
 
 mod checks;
+mod cluster;
 mod error;
 mod watches;
 mod write;
@@ -18,7 +19,7 @@ pub use write::Written;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use dashmap::DashMap;
@@ -100,8 +101,8 @@ pub struct Registry {
     shared: bool,
     /// The index applied whole (every change of that revision), for writes waiting to be served.
     applied: watch::Sender<u64>,
-    /// Whether the shared store can be reached (always, for the embedded one).
-    store_reachable: AtomicBool,
+    /// With a shared store: the servers, heartbeat leases, and whether etcd can be reached.
+    cluster: cluster::ClusterView,
     instances: DashMap<InstanceId, Arc<Instance>>,
     services: papaya::HashMap<ServiceKey, Arc<ServiceEntry>>,
     /// Who is told of service changes (DNS's answers).
@@ -140,7 +141,7 @@ impl Registry {
             journal,
             shared,
             applied: watch::Sender::new(1),
-            store_reachable: AtomicBool::new(true),
+            cluster: cluster::ClusterView::default(),
             writer: Mutex::new(Writer {
                 last_index: 1,
                 ..Writer::default()
@@ -247,11 +248,6 @@ impl Registry {
     /// Whether the registry follows a store shared with other servers.
     pub fn is_shared(&self) -> bool {
         self.shared
-    }
-
-    /// Whether the shared store can be reached: when not, what is served is the last view seen.
-    pub fn store_reachable(&self) -> bool {
-        self.store_reachable.load(Ordering::Acquire)
     }
 
     /// Commits what is queued and stops the journal (at shutdown, once nothing writes any more).

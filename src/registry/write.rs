@@ -16,7 +16,6 @@
 //! Check status is then part of the record like everything else (status transitions are writes
 //! too); only the local timers (TTL deadlines, which definition runs) are kept from the view.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{CheckEvent, Registry, RegistryError, Writer};
 use crate::model::{CheckSpec, Instance, InstanceId};
-use crate::store::{Change, Follower, StoreError, StoredInstance};
+use crate::store::{Change, StoreError, StoredInstance};
 
 /// How long a write committed to a shared store waits to come back through the watch before
 /// the client is told it is not served yet.
@@ -32,7 +31,7 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A write the registry made, to wait for before acknowledging it.
 #[must_use = "a write is acknowledged only once it is durable"]
-pub struct Written(Outcome);
+pub struct Written(Outcome, Option<oneshot::Receiver<Result<(), StoreError>>>);
 
 enum Outcome {
     Applied(u64),
@@ -44,14 +43,22 @@ enum Outcome {
 }
 
 impl Written {
+    /// The same write, acknowledged once a heartbeat's lease is renewed too.
+    pub(super) fn with_heartbeat(self, heartbeat: oneshot::Receiver<Result<(), StoreError>>) -> Self {
+        Self(self.0, Some(heartbeat))
+    }
+
     /// A write already applied at `index` (or nothing to write).
     pub(super) fn applied(index: u64) -> Self {
-        Self(Outcome::Applied(index))
+        Self(Outcome::Applied(index), None)
     }
 
     /// Waits until the write is durable and applied (at once without a store); the index it
     /// was applied at.
     pub async fn durable(self) -> Result<u64, RegistryError> {
+        if let Some(heartbeat) = self.1 {
+            heartbeat.await.unwrap_or(Err(StoreError::Closed))?;
+        }
         match self.0 {
             Outcome::Applied(index) => Ok(index),
             Outcome::Waiting(receiver, applied) => {
@@ -149,9 +156,12 @@ impl Registry {
         instance: Option<Arc<Instance>>,
         index: u64,
     ) -> Result<Written, RegistryError> {
+        if self.shared {
+            self.refuse_if_cut_off()?;
+        }
         let Some(journal) = &self.journal else {
             let index = index.max(self.index() + 1);
-            return Ok(Written(Outcome::Applied(self.apply(w, &id, instance, index))));
+            return Ok(Written::applied(self.apply(w, &id, instance, index)));
         };
         let change = match &instance {
             Some(instance) => Change::Put(Box::new(StoredInstance::from_instance(instance))),
@@ -174,7 +184,7 @@ impl Registry {
         slot.0 = instance;
         slot.1 += 1;
         let applied = journal.shared().then(|| self.applied.subscribe());
-        Ok(Written(Outcome::Waiting(receiver, applied)))
+        Ok(Written(Outcome::Waiting(receiver, applied), None))
     }
 
     /// One write fewer waits for the instance.
@@ -213,7 +223,7 @@ impl Registry {
 
     /// Makes a committed write visible at `index`: instance map, check ownership and runners,
     /// the services it left and joined, watchers. Returns `index`.
-    fn apply(&self, w: &mut Writer, id: &InstanceId, instance: Option<Arc<Instance>>, index: u64) -> u64 {
+    pub(super) fn apply(&self, w: &mut Writer, id: &InstanceId, instance: Option<Arc<Instance>>, index: u64) -> u64 {
         w.last_index = w.last_index.max(index);
         let previous = self.instances.get(id).map(|e| e.value().clone());
         if let Some(old) = &previous {
@@ -243,7 +253,9 @@ impl Registry {
         instance.modify_index = index;
         let new_checks = if self.shared {
             // The record is the truth, its create index etcd's; only local timers are kept.
-            keep_check_timers(&mut instance, previous.as_deref(), index)
+            keep_check_timers(&mut instance, previous.as_deref(), index, |check| {
+                self.cluster.leases.contains_key(check)
+            })
         } else {
             instance.create_index = previous.as_ref().map_or(index, |old| old.create_index);
             keep_check_state(&mut instance, previous.as_deref(), index)
@@ -290,7 +302,7 @@ impl Registry {
 
     /// A revision of the shared store applied: the writes committed at or before it are
     /// served now, and no longer staged.
-    fn applied_up_to(&self, w: &mut Writer, index: u64) {
+    pub(super) fn applied_up_to(&self, w: &mut Writer, index: u64) {
         let later = w.pending.split_off(&(index + 1));
         let done = std::mem::replace(&mut w.pending, later);
         for id in done.into_values().flatten() {
@@ -302,7 +314,7 @@ impl Registry {
 
     /// A record from the shared store as an instance; a record no registration could make
     /// (written by a newer or broken server) is logged and left out.
-    fn from_record(record: StoredInstance) -> Option<Arc<Instance>> {
+    pub(super) fn from_record(record: StoredInstance) -> Option<Arc<Instance>> {
         let id = record.id.clone();
         match record.into_instance() {
             Ok(instance) => Some(Arc::new(instance)),
@@ -349,7 +361,15 @@ fn keep_check_state(instance: &mut Instance, previous: Option<&Instance>, index:
 /// For a record that comes from the shared store: a check whose definition is unchanged keeps
 /// its local timers (the TTL deadline, the generation its runner goes by) and takes everything
 /// else (status, output, since when critical) from the record. Returns the new definitions.
-fn keep_check_timers(instance: &mut Instance, previous: Option<&Instance>, index: u64) -> Vec<CheckSpec> {
+///
+/// A new TTL check whose heartbeat lease is alive already (its ID was heartbeaten before) has
+/// no deadline of its own: the lease is what counts.
+fn keep_check_timers(
+    instance: &mut Instance,
+    previous: Option<&Instance>,
+    index: u64,
+    has_lease: impl Fn(&crate::model::CheckId) -> bool,
+) -> Vec<CheckSpec> {
     let mut new = Vec::new();
     for check in instance.checks.iter_mut() {
         match previous.and_then(|old| old.checks.iter().find(|c| c.spec == check.spec)) {
@@ -359,64 +379,12 @@ fn keep_check_timers(instance: &mut Instance, previous: Option<&Instance>, index
             }
             None => {
                 check.generation = index;
+                if has_lease(&check.spec.id) {
+                    check.ttl_deadline = None;
+                }
                 new.push(check.spec.clone());
             }
         }
     }
     new
-}
-
-/// The registry follows a shared store: every change, its own included, is applied from here.
-impl Follower for Registry {
-    fn changed(&self, index: u64, changes: Vec<Change>) {
-        let mut w = self.lock();
-        if index <= self.index() {
-            return; // seen already (a watch opened again from an older revision)
-        }
-        for change in changes {
-            match change {
-                Change::Put(record) => {
-                    if let Some(instance) = Self::from_record(*record) {
-                        let id = instance.id.clone();
-                        self.apply(&mut w, &id, Some(instance), index);
-                    }
-                }
-                Change::Delete(id) => {
-                    if let Ok(id) = InstanceId::parse(&id) {
-                        self.apply(&mut w, &id, None, index);
-                    }
-                }
-            }
-        }
-        self.applied_up_to(&mut w, index);
-    }
-
-    fn modify_index(&self, id: &str) -> Option<u64> {
-        let id = InstanceId::parse(id).ok()?;
-        self.instance(&id).map(|instance| instance.modify_index)
-    }
-
-    fn reloaded(&self, index: u64, changed: Vec<StoredInstance>, present: HashSet<String>) {
-        let changed: Vec<_> = changed.into_iter().filter_map(Self::from_record).collect();
-        let mut w = self.lock();
-        let gone: Vec<InstanceId> = self
-            .instances
-            .iter()
-            .filter(|e| !present.contains(e.key().as_str()))
-            .map(|e| e.key().clone())
-            .collect();
-        for id in gone {
-            self.apply(&mut w, &id, None, index);
-        }
-        for instance in changed {
-            let id = instance.id.clone();
-            self.apply(&mut w, &id, Some(instance), index);
-        }
-        self.applied_up_to(&mut w, index.max(self.index()));
-    }
-
-    fn reachable(&self, reachable: bool) {
-        self.store_reachable
-            .store(reachable, std::sync::atomic::Ordering::Release);
-    }
 }

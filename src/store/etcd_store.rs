@@ -5,8 +5,17 @@
 //! one), and every server, the writer included, applies the changes from one watch in revision
 //! order ([`follow`]). The revision is the registry's index, the same on every server.
 //!
-//! Each server also keeps a key of its own, `<prefix>servers/<node>`, on a lease: while etcd
-//! renews it, this server can reach a quorum.
+//! Each server also keeps a key of its own, `<prefix>servers/<node>`, on a lease: the servers
+//! alive are the keys there (which is how checks are shared out among them), and while etcd
+//! renews this server's lease, this server can reach a quorum. A TTL check's heartbeats renew a
+//! lease of the check's own, behind `<prefix>heartbeats/<check>`: renewing a lease is not a
+//! write in etcd (the leader keeps leases in memory), so heartbeats cost etcd no disk, and when
+//! none reaches any server for the TTL, etcd removes the key and the check's owner turns it
+//! critical.
+//!
+//! etcd keeps every revision until it is compacted, and by default never compacts: each server
+//! compacts what is older than [`COMPACT_EVERY`] (as Kubernetes' API server does), so the
+//! history stays as large as a few minutes of writes.
 //!
 //! The journal calls the store from its own thread, so the store runs the async client on a
 //! runtime of its own, with a bound on every call: etcd out of reach is a refused write (503),
@@ -22,7 +31,7 @@ use etcd_client::{
     WatchOptions,
 };
 
-use super::{Batch, Change, Follower, Store, StoreError, StoredInstance};
+use super::{Batch, Change, Cluster, Follower, Lease, Logged, Store, StoreError, StoredInstance};
 
 /// How long connecting to etcd may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,8 +51,11 @@ const REWATCH_PAUSE: Duration = Duration::from_millis(200);
 /// (`--max-request-bytes`) by default: a larger batch goes in several.
 const MAX_TXN_OPS: usize = 100;
 const MAX_TXN_BYTES: usize = 1 << 20;
-/// Instances read per request: 100,000 instances never come as one response.
+/// Keys read per request: 100,000 instances never come as one response.
 const PAGE: i64 = 1000;
+/// How often the history is compacted, and how much of it is kept: a server whose watch falls
+/// further behind than this reads the registry again.
+const COMPACT_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// How to reach etcd, validated (`Config::settings`).
 #[derive(Debug, Clone)]
@@ -71,6 +83,8 @@ struct Keys {
     endpoints: String,
     /// How many members there are: a call is tried for [`ATTEMPT_TIMEOUT`] per member.
     members: usize,
+    /// This server's name.
+    me: String,
 }
 
 pub struct EtcdStore {
@@ -101,6 +115,7 @@ impl EtcdStore {
             prefix: settings.prefix.clone(),
             endpoints: endpoints.clone(),
             members: settings.endpoints.len().max(1),
+            me: settings.holder.clone(),
         };
         let store = Self {
             runtime: Some(runtime),
@@ -148,6 +163,33 @@ impl Keys {
         format!("{}instances/{id}", self.prefix)
     }
 
+    fn heartbeat_key(&self, check: &str) -> String {
+        format!("{}heartbeats/{check}", self.prefix)
+    }
+
+    /// What a key under the prefix is, and the name in it.
+    fn kind<'k>(&self, key: &'k [u8]) -> Option<(Kind, &'k str)> {
+        let rest = key.strip_prefix(self.prefix.as_bytes())?;
+        let rest = std::str::from_utf8(rest).ok()?;
+        let (kind, name) = rest.split_once('/')?;
+        let kind = match kind {
+            "instances" => Kind::Instance,
+            "servers" => Kind::Server,
+            "heartbeats" => Kind::Heartbeat,
+            _ => return None,
+        };
+        Some((kind, name))
+    }
+
+    /// A heartbeat key's lease: the lease it is on, and the TTL written in it.
+    fn lease(kv: &KeyValue) -> Option<Lease> {
+        let ttl_secs = std::str::from_utf8(kv.value()).ok()?.parse().ok()?;
+        (kv.lease() != 0).then_some(Lease {
+            id: kv.lease(),
+            ttl_secs,
+        })
+    }
+
     fn error(&self, message: String) -> StoreError {
         StoreError::Etcd {
             endpoints: self.endpoints.clone(),
@@ -182,16 +224,19 @@ impl Keys {
         }
     }
 
-    /// Reads every instance key, page by page, all at the revision of the first page (one
-    /// consistent registry, however many pages), handing each to `each`; returns that revision.
-    async fn read_instances(
+    /// Reads every key under `<prefix><under>`, page by page, all at one revision (`at`, or the
+    /// latest when 0: one consistent registry, however many pages), handing each to `each`;
+    /// returns that revision.
+    async fn read_range(
         &self,
+        under: &str,
+        at: u64,
         mut each: impl FnMut(&KeyValue) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
-        let first = self.instance_key("");
+        let first = format!("{}{under}", self.prefix);
         let end = prefix_end(first.as_bytes());
         let mut from = first.into_bytes();
-        let mut revision = 0;
+        let mut revision = i64::try_from(at).unwrap_or(i64::MAX);
         loop {
             let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
             if revision > 0 {
@@ -219,10 +264,35 @@ impl Keys {
         }
     }
 
+    /// The servers and heartbeat leases at revision `at`.
+    async fn read_cluster(&self, at: u64) -> Result<Cluster, StoreError> {
+        let mut cluster = Cluster {
+            me: self.me.clone(),
+            ..Cluster::default()
+        };
+        self.read_range("servers/", at, |kv| {
+            if let Some((Kind::Server, name)) = self.kind(kv.key()) {
+                cluster.servers.push(name.to_owned());
+            }
+            Ok(())
+        })
+        .await?;
+        self.read_range("heartbeats/", at, |kv| {
+            if let (Some((Kind::Heartbeat, check)), Some(lease)) = (self.kind(kv.key()), Self::lease(kv)) {
+                cluster.heartbeats.push((check.to_owned(), lease));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(cluster)
+    }
+
     /// The instance ID a key under `<prefix>instances/` names.
     fn instance_id<'k>(&self, key: &'k [u8]) -> Option<&'k str> {
-        let prefix = self.instance_key("");
-        std::str::from_utf8(key.strip_prefix(prefix.as_bytes())?).ok()
+        match self.kind(key)? {
+            (Kind::Instance, id) => Some(id),
+            _ => None,
+        }
     }
 
     /// An instance's record, with its indexes as etcd gives them (the revision that created the
@@ -257,7 +327,7 @@ impl Drop for EtcdStore {
 impl Store for EtcdStore {
     fn load(&self, each: &mut dyn FnMut(StoredInstance) -> Result<(), String>) -> Result<u64, StoreError> {
         let keys = &self.keys;
-        self.runtime().block_on(keys.read_instances(|kv| {
+        self.runtime().block_on(keys.read_range("instances/", 0, |kv| {
             let instance = keys.decode(kv)?;
             each(instance).map_err(|message| StoreError::Corrupt {
                 path: format!("etcd {}", keys.endpoints),
@@ -319,20 +389,93 @@ impl Store for EtcdStore {
     fn follow(&self, from: u64, follower: Weak<dyn Follower>) {
         let _ = self.follower.set(follower.clone());
         self.runtime().spawn(follow(self.keys.clone(), from, follower));
+        self.runtime().spawn(compact(self.keys.clone()));
+    }
+
+    fn heartbeat(
+        &self,
+        check: &str,
+        ttl: Duration,
+        lease: Option<Lease>,
+        then: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+    ) {
+        let keys = self.keys.clone();
+        let check = check.to_owned();
+        self.runtime().spawn(async move {
+            then(heartbeat(&keys, &check, ttl, lease).await);
+        });
     }
 }
 
-/// Applies every change to the instances after revision `from`, from one watch, in revision
-/// order. A broken watch is opened again from where it stopped; one that lost its place (the
-/// revisions it needs were compacted) reads the whole registry again and swaps it in.
+/// What a key under the prefix holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Instance,
+    Server,
+    Heartbeat,
+}
+
+/// Renews a TTL check's lease; takes a new one, with the check's key on it, when there is
+/// none, it ran out, or the check's TTL changed.
+async fn heartbeat(keys: &Keys, check: &str, ttl: Duration, lease: Option<Lease>) -> Result<(), StoreError> {
+    let ttl_secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    if let Some(lease) = lease.filter(|l| l.ttl_secs == ttl_secs)
+        && keys.retried(|client| renew(client, lease.id)).await?
+    {
+        return Ok(());
+    }
+    let key = keys.heartbeat_key(check);
+    keys.retried(|mut client| {
+        let key = key.clone();
+        async move {
+            let lease = client
+                .lease_grant(i64::try_from(ttl_secs).unwrap_or(i64::MAX), None)
+                .await?
+                .id();
+            client
+                .put(key, ttl_secs.to_string(), Some(PutOptions::new().with_lease(lease)))
+                .await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Renews a lease once; false when it has run out.
+async fn renew(mut client: Client, lease: i64) -> Result<bool, etcd_client::Error> {
+    let (mut sender, mut stream) = client.lease_keep_alive(lease).await?;
+    sender.keep_alive().await?;
+    Ok(stream.message().await?.is_some_and(|r| r.ttl() > 0))
+}
+
+/// Applies every change under the prefix after revision `from`, from one watch, in revision
+/// order: first the servers and heartbeat leases as they were at `from` (the instances were
+/// loaded at it), then each revision's changes. A broken watch is opened again from where it
+/// stopped; one that lost its place (the revisions it needs were compacted) reads everything
+/// again and swaps it in.
 async fn follow(keys: Keys, from: u64, follower: Weak<dyn Follower>) {
-    let mut next = from + 1;
-    let prefix = keys.instance_key("");
+    let mut next = loop {
+        let Some(live) = follower.upgrade() else { return };
+        match keys.read_cluster(from).await {
+            Ok(cluster) => {
+                tracing::info!(servers = ?cluster.servers, "sextant servers on this prefix");
+                live.reloaded(from, None, cluster);
+                break from + 1;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the servers on this prefix yet");
+                match reload(&keys, &*live).await {
+                    Ok(revision) => break revision + 1,
+                    Err(_) => tokio::time::sleep(REWATCH_PAUSE).await,
+                }
+            }
+        }
+    };
     loop {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(i64::try_from(next).unwrap_or(i64::MAX));
-        let mut stream = match keys.client.clone().watch(prefix.clone(), Some(options)).await {
+        let mut stream = match keys.client.clone().watch(keys.prefix.clone(), Some(options)).await {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::debug!(%error, "cannot open the etcd watch yet");
@@ -375,13 +518,8 @@ async fn follow(keys: Keys, from: u64, follower: Weak<dyn Follower>) {
                     follower.changed(at, std::mem::take(&mut changes));
                 }
                 at = revision;
-                match (event.event_type(), keys.instance_id(kv.key())) {
-                    (EventType::Delete, Some(id)) => changes.push(Change::Delete(id.to_string())),
-                    (EventType::Put, Some(_)) => match keys.decode(kv) {
-                        Ok(instance) => changes.push(Change::Put(Box::new(instance))),
-                        Err(error) => tracing::error!(%error, "an instance record in etcd cannot be read: skipped"),
-                    },
-                    _ => {}
+                if let Some(change) = logged(&keys, event.event_type(), kv) {
+                    changes.push(change);
                 }
             }
             if at > 0 {
@@ -393,12 +531,31 @@ async fn follow(keys: Keys, from: u64, follower: Weak<dyn Follower>) {
     }
 }
 
-/// Reads the whole registry again and hands the follower what differs from its view.
+/// A watched event as the follower takes it; `None` for keys sextant does not read, and for
+/// records it cannot (logged).
+fn logged(keys: &Keys, event: EventType, kv: &KeyValue) -> Option<Logged> {
+    let (kind, name) = keys.kind(kv.key())?;
+    let put = event == EventType::Put;
+    Some(match kind {
+        Kind::Instance if put => match keys.decode(kv) {
+            Ok(instance) => Logged::Instance(name.to_owned(), Some(Box::new(instance))),
+            Err(error) => {
+                tracing::error!(%error, "an instance record in etcd cannot be read: skipped");
+                return None;
+            }
+        },
+        Kind::Instance => Logged::Instance(name.to_owned(), None),
+        Kind::Server => Logged::Server(name.to_owned(), put),
+        Kind::Heartbeat => Logged::Heartbeat(name.to_owned(), if put { Keys::lease(kv) } else { None }),
+    })
+}
+
+/// Reads everything again and hands the follower what differs from its view.
 async fn reload(keys: &Keys, follower: &dyn Follower) -> Result<u64, StoreError> {
     let mut changed = Vec::new();
     let mut present = HashSet::new();
     let revision = keys
-        .read_instances(|kv| {
+        .read_range("instances/", 0, |kv| {
             let Some(id) = keys.instance_id(kv.key()) else {
                 return Ok(());
             };
@@ -412,14 +569,37 @@ async fn reload(keys: &Keys, follower: &dyn Follower) -> Result<u64, StoreError>
             Ok(())
         })
         .await?;
+    let cluster = keys.read_cluster(revision).await?;
     tracing::info!(
         revision,
         instances = present.len(),
         changed = changed.len(),
+        servers = ?cluster.servers,
         "registry read again from etcd"
     );
-    follower.reloaded(revision, changed, present);
+    follower.reloaded(revision, Some((changed, present)), cluster);
     Ok(revision)
+}
+
+/// Every [`COMPACT_EVERY`], compacts etcd's history up to the revision it had one period
+/// before, so that it holds at least one period of changes and not much more. Every server on
+/// the prefix does it; compacting what is compacted already is refused, harmlessly.
+async fn compact(keys: Keys) {
+    let mut previous = None;
+    loop {
+        tokio::time::sleep(COMPACT_EVERY).await;
+        let latest = keys
+            .retried(|mut client| async move { client.get("/", Some(GetOptions::new().with_count_only())).await })
+            .await;
+        let Ok(latest) = latest else { continue };
+        let latest = latest.header().map_or(0, |h| h.revision());
+        if let Some(revision) = previous.replace(latest) {
+            match keys.client.clone().compact(revision, None).await {
+                Ok(_) => tracing::debug!(revision, "etcd history compacted"),
+                Err(error) => tracing::debug!(%error, revision, "etcd history not compacted"),
+            }
+        }
+    }
 }
 
 /// The first key after every key that starts with `prefix`.
@@ -482,13 +662,7 @@ async fn keep_holding(
     let mut reachable = true;
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
-        let mut keeper = keys.client.clone();
-        let renewed = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
-            let (mut sender, mut stream) = keeper.lease_keep_alive(lease).await?;
-            sender.keep_alive().await?;
-            Ok::<_, etcd_client::Error>(stream.message().await?.is_some_and(|r| r.ttl() > 0))
-        })
-        .await;
+        let renewed = tokio::time::timeout(ATTEMPT_TIMEOUT, renew(keys.client.clone(), lease)).await;
         let now_reachable = match renewed {
             Ok(Ok(true)) => true,
             Ok(Ok(false)) => match hold_key(keys.client.clone(), key.clone(), holder.clone()).await {
@@ -511,13 +685,13 @@ async fn keep_holding(
         if now_reachable != reachable {
             reachable = now_reachable;
             if reachable {
-                tracing::info!(endpoints = %keys.endpoints, "etcd can be reached again");
+                tracing::info!(endpoints = %keys.endpoints, "etcd can be reached again: resynced");
             } else {
-                tracing::warn!(endpoints = %keys.endpoints, "etcd cannot be reached: serving the last registry seen");
+                tracing::warn!(endpoints = %keys.endpoints, "etcd cannot be reached: serving the last registry seen (stale)");
             }
-            if let Some(follower) = follower.get().and_then(Weak::upgrade) {
-                follower.reachable(reachable);
-            }
+        }
+        if let Some(follower) = follower.get().and_then(Weak::upgrade) {
+            follower.reachable(reachable);
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Journal {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// The store is written by other servers too (see [`Store::shared`]).
     shared: bool,
+    /// For what does not queue: heartbeats.
+    store: std::sync::Arc<dyn Store>,
 }
 
 /// A batch's outcome and the callbacks of its changes, in order.
@@ -52,13 +54,17 @@ impl Journal {
                     }
                 }
             })?;
-        let committer = std::thread::Builder::new()
-            .name("journal".into())
-            .spawn(move || commit_loop(&*store, &receiver, &outcomes))?;
+        let committer = {
+            let store = store.clone();
+            std::thread::Builder::new()
+                .name("journal".into())
+                .spawn(move || commit_loop(&*store, &receiver, &outcomes))?
+        };
         Ok(Self {
             sender: Mutex::new(Some(sender)),
             threads: Mutex::new(vec![committer, reporter]),
             shared,
+            store,
         })
     }
 
@@ -66,6 +72,18 @@ impl Journal {
     /// back from it, not as they are committed.
     pub fn shared(&self) -> bool {
         self.shared
+    }
+
+    /// A TTL check's heartbeat, for a shared store (see [`Store::heartbeat`]): not queued
+    /// behind the writes, as it changes no record.
+    pub fn heartbeat(
+        &self,
+        check: &str,
+        ttl: std::time::Duration,
+        lease: Option<super::Lease>,
+        then: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+    ) {
+        self.store.heartbeat(check, ttl, lease, then);
     }
 
     /// Queues a change; `then` learns whether it was committed. Call in the order the changes

@@ -16,6 +16,9 @@ pub use journal::{Journal, Then};
 pub use record::{StoredCheck, StoredInstance};
 pub use redb_store::RedbStore;
 
+use std::collections::HashSet;
+use std::time::Duration;
+
 /// One change to the stored registry.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -60,22 +63,65 @@ pub trait Store: Send + Sync + 'static {
     /// `follower`, in order, until the store is dropped. Nothing for a store only this server
     /// writes (its commits are all the changes there are).
     fn follow(&self, _from: u64, _follower: std::sync::Weak<dyn Follower>) {}
+
+    /// A TTL check's heartbeat, for a shared store: renews the check's lease (`lease`, the one
+    /// the follower knows of), or takes a new one when there is none or it ran out. `then`
+    /// learns the outcome. Nothing to do for a store only this server writes.
+    fn heartbeat(
+        &self,
+        _check: &str,
+        _ttl: Duration,
+        _lease: Option<Lease>,
+        then: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+    ) {
+        then(Ok(()));
+    }
+}
+
+/// One change read from a shared store.
+#[derive(Debug)]
+pub enum Logged {
+    /// An instance written (its record, with the indexes the store gives it) or removed.
+    Instance(String, Option<Box<StoredInstance>>),
+    /// A server came (its key was written) or went (its lease ran out, or it stopped).
+    Server(String, bool),
+    /// A TTL check's heartbeat lease: taken (by the first heartbeat after none), or run out
+    /// (no heartbeat reached any server for the TTL) and so removed.
+    Heartbeat(String, Option<Lease>),
+}
+
+/// The etcd lease that a TTL check's heartbeats renew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    /// Its TTL in whole seconds (the check's, rounded up).
+    pub ttl_secs: u64,
+}
+
+/// What a whole read of a shared store found besides the instances.
+#[derive(Debug, Default)]
+pub struct Cluster {
+    /// This server's name.
+    pub me: String,
+    /// The live servers, by name.
+    pub servers: Vec<String>,
+    /// The TTL checks whose heartbeat lease is alive.
+    pub heartbeats: Vec<(String, Lease)>,
 }
 
 /// What follows a shared store (the registry): hears every change in the store's order, and
 /// whether the store can be reached.
 pub trait Follower: Send + Sync {
-    /// The changes made at `index` (one etcd revision), in order. `Put` records carry their
-    /// create and modify index as the store gives them.
-    fn changed(&self, index: u64, changes: Vec<Change>);
+    /// The changes made at `index` (one etcd revision), in order.
+    fn changed(&self, index: u64, changes: Vec<Logged>);
     /// The index of the last change to an instance as the follower holds it, so a reload reads
     /// again only what differs.
     fn modify_index(&self, id: &str) -> Option<u64>;
-    /// The store was read again whole at `index` (the follower had fallen behind what the store
-    /// keeps): `changed` holds every instance that differs from the follower's view, `present`
-    /// every instance there is. Applied at once, as one change.
-    fn reloaded(&self, index: u64, changed: Vec<StoredInstance>, present: std::collections::HashSet<String>);
-    /// The store went out of reach (`false`) or came back (`true`).
+    /// The store was read whole at `index`: the servers and heartbeats as they are, and, when
+    /// the follower had fallen behind what the store keeps (`Some`), every instance that
+    /// differs from its view and the IDs of all there are. Applied at once, as one change.
+    fn reloaded(&self, index: u64, instances: Option<(Vec<StoredInstance>, HashSet<String>)>, cluster: Cluster);
+    /// Whether the store could be reached just now (told about once a second).
     fn reachable(&self, reachable: bool);
 }
 
@@ -101,6 +147,9 @@ pub enum StoreError {
         "etcd took the change (revision {revision}), but this server has not seen it back yet: it will show once its watch catches up"
     )]
     NotYetApplied { revision: u64 },
+    /// This server has had no contact with etcd for a while: the change is refused at once.
+    #[error("etcd cannot be reached from this server (no contact for {millis} ms)")]
+    EtcdOutOfReach { millis: u64 },
     #[error("the registry database is closed (sextant is stopping)")]
     Closed,
 }
