@@ -97,6 +97,10 @@ pub struct Config {
     pub etcd: Vec<String>,
     /// Every key sextant writes in etcd starts with it.
     pub etcd_prefix: String,
+    /// How long after a server stops renewing its lease (it died, or lost etcd) the others take
+    /// its share of the checks over.
+    #[serde(deserialize_with = "go_duration")]
+    pub etcd_lease_ttl: Duration,
     /// PEM files for etcd over TLS: the CA of its members' certificates, and this client's
     /// certificate and key.
     pub etcd_ca: Option<PathBuf>,
@@ -137,6 +141,7 @@ impl Default for Config {
             http_header_timeout: Duration::from_secs(30),
             etcd: Vec::new(),
             etcd_prefix: "/sextant/".into(),
+            etcd_lease_ttl: Duration::from_secs(10),
             etcd_ca: None,
             etcd_cert: None,
             etcd_key: None,
@@ -283,6 +288,12 @@ impl Config {
                 format!("{:?} must end with '/'", self.etcd_prefix),
             ));
         }
+        if !(Duration::from_secs(2)..=Duration::from_secs(3600)).contains(&self.etcd_lease_ttl) {
+            return Err(invalid(
+                "etcd_lease_ttl (--etcd-lease-ttl)",
+                format!("{:?} is not between 2s and 1h", self.etcd_lease_ttl),
+            ));
+        }
         if self.etcd_cert.is_some() != self.etcd_key.is_some() {
             return Err(invalid(
                 "etcd_cert, etcd_key (--etcd-cert, --etcd-key)",
@@ -315,6 +326,7 @@ impl Config {
             key: self.etcd_key.clone(),
             user,
             holder: node_name.to_owned(),
+            lease_ttl: self.etcd_lease_ttl,
         }))
     }
 
@@ -685,6 +697,10 @@ pub struct ServeArgs {
     /// Every key sextant writes in etcd starts with it [default: /sextant/].
     #[arg(long, value_name = "PREFIX")]
     pub etcd_prefix: Option<String>,
+    /// How long after a server stops renewing its lease in etcd (it died, or lost etcd) the
+    /// other servers take its checks over [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_go_duration)]
+    pub etcd_lease_ttl: Option<Duration>,
     /// The CA (PEM) that signed the etcd members' certificates: etcd over TLS (https:// URLs).
     #[arg(long, value_name = "FILE")]
     pub etcd_ca: Option<PathBuf>,
@@ -774,6 +790,9 @@ impl ServeArgs {
         }
         if self.etcd_user.is_some() {
             config.etcd_user = self.etcd_user;
+        }
+        if let Some(ttl) = self.etcd_lease_ttl {
+            config.etcd_lease_ttl = ttl;
         }
         // A token given on the command line replaces the file's, whichever form either takes.
         if self.acl_token.is_some() || self.acl_token_file.is_some() {
@@ -909,6 +928,11 @@ mod tests {
                 &["http://10.0.0.1:2379"],
                 |c| c.etcd_prefix = "/x".into(),
                 "must end with '/'",
+            ),
+            (
+                &["http://10.0.0.1:2379"],
+                |c| c.etcd_lease_ttl = Duration::from_secs(1),
+                "between 2s and 1h",
             ),
             (
                 &["https://10.0.0.1:2379"],

@@ -49,6 +49,9 @@ impl From<RegistryError> for ApiError {
                  retry once etcd is back"
             )),
             RegistryError::Store(error @ StoreError::NotYetApplied { .. }) => Self::Unavailable(error.to_string()),
+            RegistryError::Store(error @ StoreError::EtcdOutOfReach { .. }) => {
+                Self::Unavailable(format!("the change was not made: {error}; retry once etcd is back"))
+            }
             RegistryError::Store(StoreError::Closed) => {
                 Self::Unavailable("the change was not made: sextant is stopping".into())
             }

@@ -39,12 +39,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The pause after an attempt that failed at once.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
-/// The lease behind this server's key: how long after this server stops talking to etcd the
-/// others see it gone.
-const LEASE_TTL: i64 = 10;
 /// How often the lease is renewed, which is also how soon this server learns that etcd (a
 /// quorum of it) is out of reach, or back.
 const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// How often a connection to etcd is pinged, and how long an answer may take.
+const KEEPALIVE: Duration = Duration::from_secs(2);
 /// How long a broken watch waits before it is opened again.
 const REWATCH_PAUSE: Duration = Duration::from_millis(200);
 /// etcd refuses a transaction of more than 128 operations (`--max-txn-ops`) or 1.5 MiB
@@ -72,6 +71,9 @@ pub struct EtcdSettings {
     pub user: Option<(String, String)>,
     /// This server's name, its key under `<prefix>servers/`.
     pub holder: String,
+    /// The lease behind this server's key: how long after this server stops renewing it (dies,
+    /// or loses etcd) the others see it gone and take its checks over.
+    pub lease_ttl: Duration,
 }
 
 /// What the store's tasks share: the client and where its keys are.
@@ -85,6 +87,8 @@ struct Keys {
     members: usize,
     /// This server's name.
     me: String,
+    /// The TTL of this server's lease, in seconds.
+    lease_ttl: i64,
 }
 
 pub struct EtcdStore {
@@ -116,6 +120,7 @@ impl EtcdStore {
             endpoints: endpoints.clone(),
             members: settings.endpoints.len().max(1),
             me: settings.holder.clone(),
+            lease_ttl: i64::try_from(settings.lease_ttl.as_secs()).unwrap_or(10).max(2),
         };
         let store = Self {
             runtime: Some(runtime),
@@ -129,7 +134,8 @@ impl EtcdStore {
             .map(|m| format!("{} {}", m.name(), m.client_urls().join(" ")))
             .collect();
         let server_key = store.keys.server_key(&settings.holder);
-        let lease = store.retried(|client| hold_key(client, server_key.clone(), settings.holder.clone()))?;
+        let lease_ttl = store.keys.lease_ttl;
+        let lease = store.retried(|client| hold_key(client, server_key.clone(), settings.holder.clone(), lease_ttl))?;
         store.runtime().spawn(keep_holding(
             store.keys.clone(),
             server_key,
@@ -488,7 +494,7 @@ async fn follow(keys: Keys, from: u64, follower: Weak<dyn Follower>) {
                 Ok(Some(response)) => response,
                 Ok(None) => break,
                 Err(error) => {
-                    tracing::debug!(%error, "the etcd watch broke; opening it again");
+                    tracing::warn!(%error, from = next, "the etcd watch broke; opening it again");
                     break;
                 }
             };
@@ -618,7 +624,9 @@ async fn connect(settings: &EtcdSettings) -> Result<Client, String> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(CONNECT_TIMEOUT)
-        .with_keep_alive(Duration::from_secs(5), CONNECT_TIMEOUT);
+        // A connection that stops answering (a partition: no reset, only silence) is given up
+        // within seconds, so that the watch opens again on another member.
+        .with_keep_alive(KEEPALIVE, KEEPALIVE);
     if let Some((user, password)) = &settings.user {
         options = options.with_user(user.clone(), password.clone());
     }
@@ -642,8 +650,8 @@ async fn connect(settings: &EtcdSettings) -> Result<Client, String> {
 }
 
 /// Writes this server's key on a new lease; returns the lease.
-async fn hold_key(mut client: Client, key: String, holder: String) -> Result<i64, etcd_client::Error> {
-    let lease = client.lease_grant(LEASE_TTL, None).await?.id();
+async fn hold_key(mut client: Client, key: String, holder: String, ttl: i64) -> Result<i64, etcd_client::Error> {
+    let lease = client.lease_grant(ttl, None).await?.id();
     client
         .put(key, holder, Some(PutOptions::new().with_lease(lease)))
         .await?;
@@ -665,7 +673,7 @@ async fn keep_holding(
         let renewed = tokio::time::timeout(ATTEMPT_TIMEOUT, renew(keys.client.clone(), lease)).await;
         let now_reachable = match renewed {
             Ok(Ok(true)) => true,
-            Ok(Ok(false)) => match hold_key(keys.client.clone(), key.clone(), holder.clone()).await {
+            Ok(Ok(false)) => match hold_key(keys.client.clone(), key.clone(), holder.clone(), keys.lease_ttl).await {
                 Ok(new) => {
                     lease = new;
                     tracing::warn!("this server's lease in etcd had run out; taken again");

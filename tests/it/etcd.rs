@@ -1,63 +1,20 @@
 //! The registry kept in a real 3-member etcd cluster (`--etcd`): the real binary, killed with
 //! SIGKILL and restarted, serves every registration it acknowledged; losing one member loses
-//! nothing and refuses nothing; with etcd out of reach writes get 503 naming etcd while DNS keeps
-//! answering; servers on one prefix share one registry (written through one, answered by
+//! nothing and refuses nothing; servers on one prefix share one registry (written through one, answered by
 //! another, blocking queries and indexes across them); etcd over TLS with client certificates.
 
 use crate::common;
 
 use std::time::Duration;
 
-use common::dns::{addresses, rcode, udp};
+use common::dns::{rcode, udp};
 use common::etcd::EtcdCluster;
-use common::process::{Running, start_binary_with};
-use common::{ip, repo_zones, temp_data_dir};
+use common::on_etcd::{answers, client, get, kill_9, register, start, start_named};
+use common::process::start_binary_with;
+use common::{repo_zones, temp_data_dir};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::json;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap()
-}
-
-async fn register(running: &Running, i: usize) -> (reqwest::StatusCode, String) {
-    let body = json!({"Name": format!("svc-{i}"), "ID": format!("svc-{i}"),
-                      "Address": format!("10.7.{}.{}", i / 250, i % 250 + 1), "Port": 80});
-    let response = client()
-        .put(format!("http://{}/v1/agent/service/register", running.http))
-        .json(&body)
-        .send()
-        .await
-        .expect("HTTP PUT");
-    (response.status(), response.text().await.unwrap_or_default())
-}
-
-async fn answers(running: &Running, i: usize) -> bool {
-    let reply = udp(running.dns, &format!("svc-{i}.service.trading-dc."), RecordType::A).await;
-    addresses(&reply) == [ip(&format!("10.7.{}.{}", i / 250, i % 250 + 1))]
-}
-
-fn start(cluster: &EtcdCluster, prefix: &str) -> Running {
-    start_named(cluster, prefix, "sextant-a")
-}
-
-fn start_named(cluster: &EtcdCluster, prefix: &str, node: &str) -> Running {
-    let endpoints = cluster.endpoints();
-    start_binary_with(
-        &repo_zones(),
-        &temp_data_dir(),
-        &["--etcd", &endpoints, "--etcd-prefix", prefix, "--node-name", node],
-    )
-}
-
-fn kill_9(running: Running) {
-    let mut child = running.child;
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
-}
 
 #[tokio::test]
 async fn the_registry_in_etcd_survives_kill_9_and_the_loss_of_a_member() {
@@ -88,50 +45,6 @@ async fn the_registry_in_etcd_survives_kill_9_and_the_loss_of_a_member() {
     for i in 0..200 {
         assert!(answers(&server, i).await, "svc-{i} after the second restart");
     }
-}
-
-#[tokio::test]
-async fn without_etcd_writes_are_refused_and_dns_keeps_answering() {
-    let mut cluster = EtcdCluster::start(3);
-    let server = start(&cluster, "/outage/");
-    let (code, body) = register(&server, 1).await;
-    assert_eq!(code, 200, "{body}");
-    for member in 0..3 {
-        cluster.kill_member(member);
-    }
-    let (code, body) = register(&server, 2).await;
-    assert_eq!(code, 503, "{body}");
-    assert!(body.contains("etcd"), "the refusal names etcd: {body}");
-    assert!(answers(&server, 1).await, "DNS answers from memory");
-    let missing = udp(server.dns, "svc-2.service.trading-dc.", RecordType::A).await;
-    assert_eq!(rcode(&missing), ResponseCode::NXDomain, "a refused write is not served");
-    // etcd back: writes are taken again, and a restart finds what was acknowledged only.
-    for member in 0..3 {
-        cluster.start_member(member);
-    }
-    cluster.wait_healthy();
-    common::wait_for("writes taken again", async || register(&server, 3).await.0 == 200).await;
-    kill_9(server);
-    let server = start(&cluster, "/outage/");
-    assert!(answers(&server, 1).await && answers(&server, 3).await);
-    let refused = udp(server.dns, "svc-2.service.trading-dc.", RecordType::A).await;
-    assert_eq!(
-        rcode(&refused),
-        ResponseCode::NXDomain,
-        "the refused write stays refused"
-    );
-}
-
-/// The `X-Consul-Index` of a read and its body.
-async fn get(running: &Running, path: &str) -> (u64, serde_json::Value) {
-    let response = client()
-        .get(format!("http://{}{path}", running.http))
-        .send()
-        .await
-        .expect("HTTP GET");
-    assert_eq!(response.status(), 200, "GET {path}");
-    let index = response.headers()["x-consul-index"].to_str().unwrap().parse().unwrap();
-    (index, response.json().await.unwrap())
 }
 
 #[tokio::test]

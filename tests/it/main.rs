@@ -8,6 +8,7 @@ mod acl;
 mod binary;
 mod blocking;
 mod clients;
+mod cluster;
 mod consul_api;
 mod dns;
 mod dns_abuse;

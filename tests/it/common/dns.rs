@@ -35,7 +35,13 @@ pub async fn udp_raw(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
 
 /// As `udp_raw`, waiting at most `wait` (for packets the server may rightly drop).
 pub async fn udp_raw_within(server: SocketAddr, packet: &[u8], wait: Duration) -> Option<Vec<u8>> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // From loopback to loopback; from the address the route gives to anywhere else.
+    let local = if server.ip().is_loopback() {
+        "127.0.0.1:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let socket = UdpSocket::bind(local).await.unwrap();
     socket.send_to(packet, server).await.unwrap();
     let mut buf = vec![0u8; 65535];
     let (len, _) = tokio::time::timeout(wait, socket.recv_from(&mut buf))
@@ -153,4 +159,20 @@ pub fn has_soa(msg: &Message, zone: &str) -> bool {
     msg.authorities
         .iter()
         .any(|r| matches!(r.data, RData::SOA(_)) && r.name.to_ascii().eq_ignore_ascii_case(zone))
+}
+
+/// The Extended DNS Error info-codes (RFC 8914, EDNS option 15) a reply carries.
+pub fn extended_errors(msg: &Message) -> Vec<u16> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let Some(edns) = &msg.edns else {
+        return Vec::new();
+    };
+    edns.options()
+        .get_all(EdnsCode::Unknown(15))
+        .into_iter()
+        .filter_map(|option| match option {
+            EdnsOption::Unknown(15, data) if data.len() >= 2 => Some(u16::from_be_bytes([data[0], data[1]])),
+            _ => None,
+        })
+        .collect()
 }

@@ -14,6 +14,8 @@ pub struct EtcdCluster {
     dir: TempDir,
     /// Clients speak TLS, and must show a certificate the CA signed.
     pub tls: Option<TlsFiles>,
+    /// Another address the members take clients on, besides 127.0.0.1 (a namespace's link).
+    also_on: Option<std::net::IpAddr>,
 }
 
 /// PEM files: a CA, the members' certificate (for 127.0.0.1) and a client's, both signed by it.
@@ -67,15 +69,20 @@ struct Member {
 impl EtcdCluster {
     /// Starts `size` members and waits until the cluster takes writes.
     pub fn start(size: usize) -> Self {
-        Self::start_with(size, false)
+        Self::start_with(size, false, None)
+    }
+
+    /// As [`start`](Self::start), the members also taking clients on `ip`.
+    pub fn start_also_on(size: usize, ip: std::net::IpAddr) -> Self {
+        Self::start_with(size, false, Some(ip))
     }
 
     /// As [`start`](Self::start), the clients' side over TLS with client certificates.
     pub fn start_tls(size: usize) -> Self {
-        Self::start_with(size, true)
+        Self::start_with(size, true, None)
     }
 
-    fn start_with(size: usize, tls: bool) -> Self {
+    fn start_with(size: usize, tls: bool, also_on: Option<std::net::IpAddr>) -> Self {
         require("etcd", "etcd-server");
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
@@ -97,6 +104,7 @@ impl EtcdCluster {
             initial_cluster,
             dir,
             tls,
+            also_on,
         };
         for i in 0..size {
             cluster.start_member(i);
@@ -114,15 +122,62 @@ impl EtcdCluster {
             .join(",")
     }
 
+    /// The client URLs on the other address (see [`start_also_on`](Self::start_also_on)).
+    pub fn endpoints_on(&self, ip: std::net::IpAddr) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("http://{ip}:{}", m.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     fn client_url(&self, member: &Member) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", member.client_port)
+    }
+
+    fn etcdctl(&self) -> Command {
+        let mut command = Command::new(require("etcdctl", "etcd-client"));
+        if let Some(tls) = &self.tls {
+            command.arg("--cacert").arg(&tls.ca);
+            command.arg("--cert").arg(&tls.client_cert);
+            command.arg("--key").arg(&tls.client_key);
+        }
+        command.args(["--endpoints", &self.endpoints()]).env("ETCDCTL_API", "3");
+        command
+    }
+
+    /// Compacts the history up to the current revision; returns it.
+    pub fn compact(&self) -> i64 {
+        let status = self
+            .etcdctl()
+            .args(["endpoint", "status", "-w", "json"])
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        let revision = status[0]["Status"]["header"]["revision"].as_i64().unwrap();
+        let compacted = self
+            .etcdctl()
+            .args(["compact", &revision.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            compacted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&compacted.stderr)
+        );
+        revision
     }
 
     /// Starts member `i` (again), on its data directory.
     pub fn start_member(&mut self, i: usize) {
         let data: PathBuf = self.dir.0.join(&self.members[i].name);
         let client = self.client_url(&self.members[i]);
+        let listen = match self.also_on {
+            Some(ip) => format!("{client},http://{ip}:{}", self.members[i].client_port),
+            None => client.clone(),
+        };
         let mut command = Command::new(require("etcd", "etcd-server"));
         if let Some(tls) = &self.tls {
             command
@@ -139,7 +194,7 @@ impl EtcdCluster {
         let child = command
             .args(["--name", &member.name, "--data-dir"])
             .arg(&data)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-client-urls", &listen, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &self.initial_cluster])
             .args([

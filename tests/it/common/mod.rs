@@ -4,6 +4,8 @@
 pub mod dns;
 pub mod endpoint;
 pub mod etcd;
+pub mod netns;
+pub mod on_etcd;
 pub mod process;
 pub mod tools;
 

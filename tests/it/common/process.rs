@@ -24,8 +24,22 @@ pub fn start_binary(zones: &Path, data_dir: &Path) -> Running {
 
 /// As [`start_binary`], with more command-line arguments.
 pub fn start_binary_with(zones: &Path, data_dir: &Path, args: &[&str]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--zones"])
+    let command = Command::new(env!("CARGO_BIN_EXE_sextant"));
+    start_command(command, "127.0.0.1".parse().unwrap(), zones, data_dir, args)
+}
+
+/// The real binary, run by `command` (the binary itself, or a wrapper that runs it, as `ip netns
+/// exec`), listening on `ip`.
+pub fn start_command(
+    mut command: Command,
+    ip: std::net::IpAddr,
+    zones: &Path,
+    data_dir: &Path,
+    args: &[&str],
+) -> Running {
+    let listen = SocketAddr::new(ip, 0).to_string();
+    let mut child = command
+        .args(["serve", "--dns", &listen, "--http", &listen, "--zones"])
         .arg(zones)
         .arg("--data-dir")
         .arg(data_dir)
