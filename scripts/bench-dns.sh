@@ -13,6 +13,9 @@
 #                 2core: every server with its default workers (one per CPU), nothing pinned
 #   --baseline    another sextant binary (an earlier build) measured beside this one as server
 #                 "baseline", in the same run: before/after comparisons without the drift between runs
+#   servers       sextant, knot, nsd, baseline, and sextant-etcd: sextant with its registry in etcd (one
+#                 member the script starts on 127.0.0.1:15320; etcd's own CPU is not counted), to show
+#                 that answers cost the same whichever store the registry is kept in
 #   tests         udp-a (A, hot service), udp-srv (SRV, 3 instances), udp-nx (NXDOMAIN), udp-svc (A, random
 #                 service), udp-mixed (40% random A, 30% SRV, 20% hot A, 10% NXDOMAIN), tcp-a, tcp-mixed,
 #                 lat-mixed (mixed at a fixed 20k qps: p50/p99 latency); udp-a-qN, udp-mixed-qN: a fixed N qps
@@ -74,8 +77,9 @@ fi
 
 NCPU=$(nproc)
 SRV_CPU=$((NCPU - 1))
-declare -A PORT=([sextant]=15311 [knot]=15312 [nsd]=15313 [baseline]=15315)
-declare -A HTTP_PORT=([sextant]=15314 [baseline]=15316)
+declare -A PORT=([sextant]=15311 [knot]=15312 [nsd]=15313 [baseline]=15315 [sextant-etcd]=15317)
+declare -A HTTP_PORT=([sextant]=15314 [baseline]=15316 [sextant-etcd]=15318)
+ETCD_URL=http://127.0.0.1:15320
 declare -A PIDS=()
 RES=$ROOT/target/bench-dns/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RES"
@@ -93,7 +97,18 @@ stop_all() {
         unset "PIDS[$name]"
     done
 }
-trap stop_all EXIT
+ETCD_PID=
+stop_etcd() { [ -z "$ETCD_PID" ] || { kill -TERM "$ETCD_PID" 2>/dev/null || true; wait "$ETCD_PID" 2>/dev/null || true; }; }
+trap 'stop_all; stop_etcd' EXIT
+if [[ " $SERVERS " == *" sextant-etcd "* ]]; then
+    [ $INSTALL = 0 ] || command -v etcd >/dev/null || scripts/apt-install.sh --no-install-recommends etcd-server
+    command -v etcd >/dev/null || { echo "missing etcd: apt-get install etcd-server" >&2; exit 1; }
+    ETCD_UNSUPPORTED_ARCH=$(uname -m) etcd --name bench --data-dir "$RES/etcd" --listen-client-urls "$ETCD_URL" \
+        --advertise-client-urls "$ETCD_URL" --listen-peer-urls http://127.0.0.1:15321 \
+        --initial-advertise-peer-urls http://127.0.0.1:15321 --initial-cluster bench=http://127.0.0.1:15321 \
+        > "$RES/etcd.log" 2>&1 &
+    ETCD_PID=$!
+fi
 
 write_configs() {  # data-dir mode
     local data=$1 mode=$2 knot_workers="" nsd_workers="    server-count: 1"
@@ -150,11 +165,13 @@ start_server() {  # name data mode
     local name=$1 data=$2 mode=$3 pin=() cmd=() workers=$NCPU
     if [ "$mode" = 1core ] && [ "$NCPU" -gt 1 ]; then pin=(taskset -c "$SRV_CPU"); workers=1; fi
     case $name in
-        sextant|baseline)
-            local binary=$SEXTANT
+        sextant|baseline|sextant-etcd)
+            local binary=$SEXTANT store=()
             [ "$name" = baseline ] && binary=$BASELINE
+            # A prefix of this run's own: etcd keeps what earlier sizes and modes registered.
+            [ "$name" = sextant-etcd ] && store=(--etcd "$ETCD_URL" --etcd-prefix "/bench-$(basename "$data")-$mode/")
             cmd=("$binary" serve --dns "127.0.0.1:${PORT[$name]}" --http "127.0.0.1:${HTTP_PORT[$name]}"
-                 --zones "$ROOT/zones" --data-dir "$data/$name" --dns-workers "$workers") ;;
+                 --zones "$ROOT/zones" --data-dir "$data/$name" --dns-workers "$workers" "${store[@]}") ;;
         knot) rm -rf "$data/knot/db"; cmd=(knotd -c "$data/knot/knot.conf") ;;
         nsd) cmd=(nsd -d -c "$data/nsd/nsd.conf") ;;
     esac

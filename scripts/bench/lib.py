@@ -68,9 +68,12 @@ def table(csv_path):
     med = lambda xs: statistics.median(xs) if xs else None
     keys = sorted({k[:3] for k in rows}, key=lambda k: (int(k[0]), k[1], k[2]))
     # With a baseline (an earlier sextant build in the same run), its ratio to knot too.
-    ratios = [s for s in ("sextant", "baseline") if s in servers]
+    # With the registry in etcd too, its ratio to the embedded store's.
+    ratios = [(s, "knot") for s in ("sextant", "baseline") if s in servers and "knot" in servers]
+    if "sextant-etcd" in servers and "sextant" in servers:
+        ratios.append(("sextant-etcd", "sextant"))
     out = ["| services | mode | test | " + " | ".join(f"{s} qps | {s} CPU µs/q" for s in servers)
-           + "".join(f" | {s}/knot CPU" for s in ratios) + " | p50/p99 µs (" + ", ".join(servers) + ") |",
+           + "".join(f" | {s}/{r} CPU" for s, r in ratios) + " | p50/p99 µs (" + ", ".join(servers) + ") |",
            "|---|---|---|" + "---:|---:|" * len(servers) + "---:|" * len(ratios) + "---|"]
     for size, mode, test in keys:
         cells, cpu_per_q, lat_cells = [], {}, []
@@ -90,10 +93,10 @@ def table(csv_path):
             p50, p99 = med([float(r["p50_us"]) for r in lat]), med([float(r["p99_us"]) for r in lat])
             lat_cells.append(f"{p50:.0f}/{p99:.0f}" if lat else "-")
         ratio_cells = []
-        for s in ratios:
+        for s, r in ratios:
             ratio = "-"
-            if cpu_per_q.get(s) and cpu_per_q.get("knot"):
-                ratio = f"{cpu_per_q[s] / cpu_per_q['knot']:.3f}"
+            if cpu_per_q.get(s) and cpu_per_q.get(r):
+                ratio = f"{cpu_per_q[s] / cpu_per_q[r]:.3f}"
             ratio_cells.append(ratio)
         lat_text = ", ".join(lat_cells) if any(c != "-" for c in lat_cells) else ""
         out.append(f"| {size} | {mode} | {test} | " + " | ".join(cells + ratio_cells) + f" | {lat_text} |")

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::time::Instant;
 
-use super::{Registry, RegistryError, Writer, Written};
+use super::{Held, Registry, RegistryError, Writer, Written};
 use crate::model::{Check, CheckId, CheckKind, CheckSpec, Health, Instance, bounded_output};
 
 /// What the health checker must do, sent in the order of the registry's writes.
@@ -95,16 +95,21 @@ impl Registry {
         // deadline here (see `cluster.rs`).
         let lease = self.shared.then(|| self.heartbeat_lease(check)).flatten();
         let mut ttl_of = None;
-        let written = self.update_check(&mut w, check, |c| {
-            let CheckKind::Ttl { ttl } = c.spec.kind else {
-                return Err(RegistryError::NotTtl(check.clone()));
-            };
-            ttl_of = Some(ttl);
-            if lease.is_none() {
-                c.ttl_deadline = Some(now + ttl);
-            }
-            Ok(c.set_status(status, output, now))
-        })?;
+        let written = self.update_check(
+            &mut w,
+            check,
+            |c| {
+                let CheckKind::Ttl { ttl } = c.spec.kind else {
+                    return Err(RegistryError::NotTtl(check.clone()));
+                };
+                ttl_of = Some(ttl);
+                if lease.is_none() {
+                    c.ttl_deadline = Some(now + ttl);
+                }
+                Ok(c.set_status(status, output, now))
+            },
+            false,
+        )?;
         w.emit(CheckEvent::Touched { check: check.clone() });
         match (&self.journal, ttl_of) {
             (Some(journal), Some(ttl)) if self.shared => {
@@ -134,22 +139,30 @@ impl Registry {
         if unchanged != Some(false) {
             return;
         }
-        let _ = self.update_check(&mut w, check, |c| {
-            Ok(c.generation == generation && c.set_status(status, output, Instant::now()))
-        });
+        let _ = self.update_check(
+            &mut w,
+            check,
+            |c| Ok(c.generation == generation && c.set_status(status, output, Instant::now())),
+            true,
+        );
     }
 
     /// Turns a TTL check critical if its deadline has passed with no heartbeat.
     pub fn expire_ttl(&self, check: &CheckId, generation: u64) {
         let mut w = self.lock();
         let now = Instant::now();
-        let _ = self.update_check(&mut w, check, |c| {
-            if c.generation != generation || c.ttl_deadline.is_none_or(|deadline| deadline > now) {
-                return Ok(false);
-            }
-            c.ttl_deadline = None;
-            Ok(c.set_status(Health::Critical, TTL_EXPIRED, now))
-        });
+        let _ = self.update_check(
+            &mut w,
+            check,
+            |c| {
+                if c.generation != generation || c.ttl_deadline.is_none_or(|deadline| deadline > now) {
+                    return Ok(false);
+                }
+                c.ttl_deadline = None;
+                Ok(c.set_status(Health::Critical, TTL_EXPIRED, now))
+            },
+            true,
+        );
     }
 
     /// Deregisters the check's instance if the check has been critical for longer than its
@@ -188,11 +201,14 @@ impl Registry {
     ///
     /// With a shared store a visible change is a write, made on top of the writes still waiting
     /// (so a status never undoes a registration on its way), and served once it comes back.
-    fn update_check(
+    /// With `hold` (a check's own result, which nobody waits for), a write that etcd does not
+    /// take is held and made again once etcd is back.
+    pub(super) fn update_check(
         &self,
         w: &mut Writer,
         check: &CheckId,
         change: impl FnOnce(&mut Check) -> Result<bool, RegistryError>,
+        hold: bool,
     ) -> Result<Written, RegistryError> {
         let unknown = || RegistryError::UnknownCheck(check.clone());
         let (owner, base) = if self.shared {
@@ -229,7 +245,7 @@ impl Registry {
         let before = slot.status;
         let visible = change(slot)?;
         let (after, output) = (slot.status, slot.output.clone());
-        let (spec, deadline) = (slot.spec.clone(), slot.ttl_deadline);
+        let (spec, deadline, generation) = (slot.spec.clone(), slot.ttl_deadline, slot.generation);
         if (!visible || self.shared)
             && let Some(served) = &served
             && served_check(&spec).is_some_and(|c| c.ttl_deadline != deadline)
@@ -257,7 +273,26 @@ impl Registry {
         let index = w.next_index();
         updated.modify_index = index;
         if self.shared {
-            return self.stage(w, owner, Some(Arc::new(updated)), index);
+            // A newer result replaces one held.
+            w.held.remove(check);
+            let held = hold.then_some(Held {
+                generation,
+                status: after,
+                output,
+            });
+            return match (self.stage(w, owner, Some(Arc::new(updated)), index), held) {
+                (Ok(written), Some(held)) => {
+                    self.hold_if_refused(check.clone(), held, written);
+                    Ok(Written::applied(self.index()))
+                }
+                (Ok(written), None) => Ok(written),
+                (Err(error), held) => {
+                    if let Some(held) = held {
+                        w.held.insert(check.clone(), held);
+                    }
+                    Err(error)
+                }
+            };
         }
         let recompile = updated.health() != base.health();
         let key = updated.service.key();

@@ -11,9 +11,9 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{CheckEvent, Registry, Writer};
+use super::{CheckEvent, Held, Registry, RegistryError, Writer};
 use crate::model::{CheckId, CheckKind, Health, Instance, InstanceId};
-use crate::store::{Cluster, Follower, Lease, Logged, StoredInstance};
+use crate::store::{Cluster, Follower, Lease, Logged, StoreError, StoredInstance};
 
 /// How long without contact with etcd before writes are refused at once instead of tried (a
 /// leader election takes a second or two, and writes wait it out).
@@ -102,6 +102,47 @@ impl Registry {
                 millis: u64::try_from(stale.as_millis()).unwrap_or(u64::MAX),
             }),
             _ => Ok(()),
+        }
+    }
+
+    /// A check result whose write is under way: held if etcd does not take it.
+    pub(super) fn hold_if_refused(&self, check: CheckId, held: Held, written: super::Written) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let me = self.me.clone();
+        runtime.spawn(async move {
+            match written.durable().await {
+                // Taken (if not yet seen back): nothing to hold.
+                Ok(_) | Err(RegistryError::Store(StoreError::NotYetApplied { .. })) => {}
+                Err(_) => {
+                    if let Some(registry) = me.upgrade() {
+                        registry.lock().held.entry(check).or_insert(held);
+                    }
+                }
+            }
+        });
+    }
+
+    /// etcd is back: writes the check results held meanwhile (each as a result of the
+    /// definition it was made for, so one redefined since is dropped).
+    fn write_held(&self) {
+        let mut w = self.lock();
+        let held = std::mem::take(&mut w.held);
+        if held.is_empty() {
+            return;
+        }
+        tracing::info!(
+            results = held.len(),
+            "writing the check results held while etcd was out of reach"
+        );
+        for (check, held) in held {
+            let _ = self.update_check(
+                &mut w,
+                &check,
+                |c| Ok(c.generation == held.generation && c.set_status(held.status, &held.output, Instant::now())),
+                true,
+            );
         }
     }
 
@@ -271,6 +312,9 @@ impl Follower for Registry {
             let now = u64::try_from(self.cluster.born.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.cluster.last_contact.store(now, Ordering::Release);
         }
-        self.cluster.reachable.store(reachable, Ordering::Release);
+        let was = self.cluster.reachable.swap(reachable, Ordering::AcqRel);
+        if reachable && !was {
+            self.write_held();
+        }
     }
 }

@@ -73,6 +73,16 @@ struct Writer {
     /// With a shared store: the instances of writes committed at each revision that has not
     /// come back through the watch yet (they stay staged until it has).
     pending: BTreeMap<u64, Vec<InstanceId>>,
+    /// With a shared store: check results etcd did not take, to write once it is back.
+    held: HashMap<CheckId, Held>,
+}
+
+/// A check's result that could not be written.
+struct Held {
+    /// The definition it is a result of.
+    generation: u64,
+    status: crate::model::Health,
+    output: String,
 }
 
 impl Writer {

@@ -1,6 +1,7 @@
 //! Several real `sextant serve` processes on one etcd prefix, as a cluster runs: TTL heartbeats
 //! through any server, each HTTP check probed by one server and taken over when it dies, etcd
-//! lost and back with nothing acknowledged lost, and one server partitioned from etcd (in a
+//! lost and back with nothing acknowledged lost (check results found meanwhile held, then
+//! written), and one server partitioned from etcd (in a
 //! network namespace of the test's own) serving stale answers until it catches up past a
 //! compaction.
 
@@ -181,9 +182,17 @@ async fn an_http_check_runs_on_one_server_and_moves_when_its_server_dies() {
 #[tokio::test]
 async fn losing_etcd_leaves_dns_answering_stale_and_loses_nothing_acknowledged() {
     let mut cluster = EtcdCluster::start(3);
+    let endpoint = HttpEndpoint::start(200).await;
     let a = start_named(&cluster, "/outage/", "sextant-a");
     let b = start_named(&cluster, "/outage/", "sextant-b");
     assert_eq!(register(&a, 0).await.0, 200);
+    let probed = json!({"Name": "probed", "ID": "probed-1", "Address": "10.6.1.1", "Port": 80,
+                        "Check": {"CheckID": "probed-http", "HTTP": endpoint.url("/"), "Interval": "1s"}});
+    assert_eq!(put(&a, "/v1/agent/service/register", Some(&probed)).await.0, 200);
+    wait_for("the probed instance passing", async || {
+        ask(&b, "probed.service.trading-dc.").await.0 == [ip("10.6.1.1")]
+    })
+    .await;
     // 1,000 registrations through A and B in turn, by four clients, across the outage.
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let writers: Vec<_> = (0..4)
@@ -218,6 +227,10 @@ async fn losing_etcd_leaves_dns_answering_stale_and_loses_nothing_acknowledged()
     let (code, body) = register(&b, 5000).await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("etcd"), "the refusal names etcd: {body}");
+    // Checks go on: a failure found now is held, not lost.
+    endpoint.set_status(500);
+    let probes = endpoint.hits();
+    wait_for("probed during the outage", async || endpoint.hits() >= probes + 2).await;
     // etcd back: writes taken again, staleness gone.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for member in 0..3 {
@@ -228,6 +241,17 @@ async fn losing_etcd_leaves_dns_answering_stale_and_loses_nothing_acknowledged()
         writer.await.unwrap();
     }
     wait_for("A fresh again", async || freshness(&a).await.0 == "true").await;
+    wait_for("the failure found during the outage written, and served", async || {
+        ask(&a, "probed.service.trading-dc.").await.0.is_empty()
+            && ask(&b, "probed.service.trading-dc.").await.0.is_empty()
+    })
+    .await;
+    let log: Vec<String> = [&a, &b].iter().flat_map(|s| log_lines(s)).collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("check results held while etcd was out of reach")),
+        "the result was held and written when etcd came back: {log:#?}"
+    );
     assert!(ask(&a, "svc-0.service.trading-dc.").await.1.is_empty());
     assert_ne!(leader(&a).await, "");
     // Nothing acknowledged lost: on both servers, and on a third that loads what etcd holds.
