@@ -103,9 +103,15 @@ async fn run(plan: &Plan) {
 
     // Heartbeats: every instance every 10 s, half through A, half through B.
     let ids: Vec<String> = (0..plan.heartbeating).map(|i| format!("beat-{i}")).collect();
+    let ids_len = ids.len();
     in_parallel(&ids, 64, |id| {
         let client = client.clone();
-        async move { register(&client, a.http, "beating", &id, Some(TTL)).await }
+        // A hundred instances to a service.
+        let service = format!(
+            "beating-{}",
+            id.trim_start_matches("beat-").parse::<usize>().unwrap_or(0) % (ids_len / 100).max(1)
+        );
+        async move { register(&client, a.http, &service, &id, Some(TTL)).await }
     })
     .await;
     let servers = [a.http, b.http];

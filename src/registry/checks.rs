@@ -299,7 +299,7 @@ impl Registry {
         // Statuses are kept best effort (restored as last known, then re-checked).
         self.journal_status(w, &updated);
         self.instances.insert(owner, Arc::new(updated));
-        self.rebuild_service(&key, index, None, recompile);
+        self.rebuild_service(&key, index, &[], recompile);
         self.publish(index);
         Ok(Written::applied(index))
     }

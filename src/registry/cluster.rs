@@ -11,6 +11,7 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::write::Touched;
 use super::{CheckEvent, Held, Registry, RegistryError, Writer};
 use crate::model::{CheckId, CheckKind, Health, Instance, InstanceId};
 use crate::store::{Cluster, Follower, Lease, Logged, StoreError, StoredInstance};
@@ -232,6 +233,7 @@ impl Follower for Registry {
         if index <= self.index() {
             return; // seen already (a watch opened again from an older revision)
         }
+        let mut touched = Touched::default();
         for change in changes {
             match change {
                 Logged::Instance(id, record) => {
@@ -239,12 +241,10 @@ impl Follower for Registry {
                     match record {
                         Some(record) => {
                             if let Some(instance) = Self::from_record(*record) {
-                                self.apply(&mut w, &id, Some(instance), index);
+                                self.apply_change(&mut w, &id, Some(instance), index, &mut touched);
                             }
                         }
-                        None => {
-                            self.apply(&mut w, &id, None, index);
-                        }
+                        None => self.apply_change(&mut w, &id, None, index, &mut touched),
                     }
                 }
                 Logged::Server(name, present) => {
@@ -262,6 +262,7 @@ impl Follower for Registry {
                 }
             }
         }
+        self.rebuild_touched(touched, index);
         self.applied_up_to(&mut w, index);
     }
 
@@ -281,13 +282,15 @@ impl Follower for Registry {
                 .filter(|e| !present.contains(e.key().as_str()))
                 .map(|e| e.key().clone())
                 .collect();
+            let mut touched = Touched::default();
             for id in gone {
-                self.apply(&mut w, &id, None, index);
+                self.apply_change(&mut w, &id, None, index, &mut touched);
             }
             for instance in changed {
                 let id = instance.id.clone();
-                self.apply(&mut w, &id, Some(instance), index);
+                self.apply_change(&mut w, &id, Some(instance), index, &mut touched);
             }
+            self.rebuild_touched(touched, index);
         }
         self.set_servers(Some(cluster.me), cluster.servers);
         let alive: HashSet<CheckId> = cluster

@@ -309,7 +309,7 @@ impl Registry {
     /// the previous entry's, refreshed from the instance map, plus `joined`: the cost is that
     /// service's size, never the registry's. Without `recompile` (nothing DNS shows changed, as
     /// when only a check's output did) the published answers stay as they are.
-    fn rebuild_service(&self, key: &ServiceKey, index: u64, joined: Option<&Arc<Instance>>, recompile: bool) {
+    fn rebuild_service(&self, key: &ServiceKey, index: u64, joined: &[Arc<Instance>], recompile: bool) {
         let previous = self.service_by_key(key);
         let mut instances: Vec<Arc<Instance>> = previous
             .iter()
@@ -317,10 +317,17 @@ impl Registry {
             .filter_map(|i| self.instance(&i.id))
             .filter(|i| i.service.key() == *key)
             .collect();
-        if let Some(joined) = joined
-            && !instances.iter().any(|i| i.id == joined.id)
-        {
-            instances.push(joined.clone());
+        if !joined.is_empty() {
+            let known: std::collections::HashSet<&InstanceId> = instances.iter().map(|i| &i.id).collect();
+            let new: Vec<Arc<Instance>> = joined
+                .iter()
+                .filter(|j| !known.contains(&j.id))
+                .filter_map(|j| self.instance(&j.id))
+                .filter(|i| i.service.key() == *key)
+                .collect();
+            instances.extend(new);
+            instances.sort_by(|a, b| a.id.cmp(&b.id));
+            instances.dedup_by(|a, b| a.id == b.id);
         }
         if instances.is_empty() {
             self.listener.service_changed(key, None);

@@ -25,6 +25,14 @@ use super::{CheckEvent, Registry, RegistryError, Writer};
 use crate::model::{CheckSpec, Instance, InstanceId};
 use crate::store::{Change, StoreError, StoredInstance};
 
+/// The services a batch of changes touched, with the instances that joined each, and whether
+/// the catalog (names and tags) changed.
+#[derive(Default)]
+pub(super) struct Touched {
+    services: std::collections::HashMap<crate::model::ServiceKey, Vec<Arc<Instance>>>,
+    catalog: bool,
+}
+
 /// How long a write committed to a shared store waits to come back through the watch before
 /// the client is told it is not served yet.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -224,6 +232,23 @@ impl Registry {
     /// Makes a committed write visible at `index`: instance map, check ownership and runners,
     /// the services it left and joined, watchers. Returns `index`.
     pub(super) fn apply(&self, w: &mut Writer, id: &InstanceId, instance: Option<Arc<Instance>>, index: u64) -> u64 {
+        let mut touched = Touched::default();
+        self.apply_change(w, id, instance, index, &mut touched);
+        self.rebuild_touched(touched, index);
+        index
+    }
+
+    /// The instance side of [`Self::apply`]: the services it touched are rebuilt by the caller,
+    /// once for all the changes of a batch (a transaction of 100 registrations to one service
+    /// rebuilds it once, not 100 times).
+    pub(super) fn apply_change(
+        &self,
+        w: &mut Writer,
+        id: &InstanceId,
+        instance: Option<Arc<Instance>>,
+        index: u64,
+        touched: &mut Touched,
+    ) {
         w.last_index = w.last_index.max(index);
         let previous = self.instances.get(id).map(|e| e.value().clone());
         if let Some(old) = &previous {
@@ -243,11 +268,10 @@ impl Registry {
         let Some(staged) = instance else {
             if let Some(old) = previous {
                 self.instances.remove(id);
-                self.rebuild_service(&old.service.key(), index, None, true);
-                self.catalog.send_replace(index);
+                touched.services.entry(old.service.key()).or_default();
+                touched.catalog = true;
             }
-            self.publish(index);
-            return index;
+            return;
         };
         let mut instance = Arc::unwrap_or_clone(staged.clone());
         instance.modify_index = index;
@@ -261,7 +285,7 @@ impl Registry {
             keep_check_state(&mut instance, previous.as_deref(), index)
         };
         // A change of health alone leaves the catalog (names and tags) as it was.
-        let catalog_changed = previous
+        touched.catalog |= previous
             .as_ref()
             .is_none_or(|old| old.service != instance.service || old.tags != instance.tags);
         let started: Vec<CheckEvent> = new_checks
@@ -287,17 +311,23 @@ impl Registry {
         if let Some(old) = previous {
             let old_key = old.service.key();
             if old_key != key {
-                self.rebuild_service(&old_key, index, None, true);
+                touched.services.entry(old_key).or_default();
             }
         }
-        self.rebuild_service(&key, index, Some(&instance), true);
+        touched.services.entry(key).or_default().push(instance);
         // Once the instance is in the map: a runner looks its check up there as it starts.
         started.into_iter().for_each(|event| w.emit(event));
+    }
+
+    /// Rebuilds the services a batch of changes touched, each once, and publishes `index`.
+    pub(super) fn rebuild_touched(&self, touched: Touched, index: u64) {
+        for (key, joined) in touched.services {
+            self.rebuild_service(&key, index, &joined, true);
+        }
         self.publish(index);
-        if catalog_changed {
+        if touched.catalog {
             self.catalog.send_replace(index);
         }
-        index
     }
 
     /// A revision of the shared store applied: the writes committed at or before it are

@@ -108,7 +108,8 @@ impl EtcdStore {
             message,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            // Heartbeats, the watch, the lease: I/O only (applying runs on a thread of its own).
+            .worker_threads(2)
             .thread_name("etcd")
             .enable_all()
             .build()
@@ -447,30 +448,63 @@ async fn heartbeat(keys: &Keys, check: &str, ttl: Duration, lease: Option<Lease>
     .await
 }
 
-/// Renews a lease once; false when it has run out.
+/// Renews a lease once; false when it has run out (etcd no longer knows it).
 async fn renew(mut client: Client, lease: i64) -> Result<bool, etcd_client::Error> {
-    let (mut sender, mut stream) = client.lease_keep_alive(lease).await?;
-    sender.keep_alive().await?;
-    Ok(stream.message().await?.is_some_and(|r| r.ttl() > 0))
+    // Opening the keep-alive stream sends the first renewal and reads its answer: that is the
+    // renewal. An answer with no TTL left is the client's "lease not found".
+    match client.lease_keep_alive(lease).await {
+        Ok(_) => Ok(true),
+        Err(etcd_client::Error::LeaseKeepAliveError(message)) if message == "lease not found" => Ok(false),
+        Err(error) => Err(error),
+    }
 }
+
+/// What the watch hands the applying thread, in order.
+enum Feed {
+    Changed(u64, Vec<Logged>),
+    Reloaded(u64, Option<(Vec<StoredInstance>, HashSet<String>)>, Cluster),
+}
+
+/// How many revisions may wait for the applying thread before the watch waits for it.
+const FEED_DEPTH: usize = 1024;
 
 /// Applies every change under the prefix after revision `from`, from one watch, in revision
 /// order: first the servers and heartbeat leases as they were at `from` (the instances were
 /// loaded at it), then each revision's changes. A broken watch is opened again from where it
 /// stopped; one that lost its place (the revisions it needs were compacted) reads everything
 /// again and swaps it in.
+///
+/// Applying (decoding records, recompiling answers) runs on a thread of its own, fed in order:
+/// on this runtime it would hold up the etcd client's I/O, which the journal's commits wait on.
 async fn follow(keys: Keys, from: u64, follower: Weak<dyn Follower>) {
+    let (feed, mut fed) = tokio::sync::mpsc::channel::<Feed>(FEED_DEPTH);
+    let applier = follower.clone();
+    let spawned = std::thread::Builder::new().name("etcd-apply".into()).spawn(move || {
+        while let Some(item) = fed.blocking_recv() {
+            let Some(follower) = applier.upgrade() else { return };
+            match item {
+                Feed::Changed(index, changes) => follower.changed(index, changes),
+                Feed::Reloaded(index, instances, cluster) => follower.reloaded(index, instances, cluster),
+            }
+        }
+    });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the thread that applies etcd's changes");
+        return;
+    }
     let mut next = loop {
         let Some(live) = follower.upgrade() else { return };
         match keys.read_cluster(from).await {
             Ok(cluster) => {
                 tracing::info!(servers = ?cluster.servers, "sextant servers on this prefix");
-                live.reloaded(from, None, cluster);
+                if feed.send(Feed::Reloaded(from, None, cluster)).await.is_err() {
+                    return;
+                }
                 break from + 1;
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot read the servers on this prefix yet");
-                match reload(&keys, &*live).await {
+                match reload(&keys, &*live, &feed).await {
                     Ok(revision) => break revision + 1,
                     Err(_) => tokio::time::sleep(REWATCH_PAUSE).await,
                 }
@@ -508,7 +542,7 @@ async fn follow(keys: Keys, from: u64, follower: Weak<dyn Follower>) {
                     reason = response.cancel_reason(),
                     "the etcd watch lost its place: reading the registry again"
                 );
-                match reload(&keys, &*follower).await {
+                match reload(&keys, &*follower, &feed).await {
                     Ok(revision) => next = revision + 1,
                     Err(error) => tracing::warn!(%error, "cannot read the registry again yet"),
                 }
@@ -520,8 +554,14 @@ async fn follow(keys: Keys, from: u64, follower: Weak<dyn Follower>) {
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 let revision = u64::try_from(kv.mod_revision()).unwrap_or(0);
-                if revision != at && !changes.is_empty() {
-                    follower.changed(at, std::mem::take(&mut changes));
+                if revision != at
+                    && at > 0
+                    && feed
+                        .send(Feed::Changed(at, std::mem::take(&mut changes)))
+                        .await
+                        .is_err()
+                {
+                    return;
                 }
                 at = revision;
                 if let Some(change) = logged(&keys, event.event_type(), kv) {
@@ -529,7 +569,9 @@ async fn follow(keys: Keys, from: u64, follower: Weak<dyn Follower>) {
                 }
             }
             if at > 0 {
-                follower.changed(at, changes);
+                if feed.send(Feed::Changed(at, changes)).await.is_err() {
+                    return;
+                }
                 next = at + 1;
             }
         }
@@ -557,7 +599,11 @@ fn logged(keys: &Keys, event: EventType, kv: &KeyValue) -> Option<Logged> {
 }
 
 /// Reads everything again and hands the follower what differs from its view.
-async fn reload(keys: &Keys, follower: &dyn Follower) -> Result<u64, StoreError> {
+async fn reload(
+    keys: &Keys,
+    follower: &dyn Follower,
+    feed: &tokio::sync::mpsc::Sender<Feed>,
+) -> Result<u64, StoreError> {
     let mut changed = Vec::new();
     let mut present = HashSet::new();
     let revision = keys
@@ -583,7 +629,9 @@ async fn reload(keys: &Keys, follower: &dyn Follower) -> Result<u64, StoreError>
         servers = ?cluster.servers,
         "registry read again from etcd"
     );
-    follower.reloaded(revision, Some((changed, present)), cluster);
+    let _ = feed
+        .send(Feed::Reloaded(revision, Some((changed, present)), cluster))
+        .await;
     Ok(revision)
 }
 

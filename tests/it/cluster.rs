@@ -146,11 +146,11 @@ async fn an_http_check_runs_on_one_server_and_moves_when_its_server_dies() {
         (4..=7).contains(&probes),
         "{probes} probes in 5 s at 1 s: one server probes"
     );
-    // Which one: pause A (its lease outlives the pause, so nobody takes over); if the probes
+    // Which one: pause A for less than its lease (nobody takes over meanwhile); if the probes
     // stop, A runs the check.
     signal(&a, "-STOP");
     let before = endpoint.hits();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let while_paused = endpoint.hits() - before;
     signal(&a, "-CONT");
     let (owner, survivor) = if while_paused == 0 { (a, b) } else { (b, a) };
@@ -278,7 +278,8 @@ async fn losing_etcd_leaves_dns_answering_stale_and_loses_nothing_acknowledged()
 async fn a_server_cut_off_from_etcd_serves_stale_answers_then_catches_up_past_a_compaction() {
     let netns = Netns::create();
     let cluster = EtcdCluster::start_also_on(3, netns.etcd_side);
-    let a = start_named(&cluster, "/partition/", "sextant-a");
+    // A lease shorter than the partition: B's runs out, and B takes a new one once back.
+    let a = start_named_with(&cluster, "/partition/", "sextant-a", &["--etcd-lease-ttl", "3s"]);
     let endpoints = cluster.endpoints_on(netns.etcd_side);
     let b = start_command(
         netns.command(std::path::Path::new(env!("CARGO_BIN_EXE_sextant"))),
@@ -292,6 +293,8 @@ async fn a_server_cut_off_from_etcd_serves_stale_answers_then_catches_up_past_a_
             "/partition/",
             "--node-name",
             "sextant-b",
+            "--etcd-lease-ttl",
+            "3s",
             // The test is another host to it: writes need a token.
             "--acl-token",
             TOKEN,
@@ -340,6 +343,12 @@ async fn a_server_cut_off_from_etcd_serves_stale_answers_then_catches_up_past_a_
         "B read the registry again after the compaction: {log:#?}"
     );
     wait_for("B fresh again", async || freshness(&b).await.0 == "true").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.iter().any(|l| l.contains("lease in etcd had run out; taken again")) {
+        assert!(Instant::now() < deadline, "B took a new lease: {log:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log.extend(log_lines(&b));
+    }
     assert_eq!(register(&b, 3).await.0, 200);
     wait_for("A serves what B took", async || answers(&a, 3).await).await;
 }
