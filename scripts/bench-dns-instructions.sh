@@ -9,12 +9,14 @@
 # system call takes moves it a little), and the answer function alone (inclusive), which
 # batching does not move.
 #
-# Usage: scripts/bench-dns-instructions.sh [--no-install] [--baseline PATH] [--baseline-fn NAME]
+# Usage: scripts/bench-dns-instructions.sh [--no-install] [--baseline PATH] [--baseline-fn NAME] [--etcd]
 #                                          [--sizes "10 100000"] [--queries N] [--rate QPS]
 #
 #   --baseline     another sextant binary (an earlier build), measured the same way: a before/after table
 #   --baseline-fn  the baseline's answer function, if not this build's (builds before the one answer
 #                  path: sextant::dns::fast::FastPath::answer)
+#   --etcd         also measure this build with its registry in etcd (one member the script starts on
+#                  127.0.0.1:15323; etcd's own instructions are not counted, the etcd client's are)
 #   --queries      queries per set (default 10000)
 #   --rate         queries per second dnsperf sends (default 1000: one query per system call)
 #
@@ -32,6 +34,8 @@ RATE=1000
 BASELINE=""
 ANSWER_FN=sextant::dns::engine::DnsEngine::answer_from_registry
 BASELINE_FN=$ANSWER_FN
+ETCD=0
+ETCD_URL=http://127.0.0.1:15323
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-install) INSTALL=0; shift ;;
@@ -40,6 +44,7 @@ while [ $# -gt 0 ]; do
         --queries) QUERIES=$2; shift 2 ;;
         --rate) RATE=$2; shift 2 ;;
         --baseline-fn) BASELINE_FN=$2; shift 2 ;;
+        --etcd) ETCD=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -49,6 +54,7 @@ if [ $INSTALL = 1 ]; then
     command -v dnsperf >/dev/null || missing+=(dnsperf)
     command -v valgrind >/dev/null || missing+=(valgrind)
     command -v dig >/dev/null || missing+=(bind9-dnsutils)
+    [ $ETCD = 0 ] || command -v etcd >/dev/null || missing+=(etcd-server)
     scripts/apt-install.sh --no-install-recommends "${missing[@]}"
 fi
 for tool in dnsperf valgrind callgrind_control callgrind_annotate dig python3; do
@@ -56,9 +62,10 @@ for tool in dnsperf valgrind callgrind_control callgrind_annotate dig python3; d
 done
 
 cargo build --release --quiet
-declare -A BINARY=([sextant]=$ROOT/target/release/sextant)
-declare -A FUNCTION=([sextant]=$ANSWER_FN [baseline]=$BASELINE_FN)
+declare -A BINARY=([sextant]=$ROOT/target/release/sextant [sextant-etcd]=$ROOT/target/release/sextant)
+declare -A FUNCTION=([sextant]=$ANSWER_FN [baseline]=$BASELINE_FN [sextant-etcd]=$ANSWER_FN)
 BUILDS=(sextant)
+[ $ETCD = 0 ] || BUILDS+=(sextant-etcd)
 if [ -n "$BASELINE" ]; then
     [ -x "$BASELINE" ] || { echo "--baseline $BASELINE is not an executable" >&2; exit 1; }
     BINARY[baseline]=$BASELINE
@@ -69,6 +76,7 @@ HTTP_PORT=15322
 RES=$ROOT/target/bench-dns-instructions/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RES"
 PID=""
+ETCD_PID=""
 stop() {
     [ -n "$PID" ] || return 0
     kill -TERM "$PID" 2>/dev/null || true
@@ -77,13 +85,22 @@ stop() {
     wait "$PID" 2>/dev/null || true
     PID=""
 }
-trap stop EXIT
+trap 'stop; [ -z "$ETCD_PID" ] || { kill "$ETCD_PID"; wait "$ETCD_PID"; } 2>/dev/null || true' EXIT
+if [ $ETCD = 1 ]; then
+    command -v etcd >/dev/null || { echo "missing etcd: apt-get install etcd-server" >&2; exit 1; }
+    ETCD_UNSUPPORTED_ARCH=$(uname -m) etcd --name bench --data-dir "$RES/etcd" --listen-client-urls "$ETCD_URL" \
+        --advertise-client-urls "$ETCD_URL" --listen-peer-urls http://127.0.0.1:15324 \
+        --initial-advertise-peer-urls http://127.0.0.1:15324 --initial-cluster bench=http://127.0.0.1:15324 \
+        > "$RES/etcd.log" 2>&1 &
+    ETCD_PID=$!
+fi
 
-start() {  # binary data-dir log [valgrind args…]
-    local binary=$1 data=$2 log=$3
+start() {  # build data-dir log [valgrind args…]
+    local build=$1 data=$2 log=$3 store=()
     shift 3
-    "$@" "$binary" serve --dns "127.0.0.1:$DNS_PORT" --http "127.0.0.1:$HTTP_PORT" --zones "$ROOT/zones" \
-        --data-dir "$data" --dns-workers 1 > "$log" 2>&1 &
+    [ "$build" != sextant-etcd ] || store=(--etcd "$ETCD_URL" --etcd-prefix "/instructions-$(basename "$(dirname "$data")")/")
+    "$@" "${BINARY[$build]}" serve --dns "127.0.0.1:$DNS_PORT" --http "127.0.0.1:$HTTP_PORT" --zones "$ROOT/zones" \
+        --data-dir "$data" --dns-workers 1 "${store[@]}" > "$log" 2>&1 &
     PID=$!
     for _ in $(seq 600); do
         kill -0 "$PID" 2>/dev/null || { echo "the server exited; log:" >&2; tail -5 "$log" >&2; exit 1; }
@@ -119,10 +136,10 @@ PY
     done
     for build in "${BUILDS[@]}"; do
         dir=$data/$build
-        start "${BINARY[$build]}" "$dir" "$data/$build-register.log"
+        start "$build" "$dir" "$data/$build-register.log"
         python3 "$B/gen.py" register "127.0.0.1:$HTTP_PORT" "$size"
         stop
-        start "${BINARY[$build]}" "$dir" "$data/$build-callgrind.log" \
+        start "$build" "$dir" "$data/$build-callgrind.log" \
             valgrind --tool=callgrind --callgrind-out-file="$data/$build.%p.out"
         for test in udp-a udp-srv udp-nx udp-svc udp-mixed tcp-a tcp-mixed; do
             case $test in
@@ -165,18 +182,24 @@ rows = list(csv.DictReader(open(sys.argv[1])))
 builds = list(dict.fromkeys(r["build"] for r in rows))
 cell = {(r["size"], r["test"], r["build"]): r for r in rows}
 keys = list(dict.fromkeys((r["size"], r["test"]) for r in rows))
-both = "baseline" in builds
-cols = [f"{b} per query (answer function)" for b in builds] + (["sextant/baseline (answer function)"] if both else [])
+# This build against an earlier one (sextant/baseline), and with its registry in etcd against the
+# embedded store (sextant-etcd/sextant).
+pairs = [("sextant", "baseline")] if "baseline" in builds else []
+pairs += [("sextant-etcd", "sextant")] if "sextant-etcd" in builds else []
+cols = [f"{b} per query (answer function)" for b in builds] + [f"{n}/{d} (answer function)" for n, d in pairs]
 print("| services | test | " + " | ".join(cols) + " |")
 print("|---|---|" + "---:|" * len(cols))
 for size, test in keys:
     got = [cell.get((size, test, b)) for b in builds]
     line = [f"{r['per_query']} ({r['answer_per_query']})" if r else "" for r in got]
-    if both and all(got) and all(r["per_query"] and r["answer_per_query"] for r in got):
-        s, b = got
-        whole = float(s["per_query"]) / float(b["per_query"])
-        answer = float(s["answer_per_query"]) / float(b["answer_per_query"])
-        line.append(f"{whole:.3f} ({answer:.3f})")
+    for n, d in pairs:
+        num, den = cell.get((size, test, n)), cell.get((size, test, d))
+        if num and den and all(r["per_query"] and r["answer_per_query"] for r in (num, den)):
+            whole = float(num["per_query"]) / float(den["per_query"])
+            answer = float(num["answer_per_query"]) / float(den["answer_per_query"])
+            line.append(f"{whole:.3f} ({answer:.3f})")
+        else:
+            line.append("")
     print(f"| {size} | {test} | " + " | ".join(line) + " |")
 PY
 echo "(results in $RES)"

@@ -1,6 +1,7 @@
 //! Real resolvers forwarding the domain to sextant, as hosts run them: unbound (forward-zone and
 //! stub-zone), dnsmasq, BIND and systemd-resolved, started on loopback ports with the files in
-//! `examples/forwarding/` (only the port changed). `scripts/test.sh` installs them
+//! `examples/forwarding/` (only the port changed); and each given two sextant servers of a
+//! cluster, answering through one when the other is killed. `scripts/test.sh` installs them
 //! (`apt-get install -y unbound dnsmasq-base bind9`; systemd-resolved is unpacked, see below).
 
 use crate::common;
@@ -11,8 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dns::*;
+use common::etcd::EtcdCluster;
+use common::on_etcd::{answers, kill_9, register, start_named_on};
 use common::tools::{TempDir, free_port, require};
-use common::{TestServer, ip, test_config};
+use common::{TestServer, ip, test_config, wait_for};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::json;
@@ -32,18 +35,30 @@ impl Drop for Resolver {
     }
 }
 
-/// An example from `examples/forwarding/`, pointed at `sextant` instead of 127.0.0.1 port 8600.
-fn example(file: &str, sextant: SocketAddr) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/forwarding")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(
-        text.contains("127.0.0.1") && text.contains("8600"),
-        "{file} names 127.0.0.1 port 8600"
-    );
-    assert_eq!(sextant.ip().to_string(), "127.0.0.1");
-    text.replace("8600", &sextant.port().to_string())
+/// An example from `examples/forwarding/`, pointed at the `sextant` servers instead of 127.0.0.1
+/// ports 8600 (and 8601: the second server of a cluster, in `cluster/`).
+fn example(file: &str, sextant: &[SocketAddr]) -> String {
+    let dir = if sextant.len() > 1 {
+        "examples/forwarding/cluster"
+    } else {
+        "examples/forwarding"
+    };
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir).join(file);
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // Through placeholders: a test's port may hold the digits of the other example port.
+    let ports = sextant.iter().zip([("8600", "{first}"), ("8601", "{second}")]);
+    for (server, (port, placeholder)) in ports.clone() {
+        assert!(
+            text.contains("127.0.0.1") && text.contains(port),
+            "{file} names 127.0.0.1 port {port}"
+        );
+        assert_eq!(server.ip().to_string(), "127.0.0.1");
+        text = text.replace(port, placeholder);
+    }
+    for (server, (_, placeholder)) in ports {
+        text = text.replace(placeholder, &server.port().to_string());
+    }
+    text
 }
 
 /// Writes a resolver's configuration into `dir` and has the resolver's own checker, `(tool,
@@ -78,7 +93,7 @@ impl Resolver {
 
     /// unbound with `trading-dc` sent to sextant: `forward-zone` (a resolver's usual setup) or
     /// `stub-zone` (unbound iterates, treating sextant as the zone's authoritative server).
-    fn unbound(sextant: SocketAddr, zone_kind: &str) -> Self {
+    fn unbound(sextant: &[SocketAddr], zone_kind: &str) -> Self {
         let binary = require("unbound", "unbound");
         let dir = TempDir::new("unbound");
         let port = free_port();
@@ -109,7 +124,7 @@ impl Resolver {
     }
 
     /// dnsmasq with `server=/trading-dc/<sextant>` and its cache on.
-    fn dnsmasq(sextant: SocketAddr) -> Self {
+    fn dnsmasq(sextant: &[SocketAddr]) -> Self {
         let binary = require("dnsmasq", "dnsmasq-base");
         let dir = TempDir::new("dnsmasq");
         let port = free_port();
@@ -133,7 +148,7 @@ impl Resolver {
 
     /// BIND's named with the example's forward zone and `validate-except`, DNSSEC validation on
     /// as shipped, recursion for loopback only.
-    fn named(sextant: SocketAddr) -> Self {
+    fn named(sextant: &[SocketAddr]) -> Self {
         let binary = require("named", "bind9");
         let dir = TempDir::new("named");
         let port = free_port();
@@ -160,7 +175,7 @@ impl Resolver {
     /// (the drop-in, and a second one that moves the stub listener to a free loopback port), whose
     /// /etc/passwd has the user it drops privileges to, and whose /run/systemd is empty, so nothing
     /// of the machine's changes. Mounting needs root.
-    fn resolved(sextant: SocketAddr) -> Self {
+    fn resolved(sextant: &[SocketAddr]) -> Self {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/systemd-resolved");
         let binary = root.join("lib/systemd/systemd-resolved");
         assert!(
@@ -257,7 +272,7 @@ async fn wait_ready(resolver: &mut Resolver) {
 
 /// A, SRV and a negative answer through the resolver, then an instance turning critical: the
 /// resolver's answer changes within the service TTL.
-async fn resolves_through(make: impl Fn(SocketAddr) -> Resolver) {
+async fn resolves_through(make: impl Fn(&[SocketAddr]) -> Resolver) {
     let mut config = test_config();
     config.service_ttl = Duration::from_secs(2);
     let server = TestServer::start_with(config).await;
@@ -269,7 +284,7 @@ async fn resolves_through(make: impl Fn(SocketAddr) -> Resolver) {
             )
             .await;
     }
-    let mut resolver = make(server.dns);
+    let mut resolver = make(&[server.dns]);
     wait_ready(&mut resolver).await;
     let who = resolver.name;
 
@@ -348,6 +363,76 @@ async fn bind_forward_zone() {
 #[tokio::test]
 async fn systemd_resolved_drop_in() {
     resolves_through(Resolver::resolved).await;
+}
+
+/// Two sextant servers sharing one registry in etcd, the resolver given both (README, "Running a
+/// cluster"): one killed, a name first asked after is answered through the other; the first back
+/// on its port and the second killed, the same the other way round (so the resolver had to move,
+/// whichever server it preferred).
+async fn fails_over_between_servers(make: impl Fn(&[SocketAddr]) -> Resolver) {
+    let cluster = EtcdCluster::start(3);
+    let ports = [free_port(), free_port()];
+    let start = |i: usize| start_named_on(&cluster, "/resolvers/", ["sextant-a", "sextant-b"][i], ports[i]);
+    let mut servers = [Some(start(0)), Some(start(1))];
+    assert_eq!(register(servers[0].as_ref().unwrap(), 1).await.0, 200);
+    let mut resolver = make(&ports.map(|p| SocketAddr::from(([127, 0, 0, 1], p))));
+    wait_ready(&mut resolver).await;
+    let who = resolver.name;
+    let (_, ips) = resolve_a(&resolver, "svc-1.service.trading-dc.").await;
+    assert_eq!(ips, [ip("10.7.0.2")], "{who}");
+    for (killed, fresh) in [(0, 2), (1, 3)] {
+        let survivor = servers[1 - killed].as_ref().unwrap();
+        assert_eq!(register(survivor, fresh).await.0, 200);
+        kill_9(servers[killed].take().unwrap());
+        let since = Instant::now();
+        // A name the resolver has not cached: it must ask a server that answers.
+        let query = query_message(&format!("svc-{fresh}.service.trading-dc."), RecordType::A, None)
+            .to_vec()
+            .unwrap();
+        let expected = ip(&format!("10.7.0.{}", fresh + 1));
+        loop {
+            let reply = udp_raw_within(resolver.addr, &query, Duration::from_secs(3)).await;
+            let answered = reply
+                .and_then(|reply| hickory_proto::op::Message::from_vec(&reply).ok())
+                .is_some_and(|reply| addresses(&reply) == [expected]);
+            if answered {
+                break;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(30),
+                "{who}: never asked the server still up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "{who}: sextant server {killed} of 2 killed -> a new name answered through the other after {:?}",
+            since.elapsed()
+        );
+        // Back on its port, serving what the other took meanwhile.
+        let back = start(killed);
+        wait_for("the restarted server serving", async || answers(&back, fresh).await).await;
+        servers[killed] = Some(back);
+    }
+}
+
+#[tokio::test]
+async fn unbound_fails_over_between_servers() {
+    fails_over_between_servers(|dns| Resolver::unbound(dns, "forward")).await;
+}
+
+#[tokio::test]
+async fn dnsmasq_fails_over_between_servers() {
+    fails_over_between_servers(Resolver::dnsmasq).await;
+}
+
+#[tokio::test]
+async fn bind_fails_over_between_servers() {
+    fails_over_between_servers(Resolver::named).await;
+}
+
+#[tokio::test]
+async fn systemd_resolved_fails_over_between_servers() {
+    fails_over_between_servers(Resolver::resolved).await;
 }
 
 /// `dig`, as the README's walk-through uses it.

@@ -1,5 +1,6 @@
 //! Real `sextant serve` processes on a test's etcd cluster, and what the etcd tests ask them.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
@@ -60,6 +61,19 @@ pub fn start_named_with(cluster: &EtcdCluster, prefix: &str, node: &str, more: &
     let mut args = vec!["--etcd", &endpoints, "--etcd-prefix", prefix, "--node-name", node];
     args.extend_from_slice(more);
     start_binary_with(&repo_zones(), &temp_data_dir(), &args)
+}
+
+/// As [`start_named`], answering DNS on 127.0.0.1:`port` (so that it can come back on it).
+pub fn start_named_on(cluster: &EtcdCluster, prefix: &str, node: &str, port: u16) -> Running {
+    let endpoints = cluster.endpoints();
+    let command = std::process::Command::new(env!("CARGO_BIN_EXE_sextant"));
+    super::process::start_command_on(
+        command,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &repo_zones(),
+        &temp_data_dir(),
+        &["--etcd", &endpoints, "--etcd-prefix", prefix, "--node-name", node],
+    )
 }
 
 pub fn kill_9(running: Running) {

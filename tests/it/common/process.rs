@@ -30,16 +30,21 @@ pub fn start_binary_with(zones: &Path, data_dir: &Path, args: &[&str]) -> Runnin
 
 /// The real binary, run by `command` (the binary itself, or a wrapper that runs it, as `ip netns
 /// exec`), listening on `ip`.
-pub fn start_command(
+pub fn start_command(command: Command, ip: std::net::IpAddr, zones: &Path, data_dir: &Path, args: &[&str]) -> Running {
+    start_command_on(command, SocketAddr::new(ip, 0), zones, data_dir, args)
+}
+
+/// As [`start_command`], DNS on `dns` (HTTP on a free port of its address).
+pub fn start_command_on(
     mut command: Command,
-    ip: std::net::IpAddr,
+    dns: SocketAddr,
     zones: &Path,
     data_dir: &Path,
     args: &[&str],
 ) -> Running {
-    let listen = SocketAddr::new(ip, 0).to_string();
+    let (dns, http) = (dns.to_string(), SocketAddr::new(dns.ip(), 0).to_string());
     let mut child = command
-        .args(["serve", "--dns", &listen, "--http", &listen, "--zones"])
+        .args(["serve", "--dns", &dns, "--http", &http, "--zones"])
         .arg(zones)
         .arg("--data-dir")
         .arg(data_dir)
