@@ -64,6 +64,11 @@ impl Registry {
         }
         let servers = self.cluster.servers();
         let (me, others) = &*servers;
+        if me.is_empty() {
+            // The servers are not read yet: nothing runs until they are (a server joining a
+            // cluster does not probe every check at once, then hand most of them back).
+            return false;
+        }
         let mine = rank(me, check);
         others.iter().all(|other| other == me || rank(other, check) < mine)
     }
