@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::etcd::EtcdCluster;
-use common::process::{Running, resident_bytes, start_binary_with};
+use common::process::{Running, resident_bytes, signal, start_binary_with};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
@@ -302,12 +302,4 @@ async fn etcd_metrics(client: &reqwest::Client, etcd: &EtcdCluster) -> std::coll
             Some((key.to_owned(), value.parse().ok()?))
         })
         .collect()
-}
-
-fn signal(server: &Running, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &server.child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }

@@ -76,7 +76,6 @@ HTTP_PORT=15322
 RES=$ROOT/target/bench-dns-instructions/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RES"
 PID=""
-ETCD_PID=""
 stop() {
     [ -n "$PID" ] || return 0
     kill -TERM "$PID" 2>/dev/null || true
@@ -85,15 +84,9 @@ stop() {
     wait "$PID" 2>/dev/null || true
     PID=""
 }
-trap 'stop; [ -z "$ETCD_PID" ] || { kill "$ETCD_PID"; wait "$ETCD_PID"; } 2>/dev/null || true' EXIT
-if [ $ETCD = 1 ]; then
-    command -v etcd >/dev/null || { echo "missing etcd: apt-get install etcd-server" >&2; exit 1; }
-    ETCD_UNSUPPORTED_ARCH=$(uname -m) etcd --name bench --data-dir "$RES/etcd" --listen-client-urls "$ETCD_URL" \
-        --advertise-client-urls "$ETCD_URL" --listen-peer-urls http://127.0.0.1:15324 \
-        --initial-advertise-peer-urls http://127.0.0.1:15324 --initial-cluster bench=http://127.0.0.1:15324 \
-        > "$RES/etcd.log" 2>&1 &
-    ETCD_PID=$!
-fi
+source "$B/etcd.sh"
+trap 'stop; stop_bench_etcd' EXIT
+[ $ETCD = 0 ] || start_bench_etcd 15323 15324 "$RES/etcd"
 
 start() {  # build data-dir log [valgrind args…]
     local build=$1 data=$2 log=$3 store=()

@@ -97,17 +97,11 @@ stop_all() {
         unset "PIDS[$name]"
     done
 }
-ETCD_PID=
-stop_etcd() { [ -z "$ETCD_PID" ] || { kill -TERM "$ETCD_PID" 2>/dev/null || true; wait "$ETCD_PID" 2>/dev/null || true; }; }
-trap 'stop_all; stop_etcd' EXIT
+source "$B/etcd.sh"
+trap 'stop_all; stop_bench_etcd' EXIT
 if [[ " $SERVERS " == *" sextant-etcd "* ]]; then
     [ $INSTALL = 0 ] || command -v etcd >/dev/null || scripts/apt-install.sh --no-install-recommends etcd-server
-    command -v etcd >/dev/null || { echo "missing etcd: apt-get install etcd-server" >&2; exit 1; }
-    ETCD_UNSUPPORTED_ARCH=$(uname -m) etcd --name bench --data-dir "$RES/etcd" --listen-client-urls "$ETCD_URL" \
-        --advertise-client-urls "$ETCD_URL" --listen-peer-urls http://127.0.0.1:15321 \
-        --initial-advertise-peer-urls http://127.0.0.1:15321 --initial-cluster bench=http://127.0.0.1:15321 \
-        > "$RES/etcd.log" 2>&1 &
-    ETCD_PID=$!
+    start_bench_etcd 15320 15321 "$RES/etcd"
 fi
 
 write_configs() {  # data-dir mode

@@ -15,7 +15,7 @@ use common::endpoint::HttpEndpoint;
 use common::etcd::EtcdCluster;
 use common::netns::Netns;
 use common::on_etcd::{TOKEN, answers, client, kill_9, register, register_at, start_named, start_named_with};
-use common::process::{Running, start_command};
+use common::process::{Running, signal, start_command};
 use common::{ip, repo_zones, temp_data_dir, wait_for};
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
@@ -64,14 +64,6 @@ async fn ask(server: &Running, name: &str) -> (Vec<std::net::IpAddr>, Vec<u16>) 
 /// The log lines a server wrote since last asked.
 fn log_lines(server: &Running) -> Vec<String> {
     server.log.try_iter().collect()
-}
-
-fn signal(server: &Running, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &server.child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test]

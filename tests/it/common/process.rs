@@ -92,6 +92,15 @@ pub fn start_command_on(
     }
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`, …) to the server's process.
+pub fn signal(server: &Running, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &server.child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal}");
+}
+
 /// A server left behind by a failed test would hold the test runner's pipes open.
 pub struct KillOnDrop(pub std::process::Child);
 
