@@ -79,17 +79,6 @@ impl Registry {
         self.shared.then(|| self.cluster.membership.subscribe())
     }
 
-    /// The live servers' names, this one's included (just this one's with a store of its own).
-    pub fn servers(&self) -> Vec<String> {
-        let servers = self.cluster.servers();
-        let mut all = servers.1.clone();
-        if !all.contains(&servers.0) {
-            all.push(servers.0.clone());
-            all.sort();
-        }
-        all
-    }
-
     /// `None` while what is served is known to be current; with a shared store out of reach,
     /// how long since it was last reached: what is served may be stale.
     pub fn staleness(&self) -> Option<Duration> {
@@ -162,10 +151,12 @@ impl Registry {
         sorted.sort();
         sorted.dedup();
         let mut current = self.cluster.servers();
-        if let Some(me) = me {
+        let mut changed = current.1 != sorted;
+        if let Some(me) = me.filter(|me| *me != current.0) {
             current.0 = me;
+            changed = true;
         }
-        if current.1 != sorted {
+        if changed {
             tracing::info!(servers = ?sorted, "sextant servers on this prefix changed");
             current.1 = sorted;
             drop(current);
