@@ -158,8 +158,11 @@ impl Registry {
                 if c.generation != generation || c.ttl_deadline.is_none_or(|deadline| deadline > now) {
                     return Ok(false);
                 }
-                c.ttl_deadline = None;
-                Ok(c.set_status(Health::Critical, TTL_EXPIRED, now))
+                let expired = c.set_status(Health::Critical, TTL_EXPIRED, now);
+                // With a shared store the expiry is a write that etcd may not take (another
+                // server changed the record meanwhile): look again shortly, until it is served.
+                c.ttl_deadline = (expired && self.shared).then(|| now + super::EXPIRY_RETRY);
+                Ok(expired)
             },
             true,
         );
@@ -280,7 +283,15 @@ impl Registry {
                 status: after,
                 output,
             });
-            return match (self.stage(w, owner, Some(Arc::new(updated)), index), held) {
+            // A check's own result is made on the record as last seen from etcd (unless on a write
+            // of this server's still on its way): if another server changed it meanwhile
+            // (deregistered it, registered it again), that change stands, and the result is
+            // dropped, to be found again on it. A client's update is written as it asked.
+            let unless_changed_since = (hold && !self.is_staged(w, &owner)).then_some(base.modify_index);
+            return match (
+                self.stage(w, owner, Some(Arc::new(updated)), index, unless_changed_since),
+                held,
+            ) {
                 (Ok(written), Some(held)) => {
                     self.hold_if_refused(check.clone(), held, written);
                     Ok(Written::applied(self.index()))

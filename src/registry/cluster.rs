@@ -283,8 +283,10 @@ impl Follower for Registry {
                 self.apply_change(&mut w, &id, None, index, &mut touched);
             }
             for instance in changed {
-                let id = instance.id.clone();
-                self.apply_change(&mut w, &id, Some(instance), index, &mut touched);
+                // At the revision it was last written at, as the watch would have applied it: a
+                // result made on it later is conditional on that revision.
+                let (id, at) = (instance.id.clone(), instance.modify_index);
+                self.apply_change(&mut w, &id, Some(instance), at, &mut touched);
             }
             self.rebuild_touched(touched, index);
         }

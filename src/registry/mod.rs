@@ -28,6 +28,10 @@ use tokio::sync::watch;
 use crate::model::{Address, CheckId, Instance, InstanceId, ServiceKey, ServiceName};
 use crate::store::{Journal, Store, StoredInstance};
 
+/// With a shared store, how soon a TTL check's expiry is looked at again while it is not yet
+/// served (its write on its way, or not taken).
+const EXPIRY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One service as readers see it: a consistent snapshot of its instances.
 #[derive(Debug)]
 pub struct ServiceEntry {

@@ -110,7 +110,7 @@ impl Registry {
         // served then.
         keep_check_state(&mut instance, previous.as_deref(), index);
         let id = instance.id.clone();
-        self.stage(&mut w, id, Some(Arc::new(instance)), index)
+        self.stage(&mut w, id, Some(Arc::new(instance)), index, None)
     }
 
     /// Removes an instance and its checks; `None` if unknown.
@@ -122,7 +122,7 @@ impl Registry {
     pub(super) fn remove_instance(&self, w: &mut Writer, id: &InstanceId) -> Option<Result<Written, RegistryError>> {
         self.instance_now(w, id)?;
         let index = w.next_index();
-        Some(self.stage(w, id.clone(), None, index))
+        Some(self.stage(w, id.clone(), None, index, None))
     }
 
     /// The instance as the next write sees it: with the writes waiting for their commit.
@@ -157,12 +157,15 @@ impl Registry {
     }
 
     /// Queues a write for its commit, to be applied once committed; without a store, applies it.
+    /// With `unless_changed_since`, the write is made only if the stored record is still at that
+    /// index (see [`Change::PutIfUnchanged`]).
     pub(super) fn stage(
         &self,
         w: &mut Writer,
         id: InstanceId,
         instance: Option<Arc<Instance>>,
         index: u64,
+        unless_changed_since: Option<u64>,
     ) -> Result<Written, RegistryError> {
         if self.shared {
             self.refuse_if_cut_off()?;
@@ -171,9 +174,10 @@ impl Registry {
             let index = index.max(self.index() + 1);
             return Ok(Written::applied(self.apply(w, &id, instance, index)));
         };
-        let change = match &instance {
-            Some(instance) => Change::Put(Box::new(StoredInstance::from_instance(instance))),
-            None => Change::Delete(id.to_string()),
+        let change = match (&instance, unless_changed_since) {
+            (Some(instance), None) => Change::Put(Box::new(StoredInstance::from_instance(instance))),
+            (Some(instance), Some(at)) => Change::PutIfUnchanged(Box::new(StoredInstance::from_instance(instance)), at),
+            (None, _) => Change::Delete(id.to_string()),
         };
         let (done, receiver) = oneshot::channel();
         let me = self.me.clone();

@@ -27,8 +27,8 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions, TlsOptions, Txn, TxnOp,
-    WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions,
+    TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
 use super::{Batch, Change, Cluster, Follower, Lease, Logged, Store, StoreError, StoredInstance};
@@ -346,15 +346,38 @@ impl Store for EtcdStore {
 
     fn write(&self, batch: &Batch<'_>) -> Result<u64, StoreError> {
         let keys = &self.keys;
+        // etcd refuses a transaction that writes one key twice: of several changes to one
+        // instance in a batch (each made on top of the one before), the last is the one to make.
+        let id = |change: &Change| match change {
+            Change::Put(instance) | Change::PutIfUnchanged(instance, _) => instance.id.clone(),
+            Change::Delete(id) => id.clone(),
+        };
+        let last: std::collections::HashMap<String, usize> =
+            batch.changes.iter().enumerate().map(|(i, c)| (id(c), i)).collect();
         // Each operation with its weight in the request: its key and value.
-        let mut ops = Vec::with_capacity(batch.changes.len());
-        for change in batch.changes {
+        let mut ops = Vec::with_capacity(last.len());
+        for (i, change) in batch.changes.iter().enumerate() {
+            if last.get(&id(change)) != Some(&i) {
+                continue;
+            }
+            let put = |instance: &StoredInstance| -> Result<(String, TxnOp, usize), StoreError> {
+                let (key, json) = (keys.instance_key(&instance.id), serde_json::to_vec(instance));
+                let json = json.map_err(|e| keys.error(e.to_string()))?;
+                let size = key.len() + json.len();
+                Ok((key.clone(), TxnOp::put(key, json, None), size))
+            };
             ops.push(match change {
                 Change::Put(instance) => {
-                    let (key, json) = (keys.instance_key(&instance.id), serde_json::to_vec(instance));
-                    let json = json.map_err(|e| keys.error(e.to_string()))?;
-                    let size = key.len() + json.len();
-                    (TxnOp::put(key, json, None), size)
+                    let (_, op, size) = put(instance)?;
+                    (op, size)
+                }
+                // A transaction of its own inside the batch's (etcd 3.3 or later): its condition
+                // holds this change back alone.
+                Change::PutIfUnchanged(instance, index) => {
+                    let (key, op, size) = put(instance)?;
+                    let at = i64::try_from(*index).unwrap_or(i64::MAX);
+                    let unchanged = Compare::mod_revision(key, CompareOp::Equal, at);
+                    (TxnOp::txn(Txn::new().when([unchanged]).and_then([op])), size)
                 }
                 Change::Delete(id) => {
                     let key = keys.instance_key(id);

@@ -23,6 +23,10 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub enum Change {
     Put(Box<StoredInstance>),
+    /// Written only if the stored record is still at this index (a check's result, made on the
+    /// record this server had seen): a record another server changed meanwhile keeps that change,
+    /// and the result is made again on it. The same as `Put` for a store only this server writes.
+    PutIfUnchanged(Box<StoredInstance>, u64),
     Delete(String),
 }
 

@@ -146,7 +146,8 @@ impl RedbStore {
             let mut table = tx.open_table(INSTANCES).map_err(|e| e.to_string())?;
             for change in batch.changes {
                 match change {
-                    Change::Put(instance) => {
+                    // This server alone writes the file: what it built on is what is stored.
+                    Change::Put(instance) | Change::PutIfUnchanged(instance, _) => {
                         let json = serde_json::to_vec(instance).map_err(|e| e.to_string())?;
                         table
                             .insert(instance.id.as_str(), json.as_slice())

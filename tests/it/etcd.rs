@@ -141,6 +141,49 @@ async fn servers_on_one_prefix_share_the_registry_through_etcd() {
 }
 
 #[tokio::test]
+async fn writes_to_one_instance_queued_together_are_all_taken() {
+    let cluster = EtcdCluster::start(3);
+    let server = start(&cluster, "/together/");
+    let body = json!({"Name": "twice", "ID": "twice-1", "Port": 80,
+                      "Checks": [{"CheckID": "twice-a", "TTL": "1m"}, {"CheckID": "twice-b", "TTL": "1m"}]});
+    let response = client()
+        .put(format!("http://{}/v1/agent/service/register", server.http))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Updates to both checks at once: each a write to the same instance, several in one group
+    // commit (etcd takes no transaction that writes one key twice).
+    let updates: Vec<_> = (0..64)
+        .map(|i| {
+            let url = format!(
+                "http://{}/v1/agent/check/update/twice-{}",
+                server.http,
+                if i % 2 == 0 { "a" } else { "b" }
+            );
+            tokio::spawn(async move {
+                let body = json!({"Status": "passing", "Output": format!("update {i}")});
+                let response = client().put(url).json(&body).send().await.unwrap();
+                (response.status(), response.text().await.unwrap_or_default())
+            })
+        })
+        .collect();
+    for update in updates {
+        let (code, body) = update.await.unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    let (_, checks) = get(&server, "/v1/health/checks/twice").await;
+    let statuses: Vec<&str> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["passing", "passing"], "{checks}");
+}
+
+#[tokio::test]
 async fn the_registry_in_etcd_over_tls_with_client_certificates() {
     let cluster = EtcdCluster::start_tls(1);
     let tls = cluster.tls.as_ref().unwrap();
