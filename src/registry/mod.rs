@@ -227,15 +227,32 @@ impl Registry {
         let mut by_service: HashMap<ServiceKey, Vec<Arc<Instance>>> = HashMap::new();
         let mut index = 0;
         let stored_index = store.load(&mut |stored: StoredInstance| {
-            let mut instance = stored.into_instance()?;
+            let id = stored.id.clone();
+            let mut instance = match stored.into_instance() {
+                Ok(instance) => instance,
+                // A shared store is written by other servers (perhaps newer ones): a record this
+                // one cannot take is left out, as the watch leaves it out, rather than keeping
+                // every server from starting.
+                Err(error) if self.shared => {
+                    tracing::error!(instance = %id, %error, "an instance record in etcd is not valid: skipped");
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            };
             for check in instance.checks.iter_mut() {
                 check.generation = instance.modify_index;
                 if let Some(owner) = self.check_owner.insert(check.spec.id.clone(), instance.id.clone()) {
-                    return Err(format!(
+                    let taken = format!(
                         "check {:?} also belongs to instance {:?}",
                         check.spec.id.as_str(),
                         owner.as_str()
-                    ));
+                    );
+                    // Two servers can each take one check ID for two instances at once: the
+                    // later instance's check answers to the ID, and the servers still start.
+                    if !self.shared {
+                        return Err(taken);
+                    }
+                    tracing::error!(instance = %instance.id, "{taken}: its heartbeats go to this instance");
                 }
             }
             index = index.max(instance.modify_index);
