@@ -144,6 +144,7 @@ struct Supervisor {
 impl Supervisor {
     /// Runs a check here: a runner for a probed one, a queued deadline for a TTL one.
     fn start(&mut self, spec: &CheckSpec, generation: u64, run_now: bool) -> Handle {
+        self.shared.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if spec.kind.schedule().is_some() {
             let stop = self.stop.child_token();
             let runner = Runner {
@@ -182,12 +183,12 @@ impl Supervisor {
                 if let Some(replaced) = self.checks.insert(known.spec.id.clone(), known)
                     && let Some(handle) = replaced.handle
                 {
-                    handle.stop(&mut self.ttl);
+                    self.stop_running(handle);
                 }
             }
             CheckEvent::Stop { check } => {
                 if let Some(handle) = self.checks.remove(&check).and_then(|known| known.handle) {
-                    handle.stop(&mut self.ttl);
+                    self.stop_running(handle);
                 }
             }
             // Only TTL checks are updated through the API (the registry refuses the others).
@@ -224,14 +225,14 @@ impl Supervisor {
                 }
                 (Some(_), false) => {
                     if let Some(handle) = self.checks.get_mut(&id).and_then(|k| k.handle.take()) {
-                        handle.stop(&mut self.ttl);
+                        self.stop_running(handle);
                     }
                     given += 1;
                 }
                 _ => {}
             }
         }
-        let running = self.checks.values().filter(|k| k.handle.is_some()).count();
+        let running = self.shared.running.load(std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             taken,
             given,
@@ -241,9 +242,10 @@ impl Supervisor {
         );
     }
 
-    fn count(&self) {
-        let running = self.checks.values().filter(|k| k.handle.is_some()).count();
-        self.shared.running.store(running, std::sync::atomic::Ordering::Relaxed);
+    /// Stops a check running here; [`Shared::running`] counts those [`Self::start`] started.
+    fn stop_running(&mut self, handle: Handle) {
+        handle.stop(&mut self.ttl);
+        self.shared.running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -291,7 +293,6 @@ async fn supervise(
                 continue;
             }
         }
-        supervisor.count();
     }
     for handle in supervisor.checks.into_values().filter_map(|k| k.handle) {
         handle.stop(&mut supervisor.ttl);
