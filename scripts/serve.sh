@@ -6,9 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-{ command -v cc && command -v make; } >/dev/null 2>&1 || need_apt+=(build-essential)
-command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
-[ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
+mapfile -t need_apt < <(scripts/build-deps.sh)
 scripts/apt-install.sh "${need_apt[@]}"
 exec cargo run --release --quiet -- serve "$@"

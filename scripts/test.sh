@@ -4,16 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System tools the build, the tests and the walk-through use: a C compiler and make (jemalloc
-# and ring are built from C), protoc and protobuf's headers (the etcd client's gRPC code is
-# generated at build time), kill and ps (procps), curl, dig (bind9-dnsutils), the resolvers
+# System tools the build (scripts/build-deps.sh), the tests and the walk-through use: kill and
+# ps (procps), curl, dig (bind9-dnsutils), the resolvers
 # that tests/it/resolvers.rs starts on loopback ports (unbound, dnsmasq, BIND's named), the scraper
 # that tests/it/clients.rs starts (victoria-metrics), etcd and etcdctl for tests/it/etcd.rs, and
 # Python with venv for the Python clients.
-need_apt=()
-{ command -v cc && command -v make; } >/dev/null 2>&1 || need_apt+=(build-essential)
-command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
-[ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
+mapfile -t need_apt < <(scripts/build-deps.sh)
 [ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
 [ -x /usr/bin/etcdctl ] || need_apt+=(etcd-client)
 # (kill as a program, which the tests run: the shell's built-in does not count)
