@@ -325,7 +325,7 @@ impl Config {
             cert: self.etcd_cert.clone(),
             key: self.etcd_key.clone(),
             user,
-            holder: node_name.to_owned(),
+            node_name: node_name.to_owned(),
             lease_ttl: self.etcd_lease_ttl,
         }))
     }
@@ -908,7 +908,7 @@ mod tests {
             config.store_settings("node1")
         };
         let fine = with(&["http://10.0.0.1:2379", "https://etcd-2:2379"], |_| {}).unwrap();
-        assert!(matches!(fine, StoreSettings::Etcd(ref e) if e.prefix == "/sextant/" && e.holder == "node1"));
+        assert!(matches!(fine, StoreSettings::Etcd(ref e) if e.prefix == "/sextant/" && e.node_name == "node1"));
         assert!(matches!(with(&[], |_| {}).unwrap(), StoreSettings::Embedded(_)));
         let error = |etcd: &[&str], change: fn(&mut Config)| with(etcd, change).unwrap_err().to_string();
         for (etcd, change, expected) in [

@@ -86,9 +86,7 @@ impl Registry {
     /// restarts the TTL. Refused for checks that are probed, as Consul does. A new status or
     /// output is a write, to wait for like a registration.
     pub fn ttl_update(&self, check: &CheckId, status: Health, output: &str) -> Result<Written, RegistryError> {
-        if self.shared {
-            self.refuse_if_cut_off()?;
-        }
+        self.refuse_if_cut_off()?;
         let mut w = self.lock();
         let now = Instant::now();
         // With a shared store, a live heartbeat lease is what keeps the check alive, not a

@@ -90,7 +90,7 @@ impl Registry {
     }
 
     /// Refuses a write at once when etcd has been out of reach for a while (instead of having it
-    /// wait for etcd for seconds, then fail).
+    /// wait for etcd for seconds, then fail); never with a store of its own.
     pub(super) fn refuse_if_cut_off(&self) -> Result<(), crate::store::StoreError> {
         match self.staleness() {
             Some(stale) if stale >= REFUSE_WRITES_AFTER => Err(crate::store::StoreError::EtcdOutOfReach {

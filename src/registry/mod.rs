@@ -276,11 +276,6 @@ impl Registry {
         Ok(restored)
     }
 
-    /// Whether the registry follows a store shared with other servers.
-    pub fn is_shared(&self) -> bool {
-        self.shared
-    }
-
     /// Commits what is queued and stops the journal (at shutdown, once nothing writes any more).
     pub fn close(&self) {
         if let Some(journal) = &self.journal {
@@ -339,16 +334,16 @@ impl Registry {
             .filter(|i| i.service.key() == *key)
             .collect();
         if !joined.is_empty() {
-            let known: std::collections::HashSet<&InstanceId> = instances.iter().map(|i| &i.id).collect();
+            // Each once (an instance written twice in a batch joins twice), as the map holds it
+            // now; `publish_service` sorts them.
+            let mut listed: std::collections::HashSet<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
             let new: Vec<Arc<Instance>> = joined
                 .iter()
-                .filter(|j| !known.contains(&j.id))
+                .filter(|j| listed.insert(j.id.clone()))
                 .filter_map(|j| self.instance(&j.id))
                 .filter(|i| i.service.key() == *key)
                 .collect();
             instances.extend(new);
-            instances.sort_by(|a, b| a.id.cmp(&b.id));
-            instances.dedup_by(|a, b| a.id == b.id);
         }
         if instances.is_empty() {
             self.listener.service_changed(key, None);

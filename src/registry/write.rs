@@ -167,9 +167,7 @@ impl Registry {
         index: u64,
         unless_changed_since: Option<u64>,
     ) -> Result<Written, RegistryError> {
-        if self.shared {
-            self.refuse_if_cut_off()?;
-        }
+        self.refuse_if_cut_off()?;
         let Some(journal) = &self.journal else {
             let index = index.max(self.index() + 1);
             return Ok(Written::applied(self.apply(w, &id, instance, index)));

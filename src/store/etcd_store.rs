@@ -70,7 +70,7 @@ pub struct EtcdSettings {
     /// etcd's user and password, when its authentication is on.
     pub user: Option<(String, String)>,
     /// This server's name, its key under `<prefix>servers/`.
-    pub holder: String,
+    pub node_name: String,
     /// The lease behind this server's key: how long after this server stops renewing it (dies,
     /// or loses etcd) the others see it gone and take its checks over.
     pub lease_ttl: Duration,
@@ -120,7 +120,7 @@ impl EtcdStore {
             prefix: settings.prefix.clone(),
             endpoints: endpoints.clone(),
             members: settings.endpoints.len().max(1),
-            me: settings.holder.clone(),
+            me: settings.node_name.clone(),
             lease_ttl: i64::try_from(settings.lease_ttl.as_secs()).unwrap_or(10).max(2),
         };
         let store = Self {
@@ -134,16 +134,10 @@ impl EtcdStore {
             .iter()
             .map(|m| format!("{} {}", m.name(), m.client_urls().join(" ")))
             .collect();
-        let server_key = store.keys.server_key(&settings.holder);
-        let lease_ttl = store.keys.lease_ttl;
-        let lease = store.retried(|client| hold_key(client, server_key.clone(), settings.holder.clone(), lease_ttl))?;
-        store.runtime().spawn(keep_holding(
-            store.keys.clone(),
-            server_key,
-            settings.holder.clone(),
-            lease,
-            store.follower.clone(),
-        ));
+        let lease = store.runtime().block_on(store.keys.hold_key())?;
+        store
+            .runtime()
+            .spawn(keep_holding(store.keys.clone(), lease, store.follower.clone()));
         tracing::info!(endpoints = %endpoints, prefix = %settings.prefix, ?members, "registry kept in etcd");
         Ok(store)
     }
@@ -162,8 +156,18 @@ impl EtcdStore {
 }
 
 impl Keys {
-    fn server_key(&self, node: &str) -> String {
-        format!("{}servers/{node}", self.prefix)
+    /// Writes this server's key, `<prefix>servers/<node>`, on a new lease; returns the lease.
+    async fn hold_key(&self) -> Result<i64, StoreError> {
+        let key = format!("{}servers/{}", self.prefix, self.me);
+        self.retried(|mut client| {
+            let (key, me, ttl) = (key.clone(), self.me.clone(), self.lease_ttl);
+            async move {
+                let lease = client.lease_grant(ttl, None).await?.id();
+                client.put(key, me, Some(PutOptions::new().with_lease(lease))).await?;
+                Ok(lease)
+            }
+        })
+        .await
     }
 
     fn instance_key(&self, id: &str) -> String {
@@ -720,31 +724,16 @@ async fn connect(settings: &EtcdSettings) -> Result<Client, String> {
     }
 }
 
-/// Writes this server's key on a new lease; returns the lease.
-async fn hold_key(mut client: Client, key: String, holder: String, ttl: i64) -> Result<i64, etcd_client::Error> {
-    let lease = client.lease_grant(ttl, None).await?.id();
-    client
-        .put(key, holder, Some(PutOptions::new().with_lease(lease)))
-        .await?;
-    Ok(lease)
-}
-
 /// Renews this server's lease every [`RENEW_EVERY`], telling the follower when etcd goes out of
 /// reach and comes back; a lease that ran out meanwhile is replaced.
-async fn keep_holding(
-    keys: Keys,
-    key: String,
-    holder: String,
-    mut lease: i64,
-    follower: Arc<OnceLock<Weak<dyn Follower>>>,
-) {
+async fn keep_holding(keys: Keys, mut lease: i64, follower: Arc<OnceLock<Weak<dyn Follower>>>) {
     let mut reachable = true;
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
         let renewed = tokio::time::timeout(ATTEMPT_TIMEOUT, renew(keys.client.clone(), lease)).await;
         let now_reachable = match renewed {
             Ok(Ok(true)) => true,
-            Ok(Ok(false)) => match hold_key(keys.client.clone(), key.clone(), holder.clone(), keys.lease_ttl).await {
+            Ok(Ok(false)) => match keys.hold_key().await {
                 Ok(new) => {
                     lease = new;
                     tracing::warn!("this server's lease in etcd had run out; taken again");

@@ -31,9 +31,7 @@ pub struct Journal {
     sender: Mutex<Option<Sender<Entry>>>,
     /// The committing thread, then the reporting one.
     threads: Mutex<Vec<JoinHandle<()>>>,
-    /// The store is written by other servers too (see [`Store::shared`]).
-    shared: bool,
-    /// For what does not queue: heartbeats.
+    /// For what does not queue (heartbeats), and what kind of store it is.
     store: std::sync::Arc<dyn Store>,
 }
 
@@ -42,7 +40,6 @@ type Outcome = (Result<u64, StoreError>, Vec<Then>);
 
 impl Journal {
     pub fn start(store: std::sync::Arc<dyn Store>) -> std::io::Result<Self> {
-        let shared = store.shared();
         let (sender, receiver) = channel();
         let (outcomes, reported) = channel::<Outcome>();
         let reporter = std::thread::Builder::new()
@@ -63,7 +60,6 @@ impl Journal {
         Ok(Self {
             sender: Mutex::new(Some(sender)),
             threads: Mutex::new(vec![committer, reporter]),
-            shared,
             store,
         })
     }
@@ -71,7 +67,7 @@ impl Journal {
     /// Whether the store is written by other servers too: changes are applied as they come
     /// back from it, not as they are committed.
     pub fn shared(&self) -> bool {
-        self.shared
+        self.store.shared()
     }
 
     /// A TTL check's heartbeat, for a shared store (see [`Store::heartbeat`]): not queued
@@ -153,7 +149,8 @@ fn commit_loop(store: &dyn Store, receiver: &Receiver<Entry>, outcomes: &Sender<
             Err(error) if !failing => {
                 failing = true;
                 tracing::error!(%error, "the registry database cannot be written: registrations and \
-                    deregistrations are refused (503), health updates go on in memory");
+                    deregistrations are refused (503), health updates go on in memory (with etcd, \
+                    they are held until it takes writes again)");
             }
             Ok(_) if failing => {
                 failing = false;
