@@ -7,10 +7,12 @@
 //! through the registry. Data flows one way: HTTP and health checks write the registry, DNS reads
 //! it; the registry makes every change durable through [`store`] before it is acknowledged, and is
 //! rebuilt from it at start. [`app`] wires the pieces; [`config`] holds the settings; [`model`] the validated types they share.
+//! [`client`] is the other side: what a service uses to register itself and find others.
 
 mod alloc;
 pub mod api;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod dns;
 pub mod health;
