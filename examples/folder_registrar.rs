@@ -45,7 +45,14 @@ struct Registrar {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
+    if let Err(error) = run().await {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let args = Args::parse();
     let dir = args
@@ -132,7 +139,7 @@ impl Registrar {
 
     fn report(&mut self, file: &Path, problem: String) {
         if self.reported.get(file) != Some(&problem) {
-            eprintln!("skipping {}: {problem}", file.display());
+            println!("skipping {}: {problem}", file.display());
             self.reported.insert(file.to_path_buf(), problem);
         }
     }

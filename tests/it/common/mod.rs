@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod endpoint;
+pub mod examples;
 pub mod etcd;
 pub mod netns;
 pub mod on_etcd;
