@@ -50,4 +50,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --benches --locked            # each benchmark runs once: it still works
 cargo build --examples --locked           # tests/it/client.rs runs them
+cargo test --doc --locked                 # the client library's documented examples compile (and run where they can)
 cargo test --lib --bins --tests --locked  # the test suite (its summary closes the output)

@@ -41,6 +41,21 @@ impl Strategy {
 }
 
 /// Picks instances of one service; clones share their counts.
+///
+/// ```no_run
+/// use sextant::client::{Client, Error, Strategy};
+///
+/// # async fn run() -> Result<(), Error> {
+/// let mut prices = Client::from_env()?.watch("prices");
+/// prices.ready().await?;
+/// let balancer = prices.balancer(Strategy::PowerOfTwoChoices);
+/// match balancer.pick() {
+///     Ok(instance) => println!("GET http://{}/quote", instance.socket_addr()), // outstanding until dropped
+///     Err(Error::NoHealthyInstance { service }) => eprintln!("every instance of {service} is failing"),
+///     Err(error) => return Err(error),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Balancer {
     strategy: Strategy,

@@ -29,6 +29,17 @@ impl ServiceView {
     /// A view of the SRV name `name` (`orders.service.trading-dc.`), re-read at the answer's TTL
     /// (at least every [`MIN_REREAD`]). Instances are `target:port`, with the addresses of the
     /// targets; only the lowest SRV priority is kept (RFC 2782), with the SRV weights.
+    ///
+    /// ```no_run
+    /// use sextant::client::{DnsServer, ServiceView, Strategy};
+    ///
+    /// # async fn run() -> Result<(), sextant::client::Error> {
+    /// let mut orders = ServiceView::dns("orders.service.trading-dc.", DnsServer::At("10.0.0.2:8600".parse().unwrap()))?;
+    /// orders.ready().await?;
+    /// let instance = orders.balancer(Strategy::Weighted).pick()?;
+    /// println!("{}", instance.socket_addr());
+    /// # Ok(()) }
+    /// ```
     pub fn dns(name: &str, server: DnsServer) -> Result<ServiceView> {
         let fqdn = Name::from_ascii(name).map_err(|e| Error::Invalid {
             what: "DNS name",

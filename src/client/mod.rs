@@ -196,6 +196,19 @@ fn token_from_env() -> Option<String> {
 impl Client {
     /// Settings for a client of the API at `address` (`host:port` or an `http(s)://` URL), with
     /// the token from the environment.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sextant::client::{Client, Retry};
+    ///
+    /// let client = Client::builder("10.0.0.2:8500")
+    ///     .token("s3cret")
+    ///     .timeout(Duration::from_secs(2))
+    ///     .retry(Retry { attempts: 5, first: Duration::from_millis(50), max: Duration::from_secs(1) })
+    ///     .build()?;
+    /// assert_eq!(client.address().as_str(), "http://10.0.0.2:8500/");
+    /// # Ok::<(), sextant::client::Error>(())
+    /// ```
     pub fn builder(address: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             address: address.into(),

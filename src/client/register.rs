@@ -11,6 +11,25 @@ use tokio_util::sync::CancellationToken;
 use super::{Client, Error, Result};
 
 /// An instance to register; built with [`Registration::new`] and its setters.
+///
+/// ```
+/// use std::time::Duration;
+/// use sextant::client::{Check, Registration};
+///
+/// let orders = Registration::new("orders")
+///     .id("orders-1")
+///     .address("10.0.0.7")
+///     .port(8080)
+///     .tag("primary")
+///     .weight(10)
+///     .check(Check::Http {
+///         url: "http://10.0.0.7:8080/health".into(),
+///         interval: Duration::from_secs(10),
+///         timeout: Duration::from_secs(2),
+///     });
+/// assert_eq!(orders.check_id(), "service:orders-1");
+/// assert_eq!(orders.to_json()["Check"]["Interval"], "10000ms");
+/// ```
 #[derive(Debug, Clone)]
 pub struct Registration {
     name: String,
@@ -173,6 +192,20 @@ fn go_duration(duration: Duration) -> String {
 /// trying through errors. [`deregister`](Self::deregister) stops it and waits for the
 /// deregistration; dropping it deregisters in the background (best effort: the runtime must
 /// still be running), so a graceful shutdown leaves nothing behind.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use sextant::client::{Client, Registration};
+///
+/// # async fn run() -> Result<(), sextant::client::Error> {
+/// let client = Client::from_env()?;
+/// let me = client
+///     .register_self(Registration::new("orders").id("orders-1").port(8080), Duration::from_secs(10))
+///     .await?;
+/// // … serve until asked to stop …
+/// me.deregister().await?; // returns once sextant has acknowledged it
+/// # Ok(()) }
+/// ```
 pub struct SelfRegistration {
     client: Client,
     id: String,

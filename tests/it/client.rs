@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sextant::client::{Client, DnsServer, Error, Registration, Retry, ServiceView, Strategy};
 use sextant::Config;
+use sextant::client::{Client, DnsServer, Error, Registration, Retry, ServiceView, Strategy};
 
 use crate::common::examples::Example;
 use crate::common::tools::TempDir;
@@ -22,15 +22,23 @@ fn start_instance(server: &TestServer, service: &str, extra: &[&str]) -> (Exampl
     let instance = Example::start("self_registering", &args, &[]);
     // The server may run on this test's runtime: wait off its workers.
     let line = tokio::task::block_in_place(|| instance.line("registered ", STARTUP));
-    let id = line.split_whitespace().nth(1).expect("registered <id> at <addr>").to_string();
+    let id = line
+        .split_whitespace()
+        .nth(1)
+        .expect("registered <id> at <addr>")
+        .to_string();
     (instance, id)
 }
 
 /// The healthy instance IDs of `service`, read directly from the server.
 async fn healthy_ids(server: &TestServer, service: &str) -> Vec<String> {
     let list = server.get_json(&format!("/v1/health/service/{service}?passing")).await;
-    let mut ids: Vec<String> =
-        list.as_array().unwrap().iter().map(|e| e["Service"]["ID"].as_str().unwrap().to_string()).collect();
+    let mut ids: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Service"]["ID"].as_str().unwrap().to_string())
+        .collect();
     ids.sort();
     ids
 }
@@ -76,7 +84,10 @@ async fn balancers_never_pick_an_instance_after_the_view_dropped_it() {
 
     let stop = tokio_util::sync::CancellationToken::new();
     let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
-    let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
     let mut senders = tokio::task::JoinSet::new();
     for strategy in Strategy::ALL {
         let (balancer, http, sent, stop) = (view.balancer(strategy), http.clone(), sent.clone(), stop.clone());
@@ -91,7 +102,12 @@ async fn balancers_never_pick_an_instance_after_the_view_dropped_it() {
                     Ok(response) => response.text().await.ok().map(|t| t.trim().to_string()),
                     Err(_) => None,
                 };
-                sent.lock().unwrap().push(Sent { strategy, picked_at, id: instance.id.clone(), answered });
+                sent.lock().unwrap().push(Sent {
+                    strategy,
+                    picked_at,
+                    id: instance.id.clone(),
+                    answered,
+                });
                 drop(instance);
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -142,7 +158,10 @@ async fn balancers_never_pick_an_instance_after_the_view_dropped_it() {
         wait_for(&format!("a request answered by {id}"), answered).await;
     }
     for (id, _, _) in &asked {
-        wait_for(&format!("{id} to leave the view"), async || left_at.lock().unwrap().contains_key(id)).await;
+        wait_for(&format!("{id} to leave the view"), async || {
+            left_at.lock().unwrap().contains_key(id)
+        })
+        .await;
     }
     stop.cancel();
     senders.join_all().await;
@@ -152,10 +171,15 @@ async fn balancers_never_pick_an_instance_after_the_view_dropped_it() {
     let sent = std::mem::take(&mut *sent.lock().unwrap());
     let mut late = Vec::new();
     for request in &sent {
-        if let Some(&left) = left_at.get(&request.id) {
-            if request.picked_at > left {
-                late.push(format!("{:?} picked {} {:?} after it left the view", request.strategy, request.id, request.picked_at - left));
-            }
+        if let Some(&left) = left_at.get(&request.id)
+            && request.picked_at > left
+        {
+            late.push(format!(
+                "{:?} picked {} {:?} after it left the view",
+                request.strategy,
+                request.id,
+                request.picked_at - left
+            ));
         }
         if let Some(answered) = &request.answered {
             assert_eq!(answered, &request.id, "the instance that answered is the one picked");
@@ -163,8 +187,11 @@ async fn balancers_never_pick_an_instance_after_the_view_dropped_it() {
     }
     assert!(late.is_empty(), "{}", late.join("\n"));
 
-    let mut lags: Vec<Duration> =
-        asked.iter().filter(|(_, _, how)| *how != "stopped").map(|(id, at, _)| left_at[id] - *at).collect();
+    let mut lags: Vec<Duration> = asked
+        .iter()
+        .filter(|(_, _, how)| *how != "stopped")
+        .map(|(id, at, _)| left_at[id] - *at)
+        .collect();
     lags.sort();
     let mut by_strategy: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for request in &sent {
@@ -199,19 +226,36 @@ async fn balancers_never_pick_an_instance_after_the_view_dropped_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_balancing_client_spreads_requests_and_spares_a_slow_instance() {
     let server = TestServer::start().await;
-    let mut instances: Vec<_> = (0..2).map(|_| start_instance(&server, "web", &["--delay-ms", "5"])).collect();
+    let mut instances: Vec<_> = (0..2)
+        .map(|_| start_instance(&server, "web", &["--delay-ms", "5"]))
+        .collect();
     instances.push(start_instance(&server, "web", &["--delay-ms", "100"]));
     let slow = instances[2].1.clone();
-    wait_for("three healthy instances", async || healthy_ids(&server, "web").await.len() == 3).await;
+    wait_for("three healthy instances", async || {
+        healthy_ids(&server, "web").await.len() == 3
+    })
+    .await;
 
-    let args = ["--service", "web", "--sextant", &server.base, "--requests", "300", "--concurrency", "6"];
+    let args = [
+        "--service",
+        "web",
+        "--sextant",
+        &server.base,
+        "--requests",
+        "300",
+        "--concurrency",
+        "6",
+    ];
     let output = run_to_end(Example::start("balancing_client", &args, &[]));
     let shares = parse_distribution(&output);
     let share = |strategy: &str, id: &str| shares[strategy].get(id).copied().unwrap_or(0);
     for (_, id) in &instances {
         assert_eq!(share("RoundRobin", id), 100, "{output:#?}");
         for strategy in ["Random", "Weighted"] {
-            assert!((50..=150).contains(&share(strategy, id)), "{strategy} {id}: {output:#?}");
+            assert!(
+                (50..=150).contains(&share(strategy, id)),
+                "{strategy} {id}: {output:#?}"
+            );
         }
     }
     // The slow instance answers 20 times slower: a load-aware balancer sends it a small share.
@@ -219,10 +263,26 @@ async fn the_balancing_client_spreads_requests_and_spares_a_slow_instance() {
     assert!(share("PowerOfTwoChoices", &slow) < 75, "{output:#?}");
 
     let dns = server.dns.to_string();
-    let args = ["--service", "web", "--dns", &dns, "--name", "web.service.trading-dc.", "--requests", "60"];
+    let args = [
+        "--service",
+        "web",
+        "--dns",
+        &dns,
+        "--name",
+        "web.service.trading-dc.",
+        "--requests",
+        "60",
+    ];
     let output = run_to_end(Example::start("balancing_client", &args, &[]));
-    assert!(output.iter().any(|l| l == "3 healthy instance(s) of web"), "{output:#?}");
-    assert_eq!(parse_distribution(&output)["RoundRobin"].values().sum::<usize>(), 60, "{output:#?}");
+    assert!(
+        output.iter().any(|l| l == "3 healthy instance(s) of web"),
+        "{output:#?}"
+    );
+    assert_eq!(
+        parse_distribution(&output)["RoundRobin"].values().sum::<usize>(),
+        60,
+        "{output:#?}"
+    );
 }
 
 /// Waits (off the runtime's workers) for an example to finish; its output, printed too.
@@ -242,7 +302,10 @@ fn parse_distribution(output: &[String]) -> HashMap<String, HashMap<String, usiz
         if let Some((strategy, _)) = line.split_once(": ").filter(|_| !line.starts_with(' ')) {
             current = strategy.to_string();
         } else if let [id, count, _share] = line.split_whitespace().collect::<Vec<_>>()[..] {
-            shares.entry(current.clone()).or_default().insert(id.to_string(), count.parse().unwrap());
+            shares
+                .entry(current.clone())
+                .or_default()
+                .insert(id.to_string(), count.parse().unwrap());
         }
     }
     shares
@@ -260,7 +323,10 @@ async fn self_registration_survives_a_restart_and_leaves_nothing_behind() {
 
     let (status, _) = server.put(&format!("/v1/agent/service/deregister/{id}")).await;
     assert_eq!(status, 200);
-    wait_for("the instance to register again", async || healthy_ids(&server, "phoenix").await == [id.clone()]).await;
+    wait_for("the instance to register again", async || {
+        healthy_ids(&server, "phoenix").await == [id.clone()]
+    })
+    .await;
 
     server.stop().await;
     let restarted = TestServer::start_with(Config { http, ..test_config() }).await;
@@ -287,31 +353,63 @@ async fn the_folder_registrar_keeps_the_registry_in_step() {
     let dir = TempDir::new("registrar");
     let write = |file: &str, text: String| std::fs::write(dir.0.join(file), text).unwrap();
     let service = |id: &str, port: u16| {
-        format!(r#"{{"ID": "{id}", "Name": "files", "Address": "10.0.0.1", "Port": {port}, "Check": {{"TTL": "1h", "Status": "passing"}}}}"#)
+        format!(
+            r#"{{"ID": "{id}", "Name": "files", "Address": "10.0.0.1", "Port": {port}, "Check": {{"TTL": "1h", "Status": "passing"}}}}"#
+        )
     };
     let client = Client::new(&server.base).unwrap();
-    client.register(&Registration::new("files").id("by-hand").port(9)).await.unwrap();
+    client
+        .register(&Registration::new("files").id("by-hand").port(9))
+        .await
+        .unwrap();
     write("a.json", service("files-a", 80));
     write("b.json", service("files-b", 80));
-    let args = ["--dir", dir.0.to_str().unwrap(), "--sextant", &server.base, "--interval-ms", "100"];
+    let args = [
+        "--dir",
+        dir.0.to_str().unwrap(),
+        "--sextant",
+        &server.base,
+        "--interval-ms",
+        "100",
+    ];
     let registrar = Example::start("folder_registrar", &args, &[]);
     let ids = async || {
         let mut ids: Vec<String> = client.registered().await.unwrap().into_iter().map(|i| i.id).collect();
         ids.sort();
         ids
     };
-    wait_for("a and b registered", async || ids().await == ["by-hand", "files-a", "files-b"]).await;
-    let a = &client.registered().await.unwrap().into_iter().find(|i| i.id == "files-a").unwrap();
+    wait_for("a and b registered", async || {
+        ids().await == ["by-hand", "files-a", "files-b"]
+    })
+    .await;
+    let a = &client
+        .registered()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.id == "files-a")
+        .unwrap();
     assert!(a.meta["external-source"].starts_with("folder:"), "{a:?}");
 
     write("a.json", service("files-a", 81));
-    let port_of_a = async || client.registered().await.unwrap().iter().find(|i| i.id == "files-a").map(|i| i.port);
+    let port_of_a = async || {
+        client
+            .registered()
+            .await
+            .unwrap()
+            .iter()
+            .find(|i| i.id == "files-a")
+            .map(|i| i.port)
+    };
     wait_for("a's new port", async || port_of_a().await == Some(81)).await;
     std::fs::remove_file(dir.0.join("b.json")).unwrap();
     wait_for("b deregistered", async || ids().await == ["by-hand", "files-a"]).await;
 
     write("bad.json", "{not json".into());
-    write("c.json", r#"{"ID": "files-c", "Name": "files", "Port": "eighty"}"#.into());
+    write(
+        "c.json",
+        r#"{"ID": "files-c", "Name": "files", "Port": "eighty"}"#.into(),
+    );
     tokio::task::block_in_place(|| {
         registrar.line("bad.json: not JSON", Duration::from_secs(10));
         let refused = registrar.line("c.json: sextant refused it", Duration::from_secs(10));
@@ -332,7 +430,11 @@ async fn the_folder_registrar_keeps_the_registry_in_step() {
 async fn the_design_documents_flow_meets_their_targets() {
     let server = TestServer::start().await;
     let dns = server.dns.to_string();
-    let output = run_to_end(Example::start("design_flow", &["--sextant", &server.base, "--dns", &dns], &[]));
+    let output = run_to_end(Example::start(
+        "design_flow",
+        &["--sextant", &server.base, "--dns", &dns],
+        &[],
+    ));
     let steps: Vec<_> = output.iter().filter(|l| l.ends_with(" ok")).collect();
     assert_eq!(steps.len(), 5, "{output:#?}");
 }
@@ -343,27 +445,47 @@ async fn the_design_documents_flow_meets_their_targets() {
 async fn a_dns_view_follows_srv_records() {
     let server = TestServer::start().await;
     let client = Client::new(&server.base).unwrap();
-    let passing = sextant::client::Check::Ttl { ttl: Duration::from_secs(3600), passing: true };
+    let passing = sextant::client::Check::Ttl {
+        ttl: Duration::from_secs(3600),
+        passing: true,
+    };
     for (id, weight, port) in [("dnsweb-1", 3, 8081), ("dnsweb-2", 1, 8082)] {
-        let registration =
-            Registration::new("dnsweb").id(id).address("192.0.2.10").port(port).weight(weight).check(passing.clone());
+        let registration = Registration::new("dnsweb")
+            .id(id)
+            .address("192.0.2.10")
+            .port(port)
+            .weight(weight)
+            .check(passing.clone());
         client.register(&registration).await.unwrap();
     }
     let mut view = ServiceView::dns("dnsweb.service.trading-dc.", DnsServer::At(server.dns)).unwrap();
     let read = view.ready().await.unwrap();
-    let mut seen: Vec<_> = read.instances().iter().map(|i| (i.address.clone(), i.port, i.weight)).collect();
+    let mut seen: Vec<_> = read
+        .instances()
+        .iter()
+        .map(|i| (i.address.clone(), i.port, i.weight))
+        .collect();
     seen.sort();
-    assert_eq!(seen, [("192.0.2.10".to_string(), 8081, 3), ("192.0.2.10".to_string(), 8082, 1)]);
+    assert_eq!(
+        seen,
+        [("192.0.2.10".to_string(), 8081, 3), ("192.0.2.10".to_string(), 8082, 1)]
+    );
 
     client.deregister("dnsweb-2").await.unwrap();
     wait_for("the next read", async || view.current().instances().len() == 1).await;
     client.fail_check("service:dnsweb-1", "down").await.unwrap();
     let balancer = view.balancer(Strategy::RoundRobin);
-    wait_for("no healthy instance", async || matches!(balancer.pick(), Err(Error::NoHealthyInstance { .. }))).await;
+    wait_for("no healthy instance", async || {
+        matches!(balancer.pick(), Err(Error::NoHealthyInstance { .. }))
+    })
+    .await;
 
     let mut unknown = ServiceView::dns("nosuch.service.trading-dc.", DnsServer::At(server.dns)).unwrap();
     unknown.ready().await.unwrap();
-    assert!(matches!(unknown.balancer(Strategy::Random).pick(), Err(Error::ServiceUnknown { .. })));
+    assert!(matches!(
+        unknown.balancer(Strategy::Random).pick(),
+        Err(Error::ServiceUnknown { .. })
+    ));
 }
 
 const TOKEN: &str = "client-s3cret";
@@ -373,15 +495,25 @@ const TOKEN: &str = "client-s3cret";
 /// cannot be reached, and one that does not answer (each attempt timed out and retried).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_say_what_happened() {
-    let server = TestServer::start_with(Config { acl_token: Some(TOKEN.into()), ..test_config() }).await;
+    let server = TestServer::start_with(Config {
+        acl_token: Some(TOKEN.into()),
+        ..test_config()
+    })
+    .await;
     let client = Client::builder(&server.base).token(TOKEN).build().unwrap();
 
     let wrong = Client::builder(&server.base).token("guess").build().unwrap();
     let error = wrong.register(&Registration::new("web")).await.unwrap_err();
     assert!(matches!(error, Error::Forbidden { .. }), "{error}");
 
-    let error = client.register_json(&serde_json::json!({"Name": "web", "Port": "eighty"})).await.unwrap_err();
-    assert!(matches!(&error, Error::Refused { status: 400, message } if message.contains("Port")), "{error}");
+    let error = client
+        .register_json(&serde_json::json!({"Name": "web", "Port": "eighty"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Refused { status: 400, message } if message.contains("Port")),
+        "{error}"
+    );
 
     let error = client.deregister("nobody").await.unwrap_err();
     assert!(matches!(error, Error::NotFound { .. }), "{error}");
@@ -389,7 +521,10 @@ async fn errors_say_what_happened() {
     client.register(&Registration::new("sick").port(80)).await.unwrap(); // no check: passing
     client.fail_check("service:sick", "").await.unwrap_err(); // no TTL check to fail
     client
-        .register(&Registration::new("sick").port(80).check(sextant::client::Check::Ttl { ttl: Duration::from_secs(60), passing: false }))
+        .register(&Registration::new("sick").port(80).check(sextant::client::Check::Ttl {
+            ttl: Duration::from_secs(60),
+            passing: false,
+        }))
         .await
         .unwrap();
     let mut sick = client.watch("sick");
@@ -402,9 +537,19 @@ async fn errors_say_what_happened() {
     assert!(matches!(error, Error::ServiceUnknown { .. }), "{error}");
     println!("{error}");
 
-    let quick = Retry { attempts: 3, first: Duration::from_millis(10), max: Duration::from_millis(20) };
+    let quick = Retry {
+        attempts: 3,
+        first: Duration::from_millis(10),
+        max: Duration::from_millis(20),
+    };
     let closed = format!("127.0.0.1:{}", crate::common::tools::free_port());
-    let error = Client::builder(&closed).retry(quick).build().unwrap().healthy("web").await.unwrap_err();
+    let error = Client::builder(&closed)
+        .retry(quick)
+        .build()
+        .unwrap()
+        .healthy("web")
+        .await
+        .unwrap_err();
     assert!(matches!(error, Error::Unreachable { .. }), "{error}");
     println!("{error}");
 
@@ -418,7 +563,11 @@ async fn errors_say_what_happened() {
         }
         held.len()
     });
-    let slow = Client::builder(&address).timeout(Duration::from_millis(200)).retry(quick).build().unwrap();
+    let slow = Client::builder(&address)
+        .timeout(Duration::from_millis(200))
+        .retry(quick)
+        .build()
+        .unwrap();
     let error = slow.healthy("web").await.unwrap_err();
     assert!(matches!(error, Error::Timeout { .. }), "{error}");
     println!("{error}");
@@ -431,7 +580,11 @@ async fn errors_say_what_happened() {
 /// The examples take the ACL token from the environment as Consul's clients do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_comes_from_the_environment() {
-    let server = TestServer::start_with(Config { acl_token: Some(TOKEN.into()), ..test_config() }).await;
+    let server = TestServer::start_with(Config {
+        acl_token: Some(TOKEN.into()),
+        ..test_config()
+    })
+    .await;
     let args = ["--service", "web", "--sextant", &server.base];
     let mut running = Vec::new();
     for variable in ["SEXTANT_HTTP_TOKEN", "CONSUL_HTTP_TOKEN"] {

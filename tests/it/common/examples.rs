@@ -17,10 +17,16 @@ pub struct Example {
 /// The example's binary, next to the test binary's directory (`target/<profile>/examples/`).
 pub fn path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let profile = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps/");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps/");
     let path = profile.join("examples").join(name);
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| {
-        panic!("{} is missing: build the examples first (`cargo build --examples`; scripts/test.sh does)", path.display())
+        panic!(
+            "{} is missing: build the examples first (`cargo build --examples`; scripts/test.sh does)",
+            path.display()
+        )
     });
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let source = newest_change(&root.join("src")).max(newest_change(&root.join("examples").join(format!("{name}.rs"))));
@@ -34,7 +40,9 @@ pub fn path(name: &str) -> PathBuf {
 
 /// The latest modification time of a file, or of any file under a directory.
 fn newest_change(path: &std::path::Path) -> std::time::SystemTime {
-    let own = std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+    let own = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH);
     std::fs::read_dir(path)
         .into_iter()
         .flatten()
@@ -64,7 +72,10 @@ impl Example {
                 let _ = tx.send(line);
             }
         });
-        Self { child: KillOnDrop(child), stdout }
+        Self {
+            child: KillOnDrop(child),
+            stdout,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -86,7 +97,10 @@ impl Example {
 
     /// Sends a signal (`-STOP`, `-TERM`, `-KILL`…).
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.pid().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success(), "kill {signal} {}", self.pid());
     }
 

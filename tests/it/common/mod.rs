@@ -3,8 +3,8 @@
 
 pub mod dns;
 pub mod endpoint;
-pub mod examples;
 pub mod etcd;
+pub mod examples;
 pub mod netns;
 pub mod on_etcd;
 pub mod process;
