@@ -146,6 +146,14 @@ impl ServiceView {
         view
     }
 
+    /// A view of a fixed list that never changes: static configuration, or a test of code that
+    /// takes a view.
+    pub fn fixed(service: &str, instances: Vec<Instance>) -> Self {
+        let (mut publisher, view) = Publisher::new(service);
+        publisher.publish(Instances::read(service, instances, 0, true));
+        view
+    }
+
     /// The list as last read: no waiting, no I/O.
     pub fn current(&self) -> Arc<Instances> {
         self.latest.borrow().clone()
