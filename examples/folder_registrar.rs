@@ -40,8 +40,13 @@ struct Args {
 struct Registrar {
     /// The body last registered, by instance ID.
     registered: HashMap<String, Value>,
+    /// Bodies sextant refused, by instance ID: not sent again until the file changes.
+    refused: HashMap<String, Value>,
     /// The last problem reported, by file (until the file changes).
     reported: HashMap<PathBuf, String>,
+    /// The last readable content of each file: a file caught half-written (an editor saving, a
+    /// copy in progress) keeps its instance rather than deregistering it for a moment.
+    last_good: HashMap<PathBuf, (String, Value)>,
 }
 
 #[tokio::main]
@@ -83,16 +88,21 @@ impl Registrar {
             .map(|instance| (instance.id.clone(), instance))
             .collect();
         for (id, (file, body)) in &wanted {
-            if held.contains_key(id) && self.registered.get(id) == Some(body) {
+            let done = held.contains_key(id) && self.registered.get(id) == Some(body);
+            if done || self.refused.get(id) == Some(body) {
                 continue;
             }
             match client.register_json(body).await {
                 Ok(()) => {
                     println!("registered {id} from {}", file.display());
                     self.registered.insert(id.clone(), body.clone());
+                    self.refused.remove(id);
                     self.reported.remove(file);
                 }
-                Err(Error::Refused { message, .. }) => self.report(file, format!("sextant refused it: {message}")),
+                Err(Error::Refused { message, .. }) => {
+                    self.refused.insert(id.clone(), body.clone());
+                    self.report(file, format!("sextant refused it: {message}"));
+                }
                 Err(error) => return Err(error),
             }
         }
@@ -117,22 +127,28 @@ impl Registrar {
         };
         files.retain(|path| path.extension().is_some_and(|e| e == "json"));
         files.sort();
+        self.last_good.retain(|file, _| files.contains(file));
         let mut wanted = BTreeMap::new();
         for file in files {
-            match read_service_file(&file, source) {
-                Ok((id, body)) => {
-                    if let Some((first, _)) = wanted.get(&id) {
-                        let first: &PathBuf = first;
-                        self.report(
-                            &file,
-                            format!("instance {id} is already described by {}", first.display()),
-                        );
-                        continue;
-                    }
-                    wanted.insert(id, (file, body));
+            let read = read_service_file(&file, source);
+            match &read {
+                Ok(good) => {
+                    self.last_good.insert(file.clone(), good.clone());
                 }
-                Err(problem) => self.report(&file, problem),
+                Err(problem) => self.report(&file, problem.clone()),
             }
+            let Some((id, body)) = read.ok().or_else(|| self.last_good.get(&file).cloned()) else {
+                continue;
+            };
+            if let Some((first, _)) = wanted.get(&id) {
+                let first: &PathBuf = first;
+                self.report(
+                    &file,
+                    format!("instance {id} is already described by {}", first.display()),
+                );
+                continue;
+            }
+            wanted.insert(id, (file, body));
         }
         wanted
     }

@@ -75,6 +75,9 @@ struct State {
     list: Arc<Instances>,
     slots: HashMap<String, usize>,
     load: Load,
+    /// Requests still outstanding on instances that left the list: their count comes back with
+    /// them, so a flapping slow instance does not look idle. Only IDs with a count are kept.
+    departed: HashMap<String, u32>,
     alias: Option<Alias>,
     turn: usize,
 }
@@ -87,6 +90,7 @@ impl Balancer {
             list: list.clone(),
             slots: HashMap::new(),
             load: Load::default(),
+            departed: HashMap::new(),
             alias: None,
             turn: 0,
         };
@@ -140,7 +144,8 @@ impl Balancer {
 
     /// Requests outstanding on the instance with this ID (0 if it is not in the view).
     pub fn outstanding(&self, id: &str) -> u32 {
-        let state = lock(&self.state);
+        let mut state = lock(&self.state);
+        state.follow(self.strategy);
         state.slots.get(id).map_or(0, |&slot| state.load.count(slot))
     }
 }
@@ -160,11 +165,24 @@ impl State {
     }
 
     fn rebuild(&mut self, list: Arc<Instances>, strategy: Strategy) {
-        let counts = list
+        let mut counts: HashMap<&str, u32> = self
+            .slots
+            .iter()
+            .map(|(id, &slot)| (id.as_str(), self.load.count(slot)))
+            .collect();
+        let counts: Vec<u32> = list
             .instances()
             .iter()
-            .map(|i| self.slots.get(&i.id).map_or(0, |&slot| self.load.count(slot)))
+            .map(|i| {
+                counts
+                    .remove(i.id.as_str())
+                    .or_else(|| self.departed.remove(&i.id))
+                    .unwrap_or(0)
+            })
             .collect();
+        for (id, count) in counts_left_behind(&self.slots, &self.load, &list) {
+            self.departed.insert(id, count);
+        }
         self.load = Load::new(counts);
         self.slots = list
             .instances()
@@ -176,6 +194,17 @@ impl State {
             .then(|| Alias::new(&list.instances().iter().map(|i| i.weight).collect::<Vec<_>>()));
         self.list = list;
     }
+}
+
+/// The instances of the old list that are not in the new one and still have requests out.
+fn counts_left_behind(slots: &HashMap<String, usize>, load: &Load, list: &Instances) -> Vec<(String, u32)> {
+    let staying: std::collections::HashSet<&str> = list.instances().iter().map(|i| i.id.as_str()).collect();
+    slots
+        .iter()
+        .filter(|(id, _)| !staying.contains(id.as_str()))
+        .map(|(id, &slot)| (id.clone(), load.count(slot)))
+        .filter(|&(_, count)| count > 0)
+        .collect()
 }
 
 impl Picked {
@@ -200,8 +229,16 @@ impl Drop for Picked {
         } else {
             state.slots.get(&self.instance.id).copied()
         };
-        if let Some(slot) = slot {
-            state.load.decrement(slot);
+        match slot {
+            Some(slot) => state.load.decrement(slot),
+            None => {
+                if let Some(count) = state.departed.get_mut(&self.instance.id) {
+                    *count -= 1;
+                    if *count == 0 {
+                        state.departed.remove(&self.instance.id);
+                    }
+                }
+            }
         }
     }
 }
@@ -409,6 +446,26 @@ mod tests {
             drop(held);
             assert_eq!((balancer.outstanding("web-0"), balancer.outstanding("web-2")), (0, 0));
         }
+    }
+
+    /// An instance that leaves with requests out and comes back has them counted still, and
+    /// their ends bring it back to zero.
+    #[test]
+    fn outstanding_requests_follow_an_instance_that_leaves_and_returns() {
+        let (mut publisher, view) = view_of(&[1, 1]);
+        let balancer = view.balancer(Strategy::LeastOutstanding);
+        let held: Vec<Picked> = (0..10).map(|_| balancer.pick().unwrap()).collect();
+        publisher.publish(Instances::read("web", vec![instance("web-0", 1)], 2, true));
+        let _ = balancer.pick().unwrap();
+        publisher.publish(Instances::read(
+            "web",
+            vec![instance("web-0", 1), instance("web-1", 1)],
+            3,
+            true,
+        ));
+        assert_eq!((balancer.outstanding("web-0"), balancer.outstanding("web-1")), (5, 5));
+        drop(held);
+        assert_eq!((balancer.outstanding("web-0"), balancer.outstanding("web-1")), (0, 0));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum DnsServer {
 /// view that re-read at once would ask in a loop.
 pub const MIN_REREAD: Duration = Duration::from_secs(1);
 
+/// How long one DNS lookup may take before it counts as failed ([`ServiceView::dns`]).
+pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl ServiceView {
     /// A view of the SRV name `name` (`orders.service.trading-dc.`), re-read at the answer's TTL
     /// (at least every [`MIN_REREAD`]). Instances are `target:port`, with the addresses of the
@@ -41,18 +44,24 @@ impl ServiceView {
     /// # Ok(()) }
     /// ```
     pub fn dns(name: &str, server: DnsServer) -> Result<ServiceView> {
+        Self::dns_with(name, server, DEFAULT_DNS_TIMEOUT, Retry::default())
+    }
+
+    /// As [`dns`](Self::dns), with the time one lookup may take and the backoff after failed
+    /// lookups (`retry.first` doubling up to `retry.max`; the view never stops trying).
+    pub fn dns_with(name: &str, server: DnsServer, timeout: Duration, retry: Retry) -> Result<ServiceView> {
         let fqdn = Name::from_ascii(name).map_err(|e| Error::Invalid {
             what: "DNS name",
             reason: format!("{name:?}: {e}"),
         })?;
-        let resolver = resolver(server)?;
+        let resolver = resolver(server, timeout)?;
         let (publisher, view) = Publisher::new(name);
-        tokio::spawn(follow_dns(resolver, fqdn, publisher));
+        tokio::spawn(follow_dns(resolver, fqdn, publisher, retry));
         Ok(view)
     }
 }
 
-fn resolver(server: DnsServer) -> Result<TokioResolver> {
+fn resolver(server: DnsServer, timeout: Duration) -> Result<TokioResolver> {
     let invalid = |e: hickory_resolver::net::NetError| Error::Invalid {
         what: "DNS resolver",
         reason: e.to_string(),
@@ -72,14 +81,13 @@ fn resolver(server: DnsServer) -> Result<TokioResolver> {
     };
     // The view decides when to read again; the resolver's own cache would answer from memory.
     builder.options_mut().cache_size = 0;
-    builder.options_mut().timeout = Duration::from_secs(2);
+    builder.options_mut().timeout = timeout;
     builder.build().map_err(invalid)
 }
 
-async fn follow_dns(resolver: TokioResolver, name: Name, mut publisher: Publisher) {
+async fn follow_dns(resolver: TokioResolver, name: Name, mut publisher: Publisher, retry: Retry) {
     let service = publisher.service();
-    let retry = Retry::default();
-    let mut failures = 0;
+    let mut failures = 0u32;
     loop {
         let read = tokio::select! {
             read = read_srv(&resolver, &name) => read,
@@ -94,7 +102,7 @@ async fn follow_dns(resolver: TokioResolver, name: Name, mut publisher: Publishe
             Err(error) => {
                 tracing::warn!(%service, %error, "SRV lookup failed; keeping the last list");
                 publisher.failed(&error);
-                failures += 1;
+                failures = failures.saturating_add(1);
                 retry.backoff(failures).max(MIN_REREAD)
             }
         };

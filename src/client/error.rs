@@ -17,6 +17,10 @@ pub enum Error {
         service: String,
         last_error: Option<String>,
     },
+    /// The view's follower has stopped: a [`ServiceView::fixed`](super::ServiceView::fixed)
+    /// list, or a runtime shutting down.
+    #[error("the view of {service} is no longer followed")]
+    ViewStopped { service: String },
     /// No connection to sextant: refused, reset, or no route.
     #[error("sextant cannot be reached at {url}: {source}")]
     Unreachable {
@@ -36,7 +40,7 @@ pub enum Error {
     /// The instance or check named in the request is not registered (404).
     #[error("not registered: {message}")]
     NotFound { message: String },
-    /// sextant could not do it now (5xx, such as etcd out of reach); worth retrying.
+    /// sextant could not do it now (5xx, such as etcd out of reach, or 429); worth retrying.
     #[error("sextant failed ({status}): {message}")]
     Unavailable { status: u16, message: String },
     /// An answer the client cannot read (not sextant, or a version it does not know).

@@ -20,10 +20,9 @@
 //! # async fn run() -> Result<(), sextant::client::Error> {
 //! let client = Client::from_env()?; // SEXTANT_HTTP_ADDR or CONSUL_HTTP_ADDR, else 127.0.0.1:8500
 //!
-//! // This service: registered while it runs, deregistered when `me` is dropped or deregistered.
-//! let me = client
-//!     .register_self(Registration::new("orders").address("10.0.0.7").port(8080), Duration::from_secs(10))
-//!     .await?;
+//! // This service: registered while it runs, until `me.deregister()`.
+//! let me = Registration::new("orders").id("orders-10.0.0.7-8080").address("10.0.0.7").port(8080);
+//! let me = client.register_self(me, Duration::from_secs(10)).await?;
 //!
 //! // Another service: its healthy instances, balanced.
 //! let mut prices = client.watch("prices");
@@ -51,7 +50,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 
 pub use balance::{Balancer, Picked, Strategy};
-pub use dns_view::{DnsServer, MIN_REREAD};
+pub use dns_view::{DEFAULT_DNS_TIMEOUT, DnsServer, MIN_REREAD};
 pub use error::{Error, Result};
 pub use register::{Check, Registration, SelfRegistration};
 pub use view::{Instance, Instances, ServiceView, ViewState};
@@ -67,7 +66,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
 /// How a failed request is tried again: only failures worth retrying ([`Error::is_retryable`]),
-/// with exponential backoff and full jitter between `first` and `max`.
+/// with exponential backoff (from `first`, doubling, up to `max`) and jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
     /// Attempts in all, the first included; 1 means no retry.
@@ -89,8 +88,9 @@ impl Default for Retry {
 }
 
 impl Retry {
-    /// The backoff before attempt `attempt + 1` (0-based `attempt`): a random time up to
-    /// `first · 2^attempt`, capped at `max`, so clients that failed together do not retry together.
+    /// The backoff after failed attempt `attempt` (0-based): between half and all of
+    /// `first · 2^attempt` capped at `max` ("equal jitter"), so clients that failed together do
+    /// not retry together, and none retries at once.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let ceiling = self.first.saturating_mul(1 << attempt.min(16)).min(self.max);
         ceiling.mul_f64(rand::random_range(0.5..=1.0))
@@ -166,7 +166,7 @@ impl ClientBuilder {
             });
         }
         let http = reqwest::Client::builder()
-            .connect_timeout(self.timeout.min(Duration::from_secs(5)))
+            .connect_timeout(self.timeout)
             .build()
             .map_err(|e| Error::Invalid {
                 what: "HTTP client",
@@ -308,6 +308,8 @@ impl Client {
     }
 
     /// Registers this service with a TTL check and keeps it registered: see [`SelfRegistration`].
+    /// The TTL check replaces any check set on `registration`; give each instance its own
+    /// [`id`](Registration::id), or instances of one service replace each other.
     pub async fn register_self(&self, registration: Registration, ttl: Duration) -> Result<SelfRegistration> {
         SelfRegistration::start(self.clone(), registration, ttl).await
     }
@@ -364,6 +366,13 @@ impl Client {
         body: Option<&serde_json::Value>,
         timeout: Option<Duration>,
     ) -> Result<Answer> {
+        // `url` drops `.` and `..` segments, and an empty ID would name another endpoint.
+        if let Some(bad) = path.iter().find(|s| s.is_empty() || **s == "." || **s == "..") {
+            return Err(Error::Invalid {
+                what: "ID or name",
+                reason: format!("{bad:?} cannot name an instance, check or service"),
+            });
+        }
         let mut url = self.inner.base.clone();
         url.path_segments_mut()
             .expect("an http(s) URL has a path")
@@ -440,7 +449,7 @@ impl Client {
         Err(match status {
             StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Error::Forbidden { message },
             StatusCode::NOT_FOUND => Error::NotFound { message },
-            s if s.is_server_error() => Error::Unavailable {
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => Error::Unavailable {
                 status: s.as_u16(),
                 message,
             },

@@ -189,9 +189,12 @@ fn go_duration(duration: Duration) -> String {
 /// The task heartbeats at a third of the TTL (±10 %, so instances started together spread
 /// out), registers the instance again when sextant answers a heartbeat with 404 (it has
 /// forgotten the instance: deregistered by hand, or restarted with an empty registry), and keeps
-/// trying through errors. [`deregister`](Self::deregister) stops it and waits for the
-/// deregistration; dropping it deregisters in the background (best effort: the runtime must
-/// still be running), so a graceful shutdown leaves nothing behind.
+/// trying through errors. On a graceful shutdown, [`deregister`](Self::deregister) stops it and
+/// returns once sextant has acknowledged the deregistration: that is what leaves nothing behind.
+/// Dropping it without that deregisters in the background, best effort (a runtime that is
+/// shutting down may never run it). An instance that dies without either is removed by sextant
+/// after its check has been critical for [`deregister_critical_after`](Registration::deregister_critical_after)
+/// (by default 10 TTLs, at least a minute).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -211,6 +214,8 @@ pub struct SelfRegistration {
     id: String,
     stop: CancellationToken,
     heartbeats: Option<JoinHandle<()>>,
+    /// Set once sextant has acknowledged the deregistration.
+    deregistered: bool,
 }
 
 impl SelfRegistration {
@@ -222,7 +227,10 @@ impl SelfRegistration {
             });
         }
         // Registered passing: the service registers when it is ready to serve.
-        let registration = registration.check(Check::Ttl { ttl, passing: true });
+        let mut registration = registration.check(Check::Ttl { ttl, passing: true });
+        if registration.deregister_after.is_none() {
+            registration.deregister_after = Some((ttl * 10).max(Duration::from_secs(60)));
+        }
         client.register(&registration).await?;
         let stop = CancellationToken::new();
         let id = registration.instance_id().to_string();
@@ -232,6 +240,7 @@ impl SelfRegistration {
             id,
             stop,
             heartbeats: Some(heartbeats),
+            deregistered: false,
         })
     }
 
@@ -247,8 +256,11 @@ impl SelfRegistration {
             let _ = heartbeats.await;
         }
         match self.client.deregister(&self.id).await {
-            Err(Error::NotFound { .. }) => Ok(()), // already gone
-            result => result,
+            Ok(()) | Err(Error::NotFound { .. }) => {
+                self.deregistered = true;
+                Ok(())
+            }
+            Err(error) => Err(error), // dropping `self` tries once more in the background
         }
     }
 }
@@ -256,13 +268,21 @@ impl SelfRegistration {
 impl Drop for SelfRegistration {
     fn drop(&mut self) {
         self.stop.cancel();
-        let Some(heartbeats) = self.heartbeats.take() else {
-            return; // deregistered
-        };
-        let (client, id) = (self.client.clone(), std::mem::take(&mut self.id));
+        if self.deregistered {
+            return;
+        }
+        // A heartbeat task still running (or a deregistration cancelled half-way) must end before
+        // the deregistration, so a registration it has in flight cannot land after it.
+        let (heartbeats, client, id) = (
+            self.heartbeats.take(),
+            self.client.clone(),
+            std::mem::take(&mut self.id),
+        );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = heartbeats.await;
+                if let Some(heartbeats) = heartbeats {
+                    let _ = heartbeats.await;
+                }
                 if let Err(error) = client.deregister(&id).await {
                     tracing::warn!(instance = %id, %error, "deregistering on drop failed");
                 }

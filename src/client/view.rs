@@ -93,7 +93,7 @@ impl Instances {
         self.state
     }
 
-    /// The `X-Consul-Index` of the read (0 for the DNS view).
+    /// The `X-Consul-Index` of the read that brought this list (0 for the DNS view).
     pub fn index(&self) -> u64 {
         self.index
     }
@@ -103,7 +103,8 @@ impl Instances {
         self.generation
     }
 
-    /// When this list was read.
+    /// When the read that brought this list happened (later reads that found the same list do
+    /// not publish a new one).
     pub fn read_at(&self) -> Instant {
         self.read_at
     }
@@ -147,7 +148,8 @@ impl ServiceView {
     }
 
     /// A view of a fixed list that never changes: static configuration, or a test of code that
-    /// takes a view.
+    /// takes a view. Nothing follows it, so [`changed`](Self::changed) fails at once with
+    /// [`Error::ViewStopped`].
     pub fn fixed(service: &str, instances: Vec<Instance>) -> Self {
         let (mut publisher, view) = Publisher::new(service);
         publisher.publish(Instances::read(service, instances, 0, true));
@@ -159,32 +161,34 @@ impl ServiceView {
         self.latest.borrow().clone()
     }
 
-    /// Waits for the first read; the error of the first failed read if it fails (the view keeps
-    /// trying, and a later `ready` may succeed).
+    /// Waits for the first successful read; if a read fails before one succeeds, its error (the
+    /// view keeps trying: the next call waits for the next read).
     pub async fn ready(&mut self) -> Result<Arc<Instances>> {
-        let seen = self
-            .latest
-            .wait_for(|now| now.state != ViewState::NotYetRead || now.failing.is_some())
-            .await
-            .map_err(|_| Error::Invalid {
-                what: "view",
-                reason: "its follower stopped".into(),
-            })?
-            .clone();
-        if seen.state == ViewState::NotYetRead {
-            Err(seen.empty_error())
-        } else {
-            Ok(seen)
+        let mut waited = false;
+        loop {
+            let now = self.latest.borrow_and_update().clone();
+            if now.state != ViewState::NotYetRead {
+                return Ok(now);
+            }
+            if waited && now.failing.is_some() {
+                return Err(now.empty_error());
+            }
+            self.latest.changed().await.map_err(|_| self.stopped())?;
+            waited = true;
         }
     }
 
-    /// Waits for the next list that differs from the last one this view returned.
+    /// Waits for the next list published: a change of instances, or a read failing or recovering
+    /// ([`Instances::failing`]).
     pub async fn changed(&mut self) -> Result<Arc<Instances>> {
-        self.latest.changed().await.map_err(|_| Error::Invalid {
-            what: "view",
-            reason: "its follower stopped".into(),
-        })?;
+        self.latest.changed().await.map_err(|_| self.stopped())?;
         Ok(self.latest.borrow_and_update().clone())
+    }
+
+    fn stopped(&self) -> Error {
+        Error::ViewStopped {
+            service: self.latest.borrow().service.clone(),
+        }
     }
 
     /// A balancer over this view.
@@ -274,7 +278,7 @@ async fn follow_http(client: Client, mut publisher: Publisher) {
             Err(error) => {
                 tracing::warn!(%service, %error, "reading the service's instances failed; keeping the last list");
                 publisher.failed(&error);
-                failures += 1;
+                failures = failures.saturating_add(1);
                 Some(client.inner.retry.backoff(failures))
             }
         };

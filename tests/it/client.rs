@@ -15,18 +15,26 @@ use crate::common::{TestServer, test_config, wait_for};
 
 const STARTUP: Duration = Duration::from_secs(30);
 
-/// An instance of `examples/self_registering.rs` registered in `server` as `service`.
-fn start_instance(server: &TestServer, service: &str, extra: &[&str]) -> (Example, String) {
-    let mut args = vec!["--service", service, "--sextant", &server.base, "--ttl-secs", "3"];
+/// An instance of `examples/self_registering.rs` registered in `server` as `service`, with a TTL
+/// check of `ttl_secs` and an ID no other instance of this test run has (a port can be reused).
+fn start_instance(server: &TestServer, service: &str, ttl_secs: u64, extra: &[&str]) -> (Example, String) {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let id = format!("{service}-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let ttl = ttl_secs.to_string();
+    let mut args = vec![
+        "--service",
+        service,
+        "--id",
+        &id,
+        "--sextant",
+        &server.base,
+        "--ttl-secs",
+        &ttl,
+    ];
     args.extend_from_slice(extra);
     let instance = Example::start("self_registering", &args, &[]);
     // The server may run on this test's runtime: wait off its workers.
-    let line = tokio::task::block_in_place(|| instance.line("registered ", STARTUP));
-    let id = line
-        .split_whitespace()
-        .nth(1)
-        .expect("registered <id> at <addr>")
-        .to_string();
+    tokio::task::block_in_place(|| instance.line(&format!("registered {id} "), STARTUP));
     (instance, id)
 }
 
@@ -115,7 +123,7 @@ async fn balancers_never_pick_an_instance_after_the_view_dropped_it() {
     }
 
     // The churn: each departure, and when it was asked for (the lag is measured from there).
-    let mut live: Vec<(Example, String)> = (0..4).map(|_| start_instance(&server, "churn", &[])).collect();
+    let mut live: Vec<(Example, String)> = (0..4).map(|_| start_instance(&server, "churn", 30, &[])).collect();
     let mut stopped = Vec::new();
     let mut asked: Vec<(String, Instant, &str)> = Vec::new();
     for _ in 0..40 {
@@ -126,7 +134,7 @@ async fn balancers_never_pick_an_instance_after_the_view_dropped_it() {
             _ => rand::random_range(1..=3),
         };
         if action == 0 {
-            live.push(start_instance(&server, "churn", &[]));
+            live.push(start_instance(&server, "churn", 30, &[]));
             continue;
         }
         let (instance, id) = live.swap_remove(rand::random_range(0..live.len()));
@@ -227,9 +235,9 @@ async fn balancers_never_pick_an_instance_after_the_view_dropped_it() {
 async fn the_balancing_client_spreads_requests_and_spares_a_slow_instance() {
     let server = TestServer::start().await;
     let mut instances: Vec<_> = (0..2)
-        .map(|_| start_instance(&server, "web", &["--delay-ms", "5"]))
+        .map(|_| start_instance(&server, "web", 30, &["--delay-ms", "5"]))
         .collect();
-    instances.push(start_instance(&server, "web", &["--delay-ms", "100"]));
+    instances.push(start_instance(&server, "web", 30, &["--delay-ms", "100"]));
     let slow = instances[2].1.clone();
     wait_for("three healthy instances", async || {
         healthy_ids(&server, "web").await.len() == 3
@@ -318,7 +326,7 @@ fn parse_distribution(output: &[String]) -> HashMap<String, HashMap<String, usiz
 async fn self_registration_survives_a_restart_and_leaves_nothing_behind() {
     let server = TestServer::start().await;
     let http = server.app().http_addr();
-    let (mut instance, id) = start_instance(&server, "phoenix", &[]);
+    let (mut instance, id) = start_instance(&server, "phoenix", 3, &[]);
     assert_eq!(healthy_ids(&server, "phoenix").await, vec![id.clone()]);
 
     let (status, _) = server.put(&format!("/v1/agent/service/deregister/{id}")).await;
@@ -519,7 +527,10 @@ async fn errors_say_what_happened() {
     assert!(matches!(error, Error::NotFound { .. }), "{error}");
 
     client.register(&Registration::new("sick").port(80)).await.unwrap(); // no check: passing
-    client.fail_check("service:sick", "").await.unwrap_err(); // no TTL check to fail
+    let error = client.fail_check("service:sick", "").await.unwrap_err(); // no check to fail
+    assert!(matches!(error, Error::NotFound { .. }), "{error}");
+    let error = client.deregister("..").await.unwrap_err();
+    assert!(matches!(error, Error::Invalid { .. }), "{error}");
     client
         .register(&Registration::new("sick").port(80).check(sextant::client::Check::Ttl {
             ttl: Duration::from_secs(60),
