@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --example balancing_client -- --service web --requests 300 --concurrency 8
 //! cargo run --example balancing_client -- --dns 127.0.0.1:8600 --name web.service.trading-dc.
+//! cargo run --example balancing_client -- --dns system --name web.service.trading-dc.
 //! ```
 //!
 //! It reads the instances from sextant's HTTP API (blocking queries), or with `--dns` from SRV
@@ -24,9 +25,10 @@ struct Args {
     /// sextant's HTTP API.
     #[arg(long, env = "SEXTANT_HTTP_ADDR", default_value = "127.0.0.1:8500")]
     sextant: String,
-    /// Read the instances from SRV records at this DNS server instead of the HTTP API.
+    /// Read the instances from SRV records instead of the HTTP API: at this DNS server
+    /// (`127.0.0.1:8600`), or through the system's resolvers (`system`).
     #[arg(long)]
-    dns: Option<std::net::SocketAddr>,
+    dns: Option<String>,
     /// The SRV name to look up with --dns [default: <service>.service.trading-dc.].
     #[arg(long)]
     name: Option<String>,
@@ -55,7 +57,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("{}.service.trading-dc.", args.service));
-            ServiceView::dns(&name, DnsServer::At(server))?
+            let server = match server.as_str() {
+                "system" => DnsServer::System,
+                address => DnsServer::At(address.parse().map_err(|e| format!("--dns {address}: {e}"))?),
+            };
+            ServiceView::dns(&name, server)?
         }
         None => Client::new(&args.sextant)?.watch(&args.service),
     };

@@ -293,6 +293,60 @@ async fn the_balancing_client_spreads_requests_and_spares_a_slow_instance() {
     );
 }
 
+/// A view through the system's resolvers (`DnsServer::System`, which reads /etc/resolv.conf):
+/// `examples/balancing_client --dns system`, in a private mount namespace whose
+/// /etc/resolv.conf names a sextant listening on port 53 of a loopback address (resolv.conf
+/// takes no port).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_view_reads_through_the_system_resolver() {
+    let unshare = crate::common::tools::require("unshare", "util-linux");
+    let ip = format!("127.53.0.{}", rand::random_range(2..250));
+    let server = TestServer::start_with(Config {
+        dns: format!("{ip}:53").parse().unwrap(),
+        ..test_config()
+    })
+    .await;
+    let _instances: Vec<_> = (0..2).map(|_| start_instance(&server, "sysweb", 30, &[])).collect();
+    let dir = TempDir::new("system-resolver");
+    let resolv_conf = dir.0.join("resolv.conf");
+    std::fs::write(&resolv_conf, format!("nameserver {ip}\noptions timeout:2 attempts:1\n")).unwrap();
+
+    let mut command = std::process::Command::new(unshare);
+    command
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /etc/resolv.conf && shift && exec \"$@\"",
+            "sh",
+        ])
+        .arg(&resolv_conf)
+        .arg(crate::common::examples::path("balancing_client"))
+        .args([
+            "--service",
+            "sysweb",
+            "--dns",
+            "system",
+            "--name",
+            "sysweb.service.trading-dc.",
+            "--requests",
+            "30",
+        ]);
+    let output = tokio::task::block_in_place(|| command.output()).unwrap();
+    let stdout: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    println!("{}\n{}", stdout.join("\n"), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        stdout.iter().any(|l| l == "2 healthy instance(s) of sysweb"),
+        "{stdout:#?}"
+    );
+    let round_robin = &parse_distribution(&stdout)["RoundRobin"];
+    assert_eq!(round_robin.values().collect::<Vec<_>>(), [&15, &15], "{stdout:#?}");
+}
+
 /// Waits (off the runtime's workers) for an example to finish; its output, printed too.
 fn run_to_end(mut example: Example) -> Vec<String> {
     let status = tokio::task::block_in_place(|| example.wait(Duration::from_secs(120)));
