@@ -1,8 +1,8 @@
 //! A client for services that use sextant: live lists of a service's healthy instances, load
 //! balancers over them, and self-registration with heartbeats.
 //!
-//! It speaks sextant's Consul-compatible HTTP API (so it works against Consul too) or, for a
-//! service that only has DNS, reads SRV records. The pieces:
+//! It speaks sextant's Consul-compatible HTTP API (only the endpoints Consul has, so nothing
+//! ties a service to sextant) or, for a service that only has DNS, reads SRV records. The pieces:
 //!
 //! - [`Client`]: the HTTP side: one-shot registration and queries, with timeouts, retries with
 //!   backoff, and the ACL token from the environment as Consul's clients take it.

@@ -249,7 +249,9 @@ const MIN_QUIET_READ: Duration = Duration::from_secs(1);
 
 /// Follows a service with blocking queries, handling the index as Consul documents: start at 0,
 /// block on the last index, read afresh if the index goes backwards, never block on 0, spread the
-/// waits, back off on errors.
+/// waits, back off on errors. After an error it also reads afresh before blocking again: the
+/// server may have restarted with a lower index, and a query at the old one would sit out the
+/// whole wait before the index could be seen to go backwards.
 async fn follow_http(client: Client, mut publisher: Publisher) {
     let service = publisher.service();
     let (mut index, mut failures) = (0u64, 0u32);
@@ -279,6 +281,7 @@ async fn follow_http(client: Client, mut publisher: Publisher) {
                 tracing::warn!(%service, %error, "reading the service's instances failed; keeping the last list");
                 publisher.failed(&error);
                 failures = failures.saturating_add(1);
+                index = 0;
                 Some(client.inner.retry.backoff(failures))
             }
         };

@@ -1,6 +1,6 @@
 //! The Consul JSON the client reads, as the client's own types (the server's `api::wire` is
-//! the other side of the same format; the client reads only what it needs and tolerates the rest,
-//! so it also works against Consul).
+//! the other side of the same format; the client reads only what it needs and ignores the fields
+//! it does not know, as Consul's own clients do).
 
 use std::collections::BTreeMap;
 

@@ -51,6 +51,12 @@ async fn healthy_ids(server: &TestServer, service: &str) -> Vec<String> {
     ids
 }
 
+/// The `X-Consul-Index` a read of `service`'s health gets now.
+async fn view_index(server: &TestServer, service: &str) -> u64 {
+    let (_, headers, _) = server.get(&format!("/v1/health/service/{service}?passing")).await;
+    headers["X-Consul-Index"].to_str().unwrap().parse().unwrap()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -382,6 +388,9 @@ async fn self_registration_survives_a_restart_and_leaves_nothing_behind() {
     let http = server.app().http_addr();
     let (mut instance, id) = start_instance(&server, "phoenix", 3, &[]);
     assert_eq!(healthy_ids(&server, "phoenix").await, vec![id.clone()]);
+    // A client's view, to follow the restart (its blocking queries wait up to 60 s).
+    let mut view = Client::new(&server.base).unwrap().watch("phoenix");
+    view.ready().await.unwrap();
 
     let (status, _) = server.put(&format!("/v1/agent/service/deregister/{id}")).await;
     assert_eq!(status, 200);
@@ -391,9 +400,23 @@ async fn self_registration_survives_a_restart_and_leaves_nothing_behind() {
     .await;
 
     server.stop().await;
+    wait_for("the view to lose the server", async || {
+        view.current().failing().is_some()
+    })
+    .await;
+    let old_index = view.current().index();
     let restarted = TestServer::start_with(Config { http, ..test_config() }).await;
     wait_for("the instance to register in the restarted server", async || {
         healthy_ids(&restarted, "phoenix").await == [id.clone()]
+    })
+    .await;
+    // The restarted server's index is lower: the view reads afresh after losing the connection,
+    // instead of blocking at the old index for the whole wait (60 s).
+    let restarted_index = view_index(&restarted, "phoenix").await;
+    assert!(restarted_index < old_index, "{restarted_index} < {old_index}");
+    wait_for("the view to follow the restarted server", async || {
+        let now = view.current();
+        now.failing().is_none() && now.instances().len() == 1
     })
     .await;
 
