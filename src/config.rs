@@ -606,7 +606,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: the HTTP API and the authoritative DNS server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
 }
 
 #[derive(Debug, Args)]
@@ -829,7 +831,9 @@ mod tests {
             "--service-ttl",
             "web*=1m",
         ]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         let config = args.into_config().unwrap();
         assert_eq!(config.domain, "from-flag");
         assert_eq!(config.service_ttl, Duration::from_secs(30));

@@ -12,6 +12,7 @@
 mod alloc;
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dns;

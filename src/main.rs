@@ -16,10 +16,19 @@ async fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
-    let Command::Serve(args) = parse_command_line().command;
-    if let Err(error) = serve(args).await {
-        eprintln!("error: {error}");
-        std::process::exit(1);
+    match parse_command_line().command {
+        Command::Serve(args) => {
+            if let Err(error) = serve(*args).await {
+                eprintln!("error: {error}");
+                std::process::exit(1);
+            }
+        }
+        Command::Client(command) => {
+            if let Err(error) = sextant::cli::run(command).await {
+                eprintln!("error: {error}");
+                std::process::exit(sextant::cli::exit_code(&error));
+            }
+        }
     }
 }
 

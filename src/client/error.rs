@@ -22,9 +22,12 @@ pub enum Error {
     #[error("the view of {service} is no longer followed")]
     ViewStopped { service: String },
     /// No connection to sextant: refused, reset, or no route.
-    #[error("sextant cannot be reached at {url}: {source}")]
+    #[error("sextant cannot be reached at {url}: {reason}")]
     Unreachable {
         url: String,
+        /// The innermost cause ("Connection refused (os error 111)"): reqwest's own message
+        /// only says that sending failed.
+        reason: String,
         #[source]
         source: reqwest::Error,
     },

@@ -37,6 +37,7 @@
 //! ```
 
 mod balance;
+mod catalog;
 mod dns_view;
 mod error;
 mod load;
@@ -50,6 +51,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 
 pub use balance::{Balancer, Picked, Strategy};
+pub use catalog::{CheckState, InstanceHealth, ServiceSummary, Status};
 pub use dns_view::{DEFAULT_DNS_TIMEOUT, DnsServer, MIN_REREAD};
 pub use error::{Error, Result};
 pub use register::{Check, Registration, SelfRegistration};
@@ -423,8 +425,13 @@ impl Client {
                     after: timeout,
                 }
             } else {
+                let mut reason: &dyn std::error::Error = &source;
+                while let Some(inner) = reason.source() {
+                    reason = inner;
+                }
                 Error::Unreachable {
                     url: url.to_string(),
+                    reason: reason.to_string(),
                     source,
                 }
             }

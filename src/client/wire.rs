@@ -15,6 +15,24 @@ pub struct HealthEntry {
     #[serde(default)]
     node: Node,
     service: Service,
+    #[serde(default)]
+    pub checks: Vec<Check>,
+}
+
+/// A check as `/v1/agent/checks` and health entries show it.
+#[derive(Deserialize, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct Check {
+    #[serde(rename = "CheckID", default)]
+    pub check_id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub output: String,
+    #[serde(rename = "ServiceID", default)]
+    pub service_id: String,
 }
 
 #[derive(Deserialize, Default)]

@@ -7,6 +7,7 @@ mod common;
 mod acl;
 mod binary;
 mod blocking;
+mod cli;
 mod client;
 mod clients;
 mod cluster;
