@@ -63,6 +63,10 @@ pub struct Config {
     pub datacenter: Option<String>,
     /// Leave warning instances out of DNS answers too (by default only critical ones are).
     pub dns_only_passing: bool,
+    /// The negative TTL of a known service whose every instance is critical; default: the SOA
+    /// minimum, as any other negative answer.
+    #[serde(deserialize_with = "go_duration_option")]
+    pub dns_unhealthy_ttl: Option<Duration>,
     /// UDP worker threads (one socket each); default: the number of cores.
     pub dns_workers: Option<usize>,
     /// Most HTTP/TCP probes running at once; the rest wait their turn (and run late).
@@ -129,6 +133,7 @@ impl Default for Config {
             advertise: None,
             datacenter: None,
             dns_only_passing: false,
+            dns_unhealthy_ttl: None,
             dns_workers: None,
             max_checks_in_flight: 1024,
             dns_meta_txt: false,
@@ -154,6 +159,10 @@ impl Default for Config {
 fn go_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_go_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn go_duration_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    go_duration(d).map(Some)
 }
 
 fn go_duration_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Duration>, D::Error> {
@@ -432,6 +441,10 @@ impl Config {
         settings.a_record_limit = self.dns_a_record_limit;
         settings.meta_txt = self.dns_meta_txt;
         settings.max_udp_size = self.dns_max_udp_size()?;
+        settings.unhealthy_ttl = self
+            .dns_unhealthy_ttl
+            .map(|ttl| ttl_secs("dns_unhealthy_ttl", ttl))
+            .transpose()?;
         Ok(settings)
     }
 
@@ -657,6 +670,9 @@ pub struct ServeArgs {
     /// Answer only passing instances in DNS (by default warning ones are answered too).
     #[arg(long)]
     pub dns_only_passing: bool,
+    /// Negative TTL of a known service whose every instance is critical (NODATA) [default: the SOA minimum].
+    #[arg(long, value_name = "DURATION", value_parser = parse_go_duration)]
+    pub dns_unhealthy_ttl: Option<Duration>,
     /// UDP worker threads, each with its own SO_REUSEPORT socket [default: the number of cores].
     #[arg(long, value_name = "N")]
     pub dns_workers: Option<usize>,
@@ -774,6 +790,9 @@ impl ServeArgs {
             config.datacenter = self.datacenter;
         }
         config.dns_only_passing |= self.dns_only_passing;
+        if self.dns_unhealthy_ttl.is_some() {
+            config.dns_unhealthy_ttl = self.dns_unhealthy_ttl;
+        }
         if !self.etcd.is_empty() {
             config.etcd = self.etcd;
         }

@@ -12,7 +12,7 @@ use super::answers::ServiceAnswerMap;
 use super::forward::{self, Forwarder};
 use super::message::{InFull, Question, TYPE_AXFR, TYPE_IXFR, Transport, parse_question, question_end, read_in_full};
 use super::names::Names;
-use super::reply::ReplyWriter;
+use super::reply::{EDE_NOT_AUTHORITATIVE, EDE_PROHIBITED, ReplyWriter};
 use super::settings::DnsSettings;
 use super::zones::Zones;
 use crate::registry::Registry;
@@ -62,7 +62,14 @@ impl DnsEngine {
         let node = (settings.node_name.as_str(), settings.node_addr, settings.node_ttl);
         Self {
             names: Names::new(&settings.domain, node, zones.reverse_zones()),
-            writer: ReplyWriter::new(answers, registry, settings.max_udp_size, settings.a_record_limit, node),
+            writer: ReplyWriter::new(
+                answers,
+                registry,
+                settings.max_udp_size,
+                settings.a_record_limit,
+                node,
+                settings.unhealthy_ttl,
+            ),
             zones: ArcSwap::from_pointee(zones),
             forwarder: None,
         }
@@ -144,7 +151,7 @@ impl DnsEngine {
         };
         if q.qtype == TYPE_AXFR || q.qtype == TYPE_IXFR {
             // Registrations are not for copying out: no zone transfers, of the zone files either.
-            self.writer.refuse(query, q, out);
+            self.writer.refuse(query, q, EDE_PROHIBITED, out);
             return Step::Done(Reply::Ready);
         }
         if let Some(lookup) = self.names.classify(q)
@@ -154,12 +161,18 @@ impl DnsEngine {
         {
             return Step::Done(Reply::Ready);
         }
-        if self.forwards(query, q, from) {
-            out.clear();
-            out.extend_from_slice(query);
-            return Step::Done(Reply::Forward);
+        match self.outside_the_zones(query, q, from) {
+            Outside::No => Step::Zones(in_full),
+            Outside::Forward => {
+                out.clear();
+                out.extend_from_slice(query);
+                Step::Done(Reply::Forward)
+            }
+            Outside::Refuse(ede) => {
+                self.writer.refuse(query, q, ede, out);
+                Step::Done(Reply::Ready)
+            }
         }
-        Step::Zones(in_full)
     }
 
     /// The zone data's answer.
@@ -173,15 +186,25 @@ impl DnsEngine {
             None => Reply::Nothing,
         }
     }
-    /// Whether `query` goes to the recursors: forwarding is on, recursion is desired, the client
-    /// may recurse, and the name is in no zone sextant serves.
-    fn forwards(&self, query: &[u8], q: &Question, src: SocketAddr) -> bool {
-        let Some(forwarder) = &self.forwarder else {
-            return false;
-        };
-        forward::wants_recursion(query)
-            && forwarder.serves_client(src.ip())
-            && q.name().is_some_and(|name| !self.zones.load().serves(&name))
+    /// What becomes of a standard query for a name in no zone sextant serves: forwarded to the
+    /// recursors (recursion desired, and this client may recurse), or REFUSED with the reason:
+    /// Prohibited when recursors are set but this client may not use them, Not Authoritative
+    /// otherwise. Other queries (a name in a zone, another opcode) go on to the zone data.
+    fn outside_the_zones(&self, query: &[u8], q: &Question, src: SocketAddr) -> Outside {
+        let standard_query = query.len() > 2 && (query[2] >> 3) & 0x0F == 0;
+        if !standard_query || q.name().is_none_or(|name| self.zones.load().serves(&name)) {
+            return Outside::No;
+        }
+        match &self.forwarder {
+            Some(forwarder) if forward::wants_recursion(query) => {
+                if forwarder.serves_client(src.ip()) {
+                    Outside::Forward
+                } else {
+                    Outside::Refuse(EDE_PROHIBITED)
+                }
+            }
+            _ => Outside::Refuse(EDE_NOT_AUTHORITATIVE),
+        }
     }
 
     /// Forwards a query [`answer`](Self::answer) handed back as [`Reply::Forward`]: the
@@ -191,8 +214,17 @@ impl DnsEngine {
         let forwarder = self.forwarder.as_ref()?;
         let Some(_slot) = forwarder.slot() else {
             tracing::debug!("too many queries forwarded at once; answering SERVFAIL");
-            return question_end(query).map(|end| forward::servfail(query, end));
+            return question_end(query).map(|end| forward::servfail(query, end, None));
         };
         forwarder.forward(query, transport).await
     }
+}
+
+/// What becomes of a query for a name outside every zone ([`DnsEngine::outside_the_zones`]).
+enum Outside {
+    /// The name is in a zone (or the query is not a standard one): the zone data answers.
+    No,
+    Forward,
+    /// REFUSED, with this Extended DNS Error.
+    Refuse(u16),
 }

@@ -12,7 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::message::{HEADER_LEN, RCODE_SERVFAIL, Transport, parse_opt, question_end};
+use super::message::{HEADER_LEN, RCODE_SERVFAIL, TYPE_OPT, Transport, parse_opt, question_end};
+use super::reply::{EDE_NO_REACHABLE_AUTHORITY, write_ede_option};
 
 /// Forwarded queries waiting on recursors at once; beyond this, SERVFAIL at once.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -86,7 +87,7 @@ impl Forwarder {
             }
             tracing::debug!(%recursor, "recursor sent a response to another question");
         }
-        Some(servfail(query, question_end))
+        Some(servfail(query, question_end, Some(EDE_NO_REACHABLE_AUTHORITY)))
     }
 }
 
@@ -113,20 +114,38 @@ pub fn wants_recursion(query: &[u8]) -> bool {
     query.len() >= HEADER_LEN && query[2] & 0x80 == 0 && (query[2] >> 3) & 0x0F == 0 && query[2] & 0x01 != 0
 }
 
-/// A bare SERVFAIL for `query`: its ID, question, RD and CD.
-pub fn servfail(query: &[u8], question_end: usize) -> Vec<u8> {
+/// A SERVFAIL for `query`: its ID, question, RD and CD; and, when the query had an OPT record,
+/// one in return carrying the Extended DNS Error `ede` if given (RFC 8914).
+pub fn servfail(query: &[u8], question_end: usize, ede: Option<u16>) -> Vec<u8> {
     let mut out = query[..question_end].to_vec();
     out[2] = 0x80 | (query[2] & 0x01);
     out[3] = 0x80 | (query[3] & 0x10) | RCODE_SERVFAIL; // RA: recursion is offered
     out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    if let Some(payload) = opt_payload(query, question_end) {
+        out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
+        out.extend_from_slice(&payload.max(512).to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        match ede {
+            Some(code) => {
+                out.extend_from_slice(&6u16.to_be_bytes());
+                write_ede_option(&mut out, code);
+            }
+            None => out.extend_from_slice(&[0, 0]),
+        }
+        out[10..12].copy_from_slice(&1u16.to_be_bytes());
+    }
     out
+}
+
+/// The payload size of the query's OPT record, when it has one right after the question.
+fn opt_payload(query: &[u8], question_end: usize) -> Option<u16> {
+    let has_opt = query.get(10..12) == Some(&[0, 1]);
+    has_opt.then(|| parse_opt(&query[question_end..])).flatten()
 }
 
 /// The largest UDP response the client of `query` takes: its EDNS payload size, else 512.
 fn udp_limit(query: &[u8], question_end: usize) -> usize {
-    let has_opt = query.get(10..12) == Some(&[0, 1]);
-    let payload = has_opt.then(|| parse_opt(&query[question_end..])).flatten();
-    usize::from(payload.unwrap_or(512).max(512))
+    usize::from(opt_payload(query, question_end).unwrap_or(512).max(512))
 }
 
 /// `response` cut to its header and question, with TC set: the client asks again over TCP
@@ -193,7 +212,7 @@ mod tests {
         assert!(wants_recursion(&query));
         let end = question_end(&query).unwrap();
         assert_eq!(end, query.len());
-        let reply = servfail(&query, end);
+        let reply = servfail(&query, end, Some(EDE_NO_REACHABLE_AUTHORITY));
         assert_eq!(&reply[..4], &[0x12, 0x34, 0x81, 0x82]);
         assert_eq!(&reply[12..], &query[12..]);
         assert!(answers(&reply, &query));

@@ -32,6 +32,8 @@ pub struct ReplyWriter {
     node_name: String,
     node_addr: IpAddr,
     node_ttl: u32,
+    /// The negative TTL of a known service with no healthy instance (else the SOA minimum).
+    unhealthy_ttl: Option<u32>,
 }
 
 /// Where a rotated answer starts, how many records it may hold (the A-record limit), and how
@@ -68,6 +70,7 @@ impl ReplyWriter {
         max_udp_size: u16,
         a_record_limit: usize,
         (node_name, node_addr, node_ttl): (&str, IpAddr, u32),
+        unhealthy_ttl: Option<u32>,
     ) -> Self {
         Self {
             answers,
@@ -81,6 +84,7 @@ impl ReplyWriter {
             node_name: node_name.to_ascii_lowercase(),
             node_addr,
             node_ttl,
+            unhealthy_ttl,
         }
     }
 
@@ -109,6 +113,8 @@ impl ReplyWriter {
         let mut sections = Sections::start(query, q, out);
         // The zone whose SOA a negative answer carries: the domain, or a reverse zone.
         let mut reverse_zone = None;
+        // A known service whose every instance is critical: its NODATA has a TTL of its own.
+        let mut unhealthy = false;
         let rcode = match lookup {
             Lookup::Service { service, tag } => {
                 let at = Window {
@@ -130,6 +136,8 @@ impl ReplyWriter {
                         });
                         match set {
                             Some(set) => {
+                                // Every answered instance has an SRV record: none means none is healthy.
+                                unhealthy = set.srv.is_empty();
                                 write_service_answer(set, q.qtype, out, &mut sections, at, domain_pointer);
                                 RCODE_NOERROR
                             }
@@ -162,18 +170,24 @@ impl ReplyWriter {
             let zones = zones.load();
             let authority = zones.authority(reverse_zone);
             let pointer = suffix_pointer(q, &authority.name);
+            let soa_at = out.len();
             sections.counts[2] = authority.soa.write_rotated(out, 0, usize::MAX, limit, pointer) as u16;
+            if let (true, Some(ttl), 1) = (unhealthy, self.unhealthy_ttl, sections.counts[2]) {
+                set_negative_ttl(&mut out[soa_at..], ttl);
+            }
         }
         // Served from the last registry seen while etcd is out of reach: said so (RFC 8914).
-        let stale = self.registry.staleness().is_some();
-        finish(query, q, rcode, stale, sections, out);
+        let ede = self.registry.staleness().is_some().then_some(EDE_STALE_ANSWER);
+        finish(query, q, rcode, ede, sections, out);
         true
     }
 
-    /// Writes REFUSED for `query` (a zone transfer: registrations are not for copying out).
-    pub fn refuse(&self, query: &[u8], q: &Question, out: &mut Vec<u8>) {
+    /// Writes REFUSED for `query`, with the Extended DNS Error that says why (RFC 8914):
+    /// [`EDE_PROHIBITED`] for a zone transfer (registrations are not for copying out) or a
+    /// recursion this client may not have, [`EDE_NOT_AUTHORITATIVE`] for a name in no zone.
+    pub fn refuse(&self, query: &[u8], q: &Question, ede: u16, out: &mut Vec<u8>) {
         let sections = Sections::start(query, q, out);
-        finish(query, q, RCODE_REFUSED, false, sections, out);
+        finish(query, q, RCODE_REFUSED, Some(ede), sections, out);
     }
 
     /// The largest response `q` may get, less the OPT record added when the client sent one.
@@ -227,10 +241,44 @@ impl ReplyWriter {
 
 /// The OPT record written into a response: root name, type, payload size, flags, and room for
 /// an Extended DNS Error option.
-const OPT_LEN: usize = 11 + EDE_STALE.len();
+const OPT_LEN: usize = 11 + EDE_OPTION_LEN;
 
-/// The Extended DNS Error option (RFC 8914, option code 15) with info-code 3, "Stale Answer".
-const EDE_STALE: [u8; 6] = [0, 15, 0, 2, 0, 3];
+/// An Extended DNS Error option (RFC 8914): code 15, length 2, the info-code, no text.
+const EDE_OPTION_LEN: usize = 6;
+
+/// RFC 8914's info-codes that sextant sends.
+pub const EDE_STALE_ANSWER: u16 = 3;
+pub const EDE_PROHIBITED: u16 = 18;
+pub const EDE_NOT_AUTHORITATIVE: u16 = 20;
+pub const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
+
+/// Appends an EDNS option carrying Extended DNS Error `code` (RFC 8914) to an OPT record's data.
+pub fn write_ede_option(out: &mut Vec<u8>, code: u16) {
+    out.extend_from_slice(&[0, 15, 0, 2]);
+    out.extend_from_slice(&code.to_be_bytes());
+}
+
+/// Sets the TTL and the MINIMUM field of the one SOA record `soa` holds: resolvers cache a
+/// negative answer for the lower of the two (RFC 2308).
+fn set_negative_ttl(soa: &mut [u8], ttl: u32) {
+    // The owner name: labels up to the root byte, or up to a 2-byte compression pointer.
+    let mut at = 0;
+    while at < soa.len() && soa[at] != 0 && soa[at] & 0xC0 == 0 {
+        at += 1 + soa[at] as usize;
+    }
+    let ttl_at =
+        at + if soa.get(at).is_some_and(|b| b & 0xC0 == 0xC0) {
+            2
+        } else {
+            1
+        } + 4;
+    if ttl_at + 4 > soa.len() || soa.len() < 4 {
+        return; // not an SOA record as written by the zone compiler: left as it is
+    }
+    soa[ttl_at..ttl_at + 4].copy_from_slice(&ttl.to_be_bytes());
+    let len = soa.len();
+    soa[len - 4..].copy_from_slice(&ttl.to_be_bytes());
+}
 
 /// A pointer to where the suffix `zone` of the question name starts in the message.
 fn suffix_pointer(q: &Question, zone: &ZoneName) -> [u8; 2] {
@@ -300,19 +348,20 @@ fn write_record_head(out: &mut Vec<u8>, rtype: u16, ttl: u32, rdata_len: usize) 
     out.extend_from_slice(&(rdata_len as u16).to_be_bytes());
 }
 
-/// Adds the OPT record (when the client sent one; with EDE "Stale Answer" when `stale`) and
+/// Adds the OPT record (when the client sent one; with the Extended DNS Error `ede` if any) and
 /// writes the header: the query's ID, QR, AA (unless refused), TC as told, RD and CD copied, the
 /// counts.
-fn finish(query: &[u8], q: &Question, rcode: u8, stale: bool, mut sections: Sections, out: &mut Vec<u8>) {
+fn finish(query: &[u8], q: &Question, rcode: u8, ede: Option<u16>, mut sections: Sections, out: &mut Vec<u8>) {
     if let Some(payload) = q.edns_payload {
         out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
         out.extend_from_slice(&payload.max(512).to_be_bytes());
         out.extend_from_slice(&[0, 0, 0, 0]);
-        if stale {
-            out.extend_from_slice(&(EDE_STALE.len() as u16).to_be_bytes());
-            out.extend_from_slice(&EDE_STALE);
-        } else {
-            out.extend_from_slice(&[0, 0]);
+        match ede {
+            Some(code) => {
+                out.extend_from_slice(&(EDE_OPTION_LEN as u16).to_be_bytes());
+                write_ede_option(out, code);
+            }
+            None => out.extend_from_slice(&[0, 0]),
         }
         sections.counts[3] += 1;
     }

@@ -31,6 +31,9 @@ pub struct DnsSettings {
     pub meta_txt: bool,
     /// The largest UDP response, whatever the client's EDNS buffer.
     pub max_udp_size: u16,
+    /// The negative TTL of a known service whose every instance is critical (NODATA); `None`:
+    /// the SOA minimum, as any other negative answer.
+    pub unhealthy_ttl: Option<u32>,
 }
 
 impl DnsSettings {
@@ -48,6 +51,7 @@ impl DnsSettings {
             a_record_limit: 0,
             meta_txt: false,
             max_udp_size: DEFAULT_MAX_UDP_SIZE,
+            unhealthy_ttl: None,
         }
     }
 }

@@ -725,3 +725,46 @@ async fn udp_answers_are_capped_whatever_the_client_announces() {
         server.stop().await;
     }
 }
+
+/// A known service whose every instance is critical is NODATA; its negative TTL (the SOA's TTL
+/// and MINIMUM in that answer) is `--dns-unhealthy-ttl` when set, else the SOA minimum, and other
+/// negative answers keep the SOA minimum.
+#[tokio::test]
+async fn a_service_with_no_healthy_instance_has_a_negative_ttl_of_its_own() {
+    use hickory_proto::rr::RData;
+    let negative_ttl = |reply: &hickory_proto::op::Message| {
+        reply.authorities.iter().find_map(|r| match &r.data {
+            RData::SOA(soa) => Some((r.ttl, soa.minimum)),
+            _ => None,
+        })
+    };
+    for (unhealthy_ttl, expected) in [(None, (0, 0)), (Some(std::time::Duration::from_secs(7)), (7, 7))] {
+        let server = TestServer::start_with(sextant::Config {
+            dns_unhealthy_ttl: unhealthy_ttl,
+            ..test_config()
+        })
+        .await;
+        server
+            .register(
+                json!({"Name": "down", "ID": "down-1", "Address": "10.0.0.1", "Port": 80, "Check": {"TTL": "1m"}}),
+            )
+            .await;
+        server
+            .register(json!({"Name": "up", "ID": "up-1", "Address": "10.0.0.2", "Port": 80}))
+            .await;
+        for rtype in [RecordType::A, RecordType::SRV] {
+            let reply = udp(server.dns, "down.service.trading-dc.", rtype).await;
+            assert_eq!((rcode(&reply), reply.answers.len()), (ResponseCode::NoError, 0));
+            assert_eq!(negative_ttl(&reply), Some(expected), "{rtype} with {unhealthy_ttl:?}");
+        }
+        let nodata = udp(server.dns, "up.service.trading-dc.", RecordType::AAAA).await;
+        assert_eq!(
+            negative_ttl(&nodata),
+            Some((0, 0)),
+            "a healthy service's NODATA keeps the minimum"
+        );
+        let nxdomain = udp(server.dns, "nosuch.service.trading-dc.", RecordType::A).await;
+        assert_eq!(negative_ttl(&nxdomain), Some((0, 0)));
+        server.stop().await;
+    }
+}

@@ -11,6 +11,13 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::json;
 
+/// A query with EDNS (so the reply may carry Extended DNS Errors), over UDP and over TCP.
+async fn with_edns(server: std::net::SocketAddr, name: &str, rtype: RecordType) -> [hickory_proto::op::Message; 2] {
+    let query = query_message(name, rtype, Some(1232));
+    let over_tcp = TcpClient::connect(server).await.query(&query).await;
+    [udp_message(server, &query).await, over_tcp]
+}
+
 async fn upstream() -> TestServer {
     let mut config = test_config();
     config.domain = "upstream-dc".into();
@@ -59,6 +66,22 @@ async fn names_outside_the_zones_go_to_the_recursor() {
     assert_eq!(rcode(&udp_message(server.dns, &iterative).await), ResponseCode::Refused);
     let axfr = tcp(server.dns, "upstream-dc.", RecordType::AXFR).await;
     assert_eq!(rcode(&axfr), ResponseCode::Refused);
+    // Why, to clients that send EDNS (RFC 8914): a zone transfer is Prohibited (18), of the
+    // served zone too; a name in no zone asked without recursion is Not Authoritative (20).
+    for zone in ["upstream-dc.", "trading-dc."] {
+        let [_, axfr] = with_edns(server.dns, zone, RecordType::AXFR).await;
+        assert_eq!(
+            (rcode(&axfr), extended_errors(&axfr)),
+            (ResponseCode::Refused, vec![18]),
+            "{zone}"
+        );
+    }
+    iterative.set_edns(hickory_proto::op::Edns::new());
+    let reply = udp_message(server.dns, &iterative).await;
+    assert_eq!(
+        (rcode(&reply), extended_errors(&reply)),
+        (ResponseCode::Refused, vec![20])
+    );
     server.stop().await;
     upstream.stop().await;
 }
@@ -75,6 +98,14 @@ async fn clients_outside_the_allowed_networks_are_refused() {
         tcp(server.dns, "payments.service.upstream-dc.", RecordType::A).await,
     ] {
         assert_eq!(rcode(&reply), ResponseCode::Refused);
+        assert!(reply.edns.is_none(), "no EDNS in the query, none in the reply");
+    }
+    for reply in with_edns(server.dns, "payments.service.upstream-dc.", RecordType::A).await {
+        assert_eq!(
+            (rcode(&reply), extended_errors(&reply)),
+            (ResponseCode::Refused, vec![18]),
+            "Prohibited"
+        );
     }
     server.stop().await;
     upstream.stop().await;
@@ -90,6 +121,13 @@ async fn without_recursors_names_outside_are_refused() {
     ] {
         assert_eq!(rcode(&reply), ResponseCode::Refused, "not an open resolver by default");
         assert!(reply.answers.is_empty());
+    }
+    for reply in with_edns(server.dns, "payments.service.upstream-dc.", RecordType::A).await {
+        assert_eq!(
+            (rcode(&reply), extended_errors(&reply)),
+            (ResponseCode::Refused, vec![20]),
+            "Not Authoritative"
+        );
     }
     server.stop().await;
     upstream.stop().await;
@@ -150,6 +188,14 @@ async fn a_silent_recursor_is_skipped_and_none_answering_is_servfail() {
         tcp(server.dns, "payments.service.upstream-dc.", RecordType::A).await,
     ] {
         assert_eq!(rcode(&reply), ResponseCode::ServFail);
+        assert_eq!(reply.queries.len(), 1, "the question is echoed");
+    }
+    for reply in with_edns(server.dns, "payments.service.upstream-dc.", RecordType::A).await {
+        assert_eq!(
+            (rcode(&reply), extended_errors(&reply)),
+            (ResponseCode::ServFail, vec![22]),
+            "No Reachable Authority"
+        );
         assert_eq!(reply.queries.len(), 1, "the question is echoed");
     }
     server.stop().await;
