@@ -90,10 +90,12 @@ impl App {
         let answers = Arc::new(ServiceAnswerMap::new(&dns_settings));
         let registry = Registry::with_journal(node_addr, answers.clone(), journal);
         // Reading the store blocks (a file, or etcd through the store's own runtime).
+        let loading = std::time::Instant::now();
         let restored = {
             let (registry, store) = (registry.clone(), store.clone());
             off_the_runtime(move || registry.restore(&*store)).await?
         };
+        let (services, took_ms) = (registry.services().len(), loading.elapsed().as_millis() as u64);
         if store.shared() {
             // Every change after what was read, this server's own included, comes from there.
             let follower: Arc<dyn crate::store::Follower> = registry.clone();
@@ -101,10 +103,10 @@ impl App {
         }
         match where_kept {
             StoreSettings::Embedded(dir) => {
-                tracing::info!(instances = restored, data_dir = %dir.display(), "registry restored")
+                tracing::info!(instances = restored, services, took_ms, data_dir = %dir.display(), "registry restored")
             }
             StoreSettings::Etcd(etcd) => {
-                tracing::info!(instances = restored, etcd = %etcd.endpoints.join(","), prefix = %etcd.prefix, "registry restored")
+                tracing::info!(instances = restored, services, took_ms, etcd = %etcd.endpoints.join(","), prefix = %etcd.prefix, "registry restored")
             }
         }
         let zone_source = dns_server.zones;

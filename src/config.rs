@@ -624,8 +624,20 @@ pub enum Command {
     Client(crate::cli::ClientCommand),
 }
 
+/// How the server writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format), for log shippers.
+    Json,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Log format: text, or one JSON object per line.
+    #[arg(long, value_enum, env = "SEXTANT_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
     /// TOML file with any of the settings below (flags given here override it).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -5,18 +5,18 @@ use std::io::IsTerminal;
 
 use clap::Parser;
 use sextant::App;
-use sextant::config::{Cli, Command};
+use sextant::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() {
-    // Logs go to stderr, coloured only on a terminal, so they can be piped and parsed.
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
-    match parse_command_line().command {
+    let command = parse_command_line().command;
+    let format = match &command {
+        Command::Serve(args) => args.log_format,
+        Command::Client(_) => LogFormat::Text,
+    };
+    init_logs(format);
+    match command {
         Command::Serve(args) => {
             if let Err(error) = serve(*args).await {
                 eprintln!("error: {error}");
@@ -29,6 +29,21 @@ async fn main() {
                 std::process::exit(sextant::cli::exit_code(&error));
             }
         }
+    }
+}
+
+/// Logs go to stderr, so they can be piped and parsed: text, coloured only on a terminal, or one
+/// JSON object per line (`--log-format json`) for a log shipper.
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
     }
 }
 

@@ -64,9 +64,13 @@ impl From<RegistryError> for ApiError {
 }
 
 /// The detail of an internal error, carried on its response for the layer that logs it with the
-/// request's method and path ([`super::log_internal_errors`]).
+/// request's method and path ([`super::log_failures`]).
 #[derive(Clone, Debug)]
 pub struct InternalDetail(pub String);
+
+/// Why a request was refused (the message its client got), for the same layer.
+#[derive(Clone, Debug)]
+pub struct Refusal(pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -77,9 +81,15 @@ impl IntoResponse for ApiError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let mut response = (status, self.to_string()).into_response();
-        if let Self::Internal { detail, .. } = self {
-            response.extensions_mut().insert(InternalDetail(detail));
+        let message = self.to_string();
+        let mut response = (status, message.clone()).into_response();
+        match self {
+            Self::Internal { detail, .. } => {
+                response.extensions_mut().insert(InternalDetail(detail));
+            }
+            _ => {
+                response.extensions_mut().insert(Refusal(message));
+            }
         }
         response
     }

@@ -63,16 +63,21 @@ pub fn router(state: ApiState) -> Router {
             refuse_unmet_parameters,
         ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), acl::enforce))
-        .layer(axum::middleware::from_fn(log_internal_errors))
+        .layer(axum::middleware::from_fn(log_failures))
         .with_state(state)
 }
 
-/// Logs an internal error with the request it failed, once, where the client got only its kind.
-async fn log_internal_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// Logs an internal error with the request it failed, once, where the client got only its kind;
+/// and one line for each write refused (4xx), with the reason its client was given. Paths and
+/// reasons are quoted (`?`): text from a client cannot start a log line of its own.
+async fn log_failures(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let response = next.run(request).await;
     if let Some(error::InternalDetail(detail)) = response.extensions().get() {
         tracing::error!(%method, path = ?path, error = %detail, "request failed");
+    } else if response.status().is_client_error() && !method.is_safe() {
+        let reason = response.extensions().get::<error::Refusal>().map(|r| r.0.as_str());
+        tracing::warn!(%method, path = ?path, status = response.status().as_u16(), reason = ?reason.unwrap_or(""), "write refused");
     }
     response
 }

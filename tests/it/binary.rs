@@ -428,3 +428,70 @@ async fn user_text_cannot_forge_log_lines() {
     drop(running);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// `--log-format json`: every line one JSON object (for log shippers); at start, the registry's
+/// size and how long reading it took; one line per refused write, with the reason its client got;
+/// one per check status change.
+#[tokio::test]
+async fn json_logs_say_what_happened() {
+    let data_dir = common::temp_data_dir();
+    let running = common::process::start_binary_with(&common::repo_zones(), &data_dir, &["--log-format", "json"]);
+    let parse = |line: &str| -> serde_json::Value {
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+    };
+    let lines: Vec<serde_json::Value> = running.startup_log.iter().map(|l| parse(l)).collect();
+    let restored = lines
+        .iter()
+        .find(|l| l["message"] == "registry restored")
+        .expect("a startup line");
+    assert_eq!(
+        (restored["instances"].as_u64(), restored["services"].as_u64()),
+        (Some(0), Some(0)),
+        "{restored}"
+    );
+    assert!(restored["took_ms"].is_u64(), "{restored}");
+
+    let client = reqwest::Client::new();
+    let http = running.http;
+    let refused = client
+        .put(format!("http://{http}/v1/agent/service/register"))
+        .body(r#"{"Name": "orders", "Port": "eighty"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let line = parse(&log_line(&running.log, "write refused"));
+    assert_eq!(
+        (&line["level"], &line["status"]),
+        (&serde_json::json!("WARN"), &serde_json::json!(400)),
+        "{line}"
+    );
+    assert!(line["reason"].as_str().unwrap().contains("Port"), "{line}");
+
+    let body = r#"{"Name": "orders", "ID": "orders-1", "Check": {"TTL": "1h"}}"#;
+    let registered = client
+        .put(format!("http://{http}/v1/agent/service/register"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    let passed = client
+        .put(format!("http://{http}/v1/agent/check/pass/service:orders-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(passed.status(), 200);
+    let line = parse(&log_line(&running.log, "check status changed"));
+    assert_eq!(
+        (&line["from"], &line["to"], &line["instance"]),
+        (
+            &serde_json::json!("critical"),
+            &serde_json::json!("passing"),
+            &serde_json::json!("orders-1")
+        ),
+        "{line}"
+    );
+    drop(running);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

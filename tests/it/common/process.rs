@@ -63,7 +63,12 @@ pub fn start_command_on(
             let _ = tx.send(line);
         }
     });
+    // `key=value` in text logs, `"key":"value"` in JSON ones (`--log-format json`).
     let field = |line: &str, key: &str| -> Option<SocketAddr> {
+        if let Some(at) = line.find(&format!("\"{key}\":\"")) {
+            let start = at + key.len() + 4;
+            return line[start..].split('"').next()?.parse().ok();
+        }
         let start = line.find(&format!("{key}="))? + key.len() + 1;
         line[start..].split_whitespace().next()?.parse().ok()
     };
