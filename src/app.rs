@@ -82,6 +82,7 @@ impl App {
             dns_server,
             http,
             max_checks_in_flight,
+            metrics_service_limit,
             store: where_kept,
         } = settings;
         let node_addr = dns_settings.node_addr;
@@ -152,6 +153,11 @@ impl App {
             leader: http_addr.to_string(),
             acl: acl.clone(),
             stopping: shutdown.child_token(),
+            metrics: Arc::new(crate::metrics::Metrics::new(
+                registry.clone(),
+                engine.stats(),
+                metrics_service_limit,
+            )),
         };
         let health = HealthChecker::start(registry.clone(), max_checks_in_flight)?;
         let dns = match listeners.serve(engine.clone()) {

@@ -71,6 +71,9 @@ pub struct Config {
     pub dns_workers: Option<usize>,
     /// Most HTTP/TCP probes running at once; the rest wait their turn (and run late).
     pub max_checks_in_flight: usize,
+    /// How many services get a label of their own in the per-service DNS metrics (the services
+    /// asked most); the rest share `service="_other"`.
+    pub metrics_service_limit: usize,
     /// Add each instance's `Meta` as TXT records (`key=value`) to the additional section of SRV
     /// answers, under the SRV target (Consul's `enable_additional_node_meta_txt`, for instances).
     pub dns_meta_txt: bool,
@@ -136,6 +139,7 @@ impl Default for Config {
             dns_unhealthy_ttl: None,
             dns_workers: None,
             max_checks_in_flight: 1024,
+            metrics_service_limit: crate::metrics::DEFAULT_SERVICE_LIMIT,
             dns_meta_txt: false,
             reverse_zones: Vec::new(),
             recursors: Vec::new(),
@@ -204,6 +208,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Most HTTP/TCP probes running at once.
     pub max_checks_in_flight: usize,
+    /// Services with a label of their own in the per-service DNS metrics.
+    pub metrics_service_limit: usize,
     /// Where registrations are kept.
     pub store: StoreSettings,
 }
@@ -263,6 +269,7 @@ impl Config {
                 datacenter: self.datacenter(),
             },
             max_checks_in_flight: self.max_checks_in_flight()?,
+            metrics_service_limit: self.metrics_service_limit,
             store: self.store_settings(&dns.node_name)?,
             dns,
         })
@@ -691,6 +698,10 @@ pub struct ServeArgs {
     /// Most HTTP/TCP health probes running at once [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_checks_in_flight: Option<usize>,
+    /// Services with a label of their own in the per-service DNS metrics, the ones asked most;
+    /// the rest share service="_other" [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub metrics_service_limit: Option<usize>,
     /// Add instance Meta as TXT records (key=value) to SRV answers' additional section.
     #[arg(long)]
     pub dns_meta_txt: bool,
@@ -768,6 +779,7 @@ impl ServeArgs {
             dns_a_record_limit,
             dns_max_udp_size,
             max_checks_in_flight,
+            metrics_service_limit,
             recursor_timeout,
             http_header_timeout
         );

@@ -5,6 +5,7 @@ mod agent;
 mod catalog;
 pub mod error;
 mod health;
+mod metrics;
 pub mod serve;
 mod status;
 pub mod wire;
@@ -43,6 +44,7 @@ pub struct ApiState {
     /// Cancelled when the server stops: blocking queries answer at once instead of holding the
     /// graceful shutdown for up to their wait.
     pub stopping: CancellationToken,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -55,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(catalog::routes())
         .merge(health::routes())
         .merge(status::routes())
+        .merge(metrics::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), consistency_headers))
@@ -64,7 +67,31 @@ pub fn router(state: ApiState) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), acl::enforce))
         .layer(axum::middleware::from_fn(log_failures))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
+}
+
+/// Counts each request by its route's pattern (`/v1/agent/service/{id}`: IDs do not become
+/// labels), method and status.
+async fn count_requests(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let labels = crate::metrics::HttpLabels {
+        route,
+        method,
+        status: response.status().as_u16(),
+    };
+    state.metrics.http_requests.get_or_create(&labels).inc();
+    response
 }
 
 /// Logs an internal error with the request it failed, once, where the client got only its kind;
@@ -172,6 +199,7 @@ async fn block<'a>(
     }
     let mut watch = subscribe();
     let changes = watch.changes();
+    let _waiting = Waiting::start(&state.metrics.blocking_queries);
     let jitter = Duration::from_nanos(rand::random_range(0..=wait.as_nanos() as u64 / 16));
     let deadline = tokio::time::Instant::now() + wait + jitter;
     while *changes.borrow_and_update() <= min {
@@ -207,5 +235,21 @@ impl Params {
     /// Present and not explicitly false.
     fn flag(&self, name: &str) -> bool {
         self.get(name).is_some_and(|v| !matches!(v, "false" | "0"))
+    }
+}
+
+/// A blocking query counted as waiting while this lives.
+struct Waiting<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> Waiting<'a> {
+    fn start(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -14,6 +14,7 @@ use compact_str::CompactString;
 
 use super::names::ZoneName;
 use super::settings::DnsSettings;
+use super::stats::ServiceIds;
 use super::wire::{Owner, WireCompiler, WireRecords};
 use crate::model::{Address, Health, Instance, ServiceKey, ServiceName, is_dns_label};
 use crate::registry::{ServiceEntry, ServiceListener};
@@ -59,6 +60,8 @@ pub struct ServiceAnswers {
     /// (lower-cased tag, the answers for instances carrying it), sorted by tag; only tags that
     /// are DNS labels. A sorted slice rather than a map: one allocation, however many tags.
     pub by_tag: Box<[(Box<str>, AnswerSet)]>,
+    /// The service's number in the query counts ([`ServiceIds`]).
+    pub stats_id: u32,
 }
 
 impl ServiceAnswers {
@@ -87,6 +90,8 @@ pub struct ServiceAnswerMap {
     /// Clients only look names up; the names in the map are registered ones, so colliding
     /// keys cannot be planted from DNS.
     map: papaya::HashMap<CompactString, ServiceAnswers, foldhash::fast::RandomState>,
+    /// Each service's number in the query counts, given when its answers are first compiled.
+    ids: Arc<ServiceIds>,
 }
 
 impl ServiceAnswerMap {
@@ -96,7 +101,13 @@ impl ServiceAnswerMap {
             compiler: AnswerCompiler::new(settings),
             domain: ZoneName::new(&settings.domain),
             map: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            ids: Arc::default(),
         }
+    }
+
+    /// The services' numbers in the query counts.
+    pub fn service_ids(&self) -> Arc<ServiceIds> {
+        self.ids.clone()
     }
 
     /// What the answers are compiled with: the zone, the TTLs, the node.
@@ -126,7 +137,8 @@ impl ServiceListener for ServiceAnswerMap {
     fn service_changed(&self, key: &ServiceKey, service: Option<&ServiceEntry>) {
         match service {
             Some(entry) => {
-                let answers = self.compiler.compile(&entry.name, &entry.instances);
+                let mut answers = self.compiler.compile(&entry.name, &entry.instances);
+                answers.stats_id = self.ids.id_for(key.as_str());
                 self.map.pin().insert(CompactString::new(key.as_str()), answers);
             }
             None => {
@@ -196,7 +208,11 @@ impl AnswerCompiler {
                 (tag.into_boxed_str(), set)
             })
             .collect();
-        ServiceAnswers { all, by_tag }
+        ServiceAnswers {
+            all,
+            by_tag,
+            stats_id: 0,
+        }
     }
 
     /// The records answering `[<tag>.]<service>.service.<domain>`: only instances that carry the

@@ -10,10 +10,13 @@ use arc_swap::ArcSwap;
 
 use super::answers::ServiceAnswerMap;
 use super::forward::{self, Forwarder};
-use super::message::{InFull, Question, TYPE_AXFR, TYPE_IXFR, Transport, parse_question, question_end, read_in_full};
+use super::message::{
+    HEADER_LEN, InFull, Question, TYPE_AXFR, TYPE_IXFR, Transport, parse_question, question_end, read_in_full,
+};
 use super::names::Names;
-use super::reply::{EDE_NOT_AUTHORITATIVE, EDE_PROHIBITED, ReplyWriter};
+use super::reply::{Answered, EDE_NOT_AUTHORITATIVE, EDE_PROHIBITED, ReplyWriter};
 use super::settings::DnsSettings;
+use super::stats::{DnsStats, ServiceHit};
 use super::zones::Zones;
 use crate::registry::Registry;
 
@@ -52,6 +55,14 @@ pub struct DnsEngine {
     /// Swapped whole when the zone files are reloaded (SIGHUP).
     zones: ArcSwap<Zones>,
     forwarder: Option<Forwarder>,
+    stats: Arc<DnsStats>,
+}
+
+/// What a query asked, as the answer path learned it: for the counts.
+#[derive(Default)]
+struct Asked {
+    qtype: u16,
+    service: Option<ServiceHit>,
 }
 
 impl DnsEngine {
@@ -60,6 +71,7 @@ impl DnsEngine {
     /// is assembled, for the app, the tests and the benches.
     pub fn new(settings: &DnsSettings, registry: Arc<Registry>, answers: Arc<ServiceAnswerMap>, zones: Zones) -> Self {
         let node = (settings.node_name.as_str(), settings.node_addr, settings.node_ttl);
+        let answers_ids = answers.service_ids();
         Self {
             names: Names::new(&settings.domain, node, zones.reverse_zones()),
             writer: ReplyWriter::new(
@@ -72,6 +84,7 @@ impl DnsEngine {
             ),
             zones: ArcSwap::from_pointee(zones),
             forwarder: None,
+            stats: Arc::new(DnsStats::new(answers_ids)),
         }
     }
 
@@ -94,36 +107,55 @@ impl DnsEngine {
 
     /// Answers a query into `out`.
     pub async fn answer(&self, query: Incoming<'_>, out: &mut Vec<u8>) -> Reply {
-        match self.answer_from_registry(query, out) {
+        let mut asked = Asked::default();
+        let reply = match self.answer_from_registry(query, out, &mut asked) {
             Step::Done(reply) => reply,
             Step::Zones(in_full) => {
                 let packet = in_full.as_deref().unwrap_or(query.packet);
                 self.answer_from_zones(packet, query.from, query.transport, out).await
             }
-        }
+        };
+        self.count(query.transport, &asked, &reply, out);
+        reply
     }
 
     /// [`answer`](Self::answer) from a thread that must not wait (a UDP worker): registry names
     /// are answered without a future; the zone data's answer is ready at the first poll, and
     /// should it ever not be, this blocks on `runtime`.
     pub fn answer_now(&self, query: Incoming<'_>, out: &mut Vec<u8>, runtime: &tokio::runtime::Handle) -> Reply {
-        let in_full = match self.answer_from_registry(query, out) {
-            Step::Done(reply) => return reply,
-            Step::Zones(in_full) => in_full,
+        let mut asked = Asked::default();
+        let reply = match self.answer_from_registry(query, out, &mut asked) {
+            Step::Done(reply) => reply,
+            Step::Zones(in_full) => {
+                let packet = in_full.as_deref().unwrap_or(query.packet);
+                let mut future = std::pin::pin!(self.answer_from_zones(packet, query.from, query.transport, out));
+                let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+                match future.as_mut().poll(&mut context) {
+                    std::task::Poll::Ready(reply) => reply,
+                    std::task::Poll::Pending => runtime.block_on(future),
+                }
+            }
         };
-        let packet = in_full.as_deref().unwrap_or(query.packet);
-        let mut future = std::pin::pin!(self.answer_from_zones(packet, query.from, query.transport, out));
-        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut context) {
-            std::task::Poll::Ready(reply) => reply,
-            std::task::Poll::Pending => runtime.block_on(future),
+        self.count(query.transport, &asked, &reply, out);
+        reply
+    }
+
+    /// Counts a response that is ready (a forwarded query is counted when its response comes).
+    fn count(&self, transport: Transport, asked: &Asked, reply: &Reply, out: &[u8]) {
+        if *reply == Reply::Ready && out.len() >= HEADER_LEN {
+            self.stats.count(transport, asked.qtype, out[3] & 0x0F, asked.service);
         }
+    }
+
+    /// What DNS was asked and answered, for the metrics.
+    pub fn stats(&self) -> Arc<DnsStats> {
+        self.stats.clone()
     }
 
     /// Parses `query` (in place, or read in full) and answers it if the registry does: its
     /// names, REFUSED for a zone transfer, errors for a query in a form it cannot take, or the
     /// query handed back for the recursors.
-    fn answer_from_registry(&self, incoming: Incoming<'_>, out: &mut Vec<u8>) -> Step {
+    fn answer_from_registry(&self, incoming: Incoming<'_>, out: &mut Vec<u8>, asked: &mut Asked) -> Step {
         let Incoming {
             packet,
             from,
@@ -149,16 +181,18 @@ impl DnsEngine {
                 InFull::Ignore => return Step::Done(Reply::Nothing),
             },
         };
+        asked.qtype = q.qtype;
         if q.qtype == TYPE_AXFR || q.qtype == TYPE_IXFR {
             // Registrations are not for copying out: no zone transfers, of the zone files either.
             self.writer.refuse(query, q, EDE_PROHIBITED, out);
             return Step::Done(Reply::Ready);
         }
         if let Some(lookup) = self.names.classify(q)
-            && self
+            && let Answered::Yes(service) = self
                 .writer
                 .write(query, q, lookup, &self.zones, transport, rotation, out)
         {
+            asked.service = service;
             return Step::Done(Reply::Ready);
         }
         match self.outside_the_zones(query, q, from) {
@@ -212,11 +246,19 @@ impl DnsEngine {
     /// forwarded already.
     pub async fn forward(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let forwarder = self.forwarder.as_ref()?;
-        let Some(_slot) = forwarder.slot() else {
-            tracing::debug!("too many queries forwarded at once; answering SERVFAIL");
-            return question_end(query).map(|end| forward::servfail(query, end, None));
+        let end = question_end(query)?;
+        let response = match forwarder.slot() {
+            Some(_slot) => forwarder.forward(query, transport).await?,
+            None => {
+                tracing::debug!("too many queries forwarded at once; answering SERVFAIL");
+                forward::servfail(query, end, None)
+            }
         };
-        forwarder.forward(query, transport).await
+        let qtype = u16::from_be_bytes([query[end - 4], query[end - 3]]);
+        if response.len() >= HEADER_LEN {
+            self.stats.count(transport, qtype, response[3] & 0x0F, None);
+        }
+        Some(response)
     }
 }
 

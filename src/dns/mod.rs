@@ -9,6 +9,7 @@ pub mod message;
 pub mod names;
 pub mod reply;
 pub mod settings;
+pub mod stats;
 mod tcp;
 mod udp;
 pub mod wire;

@@ -16,9 +16,17 @@ use super::message::{
     TYPE_OPT, TYPE_PTR, TYPE_SRV, Transport,
 };
 use super::names::{Lookup, ZoneName};
+use super::stats::ServiceHit;
 use super::wire::WireRecords;
 use super::zones::Zones;
 use crate::registry::Registry;
+
+/// Whether the writer answered, and for which service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    No,
+    Yes(Option<ServiceHit>),
+}
 
 pub struct ReplyWriter {
     answers: Arc<ServiceAnswerMap>,
@@ -96,8 +104,8 @@ impl ReplyWriter {
     /// Writes into `out` (cleared first) the response to `query`, whose question is `q`, for
     /// `lookup`; `zones` hold the SOAs of negative answers (read only for those). `rotation`
     /// picks the first record of a rotated answer; callers pass a counter that changes with
-    /// every query. False, with `out` cleared, for a reverse name the registry has nothing at:
-    /// the zone data answers it.
+    /// every query. `Answered::No`, with `out` cleared, for a reverse name the registry has
+    /// nothing at: the zone data answers it.
     #[allow(clippy::too_many_arguments)] // the query, what it asks, and how the answer travels
     pub fn write(
         &self,
@@ -108,8 +116,10 @@ impl ReplyWriter {
         transport: Transport,
         rotation: usize,
         out: &mut Vec<u8>,
-    ) -> bool {
+    ) -> Answered {
         let limit = self.size_limit(q, transport);
+        // The service asked for, counted by the caller.
+        let mut hit = None;
         let mut sections = Sections::start(query, q, out);
         // The zone whose SOA a negative answer carries: the domain, or a reverse zone.
         let mut reverse_zone = None;
@@ -138,6 +148,10 @@ impl ReplyWriter {
                             Some(set) => {
                                 // Every answered instance has an SRV record: none means none is healthy.
                                 unhealthy = set.srv.is_empty();
+                                hit = answers.map(|a| ServiceHit {
+                                    id: a.stats_id,
+                                    unhealthy,
+                                });
                                 write_service_answer(set, q.qtype, out, &mut sections, at, domain_pointer);
                                 RCODE_NOERROR
                             }
@@ -156,7 +170,7 @@ impl ReplyWriter {
                 reverse_zone = Some(zone);
                 if !self.write_ptrs(ip, q.qtype, out, &mut sections, limit) {
                     out.clear();
-                    return false;
+                    return Answered::No;
                 }
                 RCODE_NOERROR
             }
@@ -179,7 +193,7 @@ impl ReplyWriter {
         // Served from the last registry seen while etcd is out of reach: said so (RFC 8914).
         let ede = self.registry.staleness().is_some().then_some(EDE_STALE_ANSWER);
         finish(query, q, rcode, ede, sections, out);
-        true
+        Answered::Yes(hit)
     }
 
     /// Writes REFUSED for `query`, with the Extended DNS Error that says why (RFC 8914):

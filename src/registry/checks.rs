@@ -261,6 +261,7 @@ impl Registry {
             return Ok(Written::applied(self.index()));
         }
         if after != before {
+            self.count_transition(before, after);
             tracing::info!(
                 service = %updated.service,
                 instance = %updated.id,

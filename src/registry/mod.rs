@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use dashmap::DashMap;
 use tokio::sync::watch;
 
-use crate::model::{Address, CheckId, Instance, InstanceId, ServiceKey, ServiceName};
+use crate::model::{Address, CheckId, Health, Instance, InstanceId, ServiceKey, ServiceName};
 use crate::store::{Journal, Store, StoredInstance};
 
 /// With a shared store, how soon a TTL check's expiry is looked at again while it is not yet
@@ -134,6 +134,8 @@ pub struct Registry {
     /// `/v1/catalog/services` watchers wait on it, health changes do not wake them.
     catalog: watch::Sender<u64>,
     index: AtomicU64,
+    /// Check status changes by (from, to) health, for the metrics.
+    transitions: [[AtomicU64; 3]; 3],
 }
 
 impl Registry {
@@ -169,6 +171,7 @@ impl Registry {
             service_watches: DashMap::new(),
             catalog: watch::Sender::new(1),
             index: AtomicU64::new(1),
+            transitions: Default::default(),
         })
     }
 
@@ -177,6 +180,18 @@ impl Registry {
     /// The index of the last change (Consul's `X-Consul-Index`); starts at 1, as Consul never reports 0.
     pub fn index(&self) -> u64 {
         self.index.load(Ordering::Acquire)
+    }
+
+    /// How many times a check went from one status to another since the start, by
+    /// `[from][to]` in [`Health`] order (passing, warning, critical).
+    pub fn transitions(&self) -> [[u64; 3]; 3] {
+        self.transitions
+            .each_ref()
+            .map(|row| row.each_ref().map(|n| n.load(Ordering::Relaxed)))
+    }
+
+    fn count_transition(&self, from: Health, to: Health) {
+        self.transitions[from as usize][to as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn instance(&self, id: &InstanceId) -> Option<Arc<Instance>> {

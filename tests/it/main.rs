@@ -19,6 +19,7 @@ mod encoding;
 mod etcd;
 mod forwarding;
 mod health;
+mod metrics;
 mod paused_clock;
 mod resolvers;
 mod seed_client;
