@@ -1,10 +1,11 @@
 //! What DNS was asked and what it answered, counted on the answer path without contention: each
-//! thread counts into a shard of its own (a UDP worker's queries never meet another worker's
-//! lock), and a scrape sums the shards (`metrics.rs` exposes them).
+//! thread counts into a tally of its own, with no lock and no locked instruction, and a scrape
+//! sums the tallies (`metrics.rs` exposes them).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use compact_str::CompactString;
 
@@ -75,7 +76,7 @@ impl ServiceIds {
     }
 }
 
-/// One shard's counts.
+/// Counts summed over every thread: what a scrape reads.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
     /// By transport (UDP, TCP), query type ([`QTYPES`] and other), response code.
@@ -88,81 +89,130 @@ pub struct Tally {
     pub untracked_unhealthy: u64,
 }
 
-impl Tally {
-    fn count(&mut self, transport: Transport, qtype: u16, rcode: u8, hit: Option<ServiceHit>) {
+/// Services per chunk of a thread's per-service counters: a chunk is allocated the first time
+/// the thread counts a service in it.
+const CHUNK: usize = 1024;
+
+#[derive(Debug, Default)]
+struct ServiceCounts {
+    queries: AtomicU64,
+    unhealthy: AtomicU64,
+}
+
+/// One thread's counts. Only that thread writes them, so a count is a plain load and store (no
+/// locked instruction); a scrape reads them with relaxed loads, a count or two behind at most.
+#[derive(Debug)]
+struct ThreadTally {
+    queries: [[[AtomicU64; 16]; QTYPES.len() + 1]; 2],
+    services: Box<[OnceLock<Box<[ServiceCounts]>>]>,
+    untracked: AtomicU64,
+    untracked_unhealthy: AtomicU64,
+}
+
+impl Default for ThreadTally {
+    fn default() -> Self {
+        Self {
+            queries: Default::default(),
+            services: (0..MAX_TRACKED_SERVICES.div_ceil(CHUNK))
+                .map(|_| OnceLock::new())
+                .collect(),
+            untracked: AtomicU64::new(0),
+            untracked_unhealthy: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Adds one to a counter that only this thread writes.
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + by, Ordering::Relaxed);
+}
+
+/// The index of a query type in [`QTYPES`] (the last one: other).
+fn qtype_index(qtype: u16) -> usize {
+    match qtype {
+        1 => 0,
+        28 => 1,
+        33 => 2,
+        12 => 3,
+        16 => 4,
+        255 => 5,
+        6 => 6,
+        2 => 7,
+        252 => 8,
+        251 => 9,
+        _ => QTYPES.len(),
+    }
+}
+
+impl ThreadTally {
+    fn count(&self, transport: Transport, qtype: u16, rcode: u8, hit: Option<ServiceHit>) {
         let t = usize::from(transport == Transport::Tcp);
-        let q = QTYPES
-            .iter()
-            .position(|&(code, _)| code == qtype)
-            .unwrap_or(QTYPES.len());
-        self.queries[t][q][usize::from(rcode & 0x0F)] += 1;
+        bump(&self.queries[t][qtype_index(qtype)][usize::from(rcode & 0x0F)], 1);
         let Some(hit) = hit else {
             return;
         };
         if hit.id == UNTRACKED {
-            self.untracked += 1;
-            self.untracked_unhealthy += u64::from(hit.unhealthy);
+            bump(&self.untracked, 1);
+            bump(&self.untracked_unhealthy, u64::from(hit.unhealthy));
             return;
         }
         let id = hit.id as usize;
-        if self.by_service.len() <= id {
-            self.by_service.resize(id + 1, 0); // once per new service, per shard
-            self.unhealthy.resize(id + 1, 0);
+        let chunk = self.services[id / CHUNK].get_or_init(|| (0..CHUNK).map(|_| ServiceCounts::default()).collect());
+        let counts = &chunk[id % CHUNK];
+        bump(&counts.queries, 1);
+        if hit.unhealthy {
+            bump(&counts.unhealthy, 1);
         }
-        self.by_service[id] += 1;
-        self.unhealthy[id] += u64::from(hit.unhealthy);
     }
 
-    fn add(&mut self, other: &Tally) {
-        for (mine, theirs) in self
+    fn add_to(&self, total: &mut Tally) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (sum, counter) in total
             .queries
             .iter_mut()
             .flatten()
             .flatten()
-            .zip(other.queries.iter().flatten().flatten())
+            .zip(self.queries.iter().flatten().flatten())
         {
-            *mine += theirs;
+            *sum += load(counter);
         }
-        let len = self.by_service.len().max(other.by_service.len());
-        self.by_service.resize(len, 0);
-        self.unhealthy.resize(len, 0);
-        for (i, n) in other.by_service.iter().enumerate() {
-            self.by_service[i] += n;
-            self.unhealthy[i] += other.unhealthy[i];
+        for (c, chunk) in self.services.iter().enumerate() {
+            let Some(chunk) = chunk.get() else { continue };
+            let end = (c + 1) * CHUNK;
+            if total.by_service.len() < end {
+                total.by_service.resize(end, 0);
+                total.unhealthy.resize(end, 0);
+            }
+            for (i, counts) in chunk.iter().enumerate() {
+                total.by_service[c * CHUNK + i] += load(&counts.queries);
+                total.unhealthy[c * CHUNK + i] += load(&counts.unhealthy);
+            }
         }
-        self.untracked += other.untracked;
-        self.untracked_unhealthy += other.untracked_unhealthy;
+        total.untracked += load(&self.untracked);
+        total.untracked_unhealthy += load(&self.untracked_unhealthy);
     }
 }
 
-/// A shard on a cache line (two, for adjacent-line prefetch) of its own, so shards counted by
-/// different cores do not invalidate each other.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Shard(Mutex<Tally>);
-
-/// The counts of one DNS server.
+/// The counts of one DNS server: one tally per thread that has answered for it.
 #[derive(Debug)]
 pub struct DnsStats {
-    shards: Box<[Shard]>,
+    /// Tells this server's tallies apart from another's in a thread that answers for both (tests).
+    id: usize,
+    tallies: Mutex<Vec<Arc<ThreadTally>>>,
     ids: Arc<ServiceIds>,
 }
 
-/// Shards: enough that the UDP workers and tokio's threads rarely share one.
-const SHARDS: usize = 32;
-
 thread_local! {
-    /// This thread's shard, given out in turn as threads first count.
-    static SHARD: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
-    };
+    /// This thread's tally for each DNS server it has answered for (one, but in tests).
+    static MINE: RefCell<Vec<(usize, Arc<ThreadTally>)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl DnsStats {
     pub fn new(ids: Arc<ServiceIds>) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         Self {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            tallies: Mutex::default(),
             ids,
         }
     }
@@ -170,21 +220,89 @@ impl DnsStats {
     /// Counts one response: the question's type, the response's code, and the service it was
     /// for, if a registry name.
     pub fn count(&self, transport: Transport, qtype: u16, rcode: u8, hit: Option<ServiceHit>) {
-        let shard = SHARD.with(|s| *s);
-        lock(&self.shards[shard].0).count(transport, qtype, rcode, hit);
+        MINE.with_borrow_mut(|mine| {
+            let tally = match mine.iter().position(|(id, _)| *id == self.id) {
+                Some(at) => &mine[at].1,
+                None => {
+                    // The first count by this thread: its tally joins the server's (and stays
+                    // after the thread ends, so counters never go down).
+                    let tally = Arc::new(ThreadTally::default());
+                    self.tallies
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(tally.clone());
+                    mine.push((self.id, tally));
+                    &mine[mine.len() - 1].1
+                }
+            };
+            tally.count(transport, qtype, rcode, hit);
+        });
     }
 
-    /// Every shard's counts added up, and the service names by number.
+    /// Every thread's counts added up, and the service names by number.
     pub fn sum(&self) -> (Tally, Vec<CompactString>) {
+        let tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut total = Tally::default();
-        for shard in &self.shards {
-            let tally = lock(&shard.0).clone();
-            total.add(&tally);
+        for tally in &tallies {
+            tally.add_to(&mut total);
         }
         (total, self.ids.names())
     }
 }
 
-fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
-    tally.lock().unwrap_or_else(|p| p.into_inner())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads count apart, and a sum adds them all, also after a thread has ended.
+    #[test]
+    fn threads_count_apart_and_the_sum_adds_them() {
+        let stats = Arc::new(DnsStats::new(Arc::default()));
+        let web = stats.ids.id_for("web");
+        let down = stats.ids.id_for("down");
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let stats = stats.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1_000 {
+                        stats.count(
+                            Transport::Udp,
+                            1,
+                            0,
+                            Some(ServiceHit {
+                                id: web,
+                                unhealthy: false,
+                            }),
+                        );
+                    }
+                    stats.count(
+                        Transport::Tcp,
+                        33,
+                        0,
+                        Some(ServiceHit {
+                            id: down,
+                            unhealthy: true,
+                        }),
+                    );
+                    stats.count(Transport::Udp, 99, 3, None);
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let (tally, names) = stats.sum();
+        assert_eq!(tally.queries[0][0][0], 4_000, "UDP A NOERROR");
+        assert_eq!(tally.queries[1][2][0], 4, "TCP SRV NOERROR");
+        assert_eq!(tally.queries[0][QTYPES.len()][3], 4, "UDP other NXDOMAIN");
+        assert_eq!(
+            (tally.by_service[web as usize], tally.unhealthy[web as usize]),
+            (4_000, 0)
+        );
+        assert_eq!(
+            (tally.by_service[down as usize], tally.unhealthy[down as usize]),
+            (4, 4)
+        );
+        assert_eq!(names, ["web", "down"]);
+    }
 }

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::tools::{TempDir, free_port, require};
 use common::{TestServer, test_config, wait_for};
 use serde_json::{Value, json};
 use sextant::Config;
@@ -110,11 +109,7 @@ async fn py_consul_with_an_acl_token_from_its_environment() {
 }
 
 /// VictoriaMetrics single-node, scraping what `consul_sd_configs` finds in sextant.
-struct VictoriaMetrics {
-    base: String,
-    _child: tokio::process::Child,
-    dir: TempDir,
-}
+struct VictoriaMetrics(common::victoria::VictoriaMetrics);
 
 /// How often VictoriaMetrics looks at its Consul watchers. Its blocking queries wait far longer
 /// (`-promscrape.consul.waitTime`), so a change seen within a few of these came from a blocking
@@ -125,8 +120,6 @@ const BLOCKING_WAIT: &str = "2m";
 impl VictoriaMetrics {
     /// Started against `server`, presenting `token` if given (`consul_sd_configs.token`).
     async fn start(server: &TestServer, token: Option<&str>) -> Self {
-        let binary = require("victoria-metrics", "victoria-metrics");
-        let dir = TempDir::new("victoria-metrics");
         // The usual Prometheus recipe: every instance is discovered with its health as a label,
         // and only passing ones are kept as targets.
         let token = token.map(|t| format!("        token: {t}\n")).unwrap_or_default();
@@ -136,38 +129,22 @@ impl VictoriaMetrics {
              regex: passing\n        action: keep\n",
             server.app().http_addr()
         );
-        std::fs::write(dir.0.join("scrape.yml"), config).unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.0.join("victoria-metrics.log")).unwrap();
-        let child = tokio::process::Command::new(binary)
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!("-storageDataPath={}", dir.0.join("data").display()))
-            .arg(format!("-promscrape.config={}", dir.0.join("scrape.yml").display()))
-            .arg(format!(
-                "-promscrape.consulSDCheckInterval={}s",
-                SD_CHECK_INTERVAL.as_secs()
-            ))
-            .arg(format!("-promscrape.consul.waitTime={BLOCKING_WAIT}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start victoria-metrics: {e}"));
-        Self {
-            base: format!("http://127.0.0.1:{port}"),
-            _child: child,
-            dir,
-        }
+        Self(common::victoria::VictoriaMetrics::start(
+            &config,
+            &[
+                format!("-promscrape.consulSDCheckInterval={}s", SD_CHECK_INTERVAL.as_secs()),
+                format!("-promscrape.consul.waitTime={BLOCKING_WAIT}"),
+            ],
+        ))
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("victoria-metrics.log")).unwrap_or_default()
+        self.0.log()
     }
 
     /// The service IDs of its active targets, or None while it is not answering yet.
     async fn targets(&self, http: &reqwest::Client) -> Option<BTreeSet<String>> {
-        let reply = http.get(format!("{}/api/v1/targets", self.base)).send().await.ok()?;
+        let reply = http.get(format!("{}/api/v1/targets", self.0.base)).send().await.ok()?;
         let body: Value = reply.json().await.ok()?;
         let targets = body["data"]["activeTargets"].as_array()?;
         Some(

@@ -155,3 +155,37 @@ async fn per_service_counts_are_bounded() {
     );
     assert!(!m.keys().any(|k| k.contains(r#"service="down""#)));
 }
+
+/// A real scraper (VictoriaMetrics, which reads Prometheus' text format and its scrape
+/// configuration) scrapes `/metrics` and stores what DNS counted.
+#[tokio::test]
+async fn a_prometheus_scraper_reads_the_metrics() {
+    let server = TestServer::start().await;
+    register_fixture(&server).await;
+    for _ in 0..3 {
+        udp(server.dns, "web.service.trading-dc.", RecordType::A).await;
+    }
+    let config = format!(
+        "scrape_configs:\n  - job_name: sextant\n    scrape_interval: 1s\n    static_configs:\n      - targets: [\"{}\"]\n",
+        server.app().http_addr()
+    );
+    // Its queries leave out the last 30 s of samples by default (still arriving): not here.
+    let vm = common::victoria::VictoriaMetrics::start(&config, &["-search.latencyOffset=0s".into()]);
+    let query = format!(
+        "{}/api/v1/query?query=sextant_dns_service_queries_total%7Bservice%3D%22web%22%7D",
+        vm.base
+    );
+    let stored = async || -> Option<String> {
+        let reply: serde_json::Value = server.http.get(&query).send().await.ok()?.json().await.ok()?;
+        Some(reply["data"]["result"][0]["value"][1].as_str()?.to_owned())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stored().await.as_deref() != Some("3") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not scraped within 30 s; its log:\n{}",
+            vm.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

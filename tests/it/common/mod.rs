@@ -9,6 +9,7 @@ pub mod netns;
 pub mod on_etcd;
 pub mod process;
 pub mod tools;
+pub mod victoria;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
