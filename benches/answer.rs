@@ -93,24 +93,35 @@ fn answer_path(c: &mut Criterion) {
             })
             .collect();
         let mut out = Vec::with_capacity(65535);
+        let counter = engine.stats().counter();
         let mut next = 0usize;
         group.bench_function(BenchmarkId::new("random service A", services), |b| {
             b.iter(|| {
                 next = next.wrapping_add(1);
                 let q = &random[next % random.len()];
-                let reply = engine.answer_now(incoming(black_box(q), Transport::Udp, next), &mut out, runtime.handle());
+                let reply = engine.answer_now(
+                    incoming(black_box(q), Transport::Udp, next),
+                    &mut out,
+                    runtime.handle(),
+                    &counter,
+                );
                 debug_assert_eq!(reply, Reply::Ready);
                 black_box(out.len())
             })
         });
         for (label, q, transport) in cases {
             let mut out = Vec::with_capacity(65535);
+            let counter = engine.stats().counter();
             let mut rotation = 0usize;
             group.bench_with_input(BenchmarkId::new(label, services), &q, |b, q| {
                 b.iter(|| {
                     rotation = rotation.wrapping_add(1);
-                    let reply =
-                        engine.answer_now(incoming(black_box(q), transport, rotation), &mut out, runtime.handle());
+                    let reply = engine.answer_now(
+                        incoming(black_box(q), transport, rotation),
+                        &mut out,
+                        runtime.handle(),
+                        &counter,
+                    );
                     debug_assert_eq!(reply, Reply::Ready);
                     black_box(out.len())
                 })

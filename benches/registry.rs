@@ -125,6 +125,7 @@ fn query(name: &str) -> Vec<u8> {
 fn answer_times(engine: &DnsEngine, q: &[u8], n: usize) -> (f64, f64) {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut out = Vec::with_capacity(4096);
+    let counter = engine.stats().counter();
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
@@ -133,6 +134,7 @@ fn answer_times(engine: &DnsEngine, q: &[u8], n: usize) -> (f64, f64) {
                 incoming(black_box(q), Transport::Udp, i + k),
                 &mut out,
                 runtime.handle(),
+                &counter,
             );
             debug_assert_eq!(reply, Reply::Ready);
             black_box(out.len());

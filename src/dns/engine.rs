@@ -16,7 +16,7 @@ use super::message::{
 use super::names::Names;
 use super::reply::{Answered, EDE_NOT_AUTHORITATIVE, EDE_PROHIBITED, ReplyWriter};
 use super::settings::DnsSettings;
-use super::stats::{DnsStats, ServiceHit};
+use super::stats::{Counter, DnsStats, ServiceHit};
 use super::zones::Zones;
 use crate::registry::Registry;
 
@@ -121,8 +121,15 @@ impl DnsEngine {
 
     /// [`answer`](Self::answer) from a thread that must not wait (a UDP worker): registry names
     /// are answered without a future; the zone data's answer is ready at the first poll, and
-    /// should it ever not be, this blocks on `runtime`.
-    pub fn answer_now(&self, query: Incoming<'_>, out: &mut Vec<u8>, runtime: &tokio::runtime::Handle) -> Reply {
+    /// should it ever not be, this blocks on `runtime`. The response is counted in `counter`,
+    /// the calling thread's own ([`DnsStats::counter`]).
+    pub fn answer_now(
+        &self,
+        query: Incoming<'_>,
+        out: &mut Vec<u8>,
+        runtime: &tokio::runtime::Handle,
+        counter: &Counter,
+    ) -> Reply {
         let mut asked = Asked::default();
         let reply = match self.answer_from_registry(query, out, &mut asked) {
             Step::Done(reply) => reply,
@@ -136,7 +143,9 @@ impl DnsEngine {
                 }
             }
         };
-        self.count(query.transport, &asked, &reply, out);
+        if reply == Reply::Ready && out.len() >= HEADER_LEN {
+            counter.count(query.transport, asked.qtype, out[3] & 0x0F, asked.service);
+        }
         reply
     }
 

@@ -193,6 +193,16 @@ impl ThreadTally {
     }
 }
 
+/// One thread's own tally ([`DnsStats::counter`]): only the thread that holds it counts into it.
+#[derive(Debug)]
+pub struct Counter(Arc<ThreadTally>);
+
+impl Counter {
+    pub fn count(&self, transport: Transport, qtype: u16, rcode: u8, hit: Option<ServiceHit>) {
+        self.0.count(transport, qtype, rcode, hit);
+    }
+}
+
 /// The counts of one DNS server: one tally per thread that has answered for it.
 #[derive(Debug)]
 pub struct DnsStats {
@@ -237,6 +247,17 @@ impl DnsStats {
             };
             tally.count(transport, qtype, rcode, hit);
         });
+    }
+
+    /// A tally of its own for one thread that answers many queries (a UDP worker), counted into
+    /// without the lookup of [`count`](Self::count).
+    pub fn counter(&self) -> Counter {
+        let tally = Arc::new(ThreadTally::default());
+        self.tallies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tally.clone());
+        Counter(tally)
     }
 
     /// Every thread's counts added up, and the service names by number.

@@ -121,6 +121,8 @@ fn serve(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, st
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     // A random start, so that answers start at a random instance from the first query on.
     let mut rotation = rand::random::<u32>() as usize;
+    // This worker's own tally of what it answered.
+    let counter = engine.stats().counter();
     while !stop.load(Ordering::Relaxed) {
         received.clear();
         {
@@ -151,7 +153,7 @@ fn serve(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, st
                 transport: Transport::Udp,
                 rotation,
             };
-            match engine.answer_now(incoming, response, &runtime.handle) {
+            match engine.answer_now(incoming, response, &runtime.handle, &counter) {
                 Reply::Ready => replies.push((slot, src)),
                 Reply::Forward => forward(socket, engine, runtime, response, client),
                 Reply::Nothing => {}
