@@ -203,14 +203,15 @@ async fn reads_and_closed_blocking_queries_leave_no_channel() {
     }
     assert_eq!(registry.watched_services(), 0, "plain reads subscribed");
 
-    // Blocking queries whose clients give up after 200 ms.
+    // Blocking queries whose clients give up after 3 s: time for all 200 to be waiting first
+    // (one thread serves them and the test, in a debug build, on a busy machine).
     let index = registry.index();
     let short = reqwest::Client::new();
     let queries: Vec<_> = (0..200)
         .map(|n| {
             let request = short
                 .get(server.url(&format!("/v1/health/service/gone-{n}?index={index}&wait=10m")))
-                .timeout(Duration::from_millis(200));
+                .timeout(Duration::from_secs(3));
             tokio::spawn(async move { request.send().await.is_err() })
         })
         .collect();
