@@ -115,7 +115,9 @@ impl DnsEngine {
                 self.answer_from_zones(packet, query.from, query.transport, out).await
             }
         };
-        self.count(query.transport, &asked, &reply, out);
+        if let Some(rcode) = response_code(&reply, out) {
+            self.stats.count(query.transport, asked.qtype, rcode, asked.service);
+        }
         reply
     }
 
@@ -143,17 +145,10 @@ impl DnsEngine {
                 }
             }
         };
-        if reply == Reply::Ready && out.len() >= HEADER_LEN {
-            counter.count(query.transport, asked.qtype, out[3] & 0x0F, asked.service);
+        if let Some(rcode) = response_code(&reply, out) {
+            counter.count(query.transport, asked.qtype, rcode, asked.service);
         }
         reply
-    }
-
-    /// Counts a response that is ready (a forwarded query is counted when its response comes).
-    fn count(&self, transport: Transport, asked: &Asked, reply: &Reply, out: &[u8]) {
-        if *reply == Reply::Ready && out.len() >= HEADER_LEN {
-            self.stats.count(transport, asked.qtype, out[3] & 0x0F, asked.service);
-        }
     }
 
     /// What DNS was asked and answered, for the metrics.
@@ -264,11 +259,17 @@ impl DnsEngine {
             }
         };
         let qtype = u16::from_be_bytes([query[end - 4], query[end - 3]]);
-        if response.len() >= HEADER_LEN {
-            self.stats.count(transport, qtype, response[3] & 0x0F, None);
+        if let Some(rcode) = response_code(&Reply::Ready, &response) {
+            self.stats.count(transport, qtype, rcode, None);
         }
         Some(response)
     }
+}
+
+/// The response code of a response that is ready to send, for the counts (a forwarded query is
+/// counted when its response comes back).
+fn response_code(reply: &Reply, response: &[u8]) -> Option<u8> {
+    (*reply == Reply::Ready && response.len() >= HEADER_LEN).then(|| response[3] & 0x0F)
 }
 
 /// What becomes of a query for a name outside every zone ([`DnsEngine::outside_the_zones`]).
