@@ -20,8 +20,13 @@ pub fn routes() -> Router<ApiState> {
 }
 
 /// Every check in a state (`passing`, `warning`, `critical`, or `any`), with the node's own
-/// check, which is always passing.
-async fn state(State(state): State<ApiState>, Path(wanted): Path<String>) -> Result<Response, ApiError> {
+/// check, which is always passing. A blocking query wakes on any change (Traefik and fabio
+/// watch `any`).
+async fn state(
+    State(state): State<ApiState>,
+    Path(wanted): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let wanted = match wanted.as_str() {
         "any" => None,
         "passing" => Some(Health::Passing),
@@ -33,6 +38,7 @@ async fn state(State(state): State<ApiState>, Path(wanted): Path<String>) -> Res
             )));
         }
     };
+    block(&state, &Params::parse(q), || state.registry.watch_everything()).await?;
     let index = state.registry.index();
     let mut list = Vec::new();
     if wanted.is_none_or(|w| w == Health::Passing) {

@@ -133,6 +133,9 @@ pub struct Registry {
     /// The index of the last change to the set of instances (registrations, deregistrations);
     /// `/v1/catalog/services` watchers wait on it, health changes do not wake them.
     catalog: watch::Sender<u64>,
+    /// The index of the last change of any kind (health included): what the dashboard's list
+    /// and `/v1/health/state/*` watchers wait on.
+    everything: watch::Sender<u64>,
     index: AtomicU64,
     /// Check status changes by (from, to) health, for the metrics.
     transitions: [[AtomicU64; 3]; 3],
@@ -170,6 +173,7 @@ impl Registry {
             by_address: DashMap::new(),
             service_watches: DashMap::new(),
             catalog: watch::Sender::new(1),
+            everything: watch::Sender::new(1),
             index: AtomicU64::new(1),
             transitions: Default::default(),
         })
@@ -333,7 +337,13 @@ impl Registry {
 
     /// Indexes readers see only grow.
     fn publish(&self, index: u64) {
-        self.index.fetch_max(index, Ordering::AcqRel);
+        if self.index.fetch_max(index, Ordering::AcqRel) < index {
+            self.everything.send_if_modified(|last| {
+                let grew = *last < index;
+                *last = (*last).max(index);
+                grew
+            });
+        }
     }
 
     /// Recompiles one service's entry (or drops it when it has no instance left). The members are

@@ -13,7 +13,8 @@ use crate::model::ServiceKey;
 /// service, the channel goes when the last `Watch` on it is dropped.
 pub struct Watch<'a> {
     changes: Option<watch::Receiver<u64>>,
-    /// The service watched, whose channel may have to go with this watch; `None` for the catalog.
+    /// The service watched, whose channel may have to go with this watch; `None` for the catalog
+    /// and for everything.
     service: Option<(&'a Registry, ServiceKey)>,
 }
 
@@ -80,6 +81,14 @@ impl Registry {
     pub fn watch_catalog(&self) -> Watch<'_> {
         Watch {
             changes: Some(self.catalog.subscribe()),
+            service: None,
+        }
+    }
+
+    /// Waits on every change, health included; its value is [`Self::index`].
+    pub fn watch_everything(&self) -> Watch<'_> {
+        Watch {
+            changes: Some(self.everything.subscribe()),
             service: None,
         }
     }
