@@ -16,6 +16,7 @@ use crate::dns::forward::Forwarder;
 use crate::dns::zones::{ZoneError, ZoneSource};
 use crate::dns::{DnsEngine, DnsListeners, DnsServer};
 use crate::health::{HealthChecker, HealthError};
+use crate::history::History;
 use crate::registry::{Registry, RegistryError};
 use crate::store::{EtcdStore, Journal, RedbStore, Store, StoreError};
 
@@ -48,6 +49,8 @@ pub struct App {
     health: HealthChecker,
     dns: DnsServer,
     http: JoinHandle<()>,
+    /// Samples each service's DNS queries and health for the dashboard.
+    history: JoinHandle<()>,
     shutdown: CancellationToken,
     dns_addr: SocketAddr,
     http_addr: SocketAddr,
@@ -142,6 +145,7 @@ impl App {
             Arc::new(DnsEngine::new(&dns_settings, registry.clone(), answers, zones).with_forwarder(forwarder));
         let acl = Arc::new(Acl::new(http.acl_token));
         let shutdown = CancellationToken::new();
+        let history = History::new(registry.clone(), engine.stats());
         let state = ApiState {
             registry: registry.clone(),
             node: Arc::new(NodeInfo {
@@ -158,6 +162,7 @@ impl App {
                 engine.stats(),
                 metrics_service_limit,
             )),
+            history: history.clone(),
         };
         let health = HealthChecker::start(registry.clone(), max_checks_in_flight)?;
         let dns = match listeners.serve(engine.clone()) {
@@ -173,6 +178,7 @@ impl App {
             http.header_timeout,
             shutdown.clone(),
         ));
+        let history = tokio::spawn(history.run(shutdown.child_token()));
         if !acl.is_configured() && !http_addr.ip().is_loopback() {
             tracing::warn!(
                 %http_addr,
@@ -188,6 +194,7 @@ impl App {
             health,
             dns,
             http: http_server,
+            history,
             shutdown,
             dns_addr,
             http_addr,
@@ -237,6 +244,7 @@ impl App {
         if let Err(error) = self.http.await {
             tracing::warn!(%error, "HTTP server task failed");
         }
+        let _ = self.history.await;
         self.health.shutdown().await;
         // Nothing writes any more: commit what is queued.
         let registry = self.registry;

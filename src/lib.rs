@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod dns;
 pub mod health;
+pub mod history;
 pub mod metrics;
 pub mod model;
 pub mod net;

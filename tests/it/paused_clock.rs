@@ -173,3 +173,50 @@ async fn a_heartbeat_before_the_reaper_keeps_the_instance() {
     assert_eq!(node.status("job-1"), None);
     node.health.shutdown().await;
 }
+
+/// The dashboard's history takes a point every step: the DNS queries of that step (per second)
+/// and the instances by health at its end; a service that leaves loses its history.
+#[tokio::test(start_paused = true)]
+async fn the_history_takes_a_point_every_step_with_that_steps_queries() {
+    use sextant::history::{History, POINTS, STEP};
+    let node = Node::start();
+    node.register(json!({"Name": "web", "ID": "web-1", "Address": "10.1.0.3",
+                         "Check": {"TTL": "10m", "Status": "passing"}}));
+    node.register(json!({"Name": "web", "ID": "web-2", "Address": "10.1.0.4",
+                         "Check": {"TTL": "10m", "Status": "critical"}}));
+    node.settle().await;
+    let history = History::new(node.registry.clone(), node.dns.stats());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sampler = tokio::spawn(history.clone().run(stop.clone()));
+    node.settle().await; // the first point, at once
+    for _ in 0..60 {
+        node.dns_a("web").await;
+    }
+    sleep(STEP + Duration::from_millis(1)).await;
+    let web = history.of("web").expect("web has a history");
+    assert_eq!(web.queries.len(), POINTS + 1);
+    assert!(
+        web.queries[..POINTS - 2].iter().all(Option::is_none),
+        "no points before the first"
+    );
+    assert_eq!(
+        web.queries[POINTS - 2],
+        Some(0.0),
+        "the first point: nothing asked before it"
+    );
+    assert_eq!(web.queries[POINTS - 1], Some(60.0 / STEP.as_secs_f64()));
+    assert_eq!(web.queries[POINTS], Some(0.0), "the step in progress");
+    assert_eq!((web.passing[POINTS - 1], web.critical[POINTS - 1]), (Some(1), Some(1)));
+
+    // An hour later the ring has turned: the points are the last hour's, full.
+    sleep(STEP * POINTS as u32).await;
+    let web = history.of("web").unwrap();
+    assert!(web.queries.iter().all(|q| *q == Some(0.0)), "{:?}", web.queries);
+
+    let _ = node.registry.deregister(&InstanceId::parse("web-1").unwrap()).unwrap();
+    let _ = node.registry.deregister(&InstanceId::parse("web-2").unwrap()).unwrap();
+    sleep(STEP).await;
+    assert_eq!(history.of("web"), None, "a service that left has no history");
+    stop.cancel();
+    sampler.await.unwrap();
+}
