@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # ps (procps), curl, dig (bind9-dnsutils), the resolvers
 # that tests/it/resolvers.rs starts on loopback ports (unbound, dnsmasq, BIND's named), the scraper
 # that tests/it/clients.rs starts (victoria-metrics), etcd and etcdctl for tests/it/etcd.rs, and
-# Python with venv for the Python clients.
+# Python with venv for the Python clients, Chromium and Node.js for the dashboard's browser test.
 mapfile -t need_apt < <(scripts/build-deps.sh)
 [ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
 [ -x /usr/bin/etcdctl ] || need_apt+=(etcd-client)
@@ -21,6 +21,10 @@ command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 [ -x /usr/sbin/named ] || need_apt+=(bind9)
 [ -x /usr/bin/victoria-metrics ] || need_apt+=(victoria-metrics)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The dashboard's browser test (tests/it/ui.rs): Debian's Chromium, driven by Playwright on Node.js.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 scripts/apt-install.sh "${need_apt[@]}"
 # systemd-resolved for tests/it/resolvers.rs, unpacked into target/ rather than installed: installing
 # the package would point /etc/resolv.conf at a resolver that this machine does not run. The
@@ -41,6 +45,15 @@ venv=target/client-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt
 
+# Playwright's library (playwright-core, pinned in tests/browser/package-lock.json; it drives the
+# Chromium above and downloads no browser of its own), in a folder of its own.
+browser=target/browser
+if ! cmp -s tests/browser/package-lock.json "$browser/package-lock.json" ||
+  [ ! -f "$browser/node_modules/playwright-core/package.json" ]; then
+  mkdir -p "$browser"
+  cp tests/browser/package.json tests/browser/package-lock.json "$browser/"
+  (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 installed=$(rustup component list --installed 2>/dev/null || true)
 for component in rustfmt clippy; do
   grep -q "^$component" <<<"$installed" || rustup component add "$component"

@@ -8,6 +8,7 @@ mod health;
 mod metrics;
 pub mod serve;
 mod status;
+mod ui;
 pub mod wire;
 
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct ApiState {
     /// graceful shutdown for up to their wait.
     pub stopping: CancellationToken,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Each service's last hour, for the dashboard.
+    pub history: Arc<crate::history::History>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -52,12 +55,13 @@ pub fn router(state: ApiState) -> Router {
         StatusCode::REQUEST_TIMEOUT,
         REQUEST_TIMEOUT,
     ));
-    Router::new()
+    let api = Router::new()
         .merge(writes)
         .merge(catalog::routes())
         .merge(health::routes())
         .merge(status::routes())
         .merge(metrics::routes())
+        .merge(ui::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), consistency_headers))
@@ -65,7 +69,10 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             refuse_unmet_parameters,
         ))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), acl::enforce))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), acl::enforce));
+    // The dashboard's files are outside the ACL: a browser cannot send a token with the page's
+    // own request, and the files hold no data.
+    api.merge(ui::files())
         .layer(axum::middleware::from_fn(log_failures))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)

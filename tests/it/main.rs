@@ -24,4 +24,5 @@ mod paused_clock;
 mod resolvers;
 mod seed_client;
 mod store_failures;
+mod ui;
 mod zones;

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::model::{Check, CheckKind, Instance, format_go_duration};
+use crate::registry::ServiceEntry;
 
 /// This server as a Consul node: every instance registered here lives on it.
 #[derive(Debug, Clone)]
@@ -184,5 +185,35 @@ pub fn check_json(check: &Check, instance: &Instance, node: &NodeInfo) -> Value 
         "LastUpdate": last_update,
         "CreateIndex": instance.create_index,
         "ModifyIndex": instance.modify_index,
+    })
+}
+
+/// One service as Consul's UI lists it (`/v1/internal/ui/services`), with the counts sextant's
+/// dashboard shows: its instances by health (`InstancesPassing`…, sextant's addition) and its
+/// checks by status (Consul's).
+pub fn ui_service_summary(service: &ServiceEntry, node: &NodeInfo) -> Value {
+    let mut instances = [0u64; 3];
+    let mut checks = [0u64; 3];
+    for instance in &service.instances {
+        instances[instance.health() as usize] += 1;
+        for check in &instance.checks {
+            checks[check.status as usize] += 1;
+        }
+    }
+    json!({
+        "Name": service.name.as_str(),
+        "Datacenter": node.datacenter,
+        "Tags": service.tags(),
+        "Nodes": [node.name],
+        "Kind": "",
+        "ExternalSources": [],
+        "InstanceCount": service.instances.len(),
+        "InstancesPassing": instances[0],
+        "InstancesWarning": instances[1],
+        "InstancesCritical": instances[2],
+        "ChecksPassing": checks[0],
+        "ChecksWarning": checks[1],
+        "ChecksCritical": checks[2],
+        "ModifyIndex": service.modify_index,
     })
 }

@@ -1,6 +1,7 @@
 //! Test harness: a real sextant on ephemeral loopback ports, a real HTTP client, a real DNS client.
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+pub mod browser;
 pub mod dns;
 pub mod endpoint;
 pub mod etcd;
