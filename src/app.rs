@@ -86,6 +86,7 @@ impl App {
             http,
             max_checks_in_flight,
             metrics_service_limit,
+            flap_damping,
             store: where_kept,
         } = settings;
         let node_addr = dns_settings.node_addr;
@@ -93,6 +94,9 @@ impl App {
         let journal = Journal::start(store.clone()).map_err(AppError::Journal)?;
         let answers = Arc::new(ServiceAnswerMap::new(&dns_settings));
         let registry = Registry::with_journal(node_addr, answers.clone(), journal);
+        if let Some(damping) = flap_damping {
+            registry.damp_flapping(damping);
+        }
         // Reading the store blocks (a file, or etcd through the store's own runtime).
         let loading = std::time::Instant::now();
         let restored = {

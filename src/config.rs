@@ -74,6 +74,13 @@ pub struct Config {
     /// How many services get a label of their own in the per-service DNS metrics (the services
     /// asked most); the rest share `service="_other"`.
     pub metrics_service_limit: usize,
+    /// Flap damping: an instance whose health changes more than this many times within
+    /// `flap_window` is held out of DNS (and of `?passing`) until it has been stable for a whole
+    /// window. 0 (the default): off, as in Consul.
+    pub flap_threshold: u32,
+    /// The window flap damping counts changes in, and the stable time that releases a hold.
+    #[serde(deserialize_with = "go_duration")]
+    pub flap_window: Duration,
     /// Add each instance's `Meta` as TXT records (`key=value`) to the additional section of SRV
     /// answers, under the SRV target (Consul's `enable_additional_node_meta_txt`, for instances).
     pub dns_meta_txt: bool,
@@ -140,6 +147,8 @@ impl Default for Config {
             dns_workers: None,
             max_checks_in_flight: 1024,
             metrics_service_limit: crate::metrics::DEFAULT_SERVICE_LIMIT,
+            flap_threshold: 0,
+            flap_window: Duration::from_secs(120),
             dns_meta_txt: false,
             reverse_zones: Vec::new(),
             recursors: Vec::new(),
@@ -210,6 +219,8 @@ pub struct Settings {
     pub max_checks_in_flight: usize,
     /// Services with a label of their own in the per-service DNS metrics.
     pub metrics_service_limit: usize,
+    /// Flap damping, when on.
+    pub flap_damping: Option<crate::registry::FlapDamping>,
     /// Where registrations are kept.
     pub store: StoreSettings,
 }
@@ -270,9 +281,30 @@ impl Config {
             },
             max_checks_in_flight: self.max_checks_in_flight()?,
             metrics_service_limit: self.metrics_service_limit,
+            flap_damping: self.flap_damping()?,
             store: self.store_settings(&dns.node_name)?,
             dns,
         })
+    }
+
+    /// Flap damping, or `None` when off (a threshold of 0).
+    fn flap_damping(&self) -> Result<Option<crate::registry::FlapDamping>, ConfigError> {
+        if self.flap_threshold == 0 {
+            return Ok(None);
+        }
+        if self.flap_window < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                field: "flap_window (--flap-window)",
+                message: format!(
+                    "{} is too short: a window of at least 1s is needed to count changes in",
+                    crate::model::format_go_duration(self.flap_window)
+                ),
+            });
+        }
+        Ok(Some(crate::registry::FlapDamping {
+            threshold: self.flap_threshold,
+            window: self.flap_window,
+        }))
     }
 
     /// The embedded store in `data_dir`, or etcd when `etcd` names its members.
@@ -702,6 +734,13 @@ pub struct ServeArgs {
     /// the rest share service="_other" [default: 1000].
     #[arg(long, value_name = "N")]
     pub metrics_service_limit: Option<usize>,
+    /// Flap damping: hold an instance out of DNS when its health changes more than N times
+    /// within --flap-window, until it is stable for a window [default: 0, off].
+    #[arg(long, value_name = "N")]
+    pub flap_threshold: Option<u32>,
+    /// The window flap damping counts changes in, and the stable time that ends a hold [default: 2m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_go_duration)]
+    pub flap_window: Option<Duration>,
     /// Add instance Meta as TXT records (key=value) to SRV answers' additional section.
     #[arg(long)]
     pub dns_meta_txt: bool,
@@ -780,6 +819,8 @@ impl ServeArgs {
             dns_max_udp_size,
             max_checks_in_flight,
             metrics_service_limit,
+            flap_threshold,
+            flap_window,
             recursor_timeout,
             http_header_timeout
         );

@@ -204,6 +204,21 @@ impl Collector for RegistryCollector {
                 ConstGauge::new(checks[k][health as usize]).encode(by_kind.encode_family(&labels)?)?;
             }
         }
+        let (flapping, holds) = self.registry.flapping();
+        let gauge = encoder.encode_descriptor(
+            "sextant_flapping_instances",
+            "Instances held out of DNS for flapping now (--flap-threshold)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(flapping as i64).encode(gauge)?;
+        let counter = encoder.encode_descriptor(
+            "sextant_flap_holds",
+            "Times an instance was held out of DNS for flapping, since the start",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(holds).encode(counter)?;
         let transitions = self.registry.transitions();
         let mut changes = encoder.encode_descriptor(
             "sextant_check_transitions",

@@ -53,7 +53,7 @@ async fn state(
 }
 
 /// `?passing` keeps only instances whose every check passes (warning ones are dropped too, as
-/// Consul does); `?tag=` (repeatable) keeps instances carrying every given tag.
+/// Consul does) and that are not held for flapping; `?tag=` (repeatable) keeps instances carrying every given tag.
 async fn service(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -69,9 +69,9 @@ async fn service(
     let list: Vec<Value> = entry
         .instances
         .iter()
-        .filter(|i| !passing || i.health() == Health::Passing)
+        .filter(|i| !passing || (i.health() == Health::Passing && !entry.is_flapping(&i.id)))
         .filter(|i| tags.iter().all(|t| i.has_tag(t)))
-        .map(|i| wire::health_entry(i, &state.node, 1))
+        .map(|i| wire::health_entry(i, &state.node, 1, entry.is_flapping(&i.id)))
         .collect();
     Ok(consul_json(entry.modify_index, json!(list)))
 }

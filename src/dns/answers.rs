@@ -137,7 +137,15 @@ impl ServiceListener for ServiceAnswerMap {
     fn service_changed(&self, key: &ServiceKey, service: Option<&ServiceEntry>) {
         match service {
             Some(entry) => {
-                let mut answers = self.compiler.compile(&entry.name, &entry.instances);
+                // Instances held for flapping are left out (`registry/flaps.rs`); most entries
+                // have none, and are compiled as they are.
+                let answerable: std::borrow::Cow<'_, [Arc<Instance>]> = if entry.flapping.is_empty() {
+                    (&entry.instances[..]).into()
+                } else {
+                    let answerable = entry.instances.iter().filter(|i| !entry.is_flapping(&i.id));
+                    answerable.cloned().collect()
+                };
+                let mut answers = self.compiler.compile(&entry.name, &answerable);
                 answers.stats_id = self.ids.id_for(key.as_str());
                 self.map.pin().insert(CompactString::new(key.as_str()), answers);
             }

@@ -71,6 +71,10 @@ impl HealthChecker {
         });
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
+        if registry.flap_damping().is_some() {
+            let (registry, stop) = (registry.clone(), stop.clone());
+            tasks.spawn(async move { registry.release_flapping(stop).await });
+        }
         let events = registry.subscribe_checks();
         let supervisor = tokio::spawn(supervise(registry, shared.clone(), events, tasks.clone(), stop.clone()));
         Ok(Self {

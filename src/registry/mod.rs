@@ -9,11 +9,13 @@
 mod checks;
 mod cluster;
 mod error;
+mod flaps;
 mod watches;
 mod write;
 
 pub use checks::{CheckEvent, CheckTimers};
 pub use error::RegistryError;
+pub use flaps::FlapDamping;
 pub use watches::Watch;
 pub use write::Written;
 
@@ -40,9 +42,16 @@ pub struct ServiceEntry {
     pub instances: Vec<Arc<Instance>>,
     pub create_index: u64,
     pub modify_index: u64,
+    /// Instances held out of DNS and of `?passing` for flapping, sorted ([`flaps`]).
+    pub flapping: Box<[InstanceId]>,
 }
 
 impl ServiceEntry {
+    /// Held out of DNS for flapping.
+    pub fn is_flapping(&self, id: &InstanceId) -> bool {
+        self.flapping.binary_search(id).is_ok()
+    }
+
     /// The union of the instances' tags, sorted, without duplicates (Consul's catalog listing).
     pub fn tags(&self) -> Vec<String> {
         let mut tags: Vec<String> = self
@@ -139,6 +148,8 @@ pub struct Registry {
     index: AtomicU64,
     /// Check status changes by (from, to) health, for the metrics.
     transitions: [[AtomicU64; 3]; 3],
+    /// Flap damping's view of recent health changes (off unless configured).
+    flaps: flaps::Flaps,
 }
 
 impl Registry {
@@ -176,6 +187,7 @@ impl Registry {
             everything: watch::Sender::new(1),
             index: AtomicU64::new(1),
             transitions: Default::default(),
+            flaps: flaps::Flaps::default(),
         })
     }
 
@@ -381,6 +393,18 @@ impl Registry {
         self.publish_service(key, instances, create_index, index, recompile);
     }
 
+    /// Publishes a service again as it is, its answers compiled anew and its watchers woken (an
+    /// instance's flapping hold ended). With a shared store the index stays etcd's revision.
+    fn republish(&self, key: &ServiceKey) {
+        let mut w = self.lock();
+        if self.service_by_key(key).is_none() {
+            return;
+        }
+        let index = if self.shared { self.index() } else { w.next_index() };
+        self.rebuild_service(key, index, &[], true);
+        self.publish(index);
+    }
+
     /// Publishes a service's entry: its instances sorted, and its answers compiled (without
     /// `recompile`, the published answers stay).
     fn publish_service(
@@ -394,11 +418,13 @@ impl Registry {
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         instances.shrink_to_fit();
         let name = instances[0].service.clone();
+        let flapping = self.flaps.observe(self.service_by_key(key).as_deref(), &instances);
         let entry = ServiceEntry {
             name,
             create_index,
             modify_index,
             instances,
+            flapping,
         };
         // DNS first: the moment a service is listed over HTTP, DNS answers it too.
         if recompile {

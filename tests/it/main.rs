@@ -17,6 +17,7 @@ mod dns_abuse;
 mod durability;
 mod encoding;
 mod etcd;
+mod flapping;
 mod forwarding;
 mod health;
 mod metrics;

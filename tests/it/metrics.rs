@@ -13,7 +13,7 @@ use serde_json::json;
 use sextant::Config;
 
 /// The samples of an exposition: `name{labels}` (labels as written) → value.
-fn samples(text: &str) -> HashMap<String, f64> {
+pub(crate) fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
@@ -26,14 +26,14 @@ fn samples(text: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-async fn scrape(server: &TestServer) -> HashMap<String, f64> {
+pub(crate) async fn scrape(server: &TestServer) -> HashMap<String, f64> {
     let (status, headers, body) = server.get("/metrics").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
     samples(&body)
 }
 
-fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
+pub(crate) fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
     *samples.get(key).unwrap_or_else(|| {
         let mut keys: Vec<_> = samples.keys().collect();
         keys.sort();

@@ -220,3 +220,60 @@ async fn the_history_takes_a_point_every_step_with_that_steps_queries() {
     stop.cancel();
     sampler.await.unwrap();
 }
+
+/// Flap damping to the second: more than `threshold` health changes within the window hold the
+/// instance out of DNS; every further change moves the end of the hold; a whole window without a
+/// change lets it back.
+#[tokio::test(start_paused = true)]
+async fn flap_damping_holds_past_the_threshold_and_releases_after_a_stable_window() {
+    use sextant::registry::FlapDamping;
+    let (registry, _, dns) = crate::common::registry_and_dns(&crate::common::dns_settings());
+    registry.damp_flapping(FlapDamping {
+        threshold: 3,
+        window: Duration::from_secs(60),
+    });
+    let health = HealthChecker::start(registry.clone(), 16).unwrap();
+    let node = Node { registry, health, dns };
+    node.register(json!({"Name": "worker", "ID": "worker-1", "Address": "10.1.0.3",
+                         "Check": {"TTL": "1h", "Status": "passing"}}));
+    node.settle().await;
+    let check = CheckId::parse("service:worker-1").unwrap();
+    let set = |status: Health| {
+        let _ = node.registry.ttl_update(&check, status, "").unwrap();
+    };
+    let start = Instant::now();
+    // Three changes within the window: not held (answered whenever it passes).
+    for status in [Health::Critical, Health::Passing, Health::Critical] {
+        sleep(Duration::from_secs(10)).await;
+        set(status);
+    }
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(node.registry.flapping(), (0, 0));
+    // The fourth: held, though passing.
+    sleep_until(start + Duration::from_secs(40)).await;
+    set(Health::Passing);
+    node.settle().await;
+    assert_eq!(node.status("worker-1"), Some(Health::Passing));
+    assert_eq!(
+        node.dns_a("worker").await,
+        (ResponseCode::NoError, 0),
+        "held out of DNS"
+    );
+    assert_eq!(node.registry.flapping(), (1, 1));
+    // Two more changes, at 70 s and 80 s: the hold ends a window after the last, at 140 s.
+    sleep_until(start + Duration::from_secs(70)).await;
+    set(Health::Critical);
+    sleep_until(start + Duration::from_secs(80)).await;
+    set(Health::Passing);
+    sleep_until(start + Duration::from_millis(139_900)).await;
+    assert_eq!(
+        node.dns_a("worker").await,
+        (ResponseCode::NoError, 0),
+        "still held at 139.9 s"
+    );
+    sleep_until(start + Duration::from_millis(140_100)).await;
+    node.settle().await;
+    assert_eq!(node.dns_a("worker").await, (ResponseCode::NoError, 1), "back at 140 s");
+    assert_eq!(node.registry.flapping(), (0, 1), "one hold in all");
+    node.health.shutdown().await;
+}

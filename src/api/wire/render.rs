@@ -95,15 +95,20 @@ pub fn catalog_service(instance: &Instance, node: &NodeInfo) -> Value {
     })
 }
 
-/// One entry of `/v1/health/service/<name>`: `{Node, Service, Checks}`.
-pub fn health_entry(instance: &Instance, node: &NodeInfo, node_index: u64) -> Value {
+/// One entry of `/v1/health/service/<name>`: `{Node, Service, Checks}`, and `Flapping: true`
+/// (sextant's addition) for an instance held out of DNS for flapping.
+pub fn health_entry(instance: &Instance, node: &NodeInfo, node_index: u64, flapping: bool) -> Value {
     let mut service = agent_service(instance, node);
     if let Value::Object(map) = &mut service {
         map.remove("Datacenter");
     }
     let mut checks = vec![node_check(node, node_index)];
     checks.extend(instance.checks.iter().map(|c| check_json(c, instance, node)));
-    json!({"Node": node.json(node_index), "Service": service, "Checks": checks})
+    let mut entry = json!({"Node": node.json(node_index), "Service": service, "Checks": checks});
+    if flapping {
+        entry["Flapping"] = json!(true);
+    }
+    entry
 }
 
 /// The node's own check, which Consul lists with every instance on a live node.
@@ -194,6 +199,7 @@ pub fn check_json(check: &Check, instance: &Instance, node: &NodeInfo) -> Value 
 pub fn ui_service_summary(service: &ServiceEntry, node: &NodeInfo) -> Value {
     let mut instances = [0u64; 3];
     let mut checks = [0u64; 3];
+    let flapping = service.flapping.len();
     for instance in &service.instances {
         instances[instance.health() as usize] += 1;
         for check in &instance.checks {
@@ -211,6 +217,7 @@ pub fn ui_service_summary(service: &ServiceEntry, node: &NodeInfo) -> Value {
         "InstancesPassing": instances[0],
         "InstancesWarning": instances[1],
         "InstancesCritical": instances[2],
+        "InstancesFlapping": flapping,
         "ChecksPassing": checks[0],
         "ChecksWarning": checks[1],
         "ChecksCritical": checks[2],

@@ -22,6 +22,8 @@ pub enum Mode {
     Hang = 1,
     /// 200 with a 100 KB body.
     BigBody = 2,
+    /// 200 and 500 in turn, a flapping service.
+    Alternate = 3,
 }
 
 /// The last request the endpoint received.
@@ -119,6 +121,8 @@ async fn answer(
     let status = match control.mode.load(Ordering::SeqCst) {
         1 => std::future::pending().await,
         2 => StatusCode::OK,
+        3 if control.hits.load(Ordering::SeqCst) % 2 == 0 => StatusCode::INTERNAL_SERVER_ERROR,
+        3 => StatusCode::OK,
         _ => StatusCode::from_u16(control.status.load(Ordering::SeqCst)).unwrap(),
     };
     control.served.lock().unwrap().push(status.as_u16());
