@@ -12,7 +12,7 @@ use sextant::Config;
 
 use crate::common::browser::Browser;
 use crate::common::dns::udp;
-use crate::common::endpoint::HttpEndpoint;
+use crate::common::endpoint::{HttpEndpoint, Mode};
 use crate::common::{TestServer, test_config, wait_for};
 
 const TOKEN: &str = "dashboard-token-3b1f";
@@ -196,10 +196,17 @@ fn screenshot(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// The whole page in headless Chromium, against a server that asks for a token.
+/// The whole page in headless Chromium, against a server that asks for a token and damps
+/// flapping.
 #[tokio::test]
 async fn the_dashboard_in_a_real_browser_follows_the_registry_live() {
-    let server = server_with_token().await;
+    let server = TestServer::start_with(Config {
+        acl_token: Some(TOKEN.into()),
+        flap_threshold: 3,
+        flap_window: std::time::Duration::from_secs(60),
+        ..test_config()
+    })
+    .await;
     let orders_endpoint = HttpEndpoint::start(200).await;
     put(
         &server,
@@ -253,6 +260,7 @@ async fn the_dashboard_in_a_real_browser_follows_the_registry_live() {
         .wait_for("tr[data-service=\"orders\"]", "the list after signing in")
         .await;
     assert_eq!(browser.count("tbody tr").await, 3, "orders, payments, inventory");
+    assert!(browser.text("#summary").await.starts_with("3 services, 4 instances"));
     assert_eq!(
         browser
             .attr("tr[data-service=\"payments\"]", "data-passing")
@@ -317,6 +325,35 @@ async fn the_dashboard_in_a_real_browser_follows_the_registry_live() {
         )
         .await;
 
+    // An instance whose endpoint flips on every probe is shown flapping, in the list and its
+    // detail.
+    let flappy = HttpEndpoint::start(200).await;
+    put(
+        &server,
+        "/v1/agent/service/register",
+        &json!({"Name": "ledger", "ID": "ledger-1", "Port": 6000,
+                "Check": {"CheckID": "ledger-http", "HTTP": flappy.url("/health"), "Interval": "1s"}}),
+    )
+    .await;
+    flappy.set_mode(Mode::Alternate);
+    browser
+        .wait_for(
+            "tr[data-service=\"ledger\"][data-flapping=\"1\"] .badge.flapping",
+            "ledger shown flapping",
+        )
+        .await;
+    browser.click("tr[data-service=\"ledger\"]").await;
+    browser
+        .wait_for(
+            ".instance[data-instance=\"ledger-1\"] .badge.flapping",
+            "ledger-1 shown flapping",
+        )
+        .await;
+    browser.click("#back").await;
+    browser
+        .wait_for("tr[data-service=\"orders\"]", "back to the list")
+        .await;
+
     // The search box: by name, then by tag.
     browser.fill("#search", "pay").await;
     browser
@@ -331,6 +368,14 @@ async fn the_dashboard_in_a_real_browser_follows_the_registry_live() {
         2,
         "payments and inventory carry the tag eu"
     );
+    browser.fill("#search", "ledg").await;
+    browser
+        .wait_for(
+            "tbody:not(:has(tr[data-service=\"payments\"]))",
+            "payments filtered out",
+        )
+        .await;
+    assert_eq!(browser.count("tbody tr").await, 1, "ledger alone");
     browser.fill("#search", "no-such-thing").await;
     browser.wait_for("#empty:not([hidden])", "nothing matches").await;
     browser.fill("#search", "").await;

@@ -148,9 +148,11 @@ function renderServices() {
       'data-passing': service.InstancesPassing,
       'data-warning': service.InstancesWarning,
       'data-critical': service.InstancesCritical,
+      'data-flapping': service.InstancesFlapping,
     },
     el('td', { class: 'name', text: service.Name }),
-    el('td', {}, counts(service.InstancesPassing, service.InstancesWarning, service.InstancesCritical)),
+    el('td', {}, counts(service.InstancesPassing, service.InstancesWarning, service.InstancesCritical),
+      service.InstancesFlapping ? el('span', { class: 'badge flapping', title: 'instances held out of DNS for flapping', text: `${service.InstancesFlapping} flapping` }) : null),
     el('td', {}, counts(service.ChecksPassing, service.ChecksWarning, service.ChecksCritical)),
     el('td', {}, ...service.Tags.map((tag) => el('span', { class: 'tag', text: tag }))),
     el('td', { class: 'history' }, chart(state.history[service.Name], 180, 36)));
@@ -236,6 +238,13 @@ function chart(history, width, height) {
   line.setAttribute('class', 'queries');
   line.setAttribute('d', path);
   svg.append(line);
+  // Now, as a dot: the step in progress (and the only point of a service just registered).
+  const dot = document.createElementNS(SVG, 'circle');
+  dot.setAttribute('class', 'now');
+  dot.setAttribute('cx', ((points - 0.5) * slot).toFixed(2));
+  dot.setAttribute('cy', (height - band - 1 - rates[points - 1] * scale).toFixed(2));
+  dot.setAttribute('r', '2');
+  svg.append(dot);
   const title = document.createElementNS(SVG, 'title');
   const now = rates[rates.length - 1];
   title.textContent = `DNS: ${now.toFixed(2)} queries/s now, at most ${top.toFixed(2)} in the last hour; `
