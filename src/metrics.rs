@@ -12,6 +12,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry as MetricRegistry;
 
 use crate::dns::stats::{DnsStats, QTYPES, RCODES};
@@ -26,6 +27,60 @@ pub const DEFAULT_SERVICE_LIMIT: usize = 1_000;
 
 /// The label the services past the limit share.
 pub const OTHER_SERVICES: &str = "_other";
+
+/// Buckets for delays, 10 µs to 10 s: an answer published in microseconds and a probe that
+/// times out each land in buckets of their own.
+const LATENCY_BUCKETS: [f64; 19] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of delays in seconds (what the registry, the journal and the health checker
+/// observe into; registered here).
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// A histogram of batch sizes, 1 to 4,096 (the journal's largest batch).
+pub fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}
+
+/// A probe as timed: its kind (`http`, `tcp`) and its result (`passing`, `warning`, `critical`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+/// Probe durations by kind and result.
+pub type ProbeTimes = Family<ProbeLabels, Histogram, fn() -> Histogram>;
+
+/// The histograms the write side keeps, registered by [`Metrics::new`].
+#[derive(Clone)]
+pub struct WriteSide {
+    /// Probe durations by kind and result (the health checker's).
+    pub probes: ProbeTimes,
+    /// From the store's acknowledgement of a write to its answers published (the registry's).
+    pub write_published: Histogram,
+    /// From a check's failing result to its instance out of DNS (the registry's).
+    pub failure_published: Histogram,
+    /// Store commits: how long each took, and how many changes it held (the journal's).
+    pub commit_seconds: Histogram,
+    pub commit_batch: Histogram,
+}
+
+impl Default for WriteSide {
+    fn default() -> Self {
+        Self {
+            probes: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            write_published: latency_histogram(),
+            failure_published: latency_histogram(),
+            commit_seconds: latency_histogram(),
+            commit_batch: batch_histogram(),
+        }
+    }
+}
 
 /// An HTTP request as counted: the route's pattern (not the path, so IDs do not make labels),
 /// the method and the status.
@@ -50,6 +105,32 @@ impl Metrics {
     /// `service_limit` services asked most get their own label in the per-service counts.
     pub fn new(registry: Arc<Registry>, dns: Arc<DnsStats>, service_limit: usize) -> Self {
         let mut metrics = MetricRegistry::default();
+        let write_side = registry.write_side().clone();
+        metrics.register(
+            "sextant_write_published_seconds",
+            "From a write's acknowledgement by the store to its answers published here (with etcd: its return through the watch)",
+            write_side.write_published,
+        );
+        metrics.register(
+            "sextant_failure_published_seconds",
+            "From a check's failing result to its instance out of DNS",
+            write_side.failure_published,
+        );
+        metrics.register(
+            "sextant_store_commit_seconds",
+            "How long each store commit took (a batch of changes; fsynced for registrations)",
+            write_side.commit_seconds,
+        );
+        metrics.register(
+            "sextant_store_commit_changes",
+            "Changes in each store commit",
+            write_side.commit_batch,
+        );
+        metrics.register(
+            "sextant_probe_seconds",
+            "HTTP and TCP probe durations, by kind and result",
+            write_side.probes,
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         metrics.register(
             "sextant_http_requests",
@@ -203,6 +284,24 @@ impl Collector for RegistryCollector {
                 let labels = [("kind", kind), ("status", health.as_str())];
                 ConstGauge::new(checks[k][health as usize]).encode(by_kind.encode_family(&labels)?)?;
             }
+        }
+        if self.registry.is_shared() {
+            let reachable = self.registry.staleness().is_none();
+            let gauge = encoder.encode_descriptor(
+                "sextant_etcd_reachable",
+                "1 while etcd answers this server; 0 while it is out of reach (what is served may be stale)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(i64::from(reachable)).encode(gauge)?;
+            let stale = self.registry.staleness().unwrap_or_default().as_secs_f64();
+            let gauge = encoder.encode_descriptor(
+                "sextant_etcd_stale_seconds",
+                "How long since etcd was last reached, while it is out of reach (0 while reachable)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(stale).encode(gauge)?;
         }
         let (flapping, holds) = self.registry.flapping();
         let gauge = encoder.encode_descriptor(

@@ -50,6 +50,8 @@ struct Shared {
     lateness: Lateness,
     /// How many checks the supervisor runs (see [`HealthChecker::running`]).
     running: std::sync::atomic::AtomicUsize,
+    /// Probe durations by kind and result.
+    probe_times: crate::metrics::ProbeTimes,
 }
 
 /// The running health checker.
@@ -68,6 +70,7 @@ impl HealthChecker {
             in_flight: Semaphore::new(max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
             lateness: Lateness::default(),
             running: Default::default(),
+            probe_times: registry.write_side().probes.clone(),
         });
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();

@@ -115,6 +115,15 @@ struct HttpRequest {
 }
 
 impl Probe {
+    /// The kind, as the metrics label it; `None` for TTL checks.
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            Self::Http(_) => Some("http"),
+            Self::Tcp { .. } => Some("tcp"),
+            Self::None => None,
+        }
+    }
+
     /// The result of one run; `None` for TTL checks.
     pub async fn run(&self) -> Option<(Health, String)> {
         match self {

@@ -88,11 +88,20 @@ impl Runner {
         self.shared
             .lateness
             .record(Instant::now().saturating_duration_since(due));
+        let started = std::time::Instant::now();
         let result = tokio::select! {
             biased;
             () = self.stop.cancelled() => return false,
             result = probe.run() => result,
         };
+        if let (Some(kind), Some((status, _))) = (probe.kind(), &result) {
+            let labels = crate::metrics::ProbeLabels {
+                kind,
+                result: status.as_str(),
+            };
+            let took = started.elapsed().as_secs_f64();
+            self.shared.probe_times.get_or_create(&labels).observe(took);
+        }
         if let Some((status, output)) = result
             && thresholds.observe(status)
         {

@@ -211,6 +211,8 @@ impl Registry {
         change: impl FnOnce(&mut Check) -> Result<bool, RegistryError>,
         hold: bool,
     ) -> Result<Written, RegistryError> {
+        // The failing result's moment, for the time until its instance is out of DNS.
+        let arrived = std::time::Instant::now();
         let unknown = || RegistryError::UnknownCheck(check.clone());
         let (owner, base) = if self.shared {
             let owner = self.check_owner_now(w, check).ok_or_else(unknown)?;
@@ -274,6 +276,8 @@ impl Registry {
         }
         let index = w.next_index();
         updated.modify_index = index;
+        let leaves_dns = base.health() != Health::Critical && updated.health() == Health::Critical;
+        let failed_at = leaves_dns.then_some(arrived);
         if self.shared {
             // A newer result replaces one held.
             w.held.remove(check);
@@ -288,7 +292,14 @@ impl Registry {
             // dropped, to be found again on it. A client's update is written as it asked.
             let unless_changed_since = (hold && !self.is_staged(w, &owner)).then_some(base.modify_index);
             return match (
-                self.stage(w, owner, Some(Arc::new(updated)), index, unless_changed_since),
+                self.stage(
+                    w,
+                    owner,
+                    Some(Arc::new(updated)),
+                    index,
+                    unless_changed_since,
+                    failed_at,
+                ),
                 held,
             ) {
                 (Ok(written), Some(held)) => {
@@ -311,6 +322,10 @@ impl Registry {
         self.instances.insert(owner, Arc::new(updated));
         self.rebuild_service(&key, index, &[], recompile);
         self.publish(index);
+        if let Some(failed_at) = failed_at {
+            let took = failed_at.elapsed().as_secs_f64();
+            self.write_side.failure_published.observe(took);
+        }
         Ok(Written::applied(index))
     }
 }

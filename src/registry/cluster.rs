@@ -79,6 +79,11 @@ impl Registry {
         self.shared.then(|| self.cluster.membership.subscribe())
     }
 
+    /// Whether the store is shared with other servers (etcd).
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
     /// `None` while what is served is known to be current; with a shared store out of reach,
     /// how long since it was last reached: what is served may be stale.
     pub fn staleness(&self) -> Option<Duration> {

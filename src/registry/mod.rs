@@ -85,7 +85,7 @@ struct Writer {
     last_index: u64,
     /// With a shared store: the instances of writes committed at each revision that has not
     /// come back through the watch yet (they stay staged until it has).
-    pending: BTreeMap<u64, Vec<InstanceId>>,
+    pending: BTreeMap<u64, Vec<(InstanceId, write::Timing)>>,
     /// With a shared store: check results etcd did not take, to write once it is back.
     held: HashMap<CheckId, Held>,
 }
@@ -150,6 +150,8 @@ pub struct Registry {
     transitions: [[AtomicU64; 3]; 3],
     /// Flap damping's view of recent health changes (off unless configured).
     flaps: flaps::Flaps,
+    /// The write side's histograms (see [`crate::metrics::WriteSide`]).
+    write_side: crate::metrics::WriteSide,
 }
 
 impl Registry {
@@ -166,6 +168,11 @@ impl Registry {
 
     fn build(node_addr: IpAddr, listener: Arc<dyn ServiceListener>, journal: Option<Journal>) -> Arc<Self> {
         let shared = journal.as_ref().is_some_and(Journal::shared);
+        let mut write_side = crate::metrics::WriteSide::default();
+        if let Some(journal) = &journal {
+            write_side.commit_seconds = journal.commit_seconds.clone();
+            write_side.commit_batch = journal.commit_batch.clone();
+        }
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             journal,
@@ -188,6 +195,7 @@ impl Registry {
             index: AtomicU64::new(1),
             transitions: Default::default(),
             flaps: flaps::Flaps::default(),
+            write_side,
         })
     }
 
@@ -196,6 +204,11 @@ impl Registry {
     /// The index of the last change (Consul's `X-Consul-Index`); starts at 1, as Consul never reports 0.
     pub fn index(&self) -> u64 {
         self.index.load(Ordering::Acquire)
+    }
+
+    /// The histograms the write side observes into, for the metrics.
+    pub fn write_side(&self) -> &crate::metrics::WriteSide {
+        &self.write_side
     }
 
     /// How many times a check went from one status to another since the start, by

@@ -17,7 +17,7 @@
 //! too); only the local timers (TTL deadlines, which definition runs) are kept from the view.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
@@ -31,6 +31,13 @@ use crate::store::{Change, StoreError, StoredInstance};
 pub(super) struct Touched {
     services: std::collections::HashMap<crate::model::ServiceKey, Vec<Arc<Instance>>>,
     catalog: bool,
+}
+
+/// When a write was acknowledged by the store, and when the failing result it carries came:
+/// timed until the write is published.
+pub(super) struct Timing {
+    acked: Instant,
+    failed_at: Option<Instant>,
 }
 
 /// How long a write committed to a shared store waits to come back through the watch before
@@ -110,7 +117,7 @@ impl Registry {
         // served then.
         keep_check_state(&mut instance, previous.as_deref(), index);
         let id = instance.id.clone();
-        self.stage(&mut w, id, Some(Arc::new(instance)), index, None)
+        self.stage(&mut w, id, Some(Arc::new(instance)), index, None, None)
     }
 
     /// Removes an instance and its checks; `None` if unknown.
@@ -122,7 +129,7 @@ impl Registry {
     pub(super) fn remove_instance(&self, w: &mut Writer, id: &InstanceId) -> Option<Result<Written, RegistryError>> {
         self.instance_now(w, id)?;
         let index = w.next_index();
-        Some(self.stage(w, id.clone(), None, index, None))
+        Some(self.stage(w, id.clone(), None, index, None, None))
     }
 
     /// The instance as the next write sees it: with the writes waiting for their commit.
@@ -158,7 +165,8 @@ impl Registry {
 
     /// Queues a write for its commit, to be applied once committed; without a store, applies it.
     /// With `unless_changed_since`, the write is made only if the stored record is still at that
-    /// index (see [`Change::PutIfUnchanged`]).
+    /// index (see [`Change::PutIfUnchanged`]). `failed_at`: the write takes its instance out of
+    /// DNS for a check's failing result, timed from then until it is.
     pub(super) fn stage(
         &self,
         w: &mut Writer,
@@ -166,6 +174,7 @@ impl Registry {
         instance: Option<Arc<Instance>>,
         index: u64,
         unless_changed_since: Option<u64>,
+        failed_at: Option<Instant>,
     ) -> Result<Written, RegistryError> {
         self.refuse_if_cut_off()?;
         let Some(journal) = &self.journal else {
@@ -181,9 +190,13 @@ impl Registry {
         let me = self.me.clone();
         let staged = (id.clone(), instance.clone());
         let then = Box::new(move |committed: Result<u64, StoreError>| {
+            let timing = Timing {
+                acked: Instant::now(),
+                failed_at,
+            };
             let (id, instance) = staged;
             let outcome = match me.upgrade() {
-                Some(registry) => registry.committed(&id, instance, index, committed),
+                Some(registry) => registry.committed(&id, instance, index, committed, timing),
                 None => Err(RegistryError::Store(StoreError::Closed)),
             };
             // The client may have gone: the write stands all the same.
@@ -214,21 +227,44 @@ impl Registry {
         instance: Option<Arc<Instance>>,
         index: u64,
         committed: Result<u64, StoreError>,
+        timing: Timing,
     ) -> Result<u64, RegistryError> {
         let mut w = self.lock();
         if self.shared {
             // Applied when it comes back through the watch; staged until then, so that the
             // next write builds on it.
             match committed {
-                Ok(revision) if revision > self.index() => w.pending.entry(revision).or_default().push(id.clone()),
-                _ => Self::unstage(&mut w, id),
+                Ok(revision) if revision > self.index() => {
+                    w.pending.entry(revision).or_default().push((id.clone(), timing));
+                }
+                Ok(_) => {
+                    // Back through the watch already.
+                    Self::unstage(&mut w, id);
+                    self.timed(timing);
+                }
+                Err(_) => Self::unstage(&mut w, id),
             }
             return Ok(committed?);
         }
         Self::unstage(&mut w, id);
         committed?;
         let index = index.max(self.index() + 1);
-        Ok(self.apply(&mut w, id, instance, index))
+        let index = self.apply(&mut w, id, instance, index);
+        self.timed(timing);
+        Ok(index)
+    }
+
+    /// A committed write is published: how long it took since its acknowledgement, and since
+    /// the failing result it was made for.
+    fn timed(&self, timing: Timing) {
+        self.write_side
+            .write_published
+            .observe(timing.acked.elapsed().as_secs_f64());
+        if let Some(failed_at) = timing.failed_at {
+            self.write_side
+                .failure_published
+                .observe(failed_at.elapsed().as_secs_f64());
+        }
     }
 
     /// Makes a committed write visible at `index`: instance map, check ownership and runners,
@@ -337,8 +373,9 @@ impl Registry {
     pub(super) fn applied_up_to(&self, w: &mut Writer, index: u64) {
         let later = w.pending.split_off(&(index + 1));
         let done = std::mem::replace(&mut w.pending, later);
-        for id in done.into_values().flatten() {
+        for (id, timing) in done.into_values().flatten() {
             Self::unstage(w, &id);
+            self.timed(timing);
         }
         self.publish(index);
         self.applied.send_replace(index);

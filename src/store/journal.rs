@@ -10,6 +10,8 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use super::{Batch, Change, Store, StoreError};
 
 /// Most changes in one transaction.
@@ -29,6 +31,9 @@ struct Entry {
 
 pub struct Journal {
     sender: Mutex<Option<Sender<Entry>>>,
+    /// How long each commit took, and how many changes it held.
+    pub commit_seconds: Histogram,
+    pub commit_batch: Histogram,
     /// The committing thread, then the reporting one.
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// For what does not queue (heartbeats), and what kind of store it is.
@@ -51,14 +56,21 @@ impl Journal {
                     }
                 }
             })?;
+        let (commit_seconds, commit_batch) = (crate::metrics::latency_histogram(), crate::metrics::batch_histogram());
         let committer = {
             let store = store.clone();
+            let timed = Timed {
+                seconds: commit_seconds.clone(),
+                batch: commit_batch.clone(),
+            };
             std::thread::Builder::new()
                 .name("journal".into())
-                .spawn(move || commit_loop(&*store, &receiver, &outcomes))?
+                .spawn(move || commit_loop(&*store, &receiver, &outcomes, &timed))?
         };
         Ok(Self {
             sender: Mutex::new(Some(sender)),
+            commit_seconds,
+            commit_batch,
             threads: Mutex::new(vec![committer, reporter]),
             store,
         })
@@ -119,7 +131,13 @@ impl Drop for Journal {
     }
 }
 
-fn commit_loop(store: &dyn Store, receiver: &Receiver<Entry>, outcomes: &Sender<Outcome>) {
+/// Where the commit loop records each commit.
+struct Timed {
+    seconds: Histogram,
+    batch: Histogram,
+}
+
+fn commit_loop(store: &dyn Store, receiver: &Receiver<Entry>, outcomes: &Sender<Outcome>, timed: &Timed) {
     let mut changes: Vec<Change> = Vec::new();
     let mut thens = Vec::new();
     let mut unsynced = false;
@@ -140,11 +158,14 @@ fn commit_loop(store: &dyn Store, receiver: &Receiver<Entry>, outcomes: &Sender<
                 None
             };
         }
+        let started = std::time::Instant::now();
         let result = store.write(&Batch {
             changes: &changes,
             index: last_index,
             durable,
         });
+        timed.seconds.observe(started.elapsed().as_secs_f64());
+        timed.batch.observe(changes.len() as f64);
         match &result {
             Err(error) if !failing => {
                 failing = true;

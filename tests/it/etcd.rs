@@ -69,6 +69,25 @@ async fn servers_on_one_prefix_share_the_registry_through_etcd() {
         "registered through A -> answered by B over DNS: p50 {:?}, p99 {:?}, max {:?} (200 registrations)",
         delays[100], delays[197], delays[199]
     );
+    // A timed each of its writes from etcd's acknowledgement to its return through the watch.
+    let scrape = |server: &common::process::Running| {
+        let url = format!("http://{}/metrics", server.http);
+        async move { crate::metrics::samples(&reqwest::get(url).await.unwrap().text().await.unwrap()) }
+    };
+    let (metrics_a, metrics_b) = (scrape(&a).await, scrape(&b).await);
+    let value = crate::metrics::value;
+    assert_eq!(value(&metrics_a, "sextant_write_published_seconds_count"), 200.0);
+    assert_eq!(
+        value(&metrics_b, "sextant_write_published_seconds_count"),
+        0.0,
+        "B made no write"
+    );
+    assert_eq!(value(&metrics_a, "sextant_etcd_reachable"), 1.0);
+    assert_eq!(value(&metrics_b, "sextant_etcd_stale_seconds"), 0.0);
+    println!(
+        "A: acknowledged by etcd -> back through the watch and published: mean {:.2} ms",
+        1000.0 * value(&metrics_a, "sextant_write_published_seconds_sum") / 200.0
+    );
     // Both servers count in etcd revisions: the same index for the same service on each.
     let (index_a, _) = get(&a, "/v1/health/service/svc-7").await;
     let (index_b, _) = get(&b, "/v1/health/service/svc-7").await;

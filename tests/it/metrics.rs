@@ -122,6 +122,34 @@ async fn metrics_count_what_dns_and_the_api_did() {
     })
     .await;
 
+    // The write side: every registration timed from its commit to its answers, the commits
+    // themselves, and a failing result to its instance out of DNS.
+    let m = scrape(&server).await;
+    assert_eq!(
+        value(&m, "sextant_write_published_seconds_count"),
+        4.0,
+        "four registrations"
+    );
+    assert!(value(&m, "sextant_store_commit_seconds_count") >= 1.0);
+    assert!(
+        value(&m, "sextant_store_commit_changes_sum") >= 4.0,
+        "each registration committed"
+    );
+    assert_eq!(value(&m, "sextant_failure_published_seconds_count"), 0.0);
+    let (status, _) = server.put("/v1/agent/check/fail/service:down-1").await;
+    assert_eq!(status, 200);
+    let m = scrape(&server).await;
+    assert_eq!(
+        value(&m, "sextant_failure_published_seconds_count"),
+        1.0,
+        "down-1 left DNS"
+    );
+    assert_eq!(
+        value(&m, r#"sextant_failure_published_seconds_bucket{le="1"}"#),
+        1.0,
+        "within a second"
+    );
+
     // Where Consul's tools ask, in the same format; Consul's JSON is not served.
     let (status, _, body) = server.get("/v1/agent/metrics?format=prometheus").await;
     assert_eq!(status, 200);
@@ -188,4 +216,38 @@ async fn a_prometheus_scraper_reads_the_metrics() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// Probes are timed by kind and result, and a failing probe's instance is timed out of DNS.
+#[tokio::test]
+async fn probes_are_timed_by_kind_and_result() {
+    let server = TestServer::start().await;
+    let endpoint = common::endpoint::HttpEndpoint::start(200).await;
+    server
+        .register(json!({"Name": "web", "ID": "web-1", "Address": "10.0.0.1", "Port": 80,
+                         "Checks": [{"CheckID": "web-http", "HTTP": endpoint.url("/health"), "Interval": "1s"},
+                                    {"CheckID": "web-tcp", "TCP": endpoint.addr.to_string(), "Interval": "1s"}]}))
+        .await;
+    let count = |m: &HashMap<String, f64>, kind: &str, result: &str| {
+        m.get(&format!(
+            r#"sextant_probe_seconds_count{{kind="{kind}",result="{result}"}}"#
+        ))
+        .copied()
+        .unwrap_or(0.0)
+    };
+    wait_for("an HTTP and a TCP probe passing", async || {
+        let m = scrape(&server).await;
+        count(&m, "http", "passing") >= 1.0 && count(&m, "tcp", "passing") >= 1.0
+    })
+    .await;
+    endpoint.set_status(500);
+    wait_for("a failing HTTP probe, and its instance out of DNS", async || {
+        let m = scrape(&server).await;
+        count(&m, "http", "critical") >= 1.0 && m.get("sextant_failure_published_seconds_count") == Some(&1.0)
+    })
+    .await;
+    let m = scrape(&server).await;
+    assert_eq!(count(&m, "tcp", "critical"), 0.0, "the port still accepts");
+    assert!(value(&m, r#"sextant_probe_seconds_sum{kind="http",result="critical"}"#) > 0.0);
+    server.stop().await;
 }
