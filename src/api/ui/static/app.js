@@ -201,6 +201,12 @@ function chart(history, width, height) {
   svg.setAttribute('width', width);
   svg.setAttribute('height', height);
   svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  // The hour's extent, so a service registered a few minutes ago shows as recent.
+  const frame = document.createElementNS(SVG, 'rect');
+  frame.setAttribute('class', 'frame');
+  frame.setAttribute('width', width);
+  frame.setAttribute('height', height);
+  svg.append(frame);
   if (!history) {
     svg.dataset.points = '0';
     return svg;
