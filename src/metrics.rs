@@ -245,13 +245,13 @@ impl std::fmt::Debug for RegistryCollector {
 }
 
 const HEALTHS: [Health; 3] = [Health::Passing, Health::Warning, Health::Critical];
-const KINDS: [&str; 3] = ["http", "tcp", "ttl"];
+const KINDS: [&str; 5] = ["http", "tcp", "ttl", "maintenance", "grpc"];
 
 impl Collector for RegistryCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let services = self.registry.services();
         let mut instances = [0i64; 3];
-        let mut checks = [[0i64; 3]; 3];
+        let mut checks = [[0i64; 3]; KINDS.len()];
         for service in &services {
             for instance in &service.instances {
                 instances[instance.health() as usize] += 1;
@@ -260,6 +260,8 @@ impl Collector for RegistryCollector {
                         CheckKind::Http(_) => 0,
                         CheckKind::Tcp { .. } => 1,
                         CheckKind::Ttl { .. } => 2,
+                        CheckKind::Maintenance => 3,
+                        CheckKind::Grpc { .. } => 4,
                     };
                     checks[kind][check.status as usize] += 1;
                 }

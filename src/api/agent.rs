@@ -17,6 +17,7 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/agent/service/register", put(register))
         .route("/v1/agent/service/deregister/{id}", put(deregister))
+        .route("/v1/agent/service/maintenance/{id}", put(maintenance))
         .route("/v1/agent/services", get(services))
         .route("/v1/agent/service/{id}", get(service))
         .route("/v1/agent/checks", get(checks))
@@ -24,6 +25,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/agent/check/warn/{id}", put(warn))
         .route("/v1/agent/check/fail/{id}", put(fail))
         .route("/v1/agent/check/update/{id}", put(update))
+        .route("/v1/agent/check/register", put(register_check))
+        .route("/v1/agent/check/deregister/{id}", put(deregister_check))
         .route("/v1/agent/self", get(agent_self))
 }
 
@@ -49,6 +52,39 @@ async fn deregister(State(state): State<ApiState>, Path(id): Path<String>) -> Re
         .durable()
         .await?;
     tracing::info!(instance = %id, index, "deregistered");
+    Ok(().into_response())
+}
+
+/// Go's `strconv.ParseBool`, which Consul reads `enable` with.
+fn go_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// `?enable=true&reason=…` puts the instance into maintenance (a critical
+/// `_service_maintenance:<id>` check); `?enable=false` takes it out.
+async fn maintenance(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(q);
+    let raw = params
+        .get("enable")
+        .ok_or_else(|| ApiError::BadRequest("Missing value for enable".into()))?;
+    let enable = go_bool(raw).ok_or_else(|| ApiError::BadRequest(format!("Invalid value for enable: {raw:?}")))?;
+    let unknown = || ApiError::NotFound(format!("No service registered with ID {id:?}"));
+    let parsed = InstanceId::parse(&id).map_err(|_| unknown())?;
+    let reason = enable.then(|| params.get("reason").unwrap_or(""));
+    state
+        .registry
+        .set_maintenance(&parsed, reason)?
+        .ok_or_else(unknown)?
+        .durable()
+        .await?;
     Ok(().into_response())
 }
 
@@ -85,6 +121,39 @@ async fn checks(State(state): State<ApiState>) -> Response {
         }
     }
     consul_json(state.registry.index(), json!(map))
+}
+
+/// A check added to a registered instance (`ServiceID`), or replacing one of the same ID.
+async fn register_check(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let registry = &state.registry;
+    let service_of = |id: &InstanceId| registry.instance(id).map(|i| i.service.clone());
+    let (instance, spec) = wire::parse_agent_check(&wire::parse_json(&body)?, service_of)?;
+    let check = spec.id.clone();
+    let unknown = || ApiError::BadRequest(format!("ServiceID {:?} does not exist", instance.as_str()));
+    registry
+        .add_check(&instance, spec)?
+        .ok_or_else(unknown)?
+        .durable()
+        .await?;
+    tracing::info!(instance = %instance, check = %check, "check registered");
+    Ok(().into_response())
+}
+
+async fn deregister_check(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let unknown = || {
+        ApiError::NotFound(format!(
+            "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
+        ))
+    };
+    let check = CheckId::parse(&id).map_err(|_| unknown())?;
+    state
+        .registry
+        .remove_check(&check)?
+        .ok_or_else(unknown)?
+        .durable()
+        .await?;
+    tracing::info!(check = %id, "check deregistered");
+    Ok(().into_response())
 }
 
 async fn set_status(state: &ApiState, id: &str, status: Health, output: &str) -> Result<Response, ApiError> {

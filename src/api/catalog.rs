@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
@@ -16,6 +16,12 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/catalog/services", get(services))
         .route("/v1/catalog/service/{name}", get(service))
         .route("/v1/catalog/nodes", get(nodes))
+        .route("/v1/catalog/datacenters", get(datacenters))
+}
+
+/// The datacenters this server knows: its own (Consul lists every federated one).
+async fn datacenters(State(state): State<ApiState>) -> Response {
+    axum::Json(json!([state.node.datacenter])).into_response()
 }
 
 /// The one node, this server. Blocking queries on it wake with the catalog (harmless, as Consul

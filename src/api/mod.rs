@@ -2,6 +2,7 @@
 
 pub mod acl;
 mod agent;
+mod agent_health;
 mod catalog;
 pub mod error;
 mod health;
@@ -57,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
     ));
     let api = Router::new()
         .merge(writes)
+        .merge(agent_health::routes())
         .merge(catalog::routes())
         .merge(health::routes())
         .merge(status::routes())

@@ -7,6 +7,7 @@
 //! are pushed by their service and only expire or reap here, from one timer queue ([`ttl`]).
 //! Every task is tracked and stops with its check.
 
+mod grpc;
 mod lateness;
 mod probe;
 mod runner;

@@ -1,4 +1,5 @@
-//! Running one HTTP or TCP probe: Consul's rules for what counts as passing, and a bounded output.
+//! Running one HTTP, TCP or gRPC probe ([`super::grpc`]): Consul's rules for what counts as
+//! passing, and a bounded output.
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -6,6 +7,7 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use tokio::net::TcpStream;
 
+use super::grpc::GrpcProbe;
 use crate::model::{CheckKind, Health, HttpCheck, MAX_CHECK_OUTPUT, format_go_duration};
 
 /// Prepares probes. Holds the pooled HTTP clients, so connections to an endpoint are reused from
@@ -41,7 +43,14 @@ impl Prober {
                 target: target.clone(),
                 timeout: *timeout,
             },
-            CheckKind::Ttl { .. } => Probe::None,
+            CheckKind::Grpc {
+                target,
+                service,
+                tls,
+                timeout,
+                ..
+            } => Probe::Grpc(Box::new(GrpcProbe::new(target, service, *tls, *timeout))),
+            CheckKind::Ttl { .. } | CheckKind::Maintenance => Probe::None,
         }
     }
 
@@ -93,6 +102,7 @@ pub enum Probe {
         target: String,
         timeout: Duration,
     },
+    Grpc(Box<GrpcProbe>),
     /// TTL checks are pushed by their service, not probed.
     None,
 }
@@ -120,6 +130,7 @@ impl Probe {
         match self {
             Self::Http(_) => Some("http"),
             Self::Tcp { .. } => Some("tcp"),
+            Self::Grpc(_) => Some("grpc"),
             Self::None => None,
         }
     }
@@ -129,6 +140,7 @@ impl Probe {
         match self {
             Self::Http(http) => Some(http.run().await),
             Self::Tcp { target, timeout } => Some(tcp(target, *timeout).await),
+            Self::Grpc(grpc) => Some(grpc.run().await),
             Self::None => None,
         }
     }

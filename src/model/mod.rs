@@ -259,6 +259,17 @@ pub enum CheckKind {
     Ttl {
         ttl: Duration,
     },
+    /// Maintenance mode (`_service_maintenance:<id>`): critical while it exists; nothing runs it.
+    Maintenance,
+    /// The standard gRPC health service at `target` (`host:port`), for `service` (empty: the
+    /// server as a whole); over TLS when `tls`.
+    Grpc {
+        target: String,
+        service: String,
+        tls: bool,
+        interval: Duration,
+        timeout: Duration,
+    },
 }
 
 impl CheckKind {
@@ -268,6 +279,8 @@ impl CheckKind {
             Self::Http(_) => "http",
             Self::Tcp { .. } => "tcp",
             Self::Ttl { .. } => "ttl",
+            Self::Maintenance => "maintenance",
+            Self::Grpc { .. } => "grpc",
         }
     }
 
@@ -275,8 +288,8 @@ impl CheckKind {
     pub fn schedule(&self) -> Option<(Duration, Duration)> {
         match self {
             Self::Http(http) => Some((http.interval, http.timeout)),
-            Self::Tcp { interval, timeout, .. } => Some((*interval, *timeout)),
-            Self::Ttl { .. } => None,
+            Self::Tcp { interval, timeout, .. } | Self::Grpc { interval, timeout, .. } => Some((*interval, *timeout)),
+            Self::Ttl { .. } | Self::Maintenance => None,
         }
     }
 }

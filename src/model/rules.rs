@@ -173,7 +173,10 @@ impl Check {
     /// The rules of a check definition, and of the state a store may hold for it.
     pub fn validate(&self) -> Result<(), String> {
         let spec = &self.spec;
-        check_check_id(spec.id.as_str())?;
+        // Consul's reserved IDs are refused from clients; the maintenance check is sextant's own.
+        if !matches!(spec.kind, CheckKind::Maintenance) {
+            check_check_id(spec.id.as_str())?;
+        }
         check_text(&spec.name).map_err(|e| format!("Name: {e}"))?;
         match &spec.kind {
             CheckKind::Ttl { ttl } if *ttl > MAX_DURATION => {
@@ -188,6 +191,8 @@ impl Check {
                 }
             }
             CheckKind::Tcp { target, .. } => check_tcp_target(target).map_err(|e| format!("TCP: {e}"))?,
+            CheckKind::Maintenance => {}
+            CheckKind::Grpc { target, .. } => check_tcp_target(target).map_err(|e| format!("GRPC: {e}"))?,
         }
         if let Some((interval, timeout)) = spec.kind.schedule() {
             if interval < MIN_CHECK_INTERVAL || interval > MAX_DURATION {

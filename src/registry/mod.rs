@@ -6,6 +6,7 @@
 //! answers) hears of each change before it is acknowledged. Writers are serialized by one mutex:
 //! a write touches a handful of entries and never waits on I/O while holding it.
 
+mod check_writes;
 mod checks;
 mod cluster;
 mod error;

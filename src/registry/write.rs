@@ -99,8 +99,16 @@ impl Registry {
     /// timers, the running probe).
     pub fn register(&self, mut instance: Instance) -> Result<Written, RegistryError> {
         let mut w = self.lock();
+        // A service registering itself again does not take itself out of maintenance.
+        if let Some(previous) = self.instance_now(&w, &instance.id) {
+            super::check_writes::keep_maintenance(&mut instance, &previous);
+        }
+        self.register_locked(&mut w, instance)
+    }
+
+    pub(super) fn register_locked(&self, w: &mut Writer, mut instance: Instance) -> Result<Written, RegistryError> {
         for check in &instance.checks {
-            if let Some(owner) = self.check_owner_now(&w, &check.spec.id)
+            if let Some(owner) = self.check_owner_now(w, &check.spec.id)
                 && owner != instance.id
             {
                 return Err(RegistryError::CheckIdTaken {
@@ -110,14 +118,14 @@ impl Registry {
             }
         }
         let index = w.next_index();
-        let previous = self.instance_now(&w, &instance.id);
+        let previous = self.instance_now(w, &instance.id);
         instance.modify_index = index;
         instance.create_index = previous.as_ref().map_or(index, |old| old.create_index);
         // Stored with the state it will most likely keep; `apply` merges again with what is
         // served then.
         keep_check_state(&mut instance, previous.as_deref(), index);
         let id = instance.id.clone();
-        self.stage(&mut w, id, Some(Arc::new(instance)), index, None, None)
+        self.stage(w, id, Some(Arc::new(instance)), index, None, None)
     }
 
     /// Removes an instance and its checks; `None` if unknown.

@@ -423,10 +423,10 @@ async fn bad_registrations_are_refused_and_store_nothing() {
         ),
         (
             "Checks[1].GRPC",
-            json!({"Name": "ok", "Checks": [{"TTL": "5s"}, {"GRPC": "x:1", "Interval": "1s"}]}).to_string(),
+            json!({"Name": "ok", "Checks": [{"TTL": "5s"}, {"GRPC": "no-port/svc", "Interval": "1s"}]}).to_string(),
         ),
         (
-            "Check: must have one of HTTP, TCP or TTL",
+            "Check: must have one of HTTP, TCP, TTL or GRPC",
             json!({"Name": "ok", "Check": {"Interval": "10s"}}).to_string(),
         ),
         (
@@ -699,5 +699,220 @@ async fn the_walk_through_example_registers() {
     let checks = server.get_json("/v1/agent/checks").await;
     assert_eq!(checks["service:orders-1"]["Status"], "passing");
     assert_eq!(checks["service:orders-1"]["Definition"]["TTL"], "10m0s");
+    server.stop().await;
+}
+
+/// Load balancers poll an instance's aggregated health: 200 passing, 429 warning, 503
+/// critical, 404 unknown; Consul's body, or the status as text with `?format=text`.
+#[tokio::test]
+async fn agent_health_endpoints_answer_with_the_aggregated_status() {
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "web", "ID": "web-1", "Port": 80, "Check": {"TTL": "1h", "Status": "passing"}}))
+        .await;
+    server
+        .register(json!({"Name": "web", "ID": "web-2", "Port": 81, "Check": {"TTL": "1h", "Status": "warning"}}))
+        .await;
+
+    let (status, headers, body) = server.get("/v1/agent/health/service/name/web").await;
+    assert_eq!(status, 429, "the worst instance is warning: {body}");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["AggregatedStatus"], "passing");
+    assert_eq!(list[0]["Service"]["ID"], "web-1");
+    assert_eq!(list[1]["AggregatedStatus"], "warning");
+    assert_eq!(list[1]["Checks"][0]["CheckID"], "service:web-2");
+    let (status, headers, body) = server.get("/v1/agent/health/service/name/web?format=text").await;
+    assert_eq!((status.as_u16(), body.as_str()), (429, "warning"));
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+
+    let (status, _, body) = server.get("/v1/agent/health/service/id/web-1").await;
+    assert_eq!(status, 200);
+    let info: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["AggregatedStatus"], "passing");
+    assert_eq!(info["Service"]["Service"], "web");
+    let (status, _, body) = server.get("/v1/agent/health/service/id/web-1?format=text").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "passing"));
+
+    let (status, _) = server.put("/v1/agent/check/fail/service:web-2").await;
+    assert_eq!(status, 200);
+    let (status, _, body) = server.get("/v1/agent/health/service/name/web?format=text").await;
+    assert_eq!((status.as_u16(), body.as_str()), (503, "critical"));
+    let (status, _, _) = server.get("/v1/agent/health/service/id/web-2").await;
+    assert_eq!(status, 503);
+
+    let (status, _, body) = server.get("/v1/agent/health/service/name/nope").await;
+    assert_eq!((status.as_u16(), body.as_str()), (404, "[]"));
+    let (status, _, body) = server.get("/v1/agent/health/service/name/nope?format=text").await;
+    assert_eq!((status.as_u16(), body.as_str()), (404, "ServiceName nope Not Found"));
+    let (status, _, body) = server.get("/v1/agent/health/service/id/nope").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["AggregatedStatus"],
+        "critical"
+    );
+    let (status, _, body) = server.get("/v1/agent/health/service/id/nope?format=text").await;
+    assert_eq!((status.as_u16(), body.as_str()), (404, "ServiceId nope not found"));
+
+    let (status, _, body) = server.get("/v1/catalog/datacenters").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, r#"["trading-dc"]"#));
+    server.stop().await;
+}
+
+/// Maintenance mode: a critical `_service_maintenance:<id>` check takes the instance out of DNS
+/// and `?passing` until it is taken off; it survives a re-registration and a restart.
+#[tokio::test]
+async fn maintenance_mode_takes_an_instance_out_and_survives_a_restart() {
+    use common::dns::{addresses, udp};
+    let server = TestServer::start().await;
+    for (id, address) in [("web-1", "10.0.0.1"), ("web-2", "10.0.0.2")] {
+        server
+            .register(json!({"Name": "web", "ID": id, "Address": address, "Port": 80}))
+            .await;
+    }
+    let answered = async |server: &TestServer| {
+        let mut ips = addresses(&udp(server.dns, "web.service.trading-dc.", RecordType::A).await);
+        ips.sort();
+        ips
+    };
+    let maintenance = "/v1/agent/service/maintenance/web-1";
+    let (status, body) = server
+        .put(&format!("{maintenance}?enable=true&reason=deploying+v2"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(answered(&server).await, [common::ip("10.0.0.2")], "web-1 is out of DNS");
+    let passing = server.get_json("/v1/health/service/web?passing").await;
+    assert_eq!(passing.as_array().unwrap().len(), 1);
+    let checks = server.get_json("/v1/agent/checks").await;
+    let check = &checks["_service_maintenance:web-1"];
+    assert_eq!(check["Status"], "critical", "{checks}");
+    assert_eq!(check["Type"], "maintenance");
+    assert_eq!(check["Notes"], "deploying v2");
+    assert_eq!(check["ServiceID"], "web-1");
+
+    // The service registers itself again (as a restarted process does): still in maintenance.
+    server
+        .register(json!({"Name": "web", "ID": "web-1", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+    assert_eq!(answered(&server).await, [common::ip("10.0.0.2")]);
+    // A restart of sextant keeps it.
+    let data_dir = server.stop_keeping_data().await;
+    let server = TestServer::start_with(sextant::Config {
+        data_dir,
+        ..common::test_config()
+    })
+    .await;
+    assert_eq!(
+        answered(&server).await,
+        [common::ip("10.0.0.2")],
+        "still out after a restart"
+    );
+
+    let (status, _) = server.put(&format!("{maintenance}?enable=false")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answered(&server).await,
+        [common::ip("10.0.0.1"), common::ip("10.0.0.2")]
+    );
+    let checks = server.get_json("/v1/agent/checks").await;
+    assert!(checks.get("_service_maintenance:web-1").is_none(), "{checks}");
+    let (status, _) = server.put(&format!("{maintenance}?enable=true")).await;
+    assert_eq!(status, 200);
+    let checks = server.get_json("/v1/agent/checks").await;
+    assert!(
+        checks["_service_maintenance:web-1"]["Notes"]
+            .as_str()
+            .unwrap()
+            .contains("no reason was provided")
+    );
+
+    // Errors, as Consul words them.
+    let (status, body) = server.put(maintenance).await;
+    assert_eq!((status.as_u16(), body.as_str()), (400, "Missing value for enable"));
+    let (status, body) = server.put(&format!("{maintenance}?enable=maybe")).await;
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (400, "Invalid value for enable: \"maybe\"")
+    );
+    let (status, body) = server.put("/v1/agent/service/maintenance/nope?enable=true").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("No service registered with ID \"nope\""), "{body}");
+    server.stop().await;
+}
+
+/// Checks registered on their own (`/v1/agent/check/register` with a `ServiceID`, as Nomad and
+/// consul-esm do) run and count like the instance's own, and are deregistered by ID.
+#[tokio::test]
+async fn checks_registered_on_their_own_join_their_instance() {
+    use common::dns::{addresses, udp};
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "web", "ID": "web-1", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+    let (status, body) = server
+        .put_json(
+            "/v1/agent/check/register",
+            &json!({"Name": "disk", "ServiceID": "web-1", "TTL": "1h", "Notes": "free space"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let checks = server.get_json("/v1/agent/checks").await;
+    assert_eq!(
+        checks["disk"]["ServiceID"], "web-1",
+        "the ID defaults to the name: {checks}"
+    );
+    assert_eq!(
+        checks["disk"]["Status"], "critical",
+        "critical until it reports, as in Consul"
+    );
+    let dns = async || addresses(&udp(server.dns, "web.service.trading-dc.", RecordType::A).await);
+    assert!(dns().await.is_empty(), "the instance is critical now");
+    let (status, _) = server.put("/v1/agent/check/pass/disk").await;
+    assert_eq!(status, 200);
+    assert_eq!(dns().await, [common::ip("10.0.0.1")]);
+
+    // Replaced by ID; then deregistered.
+    let (status, _) = server
+        .put_json(
+            "/v1/agent/check/register",
+            &json!({"ID": "disk", "Name": "disk space", "ServiceID": "web-1", "TTL": "1h", "Status": "warning"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let checks = server.get_json("/v1/agent/checks").await;
+    assert_eq!(checks["disk"]["Name"], "disk space");
+    assert_eq!(checks["disk"]["Status"], "warning");
+    let (status, _) = server.put("/v1/agent/check/deregister/disk").await;
+    assert_eq!(status, 200);
+    assert!(server.get_json("/v1/agent/checks").await.get("disk").is_none());
+    assert_eq!(dns().await, [common::ip("10.0.0.1")]);
+
+    // Errors name what is wrong; nothing is stored.
+    for (body, says) in [
+        (json!({"ServiceID": "web-1", "TTL": "1h"}), "Missing check name"),
+        (json!({"Name": "x", "TTL": "1h"}), "ServiceID"),
+        (
+            json!({"Name": "x", "ServiceID": "nope", "TTL": "1h"}),
+            "ServiceID \"nope\" does not exist",
+        ),
+        (json!({"Name": "x", "ServiceID": "web-1"}), "HTTP, TCP, TTL or GRPC"),
+        (
+            json!({"Name": "x", "ServiceID": "web-1", "TTL": "1h", "Bogus": 1}),
+            "Bogus",
+        ),
+    ] {
+        let (status, text) = server.put_json("/v1/agent/check/register", &body).await;
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    assert_eq!(server.get_json("/v1/agent/checks").await.as_object().unwrap().len(), 0);
+    let (status, _) = server.put("/v1/agent/check/deregister/nope").await;
+    assert_eq!(status, 404);
     server.stop().await;
 }

@@ -573,3 +573,83 @@ async fn tls_skip_verify_accepts_a_self_signed_certificate() {
     assert!(output.to_lowercase().contains("certificate"), "{output}");
     server.stop().await;
 }
+
+/// A gRPC check asks the standard health service (a tonic health server started here): SERVING
+/// is passing, NOT_SERVING, an unknown service or a server that is gone are critical.
+#[tokio::test]
+async fn grpc_check_follows_the_health_service() {
+    use tonic_health::ServingStatus;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter.set_service_status("orders", ServingStatus::Serving).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let grpc_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            }),
+    );
+    let server = TestServer::start().await;
+    server
+        .register(
+            json!({"Name": "orders", "ID": "orders-1", "Address": "10.0.0.1", "Port": 80,
+                         "Checks": [{"CheckID": "orders-grpc", "GRPC": format!("{addr}/orders"), "Interval": "1s"}]}),
+        )
+        .await;
+    server
+        .register(
+            json!({"Name": "other", "ID": "other-1", "Address": "10.0.0.2", "Port": 80,
+                         "Checks": [{"CheckID": "other-grpc", "GRPC": format!("{addr}/nosuch"), "Interval": "1s"}]}),
+        )
+        .await;
+    wait_for("SERVING: passing and in DNS", async || {
+        dns_a(&server, "orders").await == [ip("10.0.0.1")]
+    })
+    .await;
+    let (_, output) = check(&server, "orders-grpc").await.unwrap();
+    assert_eq!(output, format!("gRPC check {addr}/orders: success"));
+    let checks = server.get_json("/v1/agent/checks").await;
+    assert_eq!(checks["orders-grpc"]["Type"], "grpc");
+    assert_eq!(checks["orders-grpc"]["Definition"]["GRPC"], format!("{addr}/orders"));
+    wait_for("a service the server does not know: critical, and why", async || {
+        check(&server, "other-grpc")
+            .await
+            .is_some_and(|(status, output)| status == "critical" && output.contains("NotFound"))
+    })
+    .await;
+
+    reporter.set_service_status("orders", ServingStatus::NotServing).await;
+    wait_for("NOT_SERVING: out of DNS", async || {
+        dns_a(&server, "orders").await.is_empty()
+    })
+    .await;
+    assert!(
+        check(&server, "orders-grpc")
+            .await
+            .unwrap()
+            .1
+            .ends_with("status NOT_SERVING")
+    );
+    reporter.set_service_status("orders", ServingStatus::Serving).await;
+    wait_for("SERVING again: back", async || {
+        dns_a(&server, "orders").await == [ip("10.0.0.1")]
+    })
+    .await;
+
+    // Stopped: its connections close, and new ones are refused.
+    let _ = stop.send(());
+    let _ = grpc_server.await;
+    wait_for("the server gone: critical", async || {
+        dns_a(&server, "orders").await.is_empty()
+    })
+    .await;
+    assert!(check(&server, "orders-grpc").await.unwrap().1.contains("rpc error"));
+    let metrics = server.get("/metrics").await.2;
+    assert!(
+        metrics.contains(r#"sextant_probe_seconds_count{kind="grpc",result="passing"}"#),
+        "{metrics}"
+    );
+    server.stop().await;
+}

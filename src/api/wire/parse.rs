@@ -59,6 +59,8 @@ const CHECK_FIELDS: &[&str] = &[
     "HTTP",
     "TCP",
     "TTL",
+    "GRPC",
+    "GRPCUseTLS",
     "Interval",
     "Timeout",
     "Method",
@@ -74,7 +76,6 @@ const UNSUPPORTED_CHECK_KINDS: &[&str] = &[
     "Args",
     "ScriptArgs",
     "Script",
-    "GRPC",
     "H2PING",
     "DockerContainerID",
     "AliasService",
@@ -87,7 +88,6 @@ const CHECK_IGNORED: &[&str] = &[
     "Shell",
     "TCPUseTLS",
     "TLSServerName",
-    "GRPCUseTLS",
     "H2PingUseTLS",
     "FailuresBeforeWarning",
     "OutputMaxSize",
@@ -259,19 +259,59 @@ fn parse_checks(f: &Fields, id: &InstanceId, service: &ServiceName) -> Result<Bo
     Ok(checks.into_boxed_slice())
 }
 
+/// `PUT /v1/agent/check/register`: the instance the check belongs to (`ServiceID`) and the
+/// check, or a 400 naming the field. `service_of` names a registered instance's service.
+pub fn parse_agent_check(
+    body: &Value,
+    service_of: impl Fn(&InstanceId) -> Option<ServiceName>,
+) -> Result<(InstanceId, CheckSpec), ApiError> {
+    let f = Fields::new(body, "check")?;
+    f.refuse_unknown(&[CHECK_FIELDS, UNSUPPORTED_CHECK_KINDS, CHECK_IGNORED])?;
+    let name = f
+        .string("Name")?
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("Missing check name".into()))?;
+    let service_id = f.string("ServiceID")?.filter(|s| !s.is_empty()).ok_or_else(|| {
+        ApiError::BadRequest(
+            "ServiceID: sextant keeps checks on instances, so give the ServiceID of a registered instance \
+             (node-level checks are not supported yet)"
+                .into(),
+        )
+    })?;
+    let unknown = || ApiError::BadRequest(format!("ServiceID {service_id:?} does not exist"));
+    let instance = InstanceId::parse(service_id).map_err(|_| unknown())?;
+    let service = service_of(&instance).ok_or_else(unknown)?;
+    let mut spec = parse_check(&f, &service)?
+        .ok_or_else(|| ApiError::BadRequest("check: must have one of HTTP, TCP, TTL or GRPC".into()))?;
+    let id = f
+        .string("CheckID")?
+        .or(f.string("ID")?)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(name);
+    check_check_id(id).map_err(|e| ApiError::field(&f.name("CheckID"), e))?;
+    spec.id = CheckId::parse(id).map_err(|e| ApiError::field(&f.name("CheckID"), e))?;
+    Ok((instance, spec))
+}
+
 /// One check definition; `None` for an empty object (Consul ignores those). The ID is set by the caller.
 fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, ApiError> {
     for unsupported in UNSUPPORTED_CHECK_KINDS {
         if f.get(unsupported).is_some() {
             return Err(ApiError::field(
                 &f.name(unsupported),
-                "this check kind is not supported; use HTTP, TCP or TTL",
+                "this check kind is not supported; use HTTP, TCP, TTL or GRPC",
             ));
         }
     }
-    let kind = match (f.string("HTTP")?, f.string("TCP")?, f.duration("TTL")?) {
-        (Some(url), None, None) => parse_http_check(f, url)?,
-        (None, Some(target), None) => {
+    let kind = match (
+        f.string("HTTP")?,
+        f.string("TCP")?,
+        f.duration("TTL")?,
+        f.string("GRPC")?,
+    ) {
+        (Some(url), None, None, None) => parse_http_check(f, url)?,
+        (None, None, None, Some(address)) => parse_grpc_check(f, address)?,
+        (None, Some(target), None, None) => {
             let (interval, timeout) = interval_and_timeout(f)?;
             check_tcp_target(target).map_err(|e| ApiError::field(&f.name("TCP"), e))?;
             CheckKind::Tcp {
@@ -280,19 +320,19 @@ fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, A
                 timeout,
             }
         }
-        (None, None, Some(ttl)) => CheckKind::Ttl {
+        (None, None, Some(ttl), None) => CheckKind::Ttl {
             ttl: at_least_min(f, "TTL", ttl)?,
         },
-        (None, None, None) if f.map.values().all(|v| v.is_null() || v == "") => return Ok(None),
-        (None, None, None) => {
+        (None, None, None, None) if f.map.values().all(|v| v.is_null() || v == "") => return Ok(None),
+        (None, None, None, None) => {
             return Err(ApiError::BadRequest(format!(
-                "{}: must have one of HTTP, TCP or TTL",
+                "{}: must have one of HTTP, TCP, TTL or GRPC",
                 f.path
             )));
         }
         _ => {
             return Err(ApiError::BadRequest(format!(
-                "{}: give only one of HTTP, TCP or TTL",
+                "{}: give only one of HTTP, TCP, TTL or GRPC",
                 f.path
             )));
         }
@@ -325,6 +365,28 @@ fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, A
         failures_before_critical: f.uint("FailuresBeforeCritical", u32::MAX as u64)?.unwrap_or(0) as u32,
         deregister_critical_after,
     }))
+}
+
+/// `GRPC: "host:port/service"` (the service is optional), `GRPCUseTLS`. TLS is verified against
+/// the system's CAs: `TLSSkipVerify` with it is refused rather than silently ignored.
+fn parse_grpc_check(f: &Fields, address: &str) -> Result<CheckKind, ApiError> {
+    let (interval, timeout) = interval_and_timeout(f)?;
+    let (target, service) = address.split_once('/').unwrap_or((address, ""));
+    check_tcp_target(target).map_err(|e| ApiError::field(&f.name("GRPC"), e))?;
+    let tls = f.bool("GRPCUseTLS")?;
+    if tls && f.bool("TLSSkipVerify")? {
+        return Err(ApiError::field(
+            &f.name("TLSSkipVerify"),
+            "not supported with GRPCUseTLS: sextant verifies a gRPC server's certificate against the system's CAs",
+        ));
+    }
+    Ok(CheckKind::Grpc {
+        target: target.to_owned(),
+        service: service.to_owned(),
+        tls,
+        interval,
+        timeout,
+    })
 }
 
 fn parse_http_check(f: &Fields, url: &str) -> Result<CheckKind, ApiError> {

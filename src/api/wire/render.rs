@@ -150,6 +150,18 @@ pub fn check_json(check: &Check, instance: &Instance, node: &NodeInfo) -> Value 
         CheckKind::Ttl { ttl } => {
             definition.insert("TTL".into(), json!(format_go_duration(*ttl)));
         }
+        CheckKind::Maintenance => {}
+        CheckKind::Grpc {
+            target, service, tls, ..
+        } => {
+            let address = if service.is_empty() {
+                target.clone()
+            } else {
+                format!("{target}/{service}")
+            };
+            definition.insert("GRPC".into(), json!(address));
+            definition.insert("GRPCUseTLS".into(), json!(tls));
+        }
     }
     if !interval.is_empty() {
         definition.insert("Interval".into(), json!(interval));
