@@ -105,6 +105,29 @@ while not passing and time.monotonic() < deadline:
 assert [n["Service"]["ID"] for n in passing] == ["web-1"], passing
 assert dns.addresses("web") == ["127.0.0.1"], dns.addresses("web")
 
+step("agent.check.register adds a check to an instance; agent.service.maintenance takes it out of DNS and back")
+assert c.agent.check.ttl_pass("service:pay-1", notes="up again") is True
+assert dns.addresses("pay") == ["10.7.0.1", "10.7.0.2"], dns.addresses("pay")
+assert c.agent.check.register(
+    "disk", check=consul.Check.ttl("1h"), check_id="pay-1-disk", notes="free space", service_id="pay-1",
+) is True
+disk = c.agent.checks()["pay-1-disk"]
+assert (disk["ServiceID"], disk["Status"], disk["Notes"]) == ("pay-1", "critical", "free space"), disk
+assert dns.addresses("pay") == ["10.7.0.2"], dns.addresses("pay")
+assert c.agent.check.ttl_pass("pay-1-disk", notes="80% free") is True
+assert dns.addresses("pay") == ["10.7.0.1", "10.7.0.2"], dns.addresses("pay")
+assert c.agent.service.maintenance("pay-1", True, reason="kernel upgrade") is True
+assert dns.addresses("pay") == ["10.7.0.2"], dns.addresses("pay")
+maintenance = c.agent.checks()["_service_maintenance:pay-1"]
+assert (maintenance["Status"], maintenance["Notes"]) == ("critical", "kernel upgrade"), maintenance
+_, passing = c.health.service("pay", passing=True)
+assert passing == [], passing
+assert c.agent.service.maintenance("pay-1", False) is True
+assert dns.addresses("pay") == ["10.7.0.1", "10.7.0.2"], dns.addresses("pay")
+assert c.agent.check.deregister("pay-1-disk") is True
+assert "pay-1-disk" not in c.agent.checks()
+assert c.agent.check.deregister("pay-1-disk") is False
+
 step("bad input is a BadRequest that says what is wrong, and stores nothing")
 try:
     c.agent.service.register("bad", service_id="bad-1", check=consul.Check.ttl("soon"))
