@@ -147,6 +147,10 @@ async fn a_thousand_registrations_with_kill_9_at_random_moments_lose_none() {
     const SERVICES: usize = 20;
     let data_dir = temp_data_dir();
     let acked: Arc<Mutex<BTreeSet<usize>>> = Arc::default();
+    // Every tenth instance is also put into maintenance: asked (maybe lost with its request), and
+    // acknowledged (never lost).
+    let maintenance_asked: Arc<Mutex<BTreeSet<usize>>> = Arc::default();
+    let maintenance_acked: Arc<Mutex<BTreeSet<usize>>> = Arc::default();
     let next_id = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut kills = 0;
     while acked.lock().unwrap().len() < WANTED || kills < 5 {
@@ -161,11 +165,27 @@ async fn a_thousand_registrations_with_kill_9_at_random_moments_lose_none() {
             .collect();
         let missing: Vec<usize> = acked.lock().unwrap().difference(&present).copied().collect();
         assert!(missing.is_empty(), "lost after kill {kills}: {missing:?}");
+        let checks = get_json(server.http, "/v1/agent/checks").await;
+        let maintained: BTreeSet<usize> = checks
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter_map(|id| id.strip_prefix("_service_maintenance:r-"))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let lost: Vec<usize> = maintenance_acked
+            .lock()
+            .unwrap()
+            .difference(&maintained)
+            .copied()
+            .collect();
+        assert!(lost.is_empty(), "maintenance lost after kill {kills}: {lost:?}");
 
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let clients: Vec<_> = (0..8)
             .map(|_| {
                 let (acked, next_id, stop, http) = (acked.clone(), next_id.clone(), stop.clone(), server.http);
+                let (maintenance_asked, maintenance_acked) = (maintenance_asked.clone(), maintenance_acked.clone());
                 tokio::spawn(async move {
                     let client = client();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -184,6 +204,19 @@ async fn a_thousand_registrations_with_kill_9_at_random_moments_lose_none() {
                             }
                             Ok(response) => panic!("registration refused: {}", response.status()),
                             Err(_) => return, // the server died mid-request: not acknowledged
+                        }
+                        if n % 10 == 0 {
+                            maintenance_asked.lock().unwrap().insert(n);
+                            let url = format!(
+                                "http://{http}/v1/agent/service/maintenance/r-{n}?enable=true&reason=kill-test"
+                            );
+                            match client.put(url).send().await {
+                                Ok(response) if response.status() == 200 => {
+                                    maintenance_acked.lock().unwrap().insert(n);
+                                }
+                                Ok(response) => panic!("maintenance refused: {}", response.status()),
+                                Err(_) => return,
+                            }
                         }
                     }
                 })
@@ -219,11 +252,21 @@ async fn a_thousand_registrations_with_kill_9_at_random_moments_lose_none() {
             in_dns.insert(usize::from(a) * 65536 + usize::from(b) * 256 + usize::from(c));
         }
     }
-    let missing: Vec<usize> = acked.difference(&in_dns).copied().collect();
+    let asked = maintenance_asked.lock().unwrap().clone();
+    let missing: Vec<usize> = acked
+        .difference(&asked)
+        .filter(|n| !in_dns.contains(n))
+        .copied()
+        .collect();
     assert!(missing.is_empty(), "acknowledged but not in DNS: {missing:?}");
+    let maintained = maintenance_acked.lock().unwrap().clone();
+    let answered: Vec<usize> = maintained.intersection(&in_dns).copied().collect();
+    assert!(answered.is_empty(), "in maintenance but answered: {answered:?}");
+    assert!(!maintained.is_empty(), "some maintenance was acknowledged");
     println!(
-        "{} registrations acknowledged across {kills} SIGKILLs, none lost",
-        acked.len()
+        "{} registrations and {} maintenance modes acknowledged across {kills} SIGKILLs, none lost",
+        acked.len(),
+        maintained.len()
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);
