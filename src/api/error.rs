@@ -20,6 +20,12 @@ pub enum ApiError {
     /// stopping); nothing was changed, and the same request can succeed later.
     #[error("{0}")]
     Unavailable(String),
+    /// The request is understood but this server does not do it (a body too large for it, or a
+    /// feature of Consul's it does not have in this setup).
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    NotImplemented(String),
     /// Something the client cannot fix: `kind` is what it is told, `detail` goes to the log only
     /// (it may hold paths and the store's own words).
     #[error("internal error ({kind}); the server's log has the details")]
@@ -36,6 +42,7 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
             RegistryError::CheckIdTaken { .. } | RegistryError::NotTtl(_) => Self::BadRequest(e.to_string()),
+            RegistryError::KvNotKept => Self::NotImplemented(e.to_string()),
             RegistryError::UnknownCheck(id) => Self::NotFound(format!(
                 "Unknown check ID {:?}. Ensure that the check ID is passed, not the check name.",
                 id.as_str()
@@ -79,6 +86,8 @@ impl IntoResponse for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = self.to_string();

@@ -6,6 +6,7 @@ mod agent_health;
 mod catalog;
 pub mod error;
 mod health;
+mod kv;
 mod metrics;
 pub mod serve;
 mod status;
@@ -61,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(agent_health::routes())
         .merge(catalog::routes())
         .merge(health::routes())
+        .merge(kv::routes())
         .merge(status::routes())
         .merge(metrics::routes())
         .merge(ui::routes())

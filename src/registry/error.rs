@@ -11,6 +11,11 @@ pub enum RegistryError {
     UnknownCheck(CheckId),
     #[error("check {:?} is not a TTL check: its status comes from its probe, not from updates", .0.as_str())]
     NotTtl(CheckId),
+    /// The store in use does not keep key/value entries (etcd, for now).
+    #[error(
+        "the key/value store is not kept in etcd yet: run sextant with its embedded store (--data-dir) to use /v1/kv"
+    )]
+    KvNotKept,
     /// The change could not be made durable (not acknowledged), or the store could not be read
     /// at start.
     #[error(transparent)]

@@ -11,6 +11,7 @@ mod checks;
 mod cluster;
 mod error;
 mod flaps;
+pub mod kv;
 mod watches;
 mod write;
 
@@ -89,6 +90,9 @@ struct Writer {
     pending: BTreeMap<u64, Vec<(InstanceId, write::Timing)>>,
     /// With a shared store: check results etcd did not take, to write once it is back.
     held: HashMap<CheckId, Held>,
+    /// Key/value writes waiting for their commit, by key: the entry as it will be (`None`:
+    /// deleted) and how many writes to it are waiting.
+    kv_staged: HashMap<Box<str>, (Option<Arc<kv::KvEntry>>, usize)>,
 }
 
 /// A check's result that could not be written.
@@ -153,6 +157,8 @@ pub struct Registry {
     flaps: flaps::Flaps,
     /// The write side's histograms (see [`crate::metrics::WriteSide`]).
     write_side: crate::metrics::WriteSide,
+    /// The key/value store.
+    kv: kv::Kv,
 }
 
 impl Registry {
@@ -197,6 +203,7 @@ impl Registry {
             transitions: Default::default(),
             flaps: flaps::Flaps::default(),
             write_side,
+            kv: kv::Kv::default(),
         })
     }
 
@@ -307,7 +314,8 @@ impl Registry {
             by_service.entry(instance.service.key()).or_default().push(instance);
             Ok(())
         })?;
-        let index = index.max(stored_index).max(1);
+        let kv_index = self.restore_kv(store)?;
+        let index = index.max(stored_index).max(kv_index).max(1);
         let restored = self.instances.len();
         for (key, instances) in by_service {
             let modify_index = instances.iter().map(|i| i.modify_index).max().unwrap_or(index);

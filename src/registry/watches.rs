@@ -13,12 +13,26 @@ use crate::model::ServiceKey;
 /// service, the channel goes when the last `Watch` on it is dropped.
 pub struct Watch<'a> {
     changes: Option<watch::Receiver<u64>>,
-    /// The service watched, whose channel may have to go with this watch; `None` for the catalog
-    /// and for everything.
-    service: Option<(&'a Registry, ServiceKey)>,
+    /// The service or key/value prefix watched, whose channel may have to go with this watch;
+    /// `None` for the catalog and for everything.
+    owner: Option<(&'a Registry, Watched)>,
 }
 
-impl Watch<'_> {
+/// What a watch's channel belongs to.
+enum Watched {
+    Service(ServiceKey),
+    KvPrefix(Box<str>),
+}
+
+impl<'a> Watch<'a> {
+    /// A watch on a key/value prefix's channel.
+    pub(super) fn kv(changes: watch::Receiver<u64>, registry: &'a Registry, prefix: Box<str>) -> Self {
+        Self {
+            changes: Some(changes),
+            owner: Some((registry, Watched::KvPrefix(prefix))),
+        }
+    }
+
     pub fn changes(&mut self) -> &mut watch::Receiver<u64> {
         self.changes.as_mut().expect("present until dropped")
     }
@@ -28,12 +42,16 @@ impl Drop for Watch<'_> {
     fn drop(&mut self) {
         // The receiver first, so that the count below no longer includes it.
         self.changes.take();
-        if let Some((registry, key)) = &self.service {
-            // Under the map's shard lock, as subscriptions are: a watcher arriving now either
-            // subscribed before (the channel stays) or makes a new one.
-            registry
-                .service_watches
-                .remove_if(key, |_, channel| channel.receiver_count() == 0);
+        // Under the map's shard lock, as subscriptions are: a watcher arriving now either
+        // subscribed before (the channel stays) or makes a new one.
+        match &self.owner {
+            Some((registry, Watched::Service(key))) => {
+                registry
+                    .service_watches
+                    .remove_if(key, |_, channel| channel.receiver_count() == 0);
+            }
+            Some((registry, Watched::KvPrefix(prefix))) => registry.drop_kv_watch(prefix),
+            None => {}
         }
     }
 }
@@ -63,7 +81,7 @@ impl Registry {
             .subscribe();
         Watch {
             changes: Some(changes),
-            service: Some((self, key)),
+            owner: Some((self, Watched::Service(key))),
         }
     }
 
@@ -81,7 +99,7 @@ impl Registry {
     pub fn watch_catalog(&self) -> Watch<'_> {
         Watch {
             changes: Some(self.catalog.subscribe()),
-            service: None,
+            owner: None,
         }
     }
 
@@ -89,7 +107,7 @@ impl Registry {
     pub fn watch_everything(&self) -> Watch<'_> {
         Watch {
             changes: Some(self.everything.subscribe()),
-            service: None,
+            owner: None,
         }
     }
 

@@ -63,6 +63,18 @@ impl Written {
         Self(self.0, Some(heartbeat))
     }
 
+    /// A write waiting for its commit's outcome (a store only this server writes).
+    pub(super) fn waiting(receiver: oneshot::Receiver<Result<u64, RegistryError>>) -> Self {
+        Self(Outcome::Waiting(receiver, None), None)
+    }
+
+    /// A write the journal did not take (it is closed): its error, when waited for.
+    pub(super) fn failed(error: StoreError) -> Self {
+        let (done, receiver) = oneshot::channel();
+        let _ = done.send(Err(RegistryError::Store(error)));
+        Self::waiting(receiver)
+    }
+
     /// A write already applied at `index` (or nothing to write).
     pub(super) fn applied(index: u64) -> Self {
         Self(Outcome::Applied(index), None)

@@ -82,6 +82,11 @@ impl Journal {
         self.store.shared()
     }
 
+    /// Whether the store keeps key/value entries.
+    pub fn keeps_kv(&self) -> bool {
+        self.store.keeps_kv()
+    }
+
     /// A TTL check's heartbeat, for a shared store (see [`Store::heartbeat`]): not queued
     /// behind the writes, as it changes no record.
     pub fn heartbeat(

@@ -8,11 +8,13 @@
 
 mod etcd_store;
 mod journal;
+mod kv;
 mod record;
 mod redb_store;
 
 pub use etcd_store::{EtcdSettings, EtcdStore};
 pub use journal::{Journal, Then};
+pub use kv::KvRecord;
 pub use record::{StoredCheck, StoredInstance};
 pub use redb_store::RedbStore;
 
@@ -28,6 +30,9 @@ pub enum Change {
     /// and the result is made again on it. The same as `Put` for a store only this server writes.
     PutIfUnchanged(Box<StoredInstance>, u64),
     Delete(String),
+    /// A key/value entry written, or removed (by its key).
+    KvPut(Box<KvRecord>),
+    KvDelete(String),
 }
 
 /// Changes committed together, and the registry index after them.
@@ -53,6 +58,15 @@ pub trait Store: Send + Sync + 'static {
     /// store's or `each`'s (which names what is wrong with that record): a start never goes on
     /// with part of the registry.
     fn load(&self, each: &mut dyn FnMut(StoredInstance) -> Result<(), String>) -> Result<u64, StoreError>;
+    /// Hands every key/value entry to `each`, at start (after [`load`](Self::load)).
+    fn load_kv(&self, _each: &mut dyn FnMut(KvRecord) -> Result<(), String>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Whether it keeps key/value entries (the embedded store; etcd not yet).
+    fn keeps_kv(&self) -> bool {
+        false
+    }
+
     /// Applies a batch atomically; returns the index it was committed at (the batch's own, or
     /// for a shared store the store's: etcd's revision).
     fn write(&self, batch: &Batch<'_>) -> Result<u64, StoreError>;

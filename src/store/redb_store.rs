@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use redb::{Builder, Database, Durability, ReadableTable, TableDefinition};
 
-use super::{Batch, Change, Store, StoreError, StoredInstance};
+use super::{Batch, Change, KvRecord, Store, StoreError, StoredInstance};
 
 /// Instance ID → the instance as JSON ([`StoredInstance`]).
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
+/// Key → a key/value entry ([`KvRecord::encode`]).
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 /// "index": the registry index of the last commit; "format": the record format.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FORMAT: u64 = 1;
@@ -78,6 +80,7 @@ impl RedbStore {
         let tx = db.begin_write().map_err(|e| e.to_string())?;
         {
             tx.open_table(INSTANCES).map_err(|e| e.to_string())?;
+            tx.open_table(KV).map_err(|e| e.to_string())?;
             let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
             let format = meta.get("format").map_err(|e| e.to_string())?.map(|v| v.value());
             match format {
@@ -144,6 +147,7 @@ impl RedbStore {
         });
         {
             let mut table = tx.open_table(INSTANCES).map_err(|e| e.to_string())?;
+            let mut kv = tx.open_table(KV).map_err(|e| e.to_string())?;
             for change in batch.changes {
                 match change {
                     // This server alone writes the file: what it built on is what is stored.
@@ -155,6 +159,13 @@ impl RedbStore {
                     }
                     Change::Delete(id) => {
                         table.remove(id.as_str()).map_err(|e| e.to_string())?;
+                    }
+                    Change::KvPut(record) => {
+                        kv.insert(record.key.as_str(), record.encode().as_slice())
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Change::KvDelete(key) => {
+                        kv.remove(key.as_str()).map_err(|e| e.to_string())?;
                     }
                 }
             }
@@ -170,6 +181,27 @@ impl Store for RedbStore {
         let state = self.lock();
         let db = state.db.as_ref().ok_or_else(|| self.read_error(&state.failure))?;
         catch_panic(|| self.read(db, each)).unwrap_or_else(|message| Err(self.corrupt("", message)))
+    }
+
+    fn load_kv(&self, each: &mut dyn FnMut(KvRecord) -> Result<(), String>) -> Result<(), StoreError> {
+        let state = self.lock();
+        let db = state.db.as_ref().ok_or_else(|| self.read_error(&state.failure))?;
+        let read = || -> Result<(), StoreError> {
+            let tx = db.begin_read().map_err(|e| self.read_error(e))?;
+            let table = tx.open_table(KV).map_err(|e| self.read_error(e))?;
+            for row in table.iter().map_err(|e| self.read_error(e))? {
+                let (key, value) = row.map_err(|e| self.read_error(e))?;
+                let key = key.value();
+                let record = KvRecord::decode(key, value.value()).map_err(|e| self.corrupt(key, e))?;
+                each(record).map_err(|message| self.corrupt(key, message))?;
+            }
+            Ok(())
+        };
+        catch_panic(read).unwrap_or_else(|message| Err(self.corrupt("", message)))
+    }
+
+    fn keeps_kv(&self) -> bool {
+        true
     }
 
     fn write(&self, batch: &Batch<'_>) -> Result<u64, StoreError> {

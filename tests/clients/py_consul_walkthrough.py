@@ -128,6 +128,35 @@ assert c.agent.check.deregister("pay-1-disk") is True
 assert "pay-1-disk" not in c.agent.checks()
 assert c.agent.check.deregister("pay-1-disk") is False
 
+step("kv.put/get/delete: values, flags, recurse, keys, cas, and a blocking get that wakes on a change")
+assert c.kv.put("app/config/db", "postgres://db:5432", flags=7) is True
+assert c.kv.put("app/config/port", "8080") is True
+index, entry = c.kv.get("app/config/db")
+assert (entry["Value"], entry["Flags"]) == (b"postgres://db:5432", 7), entry
+_, entries = c.kv.get("app/", recurse=True)
+assert [e["Key"] for e in entries] == ["app/config/db", "app/config/port"], entries
+_, keys = c.kv.get("app/", keys=True, separator="/")
+assert keys == ["app/config/"], keys
+assert c.kv.get("app/missing")[1] is None
+modify = entry["ModifyIndex"]
+assert c.kv.put("app/config/db", "stale", cas=modify + 1000) is False
+assert c.kv.put("app/config/db", "postgres://db2:5432", cas=modify) is True
+prefix_index, _ = c.kv.get("app/", recurse=True)
+changer = threading.Timer(0.5, lambda: c.kv.put("app/config/port", "9090"))
+started = time.monotonic()
+changer.start()
+woke_index, entries = c.kv.get("app/", recurse=True, index=prefix_index, wait="30s")
+waited = time.monotonic() - started
+print(f"  kv blocking get woke after {waited:.3f}s (put sent at 0.5s)", flush=True)
+assert 0.4 < waited < 5, waited
+assert int(woke_index) > int(prefix_index)
+assert {e["Key"]: e["Value"] for e in entries}["app/config/port"] == b"9090", entries
+_, entry = c.kv.get("app/config/port")
+assert c.kv.delete("app/config/port", cas=entry["ModifyIndex"] - 1) is False
+assert c.kv.delete("app/config/port", cas=entry["ModifyIndex"]) is True
+assert c.kv.delete("app/", recurse=True) is True
+assert c.kv.get("app/", recurse=True)[1] is None
+
 step("bad input is a BadRequest that says what is wrong, and stores nothing")
 try:
     c.agent.service.register("bad", service_id="bad-1", check=consul.Check.ttl("soon"))

@@ -151,6 +151,8 @@ async fn a_thousand_registrations_with_kill_9_at_random_moments_lose_none() {
     // acknowledged (never lost).
     let maintenance_asked: Arc<Mutex<BTreeSet<usize>>> = Arc::default();
     let maintenance_acked: Arc<Mutex<BTreeSet<usize>>> = Arc::default();
+    // And every fifth writes a key/value entry.
+    let kv_acked: Arc<Mutex<BTreeSet<usize>>> = Arc::default();
     let next_id = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut kills = 0;
     while acked.lock().unwrap().len() < WANTED || kills < 5 {
@@ -180,12 +182,31 @@ async fn a_thousand_registrations_with_kill_9_at_random_moments_lose_none() {
             .copied()
             .collect();
         assert!(lost.is_empty(), "maintenance lost after kill {kills}: {lost:?}");
+        let kv_present: BTreeSet<usize> = match client()
+            .get(format!("http://{}/v1/kv/kill/?recurse", server.http))
+            .send()
+            .await
+        {
+            Ok(response) if response.status() == 200 => {
+                let entries: serde_json::Value = response.json().await.unwrap();
+                entries
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["Key"].as_str().unwrap().trim_start_matches("kill/").parse().unwrap())
+                    .collect()
+            }
+            _ => BTreeSet::new(),
+        };
+        let lost: Vec<usize> = kv_acked.lock().unwrap().difference(&kv_present).copied().collect();
+        assert!(lost.is_empty(), "key/value entries lost after kill {kills}: {lost:?}");
 
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let clients: Vec<_> = (0..8)
             .map(|_| {
                 let (acked, next_id, stop, http) = (acked.clone(), next_id.clone(), stop.clone(), server.http);
                 let (maintenance_asked, maintenance_acked) = (maintenance_asked.clone(), maintenance_acked.clone());
+                let kv_acked = kv_acked.clone();
                 tokio::spawn(async move {
                     let client = client();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -204,6 +225,16 @@ async fn a_thousand_registrations_with_kill_9_at_random_moments_lose_none() {
                             }
                             Ok(response) => panic!("registration refused: {}", response.status()),
                             Err(_) => return, // the server died mid-request: not acknowledged
+                        }
+                        if n % 5 == 0 {
+                            let url = format!("http://{http}/v1/kv/kill/{n}");
+                            match client.put(url).body(format!("{n}")).send().await {
+                                Ok(response) if response.status() == 200 => {
+                                    kv_acked.lock().unwrap().insert(n);
+                                }
+                                Ok(response) => panic!("key/value write refused: {}", response.status()),
+                                Err(_) => return,
+                            }
                         }
                         if n % 10 == 0 {
                             maintenance_asked.lock().unwrap().insert(n);
@@ -264,9 +295,10 @@ async fn a_thousand_registrations_with_kill_9_at_random_moments_lose_none() {
     assert!(answered.is_empty(), "in maintenance but answered: {answered:?}");
     assert!(!maintained.is_empty(), "some maintenance was acknowledged");
     println!(
-        "{} registrations and {} maintenance modes acknowledged across {kills} SIGKILLs, none lost",
+        "{} registrations, {} maintenance modes and {} key/value writes acknowledged across {kills} SIGKILLs, none lost",
         acked.len(),
-        maintained.len()
+        maintained.len(),
+        kv_acked.lock().unwrap().len()
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);

@@ -84,6 +84,16 @@ async fn servers_on_one_prefix_share_the_registry_through_etcd() {
     );
     assert_eq!(value(&metrics_a, "sextant_etcd_reachable"), 1.0);
     assert_eq!(value(&metrics_b, "sextant_etcd_stale_seconds"), 0.0);
+    // The key/value store is not kept in etcd yet: refused, saying so, rather than kept on one
+    // server only.
+    let refused = reqwest::Client::new()
+        .put(format!("http://{}/v1/kv/x", a.http))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 501);
+    assert!(refused.text().await.unwrap().contains("not kept in etcd yet"));
     println!(
         "A: acknowledged by etcd -> back through the watch and published: mean {:.2} ms",
         1000.0 * value(&metrics_a, "sextant_write_published_seconds_sum") / 200.0

@@ -20,6 +20,7 @@ mod etcd;
 mod flapping;
 mod forwarding;
 mod health;
+mod kv;
 mod metrics;
 mod paused_clock;
 mod resolvers;

@@ -1,0 +1,303 @@
+//! The key/value store (`/v1/kv/<key>`): entries kept in key order (a prefix is a range), made
+//! durable through the same journal as registrations (committed and fsynced before the write is
+//! acknowledged, in the same index space, so `X-Consul-Index` means one thing everywhere), and
+//! blocking queries on a key or a prefix that wake only for changes under it.
+//!
+//! Writes are staged under the writer lock on top of the writes still waiting for their commit,
+//! as registrations are: a check-and-set (`?cas=<index>`) is decided against what the entry will
+//! be once everything acknowledged before it is applied, so two writers racing with the same
+//! index never both win.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+use tokio::sync::{oneshot, watch};
+
+use super::{Registry, RegistryError, Watch, Writer, Written};
+use crate::store::{Change, KvRecord, StoreError};
+
+/// Consul's largest value.
+pub const MAX_VALUE_BYTES: usize = 512 * 1024;
+/// The longest key (Consul sets none below its request size; a bound keeps the index small).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// One entry, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    pub key: Box<str>,
+    pub value: Box<[u8]>,
+    pub flags: u64,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// The entries and the blocking queries waiting on prefixes.
+#[derive(Default)]
+pub(super) struct Kv {
+    entries: RwLock<BTreeMap<Box<str>, Arc<KvEntry>>>,
+    /// A channel per watched prefix (a key is a prefix too), holding the index of the last
+    /// change under it; made by its first watcher, dropped with its last.
+    watches: DashMap<Box<str>, watch::Sender<u64>>,
+}
+
+/// What a write does to an entry.
+pub enum KvChange {
+    Set { value: Box<[u8]>, flags: u64 },
+    Delete,
+}
+
+/// Why a key is refused, in the words the API answers with.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!("the key is {} bytes long; at most {MAX_KEY_BYTES}", key.len()));
+    }
+    if key.starts_with('/') {
+        return Err("a key cannot start with '/'".into());
+    }
+    Ok(())
+}
+
+impl Kv {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Box<str>, Arc<KvEntry>>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Box<str>, Arc<KvEntry>>> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Registry {
+    /// One entry.
+    pub fn kv_get(&self, key: &str) -> Option<Arc<KvEntry>> {
+        self.kv.read().get(key).cloned()
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    pub fn kv_list(&self, prefix: &str) -> Vec<Arc<KvEntry>> {
+        self.kv
+            .read()
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(_, entry)| entry.clone())
+            .collect()
+    }
+
+    /// The index a blocking query on `prefix` compares with: the last change under it seen by
+    /// a watcher, else the newest entry under it, else the registry's index.
+    pub fn kv_index(&self, prefix: &str) -> u64 {
+        if let Some(watch) = self.kv.watches.get(prefix) {
+            return *watch.borrow();
+        }
+        self.kv_list(prefix)
+            .iter()
+            .map(|e| e.modify_index)
+            .max()
+            .unwrap_or_else(|| self.index())
+    }
+
+    /// Waits on changes under `prefix`.
+    pub fn watch_kv(&self, prefix: &str) -> Watch<'_> {
+        let current = self.kv_index(prefix);
+        let changes = self
+            .kv
+            .watches
+            .entry(prefix.into())
+            .or_insert_with(|| watch::Sender::new(current))
+            .subscribe();
+        Watch::kv(changes, self, prefix.into())
+    }
+
+    pub(super) fn drop_kv_watch(&self, prefix: &str) {
+        self.kv
+            .watches
+            .remove_if(prefix, |_, channel| channel.receiver_count() == 0);
+    }
+
+    /// Restores the stored entries (at start, before anything is served).
+    pub(super) fn restore_kv(&self, store: &dyn crate::store::Store) -> Result<u64, RegistryError> {
+        let mut entries = self.kv.write();
+        let mut index = 0;
+        store.load_kv(&mut |record: KvRecord| {
+            crate::registry::kv::check_key(&record.key).map_err(|e| format!("key: {e}"))?;
+            index = index.max(record.modify_index);
+            let entry = KvEntry {
+                key: record.key.into_boxed_str(),
+                value: record.value.into_boxed_slice(),
+                flags: record.flags,
+                create_index: record.create_index,
+                modify_index: record.modify_index,
+            };
+            entries.insert(entry.key.clone(), Arc::new(entry));
+            Ok(())
+        })?;
+        Ok(index)
+    }
+
+    /// Sets or deletes `key` (with `recurse`, every key under it), if `cas` (when given) is the
+    /// entry's modify index (0: the entry must not exist). `Ok(None)`: the check-and-set failed,
+    /// nothing written.
+    pub fn kv_write(
+        &self,
+        key: &str,
+        change: KvChange,
+        recurse: bool,
+        cas: Option<u64>,
+    ) -> Result<Option<Written>, RegistryError> {
+        if self.journal.as_ref().is_some_and(|j| !j.keeps_kv()) {
+            return Err(RegistryError::KvNotKept);
+        }
+        self.refuse_if_cut_off()?;
+        let mut w = self.lock();
+        let current = self.kv_now(&w, key);
+        if let Some(cas) = cas {
+            let at = current.as_ref().map_or(0, |e| e.modify_index);
+            if at != cas {
+                return Ok(None);
+            }
+        }
+        let index = w.next_index();
+        let mut writes: Vec<(Box<str>, Option<Arc<KvEntry>>)> = Vec::new();
+        match change {
+            KvChange::Set { value, flags } => {
+                let entry = KvEntry {
+                    key: key.into(),
+                    value,
+                    flags,
+                    create_index: current.as_ref().map_or(index, |e| e.create_index),
+                    modify_index: index,
+                };
+                writes.push((key.into(), Some(Arc::new(entry))));
+            }
+            KvChange::Delete if recurse => {
+                let mut keys: Vec<Box<str>> = self.kv_list(key).iter().map(|e| e.key.clone()).collect();
+                keys.extend(w.kv_staged.keys().filter(|k| k.starts_with(key)).cloned());
+                keys.sort();
+                keys.dedup();
+                writes.extend(keys.into_iter().map(|k| (k, None)));
+            }
+            KvChange::Delete => writes.push((key.into(), None)),
+        }
+        Ok(Some(self.stage_kv(&mut w, writes, index)))
+    }
+
+    /// An entry as the next write sees it: with the writes waiting for their commit.
+    fn kv_now(&self, w: &Writer, key: &str) -> Option<Arc<KvEntry>> {
+        match w.kv_staged.get(key) {
+            Some((staged, _)) => staged.clone(),
+            None => self.kv_get(key),
+        }
+    }
+
+    /// Queues the writes for their commit and applies them once committed (at once without a
+    /// store).
+    fn stage_kv(&self, w: &mut Writer, writes: Vec<(Box<str>, Option<Arc<KvEntry>>)>, index: u64) -> Written {
+        let Some(journal) = &self.journal else {
+            self.apply_kv(&writes, index, index);
+            return Written::applied(index);
+        };
+        let changes: Vec<Change> = writes
+            .iter()
+            .map(|(key, entry)| match entry {
+                Some(entry) => Change::KvPut(Box::new(KvRecord {
+                    key: entry.key.to_string(),
+                    value: entry.value.to_vec(),
+                    flags: entry.flags,
+                    create_index: entry.create_index,
+                    modify_index: entry.modify_index,
+                })),
+                None => Change::KvDelete(key.to_string()),
+            })
+            .collect();
+        for (key, entry) in &writes {
+            let slot = w.kv_staged.entry(key.clone()).or_insert((None, 0));
+            slot.0 = entry.clone();
+            slot.1 += 1;
+        }
+        let (done, receiver) = oneshot::channel();
+        let me = self.me.clone();
+        let last = changes.len().saturating_sub(1);
+        let mut writes = Some(writes);
+        let mut done = Some(done);
+        for (n, change) in changes.into_iter().enumerate() {
+            // One callback, on the last change: the journal commits a write's changes together
+            // (they are queued in a row, under the writer lock) or fails them together.
+            let then = (n == last).then(|| {
+                let writes = writes.take().unwrap_or_default();
+                let done = done.take();
+                let me = me.clone();
+                Box::new(move |committed: Result<u64, StoreError>| {
+                    let outcome = match me.upgrade() {
+                        Some(registry) => registry.kv_committed(writes, index, committed),
+                        None => Err(RegistryError::Store(StoreError::Closed)),
+                    };
+                    if let Some(done) = done {
+                        let _ = done.send(outcome);
+                    }
+                }) as crate::store::Then
+            });
+            if let Err(error) = journal.append(change, index, true, then) {
+                return Written::failed(error);
+            }
+        }
+        if let Some(done) = done {
+            // Nothing to write (a recursive delete of nothing): applied as it is.
+            let _ = done.send(Ok(index));
+        }
+        Written::waiting(receiver)
+    }
+
+    fn kv_committed(
+        &self,
+        writes: Vec<(Box<str>, Option<Arc<KvEntry>>)>,
+        index: u64,
+        committed: Result<u64, StoreError>,
+    ) -> Result<u64, RegistryError> {
+        let mut w = self.lock();
+        for (key, _) in &writes {
+            if let Some(slot) = w.kv_staged.get_mut(key) {
+                slot.1 -= 1;
+                if slot.1 == 0 {
+                    w.kv_staged.remove(key);
+                }
+            }
+        }
+        committed?;
+        // Indexes readers see only grow: a health change applied while this write waited for
+        // its commit took a later index, so this one is applied after it.
+        let applied = index.max(self.index() + 1);
+        w.last_index = w.last_index.max(applied);
+        self.apply_kv(&writes, index, applied);
+        Ok(applied)
+    }
+
+    /// Makes writes staged at `staged` visible at `applied` and wakes the watchers of every
+    /// prefix of them.
+    fn apply_kv(&self, writes: &[(Box<str>, Option<Arc<KvEntry>>)], staged: u64, applied: u64) {
+        {
+            let mut entries = self.kv.write();
+            for (key, entry) in writes {
+                match entry {
+                    Some(entry) => {
+                        let mut entry = KvEntry::clone(entry);
+                        entry.modify_index = applied;
+                        if entry.create_index == staged {
+                            entry.create_index = applied;
+                        }
+                        entries.insert(key.clone(), Arc::new(entry));
+                    }
+                    None => {
+                        entries.remove(key);
+                    }
+                }
+            }
+        }
+        for watch in self.kv.watches.iter() {
+            if writes.iter().any(|(key, _)| key.starts_with(&**watch.key())) {
+                watch.value().send_replace(applied);
+            }
+        }
+        self.publish(applied);
+    }
+}
