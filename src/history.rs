@@ -148,8 +148,21 @@ impl History {
     /// The last hour of `name`, if it has a history: the points taken, then the step in
     /// progress (queries per second so far, health now).
     pub fn of(&self, name: &str) -> Option<ServiceHistory> {
+        self.of_each(&[name]).pop().map(|(_, history)| history)
+    }
+
+    /// The last hour of each of `names` that has one (the DNS counters are summed once).
+    pub fn of_each<'n>(&self, names: &[&'n str]) -> Vec<(&'n str, ServiceHistory)> {
+        let live = self.queries_since_last(false);
+        names
+            .iter()
+            .filter_map(|&name| Some((name, self.history_of(name, &live)?)))
+            .collect()
+    }
+
+    fn history_of(&self, name: &str, live: &HashMap<ServiceKey, u64>) -> Option<ServiceHistory> {
         let key = ServiceKey::new(name);
-        let live_queries = self.queries_since_last(false).get(&key).copied().unwrap_or(0);
+        let live_queries = live.get(&key).copied().unwrap_or(0);
         let live_health = self.registry.service_by_key(&key).map(|s| health_counts(&s.instances));
         let points = self.lock();
         // A service registered since the last sample has only the step in progress.

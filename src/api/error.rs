@@ -43,6 +43,7 @@ impl From<RegistryError> for ApiError {
         match e {
             RegistryError::CheckIdTaken { .. } | RegistryError::NotTtl(_) => Self::BadRequest(e.to_string()),
             RegistryError::KvNotKept => Self::NotImplemented(e.to_string()),
+            RegistryError::Invalid(message) => Self::BadRequest(message),
             RegistryError::UnknownCheck(id) => Self::NotFound(format!(
                 "Unknown check ID {:?}. Ensure that the check ID is passed, not the check name.",
                 id.as_str()

@@ -30,16 +30,31 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/kv/{*key}", methods())
 }
 
-fn entry_json(entry: &KvEntry) -> Value {
-    let value = (!entry.value.is_empty()).then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value));
-    json!({
-        "LockIndex": 0,
-        "Key": &*entry.key,
-        "Flags": entry.flags,
-        "Value": value,
-        "CreateIndex": entry.create_index,
-        "ModifyIndex": entry.modify_index,
-    })
+/// An entry in Consul's JSON, serialized straight from the entry: a prefix of 10,000 keys is
+/// written without building a JSON tree first.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EntryJson<'a> {
+    lock_index: u64,
+    key: &'a str,
+    flags: u64,
+    /// Base64; null when empty, as Consul shows it.
+    value: Option<String>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl<'a> From<&'a KvEntry> for EntryJson<'a> {
+    fn from(entry: &'a KvEntry) -> Self {
+        Self {
+            lock_index: 0,
+            key: &entry.key,
+            flags: entry.flags,
+            value: (!entry.value.is_empty()).then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value)),
+            create_index: entry.create_index,
+            modify_index: entry.modify_index,
+        }
+    }
 }
 
 /// A missing key: 404 with the index, as Consul answers (a blocking query's client reads it).
@@ -84,9 +99,10 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let key = key_of(key)?;
     let params = Params::parse(q);
-    block(&state, &params, || state.registry.watch_kv(&key)).await?;
+    let watched = block(&state, &params, || state.registry.watch_kv(&key)).await?;
     let registry = &state.registry;
-    let index = registry.kv_index(&key);
+    // The watch's own index when it waited (the prefix's channel may be gone now).
+    let index = watched.unwrap_or_else(|| registry.kv_index(&key));
     if params.flag("keys") {
         let separator = params.get("separator").filter(|s| !s.is_empty());
         let mut keys: Vec<String> = Vec::new();
@@ -122,8 +138,12 @@ async fn read(
         headers.insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
         return Ok(response);
     }
-    let list: Vec<Value> = entries.iter().map(|e| entry_json(e)).collect();
-    Ok(consul_json(index, json!(list)))
+    let list: Vec<EntryJson<'_>> = entries.iter().map(|e| EntryJson::from(&**e)).collect();
+    let mut response = axum::Json(list).into_response();
+    response
+        .headers_mut()
+        .insert("X-Consul-Index", HeaderValue::from(index));
+    Ok(response)
 }
 
 async fn write(

@@ -187,14 +187,15 @@ async fn consistency_headers(
 /// holds an index past N, or when `?wait=` (default 5 min, at most 10 min, plus up to 1/16 of it
 /// at random so that watchers spread out) runs out. Without `index` it returns at once, and
 /// subscribes to nothing: a plain read leaves no channel behind. Waiting costs nothing: the task
-/// sleeps on the channel of what it watches. A stopping server answers at once.
+/// sleeps on the channel of what it watches. A stopping server answers at once. Returns the
+/// index the watch held last, when it waited.
 async fn block<'a>(
     state: &ApiState,
     params: &Params,
     subscribe: impl FnOnce() -> Watch<'a>,
-) -> Result<(), error::ApiError> {
+) -> Result<Option<u64>, error::ApiError> {
     let Some(index) = params.get("index") else {
-        return Ok(());
+        return Ok(None);
     };
     let min: u64 = index
         .parse()
@@ -206,7 +207,7 @@ async fn block<'a>(
     }
     .min(MAX_WAIT);
     if min == 0 {
-        return Ok(());
+        return Ok(None);
     }
     let mut watch = subscribe();
     let changes = watch.changes();
@@ -222,7 +223,7 @@ async fn block<'a>(
             () = state.stopping.cancelled() => break,
         }
     }
-    Ok(())
+    Ok(Some(*changes.borrow()))
 }
 
 /// Query-string parameters as Consul reads them: repeated keys, and flags that are present

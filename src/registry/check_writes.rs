@@ -80,7 +80,13 @@ impl Registry {
         let mut updated = Instance::clone(&current);
         let mut checks: Vec<Check> = updated.checks.iter().filter(|c| !is_maintenance(c)).cloned().collect();
         if let Some(reason) = reason {
-            let check_id = maintenance_check_id(id).ok_or_else(|| RegistryError::UnknownCheck(id.clone()))?;
+            let check_id = maintenance_check_id(id).ok_or_else(|| {
+                RegistryError::Invalid(format!(
+                    "the maintenance check's ID, _service_maintenance:{}, would be longer than {} bytes",
+                    id.as_str(),
+                    InstanceId::MAX_LEN
+                ))
+            })?;
             let notes = if reason.is_empty() { NO_REASON } else { reason };
             let mut check = Check::new(CheckSpec {
                 id: check_id,

@@ -11,6 +11,9 @@ pub enum RegistryError {
     UnknownCheck(CheckId),
     #[error("check {:?} is not a TTL check: its status comes from its probe, not from updates", .0.as_str())]
     NotTtl(CheckId),
+    /// The instance a write would make breaks a rule (too many checks once one is added).
+    #[error("{0}")]
+    Invalid(String),
     /// The store in use does not keep key/value entries (etcd, for now).
     #[error(
         "the key/value store is not kept in etcd yet: run sextant with its embedded store (--data-dir) to use /v1/kv"

@@ -71,6 +71,7 @@ impl Flaps {
                     changes: VecDeque::new(),
                     held_until: None,
                 });
+                state.service = instance.service.key();
                 state.changes.push_back(now);
                 while state.changes.front().is_some_and(|&t| now - t > settings.window) {
                     state.changes.pop_front();

@@ -9,13 +9,14 @@
 //! index never both win.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
 use tokio::sync::{oneshot, watch};
 
 use super::{Registry, RegistryError, Watch, Writer, Written};
-use crate::store::{Change, KvRecord, StoreError};
+use crate::store::{Change, KvOp, KvRecord, StoreError};
 
 /// Consul's largest value.
 pub const MAX_VALUE_BYTES: usize = 512 * 1024;
@@ -39,6 +40,10 @@ pub(super) struct Kv {
     /// A channel per watched prefix (a key is a prefix too), holding the index of the last
     /// change under it; made by its first watcher, dropped with its last.
     watches: DashMap<Box<str>, watch::Sender<u64>>,
+    /// The index of the last key/value change, deletions included: what a prefix nobody
+    /// watches reports, so a deletion is never missed, and health changes (which move the
+    /// registry's index) never wake a key's watchers.
+    last: AtomicU64,
 }
 
 /// What a write does to an entry.
@@ -84,27 +89,29 @@ impl Registry {
             .collect()
     }
 
-    /// The index a blocking query on `prefix` compares with: the last change under it seen by
-    /// a watcher, else the newest entry under it, else the registry's index.
+    /// The index a blocking query on `prefix` compares with: the last change under it while a
+    /// watcher follows it, else the last key/value change of all (a deletion under it leaves
+    /// no entry to read an index from).
     pub fn kv_index(&self, prefix: &str) -> u64 {
-        if let Some(watch) = self.kv.watches.get(prefix) {
-            return *watch.borrow();
+        match self.kv.watches.get(prefix) {
+            Some(watch) => *watch.borrow(),
+            None => self.kv_last(),
         }
-        self.kv_list(prefix)
-            .iter()
-            .map(|e| e.modify_index)
-            .max()
-            .unwrap_or_else(|| self.index())
+    }
+
+    fn kv_last(&self) -> u64 {
+        self.kv.last.load(Ordering::Acquire).max(1)
     }
 
     /// Waits on changes under `prefix`.
     pub fn watch_kv(&self, prefix: &str) -> Watch<'_> {
-        let current = self.kv_index(prefix);
+        // Read under the map's shard lock: a write applied meanwhile has either moved `last`
+        // already or finds this channel when it wakes the watchers.
         let changes = self
             .kv
             .watches
             .entry(prefix.into())
-            .or_insert_with(|| watch::Sender::new(current))
+            .or_insert_with(|| watch::Sender::new(self.kv_last()))
             .subscribe();
         Watch::kv(changes, self, prefix.into())
     }
@@ -132,6 +139,7 @@ impl Registry {
             entries.insert(entry.key.clone(), Arc::new(entry));
             Ok(())
         })?;
+        self.kv.last.fetch_max(index, Ordering::AcqRel);
         Ok(index)
     }
 
@@ -151,6 +159,8 @@ impl Registry {
         self.refuse_if_cut_off()?;
         let mut w = self.lock();
         let current = self.kv_now(&w, key);
+        // Consul checks `cas` against the key itself, which a recursive delete does not need.
+        let cas = cas.filter(|_| !(recurse && matches!(change, KvChange::Delete)));
         if let Some(cas) = cas {
             let at = current.as_ref().map_or(0, |e| e.modify_index);
             if at != cas {
@@ -190,60 +200,36 @@ impl Registry {
         }
     }
 
-    /// Queues the writes for their commit and applies them once committed (at once without a
-    /// store).
+    /// Queues the writes for their commit, as one entry of the journal, and applies them once
+    /// committed (at once without a store).
     fn stage_kv(&self, w: &mut Writer, writes: Vec<(Box<str>, Option<Arc<KvEntry>>)>, index: u64) -> Written {
         let Some(journal) = &self.journal else {
-            self.apply_kv(&writes, index, index);
+            self.apply_kv(w, &writes, index, index);
             return Written::applied(index);
         };
-        let changes: Vec<Change> = writes
-            .iter()
-            .map(|(key, entry)| match entry {
-                Some(entry) => Change::KvPut(Box::new(KvRecord {
-                    key: entry.key.to_string(),
-                    value: entry.value.to_vec(),
-                    flags: entry.flags,
-                    create_index: entry.create_index,
-                    modify_index: entry.modify_index,
-                })),
-                None => Change::KvDelete(key.to_string()),
-            })
-            .collect();
-        for (key, entry) in &writes {
-            let slot = w.kv_staged.entry(key.clone()).or_insert((None, 0));
-            slot.0 = entry.clone();
-            slot.1 += 1;
+        if writes.is_empty() {
+            return Written::applied(self.index()); // a recursive delete of nothing
         }
+        let ops: Box<[KvOp]> = writes.iter().map(|(key, entry)| op(key, entry.as_deref())).collect();
         let (done, receiver) = oneshot::channel();
         let me = self.me.clone();
-        let last = changes.len().saturating_sub(1);
-        let mut writes = Some(writes);
-        let mut done = Some(done);
-        for (n, change) in changes.into_iter().enumerate() {
-            // One callback, on the last change: the journal commits a write's changes together
-            // (they are queued in a row, under the writer lock) or fails them together.
-            let then = (n == last).then(|| {
-                let writes = writes.take().unwrap_or_default();
-                let done = done.take();
-                let me = me.clone();
-                Box::new(move |committed: Result<u64, StoreError>| {
-                    let outcome = match me.upgrade() {
-                        Some(registry) => registry.kv_committed(writes, index, committed),
-                        None => Err(RegistryError::Store(StoreError::Closed)),
-                    };
-                    if let Some(done) = done {
-                        let _ = done.send(outcome);
-                    }
-                }) as crate::store::Then
-            });
-            if let Err(error) = journal.append(change, index, true, then) {
-                return Written::failed(error);
-            }
+        let staged = writes.clone();
+        let then = Box::new(move |committed: Result<u64, StoreError>| {
+            let outcome = match me.upgrade() {
+                Some(registry) => registry.kv_committed(staged, index, committed),
+                None => Err(RegistryError::Store(StoreError::Closed)),
+            };
+            // The client may have gone: the write stands all the same.
+            let _ = done.send(outcome);
+        });
+        if let Err(error) = journal.append(Change::Kv(ops), index, true, Some(then)) {
+            return Written::failed(error);
         }
-        if let Some(done) = done {
-            // Nothing to write (a recursive delete of nothing): applied as it is.
-            let _ = done.send(Ok(index));
+        // The commit's callback waits for the writer lock, held here: it runs after this.
+        for (key, entry) in writes {
+            let slot = w.kv_staged.entry(key).or_insert((None, 0));
+            slot.0 = entry;
+            slot.1 += 1;
         }
         Written::waiting(receiver)
     }
@@ -268,36 +254,62 @@ impl Registry {
         // its commit took a later index, so this one is applied after it.
         let applied = index.max(self.index() + 1);
         w.last_index = w.last_index.max(applied);
-        self.apply_kv(&writes, index, applied);
+        self.apply_kv(&w, &writes, index, applied);
         Ok(applied)
     }
 
     /// Makes writes staged at `staged` visible at `applied` and wakes the watchers of every
-    /// prefix of them.
-    fn apply_kv(&self, writes: &[(Box<str>, Option<Arc<KvEntry>>)], staged: u64, applied: u64) {
+    /// prefix of them. When the index moved, the entries are stored again as served (best
+    /// effort, as a health change is), unless a later write to the key is on its way.
+    fn apply_kv(&self, w: &Writer, writes: &[(Box<str>, Option<Arc<KvEntry>>)], staged: u64, applied: u64) {
+        let mut restore = Vec::new();
         {
             let mut entries = self.kv.write();
             for (key, entry) in writes {
-                match entry {
-                    Some(entry) => {
-                        let mut entry = KvEntry::clone(entry);
-                        entry.modify_index = applied;
-                        if entry.create_index == staged {
-                            entry.create_index = applied;
-                        }
-                        entries.insert(key.clone(), Arc::new(entry));
-                    }
-                    None => {
-                        entries.remove(key);
-                    }
+                let Some(entry) = entry else {
+                    entries.remove(key);
+                    continue;
+                };
+                let mut entry = KvEntry::clone(entry);
+                entry.modify_index = applied;
+                // Made by this write, or by an earlier one (applied before it, at its own index).
+                entry.create_index = if entry.create_index == staged {
+                    applied
+                } else {
+                    entries.get(key).map_or(entry.create_index, |e| e.create_index)
+                };
+                if applied != staged && !w.kv_staged.contains_key(key) {
+                    restore.push(op(key, Some(&entry)));
                 }
+                entries.insert(key.clone(), Arc::new(entry));
             }
         }
+        if let Some(journal) = &self.journal
+            && !restore.is_empty()
+        {
+            // A closed journal means the server is stopping: the entry keeps its staged index.
+            let _ = journal.append(Change::Kv(restore.into_boxed_slice()), applied, false, None);
+        }
+        self.kv.last.fetch_max(applied, Ordering::AcqRel);
         for watch in self.kv.watches.iter() {
             if writes.iter().any(|(key, _)| key.starts_with(&**watch.key())) {
                 watch.value().send_replace(applied);
             }
         }
         self.publish(applied);
+    }
+}
+
+/// A write to `key` as the store keeps it.
+fn op(key: &str, entry: Option<&KvEntry>) -> KvOp {
+    match entry {
+        Some(entry) => KvOp::Put(KvRecord {
+            key: entry.key.to_string(),
+            value: entry.value.to_vec(),
+            flags: entry.flags,
+            create_index: entry.create_index,
+            modify_index: entry.modify_index,
+        }),
+        None => KvOp::Delete(key.to_owned()),
     }
 }

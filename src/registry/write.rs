@@ -119,6 +119,9 @@ impl Registry {
     }
 
     pub(super) fn register_locked(&self, w: &mut Writer, mut instance: Instance) -> Result<Written, RegistryError> {
+        // What is stored must read back at start: an instance that grew past a rule (a check
+        // added on its own, maintenance kept over a re-registration) is refused here.
+        instance.validate().map_err(RegistryError::Invalid)?;
         for check in &instance.checks {
             if let Some(owner) = self.check_owner_now(w, &check.spec.id)
                 && owner != instance.id

@@ -2,6 +2,13 @@
 //! (little-endian `u64`s), then the value's bytes as given. Values are opaque (anything up to
 //! 512 KiB), so no text encoding is imposed on them.
 
+/// One change to the key/value entries.
+#[derive(Debug, Clone)]
+pub enum KvOp {
+    Put(KvRecord),
+    Delete(String),
+}
+
 /// One key/value entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvRecord {

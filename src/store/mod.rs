@@ -14,7 +14,7 @@ mod redb_store;
 
 pub use etcd_store::{EtcdSettings, EtcdStore};
 pub use journal::{Journal, Then};
-pub use kv::KvRecord;
+pub use kv::{KvOp, KvRecord};
 pub use record::{StoredCheck, StoredInstance};
 pub use redb_store::RedbStore;
 
@@ -30,9 +30,9 @@ pub enum Change {
     /// and the result is made again on it. The same as `Put` for a store only this server writes.
     PutIfUnchanged(Box<StoredInstance>, u64),
     Delete(String),
-    /// A key/value entry written, or removed (by its key).
-    KvPut(Box<KvRecord>),
-    KvDelete(String),
+    /// The key/value changes of one write (a recursive delete may hold thousands): one entry
+    /// of the journal, so they are committed together or not at all.
+    Kv(Box<[KvOp]>),
 }
 
 /// Changes committed together, and the registry index after them.

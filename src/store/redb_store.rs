@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use redb::{Builder, Database, Durability, ReadableTable, TableDefinition};
 
-use super::{Batch, Change, KvRecord, Store, StoreError, StoredInstance};
+use super::{Batch, Change, KvOp, KvRecord, Store, StoreError, StoredInstance};
 
 /// Instance ID → the instance as JSON ([`StoredInstance`]).
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
@@ -160,12 +160,18 @@ impl RedbStore {
                     Change::Delete(id) => {
                         table.remove(id.as_str()).map_err(|e| e.to_string())?;
                     }
-                    Change::KvPut(record) => {
-                        kv.insert(record.key.as_str(), record.encode().as_slice())
-                            .map_err(|e| e.to_string())?;
-                    }
-                    Change::KvDelete(key) => {
-                        kv.remove(key.as_str()).map_err(|e| e.to_string())?;
+                    Change::Kv(ops) => {
+                        for op in ops {
+                            match op {
+                                KvOp::Put(record) => {
+                                    kv.insert(record.key.as_str(), record.encode().as_slice())
+                                        .map_err(|e| e.to_string())?;
+                                }
+                                KvOp::Delete(key) => {
+                                    kv.remove(key.as_str()).map_err(|e| e.to_string())?;
+                                }
+                            }
+                        }
                     }
                 }
             }

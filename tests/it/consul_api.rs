@@ -832,6 +832,30 @@ async fn maintenance_mode_takes_an_instance_out_and_survives_a_restart() {
             .contains("no reason was provided")
     );
 
+    // An instance may not grow past 32 checks: the 33rd, a maintenance check included, is
+    // refused with the rule, and nothing is stored.
+    let checks: Vec<Value> = (0..32)
+        .map(|n| json!({"CheckID": format!("c{n}"), "TTL": "1h"}))
+        .collect();
+    server
+        .register(json!({"Name": "full", "ID": "full-1", "Port": 80, "Checks": checks}))
+        .await;
+    let (status, body) = server.put("/v1/agent/service/maintenance/full-1?enable=true").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 32 checks"), "{body}");
+    let (status, body) = server
+        .put_json(
+            "/v1/agent/check/register",
+            &json!({"Name": "one more", "ServiceID": "full-1", "TTL": "1h"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        server.get_json("/v1/agent/checks").await.as_object().unwrap().len(),
+        33,
+        "32 on full-1, the maintenance check on web-1"
+    );
+
     // Errors, as Consul words them.
     let (status, body) = server.put(maintenance).await;
     assert_eq!((status.as_u16(), body.as_str()), (400, "Missing value for enable"));

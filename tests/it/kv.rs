@@ -184,7 +184,7 @@ async fn a_blocking_query_wakes_for_its_prefix_only() {
     assert_eq!(put(&server, "/v1/kv/app/a", "1").await.0, 200);
     let (_, headers, _) = server.get("/v1/kv/app/?recurse").await;
     let index = index_of(&headers);
-    let waiting = |wait: &str| {
+    let waiting = |index: u64, wait: &str| {
         let (http, url) = (
             server.http.clone(),
             server.url(&format!("/v1/kv/app/?recurse&index={index}&wait={wait}")),
@@ -200,7 +200,7 @@ async fn a_blocking_query_wakes_for_its_prefix_only() {
         })
     };
     // A change elsewhere does not wake it: it waits its wait out.
-    let unwoken = waiting("1s");
+    let unwoken = waiting(index, "1s");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(put(&server, "/v1/kv/elsewhere", "x").await.0, 200);
     let (took, same, _) = unwoken.await.unwrap();
@@ -209,8 +209,12 @@ async fn a_blocking_query_wakes_for_its_prefix_only() {
         "woken after {took:?} by a change outside its prefix"
     );
     assert_eq!(same, index);
-    // A change under it does, at once.
-    let woken = waiting("30s");
+    // A change under it does, at once. (A client that asks again with an index from before a
+    // change elsewhere may be answered at once with a newer one, as Consul allows; a fresh read
+    // gives the index to wait from.)
+    let (_, headers, _) = server.get("/v1/kv/app/?recurse").await;
+    let index = index_of(&headers);
+    let woken = waiting(index, "30s");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(put(&server, "/v1/kv/app/b", "2").await.0, 200);
     let (took, next, entries) = woken.await.unwrap();
@@ -302,5 +306,65 @@ async fn entries_survive_a_restart_with_their_indexes() {
         .max()
         .unwrap();
     assert!(newest > highest);
+    server.stop().await;
+}
+
+/// A deletion under a prefix nobody watches still moves the index a later watcher compares with,
+/// and health changes (which move the registry's index) do not wake a key's watchers.
+#[tokio::test]
+async fn deletions_are_never_missed_and_health_changes_do_not_wake_key_watchers() {
+    let server = TestServer::start().await;
+    assert_eq!(put(&server, "/v1/kv/app/a", "1").await.0, 200);
+    assert_eq!(put(&server, "/v1/kv/app/b", "2").await.0, 200);
+    let (_, headers, _) = server.get("/v1/kv/app/?recurse").await;
+    let before = index_of(&headers);
+    assert_eq!(delete(&server, "/v1/kv/app/b").await.0, 200);
+    // A client that read before the deletion, asking with its index: answered at once.
+    let started = Instant::now();
+    let (_, headers, body) = server
+        .get(&format!("/v1/kv/app/?recurse&index={before}&wait=30s"))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(5), "the deletion was missed");
+    assert!(index_of(&headers) > before);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().len(),
+        1
+    );
+
+    // A watcher of a missing key is not woken by health changes.
+    server
+        .register(json!({"Name": "web", "ID": "web-1", "Port": 80, "Check": {"TTL": "1h", "Status": "passing"}}))
+        .await;
+    let (status, headers, _) = server.get("/v1/kv/missing").await;
+    assert_eq!(status, 404);
+    let index = index_of(&headers);
+    let watcher = {
+        let (http, url) = (
+            server.http.clone(),
+            server.url(&format!("/v1/kv/missing?index={index}&wait=1s")),
+        );
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = http.get(url).send().await.unwrap();
+            (started.elapsed(), response.status())
+        })
+    };
+    for n in 0..10 {
+        let status = if n % 2 == 0 { "fail" } else { "pass" };
+        assert_eq!(
+            server.put(&format!("/v1/agent/check/{status}/service:web-1")).await.0,
+            200
+        );
+    }
+    let (waited, status) = watcher.await.unwrap();
+    assert!(
+        waited >= Duration::from_secs(1),
+        "woken after {waited:?} by health changes"
+    );
+    assert_eq!(status, 404);
+
+    // `cas` does not apply to a recursive delete (as in Consul).
+    assert_eq!(delete(&server, "/v1/kv/app/?recurse&cas=1").await.1, "true");
+    assert_eq!(server.get("/v1/kv/app/?recurse").await.0, 404);
     server.stop().await;
 }

@@ -59,10 +59,8 @@ async fn history(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Result
         )));
     }
     let mut services = Map::new();
-    for name in names {
-        if let Some(history) = state.history.of(name) {
-            services.insert(name.to_owned(), json!(history));
-        }
+    for (name, history) in state.history.of_each(&names) {
+        services.insert(name.to_owned(), json!(history));
     }
     Ok(consul_json(
         state.registry.index(),

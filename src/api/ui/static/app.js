@@ -347,7 +347,12 @@ function show() {
 
 function route() {
   const match = location.hash.match(/^#\/service\/(.+)$/);
-  const selected = match ? decodeURIComponent(match[1]) : null;
+  let selected = null;
+  try {
+    selected = match ? decodeURIComponent(match[1]) : null;
+  } catch (error) {
+    selected = null; // a malformed link: the list
+  }
   if (selected === state.selected) return;
   state.selected = selected;
   if (state.detailAbort) state.detailAbort.abort();
