@@ -615,9 +615,9 @@ async fn query_parameters_are_ignored_unless_honouring_them_would_change_the_ans
         assert_eq!(status, 400, "{path}: {body}");
         assert!(body.contains(says), "{path}: {body}");
     }
-    let (status, _, body) = server.get("/v1/kv/orders").await;
+    let (status, _, body) = server.get("/v1/event/list?name=orders").await;
     assert_eq!(status, 404);
-    assert_eq!(body, "no such endpoint: /v1/kv/orders");
+    assert_eq!(body, "no such endpoint: /v1/event/list");
     server.stop().await;
 }
 
