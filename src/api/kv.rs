@@ -8,15 +8,16 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderValue;
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
 use super::error::ApiError;
-use super::{ApiState, Params, block, consul_json};
+use super::{ApiState, Params, block, consul_json, indexed};
+use crate::registry::Written;
 use crate::registry::kv::{KvChange, KvEntry, MAX_VALUE_BYTES, check_key};
 
 pub fn routes() -> Router<ApiState> {
@@ -57,12 +58,22 @@ impl<'a> From<&'a KvEntry> for EntryJson<'a> {
     }
 }
 
-/// A missing key: 404 with the index, as Consul answers (a blocking query's client reads it).
+/// A missing key: 404 with the index and no body, as Consul answers (a blocking query's client
+/// reads the index).
 fn not_found(index: u64) -> Response {
-    let mut response = consul_json(index, Value::Null);
-    *response.status_mut() = axum::http::StatusCode::NOT_FOUND;
-    *response.body_mut() = axum::body::Body::empty();
-    response
+    indexed(index, StatusCode::NOT_FOUND)
+}
+
+/// A write's answer: `true` once it is durable, `false` when its check-and-set failed.
+async fn answer_write(written: Option<Written>) -> Result<Response, ApiError> {
+    let done = match written {
+        Some(written) => {
+            written.durable().await?;
+            true
+        }
+        None => false,
+    };
+    Ok(axum::Json(done).into_response())
 }
 
 fn key_of(key: Option<Path<String>>) -> Result<String, ApiError> {
@@ -131,19 +142,14 @@ async fn read(
         return Ok(not_found(index));
     }
     if params.flag("raw") && !params.flag("recurse") {
-        let mut response = consul_json(index, Value::Null);
-        *response.body_mut() = axum::body::Body::from(entries[0].value.to_vec());
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-        headers.insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
-        return Ok(response);
+        let headers = [
+            (CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+            (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        ];
+        return Ok(indexed(index, (headers, entries[0].value.to_vec())));
     }
     let list: Vec<EntryJson<'_>> = entries.iter().map(|e| EntryJson::from(&**e)).collect();
-    let mut response = axum::Json(list).into_response();
-    response
-        .headers_mut()
-        .insert("X-Consul-Index", HeaderValue::from(index));
-    Ok(response)
+    Ok(indexed(index, axum::Json(list)))
 }
 
 async fn write(
@@ -169,14 +175,7 @@ async fn write(
         flags: number(&params, "flags")?.unwrap_or(0),
     };
     let cas = number(&params, "cas")?;
-    let done = match state.registry.kv_write(&key, change, false, cas)? {
-        Some(written) => {
-            written.durable().await?;
-            true
-        }
-        None => false,
-    };
-    Ok(axum::Json(done).into_response())
+    answer_write(state.registry.kv_write(&key, change, false, cas)?).await
 }
 
 async fn delete(
@@ -192,12 +191,5 @@ async fn delete(
         return Err(ApiError::BadRequest("Missing key name".into()));
     }
     let cas = number(&params, "cas")?;
-    let done = match state.registry.kv_write(&key, KvChange::Delete, recurse, cas)? {
-        Some(written) => {
-            written.durable().await?;
-            true
-        }
-        None => false,
-    };
-    Ok(axum::Json(done).into_response())
+    answer_write(state.registry.kv_write(&key, KvChange::Delete, recurse, cas)?).await
 }

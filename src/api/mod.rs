@@ -157,7 +157,12 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
 
 /// A JSON answer with its index (the consistency headers are added by [`consistency_headers`]).
 fn consul_json(index: u64, body: Value) -> Response {
-    let mut response = Json(body).into_response();
+    indexed(index, Json(body))
+}
+
+/// Any answer with its index (`X-Consul-Index`).
+fn indexed(index: u64, answer: impl IntoResponse) -> Response {
+    let mut response = answer.into_response();
     response
         .headers_mut()
         .insert("X-Consul-Index", HeaderValue::from(index));

@@ -127,7 +127,7 @@ impl Registry {
         let mut entries = self.kv.write();
         let mut index = 0;
         store.load_kv(&mut |record: KvRecord| {
-            crate::registry::kv::check_key(&record.key).map_err(|e| format!("key: {e}"))?;
+            check_key(&record.key).map_err(|e| format!("key: {e}"))?;
             index = index.max(record.modify_index);
             let entry = KvEntry {
                 key: record.key.into_boxed_str(),

@@ -320,7 +320,7 @@ impl Registry {
         for (key, instances) in by_service {
             let modify_index = instances.iter().map(|i| i.modify_index).max().unwrap_or(index);
             let create_index = instances.iter().map(|i| i.create_index).min().unwrap_or(index);
-            self.publish_service(&key, instances, create_index, modify_index, true);
+            self.publish_service(&key, instances, None, create_index, modify_index, true);
         }
         w.last_index = index;
         self.publish(index);
@@ -412,7 +412,7 @@ impl Registry {
         }
         let create_index = previous.as_ref().map_or(index, |p| p.create_index);
         let recompile = recompile || previous.is_none();
-        self.publish_service(key, instances, create_index, index, recompile);
+        self.publish_service(key, instances, previous.as_deref(), create_index, index, recompile);
     }
 
     /// Publishes a service again as it is, its answers compiled anew and its watchers woken (an
@@ -427,12 +427,13 @@ impl Registry {
         self.publish(index);
     }
 
-    /// Publishes a service's entry: its instances sorted, and its answers compiled (without
-    /// `recompile`, the published answers stay).
+    /// Publishes a service's entry in place of `previous`: its instances sorted, and its answers
+    /// compiled (without `recompile`, the published answers stay).
     fn publish_service(
         &self,
         key: &ServiceKey,
         mut instances: Vec<Arc<Instance>>,
+        previous: Option<&ServiceEntry>,
         create_index: u64,
         modify_index: u64,
         recompile: bool,
@@ -440,7 +441,7 @@ impl Registry {
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         instances.shrink_to_fit();
         let name = instances[0].service.clone();
-        let flapping = self.flaps.observe(self.service_by_key(key).as_deref(), &instances);
+        let flapping = self.flaps.observe(previous, &instances);
         let entry = ServiceEntry {
             name,
             create_index,
