@@ -18,10 +18,15 @@ use sextant::api::wire::{parse_json, parse_registration};
 use sextant::dns::answers::ServiceAnswerMap;
 use sextant::dns::message::Transport;
 use sextant::dns::{DnsEngine, DnsSettings, Reply, zones};
+use sextant::model::{Node, NodeName};
 use sextant::registry::Registry;
 
 fn register(registry: &Registry, body: serde_json::Value) {
-    let instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap()).unwrap();
+    let instance = parse_registration(
+        &parse_json(body.to_string().as_bytes()).unwrap(),
+        &registry.local_node(),
+    )
+    .unwrap();
     let _ = registry.register(instance).expect("registers");
 }
 
@@ -30,7 +35,8 @@ fn engine(services: usize) -> DnsEngine {
     let node = "192.0.2.1".parse().unwrap();
     let settings = DnsSettings::new(domain.clone(), "node1", node);
     let answers = Arc::new(ServiceAnswerMap::new(&settings));
-    let registry = Registry::new(node, answers.clone());
+    let local = Node::local(NodeName::parse("node1").unwrap(), node);
+    let registry = Registry::new(local, answers.clone());
     let zones = zones::ZoneSource::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones"), &domain, node)
         .load()
         .unwrap();

@@ -19,13 +19,14 @@ use sextant::api::wire::{parse_json, parse_registration};
 use sextant::dns::answers::ServiceAnswerMap;
 use sextant::dns::message::Transport;
 use sextant::dns::{DnsEngine, DnsSettings, Reply, zones};
-use sextant::model::{CheckId, Health};
+use sextant::model::{CheckId, Health, Node, NodeName};
 use sextant::registry::Registry;
 
 /// An in-memory registry and the DNS answers it compiles.
 fn registry() -> (Arc<Registry>, Arc<ServiceAnswerMap>) {
     let answers = Arc::new(ServiceAnswerMap::new(&settings()));
-    (Registry::new(settings().node_addr, answers.clone()), answers)
+    let local = Node::local(NodeName::parse(&settings().node_name).unwrap(), settings().node_addr);
+    (Registry::new(local, answers.clone()), answers)
 }
 
 fn settings() -> DnsSettings {
@@ -37,7 +38,11 @@ fn settings() -> DnsSettings {
 }
 
 fn register(registry: &Registry, body: serde_json::Value) {
-    let instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap()).unwrap();
+    let instance = parse_registration(
+        &parse_json(body.to_string().as_bytes()).unwrap(),
+        &registry.local_node(),
+    )
+    .unwrap();
     let _ = registry.register(instance).expect("registers");
 }
 

@@ -17,6 +17,7 @@ use crate::dns::zones::{ZoneError, ZoneSource};
 use crate::dns::{DnsEngine, DnsListeners, DnsServer};
 use crate::health::{HealthChecker, HealthError};
 use crate::history::History;
+use crate::model::{Node, NodeName};
 use crate::registry::{Registry, RegistryError};
 use crate::store::{EtcdStore, Journal, RedbStore, Store, StoreError};
 
@@ -93,7 +94,15 @@ impl App {
         // The registry as it was: an unreadable store stops the start, never an empty registry.
         let journal = Journal::start(store.clone()).map_err(AppError::Journal)?;
         let answers = Arc::new(ServiceAnswerMap::new(&dns_settings));
-        let registry = Registry::with_journal(node_addr, answers.clone(), journal);
+        let node_name = NodeName::parse(&dns_settings.node_name).map_err(|message| {
+            AppError::Config(ConfigError::Invalid {
+                field: "node_name",
+                message,
+            })
+        })?;
+        let mut local = Node::local(node_name, node_addr);
+        local.id = node_id(&dns_settings.node_name).into();
+        let registry = Registry::with_journal(local, answers.clone(), journal);
         if let Some(damping) = flap_damping {
             registry.damp_flapping(damping);
         }

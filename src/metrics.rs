@@ -245,7 +245,7 @@ impl std::fmt::Debug for RegistryCollector {
 }
 
 const HEALTHS: [Health; 3] = [Health::Passing, Health::Warning, Health::Critical];
-const KINDS: [&str; 5] = ["http", "tcp", "ttl", "maintenance", "grpc"];
+const KINDS: [&str; 6] = ["http", "tcp", "ttl", "maintenance", "grpc", "external"];
 
 impl Collector for RegistryCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -262,6 +262,7 @@ impl Collector for RegistryCollector {
                         CheckKind::Ttl { .. } => 2,
                         CheckKind::Maintenance => 3,
                         CheckKind::Grpc { .. } => 4,
+                        CheckKind::External => 5,
                     };
                     checks[kind][check.status as usize] += 1;
                 }

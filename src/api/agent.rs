@@ -11,13 +11,16 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::{ApiState, Params, consul_json, wire};
-use crate::model::{CheckId, Health, InstanceId};
+use std::sync::Arc;
+
+use crate::model::{CheckId, Health, Instance, InstanceId};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/agent/service/register", put(register))
         .route("/v1/agent/service/deregister/{id}", put(deregister))
         .route("/v1/agent/service/maintenance/{id}", put(maintenance))
+        .route("/v1/agent/maintenance", put(node_maintenance))
         .route("/v1/agent/services", get(services))
         .route("/v1/agent/service/{id}", get(service))
         .route("/v1/agent/checks", get(checks))
@@ -31,7 +34,7 @@ pub fn routes() -> Router<ApiState> {
 }
 
 async fn register(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
-    let instance = wire::parse_registration(&wire::parse_json(&body)?)?;
+    let instance = wire::parse_registration(&wire::parse_json(&body)?, &state.registry.local_node())?;
     let (id, service) = (instance.id.clone(), instance.service.clone());
     let index = state.registry.register(instance)?.durable().await?;
     tracing::info!(service = %service, instance = %id, index, "registered");
@@ -45,6 +48,7 @@ async fn deregister(State(state): State<ApiState>, Path(id): Path<String>) -> Re
         ))
     };
     let parsed = InstanceId::parse(&id).map_err(|_| unknown())?;
+    local_instance(&state, &parsed).ok_or_else(unknown)?;
     let index = state
         .registry
         .deregister(&parsed)?
@@ -52,6 +56,31 @@ async fn deregister(State(state): State<ApiState>, Path(id): Path<String>) -> Re
         .durable()
         .await?;
     tracing::info!(instance = %id, index, "deregistered");
+    Ok(().into_response())
+}
+
+/// An instance registered on this server's node: the agent endpoints see no other (an
+/// external node's services are the catalog's).
+pub(super) fn local_instance(state: &ApiState, id: &InstanceId) -> Option<Arc<Instance>> {
+    state.registry.instance(id).filter(|i| i.node.local)
+}
+
+/// `?enable=` read as Consul does, or its error.
+fn enable_param(params: &Params) -> Result<bool, ApiError> {
+    let raw = params
+        .get("enable")
+        .ok_or_else(|| ApiError::BadRequest("Missing value for enable".into()))?;
+    go_bool(raw).ok_or_else(|| ApiError::BadRequest(format!("Invalid value for enable: {raw:?}")))
+}
+
+/// `?enable=true&reason=…` puts this server's node into maintenance (Consul's critical
+/// `_node_maintenance` check: every service registered here leaves DNS); `?enable=false` takes
+/// it out.
+async fn node_maintenance(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let params = Params::parse(q);
+    let enable = enable_param(&params)?;
+    let reason = enable.then(|| params.get("reason").unwrap_or(""));
+    state.registry.set_node_maintenance(reason)?.durable().await?;
     Ok(().into_response())
 }
 
@@ -72,12 +101,10 @@ async fn maintenance(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q);
-    let raw = params
-        .get("enable")
-        .ok_or_else(|| ApiError::BadRequest("Missing value for enable".into()))?;
-    let enable = go_bool(raw).ok_or_else(|| ApiError::BadRequest(format!("Invalid value for enable: {raw:?}")))?;
+    let enable = enable_param(&params)?;
     let unknown = || ApiError::NotFound(format!("No service registered with ID {id:?}"));
     let parsed = InstanceId::parse(&id).map_err(|_| unknown())?;
+    local_instance(&state, &parsed).ok_or_else(unknown)?;
     let reason = enable.then(|| params.get("reason").unwrap_or(""));
     state
         .registry
@@ -92,7 +119,7 @@ async fn services(State(state): State<ApiState>) -> Response {
     let map: BTreeMap<&str, Value> = BTreeMap::new();
     let instances = state.registry.instances();
     let mut map = map;
-    for instance in &instances {
+    for instance in instances.iter().filter(|i| i.node.local) {
         map.insert(instance.id.as_str(), wire::agent_service(instance, &state.node));
     }
     consul_json(state.registry.index(), json!(map))
@@ -101,7 +128,7 @@ async fn services(State(state): State<ApiState>) -> Response {
 async fn service(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let instance = InstanceId::parse(&id)
         .ok()
-        .and_then(|id| state.registry.instance(&id))
+        .and_then(|id| local_instance(&state, &id))
         .ok_or_else(|| ApiError::NotFound(format!("unknown service ID: {id}")))?;
     let mut body = wire::agent_service(&instance, &state.node);
     if let Value::Object(map) = &mut body {
@@ -112,12 +139,14 @@ async fn service(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
 
 async fn checks(State(state): State<ApiState>) -> Response {
     let mut map = BTreeMap::new();
-    for instance in state.registry.instances() {
+    let local = state.registry.local_node();
+    for check in wire::node_checks(&local).into_iter().skip(1) {
+        // (after serfHealth, which Consul's agent does not list)
+        map.insert(check["CheckID"].as_str().unwrap_or_default().to_owned(), check);
+    }
+    for instance in state.registry.instances().iter().filter(|i| i.node.local) {
         for check in &instance.checks {
-            map.insert(
-                check.spec.id.to_string(),
-                wire::check_json(check, &instance, &state.node),
-            );
+            map.insert(check.spec.id.to_string(), wire::check_json(check, instance));
         }
     }
     consul_json(state.registry.index(), json!(map))
@@ -126,7 +155,7 @@ async fn checks(State(state): State<ApiState>) -> Response {
 /// A check added to a registered instance (`ServiceID`), or replacing one of the same ID.
 async fn register_check(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     let registry = &state.registry;
-    let service_of = |id: &InstanceId| registry.instance(id).map(|i| i.service.clone());
+    let service_of = |id: &InstanceId| local_instance(&state, id).map(|i| i.service.clone());
     let (instance, spec) = wire::parse_agent_check(&wire::parse_json(&body)?, service_of)?;
     let check = spec.id.clone();
     let unknown = || ApiError::BadRequest(format!("ServiceID {:?} does not exist", instance.as_str()));

@@ -12,6 +12,8 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{ApiState, Params, wire};
+use std::sync::Arc;
+
 use crate::model::{Health, Instance, InstanceId};
 
 pub fn routes() -> Router<ApiState> {
@@ -30,11 +32,7 @@ fn code(health: Health) -> StatusCode {
 
 /// Consul's `AgentServiceChecksInfo`: the instance, its checks and their worst status.
 fn checks_info(instance: &Instance, state: &ApiState) -> Value {
-    let checks: Vec<Value> = instance
-        .checks
-        .iter()
-        .map(|c| wire::check_json(c, instance, &state.node))
-        .collect();
+    let checks: Vec<Value> = instance.checks.iter().map(|c| wire::check_json(c, instance)).collect();
     json!({
         "AggregatedStatus": instance.health().as_str(),
         "Service": wire::agent_service(instance, &state.node),
@@ -53,23 +51,26 @@ fn answer(status: StatusCode, text: bool, reason: String, body: Value) -> Respon
 /// Every instance of the service: the code and text of the worst, the list of each.
 async fn by_name(State(state): State<ApiState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
     let text = Params::parse(q).get("format") == Some("text");
-    let Some(entry) = state.registry.service(&name) else {
+    let entry = state.registry.service(&name);
+    let local: Vec<&Arc<Instance>> = entry
+        .iter()
+        .flat_map(|e| e.instances.iter())
+        .filter(|i| i.node.local)
+        .collect();
+    if local.is_empty() {
         let reason = format!("ServiceName {name} Not Found");
         return answer(StatusCode::NOT_FOUND, text, reason, json!([]));
-    };
-    let worst = entry
-        .instances
-        .iter()
-        .map(|i| i.health())
-        .max()
-        .unwrap_or(Health::Passing);
-    let list: Vec<Value> = entry.instances.iter().map(|i| checks_info(i, &state)).collect();
+    }
+    let worst = local.iter().map(|i| i.health()).max().unwrap_or(Health::Passing);
+    let list: Vec<Value> = local.iter().map(|i| checks_info(i, &state)).collect();
     answer(code(worst), text, worst.as_str().to_owned(), json!(list))
 }
 
 async fn by_id(State(state): State<ApiState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
     let text = Params::parse(q).get("format") == Some("text");
-    let instance = InstanceId::parse(&id).ok().and_then(|id| state.registry.instance(&id));
+    let instance = InstanceId::parse(&id)
+        .ok()
+        .and_then(|id| super::agent::local_instance(&state, &id));
     let Some(instance) = instance else {
         let reason = format!("ServiceId {id} not found");
         let body = json!({"AggregatedStatus": "critical", "Service": null, "Checks": null});

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
@@ -16,7 +17,59 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/catalog/services", get(services))
         .route("/v1/catalog/service/{name}", get(service))
         .route("/v1/catalog/nodes", get(nodes))
+        .route("/v1/catalog/node/{node}", get(node))
         .route("/v1/catalog/datacenters", get(datacenters))
+}
+
+/// The catalog's writes (under the write timeout, with the agent's).
+pub fn write_routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/catalog/register", put(register))
+        .route("/v1/catalog/deregister", put(deregister))
+}
+
+/// A third party registers an external node, perhaps a service on it, and checks with the
+/// status it gives them. `true`, as Consul answers, once every change is durable and served.
+async fn register(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let registration = wire::parse_catalog_registration(&wire::parse_json(&body)?)?;
+    let node = registration.node.name.clone();
+    let service = registration.service.as_ref().map(|s| s.id.clone());
+    for write in state.registry.catalog_register(registration)? {
+        write.durable().await?;
+    }
+    tracing::info!(node = %node, service = ?service.as_ref().map(|s| s.as_str()), "catalog registration");
+    Ok(axum::Json(json!(true)).into_response())
+}
+
+/// Takes a service, a check, or a whole external node off. `true`, as Consul answers.
+async fn deregister(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let (node, removal) = wire::parse_catalog_deregistration(&wire::parse_json(&body)?)?;
+    for write in state.registry.catalog_deregister(&node, removal.clone())? {
+        write.durable().await?;
+    }
+    tracing::info!(node = %node, removal = ?removal, "catalog deregistration");
+    Ok(axum::Json(json!(true)).into_response())
+}
+
+/// A node and its services (`{Node, Services}`), or `null` for an unknown node, as Consul.
+async fn node(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    block(&state, &Params::parse(q), || state.registry.watch_catalog()).await?;
+    let index = state.registry.catalog_index();
+    let Some(node) = state.registry.node(&name) else {
+        return Ok(consul_json(index, Value::Null));
+    };
+    let services: serde_json::Map<String, Value> = state
+        .registry
+        .node_instances(&node)
+        .iter()
+        .map(|i| (i.id.to_string(), wire::agent_service(i, &state.node)))
+        .collect();
+    let body = json!({"Node": wire::catalog_node(&node, &state.node.datacenter), "Services": services});
+    Ok(consul_json(index, body))
 }
 
 /// The datacenters this server knows: its own (Consul lists every federated one).
@@ -24,14 +77,18 @@ async fn datacenters(State(state): State<ApiState>) -> Response {
     axum::Json(json!([state.node.datacenter])).into_response()
 }
 
-/// The one node, this server. Blocking queries on it wake with the catalog (harmless, as Consul
-/// allows spurious wake-ups), so a client watching nodes does not spin.
+/// This server's node and the external ones. Blocking queries wake with the catalog (node
+/// writes move it too).
 async fn nodes(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     block(&state, &Params::parse(q), || state.registry.watch_catalog()).await?;
-    Ok(consul_json(
-        state.registry.catalog_index(),
-        json!([wire::catalog_node(&state.node)]),
-    ))
+    let datacenter = &state.node.datacenter;
+    let list: Vec<Value> = state
+        .registry
+        .nodes()
+        .iter()
+        .map(|n| wire::catalog_node(n, datacenter))
+        .collect();
+    Ok(consul_json(state.registry.catalog_index(), json!(list)))
 }
 
 async fn services(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
@@ -60,7 +117,7 @@ async fn service(
         .instances
         .iter()
         .filter(|i| tags.iter().all(|t| i.has_tag(t)))
-        .map(|i| wire::catalog_service(i, &state.node))
+        .map(|i| wire::catalog_service(i, &state.node.datacenter))
         .collect();
     Ok(consul_json(entry.modify_index, json!(list)))
 }

@@ -41,8 +41,12 @@ impl ApiError {
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
-            RegistryError::CheckIdTaken { .. } | RegistryError::NotTtl(_) => Self::BadRequest(e.to_string()),
-            RegistryError::KvNotKept => Self::NotImplemented(e.to_string()),
+            RegistryError::CheckIdTaken { .. }
+            | RegistryError::NotTtl(_)
+            | RegistryError::LocalNode(_)
+            | RegistryError::IdOnOtherNode { .. }
+            | RegistryError::NoSuchServiceOnNode { .. } => Self::BadRequest(e.to_string()),
+            RegistryError::KvNotKept | RegistryError::NodesNotKept => Self::NotImplemented(e.to_string()),
             RegistryError::Invalid(message) => Self::BadRequest(message),
             RegistryError::UnknownCheck(id) => Self::NotFound(format!(
                 "Unknown check ID {:?}. Ensure that the check ID is passed, not the check name.",

@@ -17,11 +17,11 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/health/service/{name}", get(service))
         .route("/v1/health/checks/{name}", get(checks))
         .route("/v1/health/state/{state}", get(state))
+        .route("/v1/health/node/{node}", get(node))
 }
 
-/// Every check in a state (`passing`, `warning`, `critical`, or `any`), with the node's own
-/// check, which is always passing. A blocking query wakes on any change (Traefik and fabio
-/// watch `any`).
+/// Every check in a state (`passing`, `warning`, `critical`, or `any`), the nodes' own checks
+/// included. A blocking query wakes on any change (Traefik and fabio watch `any`).
 async fn state(
     State(state): State<ApiState>,
     Path(wanted): Path<String>,
@@ -40,14 +40,33 @@ async fn state(
     };
     block(&state, &Params::parse(q), || state.registry.watch_everything()).await?;
     let index = state.registry.index();
-    let mut list = Vec::new();
-    if wanted.is_none_or(|w| w == Health::Passing) {
-        list.push(wire::node_check(&state.node, 1));
+    let status_is = |check: &Value| wanted.is_none_or(|w| check["Status"] == w.as_str());
+    let mut list: Vec<Value> = Vec::new();
+    for node in state.registry.nodes() {
+        list.extend(wire::node_checks(&node).into_iter().filter(status_is));
     }
     for instance in state.registry.instances() {
         for check in instance.checks.iter().filter(|c| wanted.is_none_or(|w| c.status == w)) {
-            list.push(wire::check_json(check, &instance, &state.node));
+            list.push(wire::check_json(check, &instance));
         }
+    }
+    Ok(consul_json(index, json!(list)))
+}
+
+/// Every check of a node: its own, then its services'. Empty for an unknown node, as in Consul.
+async fn node(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    block(&state, &Params::parse(q), || state.registry.watch_everything()).await?;
+    let index = state.registry.index();
+    let Some(node) = state.registry.node(&name) else {
+        return Ok(consul_json(index, json!([])));
+    };
+    let mut list = wire::node_checks(&node);
+    for instance in state.registry.node_instances(&node) {
+        list.extend(instance.checks.iter().map(|c| wire::check_json(c, &instance)));
     }
     Ok(consul_json(index, json!(list)))
 }
@@ -71,7 +90,7 @@ async fn service(
         .iter()
         .filter(|i| !passing || (i.health() == Health::Passing && !entry.is_flapping(&i.id)))
         .filter(|i| tags.iter().all(|t| i.has_tag(t)))
-        .map(|i| wire::health_entry(i, &state.node, 1, entry.is_flapping(&i.id)))
+        .map(|i| wire::health_entry(i, &state.node, entry.is_flapping(&i.id)))
         .collect();
     Ok(consul_json(entry.modify_index, json!(list)))
 }
@@ -87,7 +106,7 @@ async fn checks(
     let render = |instances: &[Arc<Instance>]| -> Value {
         let list: Vec<Value> = instances
             .iter()
-            .flat_map(|i| i.checks.iter().map(|c| wire::check_json(c, i, &state.node)))
+            .flat_map(|i| i.checks.iter().map(|c| wire::check_json(c, i)))
             .collect();
         json!(list)
     };

@@ -53,10 +53,12 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState) -> Router {
-    let writes = agent::routes().layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        REQUEST_TIMEOUT,
-    ));
+    let writes = agent::routes()
+        .merge(catalog::write_routes())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
     let api = Router::new()
         .merge(writes)
         .merge(agent_health::routes())

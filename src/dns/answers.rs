@@ -246,7 +246,7 @@ impl AnswerCompiler {
                 Health::Passing => instance.weights.passing,
                 _ => instance.weights.warning,
             };
-            let target = match &instance.address {
+            let target = match instance.reach_address() {
                 Address::Host(host) => match Name::from_ascii(format!("{host}.")) {
                     Ok(name) => name,
                     Err(_) => continue, // validated at the edge; unreachable in practice

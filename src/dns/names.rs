@@ -19,6 +19,9 @@ pub enum Lookup<'q> {
     Address(IpAddr, u32),
     /// A name that exists and holds no records: `service.<domain>`, `_tcp.service.<domain>`…
     NoData,
+    /// `<node>.node.<domain>` for a node other than this one (an external node registered
+    /// through the catalog, if there is one by that name). Lower-cased.
+    Node(&'q [u8]),
     /// Under the registry's subtrees, but no such name can exist.
     NxDomain,
     /// A whole address in the reverse zone `zone` (an index into the zones served): PTR records
@@ -104,6 +107,7 @@ impl Names {
             },
             (b"addr", 2) => parse_addr_label(q.label(0)).map_or(Lookup::NxDomain, |ip| Lookup::Address(ip, 0)),
             (b"node", 2) if q.label(0) == &self.node_name[..] => Lookup::Address(self.node_addr, self.node_ttl),
+            (b"node", 2) => Lookup::Node(q.label(0)),
             (b"service" | b"addr" | b"node", _) => Lookup::NxDomain,
             _ => return None,
         };
@@ -250,7 +254,9 @@ mod tests {
             ),
             ("xyz.addr.trading-dc.", "Some(NxDomain)".into()),
             ("sextant.node.trading-dc.", "Some(Address(192.0.2.1, 7))".into()),
-            ("other.node.trading-dc.", "Some(NxDomain)".into()),
+            // Another node: an external one, if the registry has one by that name.
+            ("Other.node.trading-dc.", format!("{:?}", Some(Lookup::Node(b"other")))),
+            ("a.other.node.trading-dc.", "Some(NxDomain)".into()),
             ("service.trading-dc.", "Some(NoData)".into()),
             ("_tcp.service.trading-dc.", "Some(NoData)".into()),
             ("a.b.c.service.trading-dc.", "Some(NxDomain)".into()),

@@ -164,6 +164,18 @@ impl ReplyWriter {
                 write_address(ip, ttl, q.qtype, out, &mut sections);
                 RCODE_NOERROR
             }
+            Lookup::Node(name) => {
+                let address = std::str::from_utf8(name)
+                    .ok()
+                    .and_then(|n| self.registry.node_address(n));
+                match address {
+                    Some(ip) => {
+                        write_address(ip, self.node_ttl, q.qtype, out, &mut sections);
+                        RCODE_NOERROR
+                    }
+                    None => RCODE_NXDOMAIN,
+                }
+            }
             Lookup::NoData => RCODE_NOERROR,
             Lookup::NxDomain => RCODE_NXDOMAIN,
             Lookup::Reverse { ip, zone } => {

@@ -50,7 +50,7 @@ impl Prober {
                 timeout,
                 ..
             } => Probe::Grpc(Box::new(GrpcProbe::new(target, service, *tls, *timeout))),
-            CheckKind::Ttl { .. } | CheckKind::Maintenance => Probe::None,
+            CheckKind::Ttl { .. } | CheckKind::Maintenance | CheckKind::External => Probe::None,
         }
     }
 

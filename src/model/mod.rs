@@ -259,8 +259,12 @@ pub enum CheckKind {
     Ttl {
         ttl: Duration,
     },
-    /// Maintenance mode (`_service_maintenance:<id>`): critical while it exists; nothing runs it.
+    /// Maintenance mode (`_service_maintenance:<id>`, `_node_maintenance`): critical while it
+    /// exists; nothing runs it.
     Maintenance,
+    /// Registered through the catalog without a definition sextant runs: its status is what
+    /// the registrar last gave (consul-esm and other monitors of external services).
+    External,
     /// The standard gRPC health service at `target` (`host:port`), for `service` (empty: the
     /// server as a whole); over TLS when `tls`.
     Grpc {
@@ -280,6 +284,7 @@ impl CheckKind {
             Self::Tcp { .. } => "tcp",
             Self::Ttl { .. } => "ttl",
             Self::Maintenance => "maintenance",
+            Self::External => "",
             Self::Grpc { .. } => "grpc",
         }
     }
@@ -289,7 +294,7 @@ impl CheckKind {
         match self {
             Self::Http(http) => Some((http.interval, http.timeout)),
             Self::Tcp { interval, timeout, .. } | Self::Grpc { interval, timeout, .. } => Some((*interval, *timeout)),
-            Self::Ttl { .. } | Self::Maintenance => None,
+            Self::Ttl { .. } | Self::Maintenance | Self::External => None,
         }
     }
 }
@@ -382,6 +387,49 @@ pub fn bounded_output(output: &str) -> std::borrow::Cow<'_, str> {
 /// Key/value metadata sorted by key: one allocation (most instances have a handful of keys).
 pub type Meta = Box<[(Box<str>, Box<str>)]>;
 
+/// A node's name (Consul's `Node`): one DNS label like a service's, so that
+/// `<node>.node.<domain>` finds it; kept as registered, compared without case.
+pub type NodeName = ServiceName;
+
+/// A node: this server (where the agent API registers), or an external one registered through
+/// the catalog (`PUT /v1/catalog/register`) by a third party, which gives its checks' status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub name: NodeName,
+    /// Consul's node ID (a UUID) as registered; empty when none was given.
+    pub id: Box<str>,
+    /// An IP address or a host name (never [`Address::Node`]).
+    pub address: Address,
+    pub meta: Meta,
+    /// Node-level checks: one critical check makes every service of the node critical.
+    pub checks: Box<[Check]>,
+    /// This server's own node, not one registered through the catalog.
+    pub local: bool,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl Node {
+    /// This server's node, as it is before any write (no checks of its own).
+    pub fn local(name: NodeName, address: IpAddr) -> Self {
+        Self {
+            name,
+            id: "".into(),
+            address: Address::Ip(address),
+            meta: Box::default(),
+            checks: Box::default(),
+            local: true,
+            create_index: 1,
+            modify_index: 1,
+        }
+    }
+
+    /// The worst status of the node's own checks; passing with none.
+    pub fn health(&self) -> Health {
+        self.checks.iter().map(|c| c.status).max().unwrap_or(Health::Passing)
+    }
+}
+
 /// A registered service instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
@@ -396,15 +444,28 @@ pub struct Instance {
     pub enable_tag_override: bool,
     /// A boxed slice, not a `Vec`: a pushed-to `Vec` keeps room for four checks.
     pub checks: Box<[Check]>,
+    /// The node it runs on, as the registry holds it (its checks count in the instance's
+    /// health): replaced in every instance of a node whenever the node changes.
+    pub node: Arc<Node>,
     /// Raft-style indexes as Consul reports them; set by the registry.
     pub create_index: u64,
     pub modify_index: u64,
 }
 
 impl Instance {
-    /// The worst status of the instance's checks; passing with none.
+    /// The worst status of the instance's checks and its node's (Consul: a critical node
+    /// check makes every service of the node critical); passing with none.
     pub fn health(&self) -> Health {
-        self.checks.iter().map(|c| c.status).max().unwrap_or(Health::Passing)
+        let own = self.checks.iter().map(|c| c.status).max().unwrap_or(Health::Passing);
+        own.max(self.node.health())
+    }
+
+    /// Where the instance is reached: its own address, or its node's when it has none.
+    pub fn reach_address(&self) -> &Address {
+        match &self.address {
+            Address::Node => &self.node.address,
+            own => own,
+        }
     }
 
     pub fn has_tag(&self, tag: &str) -> bool {

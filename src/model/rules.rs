@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{Address, Check, CheckKind, Instance, MAX_CHECK_OUTPUT, MAX_DURATION, check_text};
+use super::{Address, Check, CheckKind, Instance, MAX_CHECK_OUTPUT, MAX_DURATION, Node, check_text};
 
 pub const MAX_TAGS: usize = 64;
 pub const MAX_TAG_LEN: usize = 255;
@@ -169,6 +169,37 @@ impl Instance {
     }
 }
 
+impl Node {
+    /// The rules of a node registered through the catalog, and of what a store may hold for one.
+    pub fn validate(&self) -> Result<(), String> {
+        if matches!(self.address, Address::Node) {
+            return Err("Address: a node needs an address".into());
+        }
+        check_text(&self.id).map_err(|e| format!("ID: {e}"))?;
+        if self.id.len() > 64 {
+            return Err("ID: at most 64 bytes".into());
+        }
+        if self.meta.len() > MAX_META_KEYS {
+            return Err(format!("NodeMeta: at most {MAX_META_KEYS} keys"));
+        }
+        for (key, value) in self.meta.iter() {
+            check_meta(key, value).map_err(|e| format!("NodeMeta[{key:?}]: {e}"))?;
+        }
+        if self.checks.len() > MAX_CHECKS {
+            return Err(format!("Checks: at most {MAX_CHECKS} node-level checks per node"));
+        }
+        for (i, check) in self.checks.iter().enumerate() {
+            if self.checks[..i].iter().any(|c| c.spec.id == check.spec.id) {
+                return Err(format!("check ID {:?} is used twice", check.spec.id.as_str()));
+            }
+            check
+                .validate()
+                .map_err(|e| format!("check {:?}: {e}", check.spec.id.as_str()))?;
+        }
+        Ok(())
+    }
+}
+
 impl Check {
     /// The rules of a check definition, and of the state a store may hold for it.
     pub fn validate(&self) -> Result<(), String> {
@@ -191,7 +222,7 @@ impl Check {
                 }
             }
             CheckKind::Tcp { target, .. } => check_tcp_target(target).map_err(|e| format!("TCP: {e}"))?,
-            CheckKind::Maintenance => {}
+            CheckKind::Maintenance | CheckKind::External => {}
             CheckKind::Grpc { target, .. } => check_tcp_target(target).map_err(|e| format!("GRPC: {e}"))?,
         }
         if let Some((interval, timeout)) = spec.kind.schedule() {

@@ -20,6 +20,23 @@ pub fn maintenance_check_id(instance: &InstanceId) -> Option<CheckId> {
     CheckId::parse(&format!("_service_maintenance:{}", instance.as_str())).ok()
 }
 
+/// A maintenance check: critical, with the operator's reason (or `default`) as its notes.
+pub(super) fn maintenance_check(id: CheckId, name: &str, reason: &str, default: &str) -> Check {
+    let notes = if reason.is_empty() { default } else { reason };
+    let mut check = Check::new(CheckSpec {
+        id,
+        name: name.into(),
+        notes: notes.into(),
+        kind: CheckKind::Maintenance,
+        initial_status: Health::Critical,
+        success_before_passing: 0,
+        failures_before_critical: 0,
+        deregister_critical_after: None,
+    });
+    check.output = notes.into();
+    check
+}
+
 fn is_maintenance(check: &Check) -> bool {
     matches!(check.spec.kind, CheckKind::Maintenance)
 }
@@ -87,19 +104,12 @@ impl Registry {
                     InstanceId::MAX_LEN
                 ))
             })?;
-            let notes = if reason.is_empty() { NO_REASON } else { reason };
-            let mut check = Check::new(CheckSpec {
-                id: check_id,
-                name: "Service Maintenance Mode".into(),
-                notes: notes.into(),
-                kind: CheckKind::Maintenance,
-                initial_status: Health::Critical,
-                success_before_passing: 0,
-                failures_before_critical: 0,
-                deregister_critical_after: None,
-            });
-            check.output = notes.into();
-            checks.push(check);
+            checks.push(maintenance_check(
+                check_id,
+                "Service Maintenance Mode",
+                reason,
+                NO_REASON,
+            ));
         }
         if checks.len() == current.checks.len() && reason.is_none() {
             return Ok(Some(Written::applied(self.index()))); // not in maintenance: nothing to do

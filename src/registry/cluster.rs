@@ -241,7 +241,7 @@ impl Follower for Registry {
                     let Ok(id) = InstanceId::parse(&id) else { continue };
                     match record {
                         Some(record) => {
-                            if let Some(instance) = Self::from_record(*record) {
+                            if let Some(instance) = self.instance_of_record(*record) {
                                 self.apply_change(&mut w, &id, Some(instance), index, &mut touched);
                             }
                         }
@@ -273,8 +273,15 @@ impl Follower for Registry {
     }
 
     fn reloaded(&self, index: u64, instances: Option<(Vec<StoredInstance>, HashSet<String>)>, cluster: Cluster) {
-        let changed: Option<(Vec<_>, _)> =
-            instances.map(|(changed, present)| (changed.into_iter().filter_map(Self::from_record).collect(), present));
+        let changed: Option<(Vec<_>, _)> = instances.map(|(changed, present)| {
+            (
+                changed
+                    .into_iter()
+                    .filter_map(|record| self.instance_of_record(record))
+                    .collect(),
+                present,
+            )
+        });
         let mut w = self.lock();
         if let Some((changed, present)) = changed {
             let gone: Vec<InstanceId> = self

@@ -19,6 +19,22 @@ pub enum RegistryError {
         "the key/value store is not kept in etcd yet: run sextant with its embedded store (--data-dir) to use /v1/kv"
     )]
     KvNotKept,
+    /// The store in use does not keep nodes (etcd, for now).
+    #[error(
+        "external nodes and node maintenance are not kept in etcd yet: run sextant with its embedded store (--data-dir) to register through /v1/catalog/register or use /v1/agent/maintenance"
+    )]
+    NodesNotKept,
+    /// A catalog write names this server's own node, whose services the agent API registers.
+    #[error(
+        "node {0:?} is this server's own node: register its services with /v1/agent/service/register and take them off with /v1/agent/service/deregister"
+    )]
+    LocalNode(String),
+    /// Instance IDs are unique across nodes in sextant (Consul's are per node).
+    #[error("service ID {id:?} is registered on node {node:?}; sextant keeps service IDs unique across nodes")]
+    IdOnOtherNode { id: String, node: String },
+    /// A catalog check names a service the node does not have.
+    #[error("node {node:?} has no service with ID {id:?} (ServiceID of a check)")]
+    NoSuchServiceOnNode { id: String, node: String },
     /// The change could not be made durable (not acknowledged), or the store could not be read
     /// at start.
     #[error(transparent)]

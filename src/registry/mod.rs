@@ -12,12 +12,14 @@ mod cluster;
 mod error;
 mod flaps;
 pub mod kv;
+mod nodes;
 mod watches;
 mod write;
 
 pub use checks::{CheckEvent, CheckTimers};
 pub use error::RegistryError;
 pub use flaps::FlapDamping;
+pub use nodes::{CatalogRegistration, CatalogRemoval, NODE_MAINTENANCE};
 pub use watches::Watch;
 pub use write::Written;
 
@@ -29,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use dashmap::DashMap;
 use tokio::sync::watch;
 
-use crate::model::{Address, CheckId, Health, Instance, InstanceId, ServiceKey, ServiceName};
+use crate::model::{Address, CheckId, Health, Instance, InstanceId, Node, ServiceKey, ServiceName};
 use crate::store::{Journal, Store, StoredInstance};
 
 /// With a shared store, how soon a TTL check's expiry is looked at again while it is not yet
@@ -93,6 +95,8 @@ struct Writer {
     /// Key/value writes waiting for their commit, by key: the entry as it will be (`None`:
     /// deleted) and how many writes to it are waiting.
     kv_staged: HashMap<Box<str>, (Option<Arc<kv::KvEntry>>, usize)>,
+    /// Node writes waiting for their commit.
+    nodes_staged: nodes::StagedNodes,
 }
 
 /// A check's result that could not be written.
@@ -132,6 +136,10 @@ pub struct Registry {
     /// With a shared store: the servers, heartbeat leases, and whether etcd can be reached.
     cluster: cluster::ClusterView,
     instances: DashMap<InstanceId, Arc<Instance>>,
+    /// This server's own node, as it is now (maintenance changes it).
+    local_node: arc_swap::ArcSwap<Node>,
+    /// External nodes (registered through the catalog), by lower-case name.
+    nodes: DashMap<ServiceKey, Arc<Node>>,
     services: papaya::HashMap<ServiceKey, Arc<ServiceEntry>>,
     /// Who is told of service changes (DNS's answers).
     listener: Arc<dyn ServiceListener>,
@@ -162,18 +170,24 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// An in-memory registry (benchmarks, tests of the answer path). Instances without an
-    /// address are at `node_addr`; `listener` hears of every service change.
-    pub fn new(node_addr: IpAddr, listener: Arc<dyn ServiceListener>) -> Arc<Self> {
-        Self::build(node_addr, listener, None)
+    /// An in-memory registry (benchmarks, tests of the answer path) on this server's node
+    /// `local` (instances without an address are at its address); `listener` hears of every
+    /// service change.
+    pub fn new(local: Node, listener: Arc<dyn ServiceListener>) -> Arc<Self> {
+        Self::build(local, listener, None)
     }
 
     /// A registry whose changes go to `journal`.
-    pub fn with_journal(node_addr: IpAddr, listener: Arc<dyn ServiceListener>, journal: Journal) -> Arc<Self> {
-        Self::build(node_addr, listener, Some(journal))
+    pub fn with_journal(local: Node, listener: Arc<dyn ServiceListener>, journal: Journal) -> Arc<Self> {
+        Self::build(local, listener, Some(journal))
     }
 
-    fn build(node_addr: IpAddr, listener: Arc<dyn ServiceListener>, journal: Option<Journal>) -> Arc<Self> {
+    fn build(local: Node, listener: Arc<dyn ServiceListener>, journal: Option<Journal>) -> Arc<Self> {
+        let node_addr = match local.address {
+            Address::Ip(ip) => ip,
+            // `Node::local` gives it an IP address.
+            _ => IpAddr::from([127, 0, 0, 1]),
+        };
         let shared = journal.as_ref().is_some_and(Journal::shared);
         let mut write_side = crate::metrics::WriteSide::default();
         if let Some(journal) = &journal {
@@ -191,6 +205,8 @@ impl Registry {
                 ..Writer::default()
             }),
             instances: DashMap::new(),
+            local_node: arc_swap::ArcSwap::from_pointee(local),
+            nodes: DashMap::new(),
             services: papaya::HashMap::new(),
             listener,
             node_addr,
@@ -278,9 +294,11 @@ impl Registry {
         let mut w = self.lock();
         let mut by_service: HashMap<ServiceKey, Vec<Arc<Instance>>> = HashMap::new();
         let mut index = 0;
+        let nodes_index = self.restore_nodes(store)?;
         let stored_index = store.load(&mut |stored: StoredInstance| {
             let id = stored.id.clone();
-            let mut instance = match stored.into_instance() {
+            let node = self.stored_node(stored.node.as_deref());
+            let mut instance = match node.and_then(|node| stored.into_instance(node)) {
                 Ok(instance) => instance,
                 // A shared store is written by other servers (perhaps newer ones): a record this
                 // one cannot take is left out, as the watch leaves it out, rather than keeping
@@ -315,7 +333,7 @@ impl Registry {
             Ok(())
         })?;
         let kv_index = self.restore_kv(store)?;
-        let index = index.max(stored_index).max(kv_index).max(1);
+        let index = index.max(stored_index).max(kv_index).max(nodes_index).max(1);
         let restored = self.instances.len();
         for (key, instances) in by_service {
             let modify_index = instances.iter().map(|i| i.modify_index).max().unwrap_or(index);
@@ -337,7 +355,7 @@ impl Registry {
     }
 
     fn address_of(&self, instance: &Instance) -> Option<IpAddr> {
-        match &instance.address {
+        match instance.reach_address() {
             Address::Host(_) => None,
             Address::Ip(ip) => Some(*ip),
             Address::Node => Some(self.node_addr),

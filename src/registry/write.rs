@@ -29,8 +29,8 @@ use crate::store::{Change, StoreError, StoredInstance};
 /// the catalog (names and tags) changed.
 #[derive(Default)]
 pub(super) struct Touched {
-    services: std::collections::HashMap<crate::model::ServiceKey, Vec<Arc<Instance>>>,
-    catalog: bool,
+    pub(super) services: std::collections::HashMap<crate::model::ServiceKey, Vec<Arc<Instance>>>,
+    pub(super) catalog: bool,
 }
 
 /// When a write was acknowledged by the store, and when the failing result it carries came:
@@ -336,6 +336,10 @@ impl Registry {
         };
         let mut instance = Arc::unwrap_or_clone(staged.clone());
         instance.modify_index = index;
+        // Made on the node as it was then: the node as it is now.
+        if let Some(node) = self.applied_node(&instance.node) {
+            instance.node = node;
+        }
         let new_checks = if self.shared {
             // The record is the truth, its create index etcd's; only local timers are kept.
             keep_check_timers(&mut instance, previous.as_deref(), index, |check| {
@@ -406,9 +410,12 @@ impl Registry {
 
     /// A record from the shared store as an instance; a record no registration could make
     /// (written by a newer or broken server) is logged and left out.
-    pub(super) fn from_record(record: StoredInstance) -> Option<Arc<Instance>> {
+    pub(super) fn instance_of_record(&self, record: StoredInstance) -> Option<Arc<Instance>> {
         let id = record.id.clone();
-        match record.into_instance() {
+        match self
+            .stored_node(record.node.as_deref())
+            .and_then(|node| record.into_instance(node))
+        {
             Ok(instance) => Some(Arc::new(instance)),
             Err(error) => {
                 tracing::error!(instance = %id, %error, "an instance record in etcd is not valid: skipped");
@@ -435,11 +442,17 @@ impl Registry {
 
 /// A check whose definition is unchanged keeps its state (status, timers, generation: its running
 /// probe) from `previous`; a new one gets `index` as its generation. Returns the new definitions,
-/// which have to be started.
+/// which have to be started. A check whose status its registrar gives keeps the state it is
+/// written with (its status and output are what the write says).
 fn keep_check_state(instance: &mut Instance, previous: Option<&Instance>, index: u64) -> Vec<CheckSpec> {
     let mut new = Vec::new();
     for check in instance.checks.iter_mut() {
         match previous.and_then(|old| old.checks.iter().find(|c| c.spec == check.spec)) {
+            Some(kept)
+                if matches!(kept.spec.kind, crate::model::CheckKind::External) && kept.output != check.output =>
+            {
+                check.generation = kept.generation;
+            }
             Some(kept) => *check = kept.clone(),
             None => {
                 check.generation = index;

@@ -350,16 +350,18 @@ impl Store for EtcdStore {
 
     fn write(&self, batch: &Batch<'_>) -> Result<u64, StoreError> {
         let keys = &self.keys;
-        // The registry refuses key/value writes before they get here (`Store::keeps_kv`).
-        if batch.changes.iter().any(|c| matches!(c, Change::Kv(_))) {
-            return Err(keys.error("the key/value store is not kept in etcd yet".into()));
+        // The registry refuses key/value and node writes before they get here
+        // (`Store::keeps_kv`, `Store::keeps_nodes`).
+        let unkept = |c: &Change| matches!(c, Change::Kv(_) | Change::PutNode(_) | Change::DeleteNode(_));
+        if batch.changes.iter().any(unkept) {
+            return Err(keys.error("key/value entries and nodes are not kept in etcd yet".into()));
         }
         // etcd refuses a transaction that writes one key twice: of several changes to one
         // instance in a batch (each made on top of the one before), the last is the one to make.
         let id = |change: &Change| match change {
             Change::Put(instance) | Change::PutIfUnchanged(instance, _) => instance.id.clone(),
             Change::Delete(id) => id.clone(),
-            Change::Kv(_) => String::new(), // refused above
+            Change::Kv(_) | Change::PutNode(_) | Change::DeleteNode(_) => String::new(), // refused above
         };
         let last: std::collections::HashMap<String, usize> =
             batch.changes.iter().enumerate().map(|(i, c)| (id(c), i)).collect();
@@ -393,7 +395,7 @@ impl Store for EtcdStore {
                     let size = key.len();
                     (TxnOp::delete(key, None), size)
                 }
-                Change::Kv(_) => continue, // refused above
+                Change::Kv(_) | Change::PutNode(_) | Change::DeleteNode(_) => continue, // refused above
             });
         }
         // The batch in as few transactions as etcd takes, in order; the revision of the last.

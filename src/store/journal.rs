@@ -87,6 +87,11 @@ impl Journal {
         self.store.keeps_kv()
     }
 
+    /// Whether the store keeps nodes.
+    pub fn keeps_nodes(&self) -> bool {
+        self.store.keeps_nodes()
+    }
+
     /// A TTL check's heartbeat, for a shared store (see [`Store::heartbeat`]): not queued
     /// behind the writes, as it changes no record.
     pub fn heartbeat(

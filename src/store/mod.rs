@@ -15,7 +15,7 @@ mod redb_store;
 pub use etcd_store::{EtcdSettings, EtcdStore};
 pub use journal::{Journal, Then};
 pub use kv::{KvOp, KvRecord};
-pub use record::{StoredCheck, StoredInstance};
+pub use record::{StoredCheck, StoredInstance, StoredNode};
 pub use redb_store::RedbStore;
 
 use std::collections::HashSet;
@@ -30,6 +30,10 @@ pub enum Change {
     /// and the result is made again on it. The same as `Put` for a store only this server writes.
     PutIfUnchanged(Box<StoredInstance>, u64),
     Delete(String),
+    /// A node written (an external one, or this server's own under the empty name).
+    PutNode(Box<StoredNode>),
+    /// A node removed, by its lower-case name.
+    DeleteNode(String),
     /// The key/value changes of one write (a recursive delete may hold thousands): one entry
     /// of the journal, so they are committed together or not at all.
     Kv(Box<[KvOp]>),
@@ -58,6 +62,16 @@ pub trait Store: Send + Sync + 'static {
     /// store's or `each`'s (which names what is wrong with that record): a start never goes on
     /// with part of the registry.
     fn load(&self, each: &mut dyn FnMut(StoredInstance) -> Result<(), String>) -> Result<u64, StoreError>;
+    /// Hands every stored node to `each`, at start (before [`load`](Self::load): instances
+    /// name their node).
+    fn load_nodes(&self, _each: &mut dyn FnMut(StoredNode) -> Result<(), String>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Whether it keeps nodes (external ones, this server's maintenance): the embedded store;
+    /// etcd not yet.
+    fn keeps_nodes(&self) -> bool {
+        false
+    }
     /// Hands every key/value entry to `each`, at start (after [`load`](Self::load)).
     fn load_kv(&self, _each: &mut dyn FnMut(KvRecord) -> Result<(), String>) -> Result<(), StoreError> {
         Ok(())

@@ -8,7 +8,11 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::model::{Address, Check, CheckId, CheckKind, CheckSpec, Health, Instance, InstanceId, ServiceName, Weights};
+use std::sync::Arc;
+
+use crate::model::{
+    Address, Check, CheckId, CheckKind, CheckSpec, Health, Instance, InstanceId, Node, NodeName, ServiceName, Weights,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredInstance {
@@ -22,8 +26,81 @@ pub struct StoredInstance {
     pub weights: (u16, u16),
     pub enable_tag_override: bool,
     pub checks: Vec<StoredCheck>,
+    /// The external node it is on; none: this server's own node (and records written before
+    /// there were external nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub create_index: u64,
     pub modify_index: u64,
+}
+
+/// How a node is written down: an external node registered through the catalog, or this
+/// server's own node when it has checks of its own (maintenance), under the empty name (its
+/// name is the configuration's, which may change between runs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredNode {
+    pub name: String,
+    pub id: String,
+    pub address: String,
+    pub meta: Vec<(String, String)>,
+    pub checks: Vec<StoredCheck>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl StoredNode {
+    pub fn from_node(node: &Node) -> Self {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        Self {
+            name: if node.local {
+                String::new()
+            } else {
+                node.name.to_string()
+            },
+            id: node.id.to_string(),
+            address: node.address.to_wire(),
+            meta: node.meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            checks: node
+                .checks
+                .iter()
+                .map(|check| StoredCheck::from_check(check, now, wall))
+                .collect(),
+            create_index: node.create_index,
+            modify_index: node.modify_index,
+        }
+    }
+
+    /// The node again, validated as a catalog registration is; the record of this server's own
+    /// node (empty name) takes its name and address from `local`.
+    pub fn into_node(self, local: &Node) -> Result<Node, String> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let checks = self
+            .checks
+            .into_iter()
+            .map(|c| c.into_check(now, wall))
+            .collect::<Result<Vec<_>, _>>()?;
+        let node = if self.name.is_empty() {
+            Node {
+                checks: checks.into(),
+                create_index: self.create_index,
+                modify_index: self.modify_index,
+                ..local.clone()
+            }
+        } else {
+            Node {
+                name: NodeName::parse(&self.name).map_err(|e| format!("node name: {e}"))?,
+                id: self.id.into(),
+                address: Address::parse(&self.address).map_err(|e| format!("address: {e}"))?,
+                meta: self.meta.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+                checks: checks.into(),
+                local: false,
+                create_index: self.create_index,
+                modify_index: self.modify_index,
+            }
+        };
+        node.validate()?;
+        Ok(node)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,14 +144,16 @@ impl StoredInstance {
                 .iter()
                 .map(|check| StoredCheck::from_check(check, now, wall))
                 .collect(),
+            node: (!instance.node.local).then(|| instance.node.name.to_string()),
             create_index: instance.create_index,
             modify_index: instance.modify_index,
         }
     }
 
-    /// The instance again, validated as a registration is; statuses as they were, TTLs restarted
-    /// from now (nobody could heartbeat while the server was down).
-    pub fn into_instance(self) -> Result<Instance, String> {
+    /// The instance again, on `node` (the one [`Self::node`] names), validated as a
+    /// registration is; statuses as they were, TTLs restarted from now (nobody could heartbeat
+    /// while the server was down).
+    pub fn into_instance(self, node: Arc<Node>) -> Result<Instance, String> {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let checks = self
             .checks
@@ -95,6 +174,7 @@ impl StoredInstance {
             },
             enable_tag_override: self.enable_tag_override,
             checks: checks.into(),
+            node,
             create_index: self.create_index,
             modify_index: self.modify_index,
         };
@@ -159,6 +239,13 @@ mod tests {
     use super::*;
     use crate::api::wire::{parse_json, parse_registration};
 
+    fn local_node() -> Arc<Node> {
+        Arc::new(Node::local(
+            NodeName::parse("node1").unwrap(),
+            "127.0.0.1".parse().unwrap(),
+        ))
+    }
+
     #[test]
     fn every_field_survives_the_round_trip() {
         let body = serde_json::json!({
@@ -174,7 +261,8 @@ mod tests {
                 {"CheckID": "web-ttl", "TTL": "30s", "Status": "warning"}
             ]
         });
-        let mut instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap()).unwrap();
+        let node = local_node();
+        let mut instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap(), &node).unwrap();
         instance.create_index = 3;
         instance.modify_index = 9;
         instance.checks[2].output = "slow".into();
@@ -192,7 +280,7 @@ mod tests {
         );
         let restored = serde_json::from_slice::<StoredInstance>(&json)
             .unwrap()
-            .into_instance()
+            .into_instance(node)
             .unwrap();
         let specs = |i: &Instance| i.checks.iter().map(|c| c.spec.clone()).collect::<Vec<_>>();
         let states = |i: &Instance| {
@@ -213,12 +301,13 @@ mod tests {
     #[test]
     fn a_record_that_a_registration_could_not_make_is_refused() {
         let body = serde_json::json!({"ID": "web-1", "Name": "web", "Port": 80, "Check": {"TTL": "10s"}});
-        let instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap()).unwrap();
+        let node = local_node();
+        let instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap(), &node).unwrap();
         let stored = StoredInstance::from_instance(&instance);
         let refused = |change: &dyn Fn(&mut StoredInstance)| {
             let mut record = stored.clone();
             change(&mut record);
-            record.into_instance().unwrap_err()
+            record.into_instance(node.clone()).unwrap_err()
         };
         assert!(refused(&|r| r.service = "not a label".into()).contains("service name"));
         assert!(refused(&|r| r.tags = vec!["has space".into()]).contains("Tags[0]"));
@@ -238,6 +327,6 @@ mod tests {
         // A LastUpdate no response could show (it panicked the API once).
         let far = SystemTime::UNIX_EPOCH + Duration::from_secs(400_000_000_000);
         assert!(refused(&|r| r.checks[0].last_update = far).contains("LastUpdate"));
-        assert!(stored.clone().into_instance().is_ok());
+        assert!(stored.clone().into_instance(node).is_ok());
     }
 }

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use redb::{Builder, Database, Durability, ReadableTable, TableDefinition};
 
-use super::{Batch, Change, KvOp, KvRecord, Store, StoreError, StoredInstance};
+use super::{Batch, Change, KvOp, KvRecord, Store, StoreError, StoredInstance, StoredNode};
 
 /// Instance ID → the instance as JSON ([`StoredInstance`]).
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
+/// Node name (empty: this server's own) → the node as JSON ([`StoredNode`]).
+const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 /// Key → a key/value entry ([`KvRecord::encode`]).
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 /// "index": the registry index of the last commit; "format": the record format.
@@ -81,6 +83,7 @@ impl RedbStore {
         {
             tx.open_table(INSTANCES).map_err(|e| e.to_string())?;
             tx.open_table(KV).map_err(|e| e.to_string())?;
+            tx.open_table(NODES).map_err(|e| e.to_string())?;
             let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
             let format = meta.get("format").map_err(|e| e.to_string())?.map(|v| v.value());
             match format {
@@ -148,6 +151,7 @@ impl RedbStore {
         {
             let mut table = tx.open_table(INSTANCES).map_err(|e| e.to_string())?;
             let mut kv = tx.open_table(KV).map_err(|e| e.to_string())?;
+            let mut nodes = tx.open_table(NODES).map_err(|e| e.to_string())?;
             for change in batch.changes {
                 match change {
                     // This server alone writes the file: what it built on is what is stored.
@@ -159,6 +163,16 @@ impl RedbStore {
                     }
                     Change::Delete(id) => {
                         table.remove(id.as_str()).map_err(|e| e.to_string())?;
+                    }
+                    // Keyed by the lower-case name, as node names compare.
+                    Change::PutNode(node) => {
+                        let json = serde_json::to_vec(node).map_err(|e| e.to_string())?;
+                        nodes
+                            .insert(node.name.to_ascii_lowercase().as_str(), json.as_slice())
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Change::DeleteNode(name) => {
+                        nodes.remove(name.as_str()).map_err(|e| e.to_string())?;
                     }
                     Change::Kv(ops) => {
                         for op in ops {
@@ -207,6 +221,27 @@ impl Store for RedbStore {
     }
 
     fn keeps_kv(&self) -> bool {
+        true
+    }
+
+    fn load_nodes(&self, each: &mut dyn FnMut(StoredNode) -> Result<(), String>) -> Result<(), StoreError> {
+        let state = self.lock();
+        let db = state.db.as_ref().ok_or_else(|| self.read_error(&state.failure))?;
+        let read = || -> Result<(), StoreError> {
+            let tx = db.begin_read().map_err(|e| self.read_error(e))?;
+            let table = tx.open_table(NODES).map_err(|e| self.read_error(e))?;
+            for row in table.iter().map_err(|e| self.read_error(e))? {
+                let (name, value) = row.map_err(|e| self.read_error(e))?;
+                let name = name.value();
+                let node: StoredNode = serde_json::from_slice(value.value()).map_err(|e| self.corrupt(name, e))?;
+                each(node).map_err(|message| self.corrupt(name, message))?;
+            }
+            Ok(())
+        };
+        catch_panic(read).unwrap_or_else(|message| Err(self.corrupt("", message)))
+    }
+
+    fn keeps_nodes(&self) -> bool {
         true
     }
 

@@ -128,6 +128,50 @@ assert c.agent.check.deregister("pay-1-disk") is True
 assert "pay-1-disk" not in c.agent.checks()
 assert c.agent.check.deregister("pay-1-disk") is False
 
+step("catalog.register/deregister an external node; catalog.node, health.node; DNS follows its registrar")
+assert c.catalog.register(
+    "ext-db", "10.8.0.1",
+    service={"Service": "ledger", "ID": "ledger-1", "Port": 5432, "Tags": ["primary"]},
+    check={"Node": "ext-db", "CheckID": "ext-db-alive", "Name": "alive", "Status": "passing"},
+) is True
+assert c.catalog.register(
+    "ext-db", "10.8.0.1",
+    check={"CheckID": "ledger-1-sql", "Name": "sql", "Status": "passing", "ServiceID": "ledger-1"},
+) is True
+_, node = c.catalog.node("ext-db")
+assert node["Node"]["Address"] == "10.8.0.1" and list(node["Services"]) == ["ledger-1"], node
+_, checks = c.health.node("ext-db")
+assert [(k["CheckID"], k["ServiceID"]) for k in checks] == [("ext-db-alive", ""), ("ledger-1-sql", "ledger-1")], checks
+assert "ext-db" in [n["Node"] for n in c.catalog.nodes()[1]]
+_, entries = c.health.service("ledger", passing=True)
+assert [(e["Node"]["Node"], e["Node"]["Address"]) for e in entries] == [("ext-db", "10.8.0.1")], entries
+assert dns.addresses("ledger") == ["10.8.0.1"], dns.addresses("ledger")
+assert dns.ports("ledger") == [5432], dns.ports("ledger")
+assert c.catalog.register(
+    "ext-db", "10.8.0.1", check={"CheckID": "ext-db-alive", "Name": "alive", "Status": "critical", "Output": "no ping"},
+) is True
+assert dns.addresses("ledger") == [], "a critical node check takes the node's services out"
+assert c.health.service("ledger", passing=True)[1] == []
+assert c.catalog.register(
+    "ext-db", "10.8.0.1", check={"CheckID": "ext-db-alive", "Name": "alive", "Status": "passing"},
+) is True
+assert dns.addresses("ledger") == ["10.8.0.1"], dns.addresses("ledger")
+assert c.catalog.deregister("ext-db", check_id="ledger-1-sql") is True
+assert [k["CheckID"] for k in c.health.node("ext-db")[1]] == ["ext-db-alive"]
+assert c.catalog.deregister("ext-db", service_id="ledger-1") is True
+assert dns.rcode("ledger") == "NXDOMAIN", dns.rcode("ledger")
+assert c.catalog.deregister("ext-db") is True
+assert c.catalog.node("ext-db")[1] is None
+assert "ext-db" not in [n["Node"] for n in c.catalog.nodes()[1]]
+
+step("agent.maintenance puts this node into maintenance: its services leave DNS, and come back")
+assert c.agent.maintenance(True, reason="rack move") is True
+assert dns.addresses("pay") == [], dns.addresses("pay")
+node_maintenance = c.agent.checks()["_node_maintenance"]
+assert (node_maintenance["Status"], node_maintenance["Notes"]) == ("critical", "rack move"), node_maintenance
+assert c.agent.maintenance(False) is True
+assert dns.addresses("pay") == ["10.7.0.1", "10.7.0.2"], dns.addresses("pay")
+
 step("kv.put/get/delete: values, flags, recurse, keys, cas, and a blocking get that wakes on a change")
 assert c.kv.put("app/config/db", "postgres://db:5432", flags=7) is True
 assert c.kv.put("app/config/port", "8080") is True

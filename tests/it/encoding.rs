@@ -39,7 +39,11 @@ fn fixture(a_record_limit: usize) -> Fixture {
 }
 
 fn register(registry: &Registry, body: serde_json::Value) {
-    let instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap()).unwrap();
+    let instance = parse_registration(
+        &parse_json(body.to_string().as_bytes()).unwrap(),
+        &registry.local_node(),
+    )
+    .unwrap();
     let _ = registry.register(instance).expect("registers");
 }
 

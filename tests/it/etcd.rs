@@ -94,6 +94,21 @@ async fn servers_on_one_prefix_share_the_registry_through_etcd() {
         .unwrap();
     assert_eq!(refused.status(), 501);
     assert!(refused.text().await.unwrap().contains("not kept in etcd yet"));
+    // So are external nodes and node maintenance.
+    let refused = reqwest::Client::new()
+        .put(format!("http://{}/v1/catalog/register", a.http))
+        .json(&serde_json::json!({"Node": "ext", "Address": "10.9.0.1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 501);
+    assert!(refused.text().await.unwrap().contains("not kept in etcd yet"));
+    let refused = reqwest::Client::new()
+        .put(format!("http://{}/v1/agent/maintenance?enable=true", a.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 501);
     println!(
         "A: acknowledged by etcd -> back through the watch and published: mean {:.2} ms",
         1000.0 * value(&metrics_a, "sextant_write_published_seconds_sum") / 200.0

@@ -33,7 +33,11 @@ impl Node {
     }
 
     fn register(&self, body: serde_json::Value) {
-        let instance = parse_registration(&parse_json(body.to_string().as_bytes()).unwrap()).unwrap();
+        let instance = parse_registration(
+            &parse_json(body.to_string().as_bytes()).unwrap(),
+            &self.registry.local_node(),
+        )
+        .unwrap();
         let _ = self.registry.register(instance).expect("registers");
     }
 

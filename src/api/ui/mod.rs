@@ -42,7 +42,7 @@ async fn services(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Resul
         .registry
         .services()
         .iter()
-        .map(|service| wire::ui_service_summary(service, &state.node))
+        .map(|service| wire::ui_service_summary(service, &state.node.datacenter))
         .collect();
     Ok(consul_json(index, json!(list)))
 }

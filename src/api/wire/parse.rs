@@ -5,6 +5,7 @@
 //! checked here, so the registry only ever sees a valid [`Instance`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -16,9 +17,10 @@ use crate::model::rules::{
     check_http_url, check_meta, check_method, check_min_duration, check_tag, check_tcp_target,
 };
 use crate::model::{
-    Address, Check, CheckId, CheckKind, CheckSpec, Health, HttpCheck, Instance, InstanceId, Meta, ServiceName, Weights,
-    check_text,
+    Address, Check, CheckId, CheckKind, CheckSpec, Health, HttpCheck, Instance, InstanceId, Meta, Node, NodeName,
+    ServiceName, Weights, check_text,
 };
+use crate::registry::{CatalogRegistration, CatalogRemoval};
 
 /// Consul's default check timeout.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,41 +98,50 @@ const CHECK_IGNORED: &[&str] = &[
     "Token",
     "Type",
 ];
-/// `PUT /v1/agent/service/register`: the body as an instance, or a 400 naming the bad field.
-pub fn parse_registration(body: &Value) -> Result<Instance, ApiError> {
+/// `PUT /v1/agent/service/register`: the body as an instance on `node` (this server's), or a
+/// 400 naming the bad field.
+pub fn parse_registration(body: &Value, node: &Arc<Node>) -> Result<Instance, ApiError> {
     let f = Fields::new(body, "")?;
     f.refuse_unknown(&[REGISTRATION_FIELDS, REGISTRATION_IGNORED])?;
+    let mut instance = parse_service(&f, "Name", node)?;
+    instance.checks = parse_checks(&f, &instance.id, &instance.service)?;
+    Ok(instance)
+}
+
+/// A service's own fields (its name under `name_field`), without its checks.
+fn parse_service(f: &Fields, name_field: &str, node: &Arc<Node>) -> Result<Instance, ApiError> {
     let name = f
-        .string("Name")?
-        .ok_or_else(|| ApiError::field("Name", "missing service name"))?;
-    let service = ServiceName::parse(name).map_err(|e| ApiError::field("Name", e))?;
+        .string(name_field)?
+        .ok_or_else(|| ApiError::field(&f.name(name_field), "missing service name"))?;
+    let service = ServiceName::parse(name).map_err(|e| ApiError::field(&f.name(name_field), e))?;
     let id = match f.string("ID")? {
-        Some(id) if !id.is_empty() => InstanceId::parse(id).map_err(|e| ApiError::field("ID", e))?,
-        _ => InstanceId::parse(name).map_err(|e| ApiError::field("Name", e))?,
+        Some(id) if !id.is_empty() => InstanceId::parse(id).map_err(|e| ApiError::field(&f.name("ID"), e))?,
+        _ => InstanceId::parse(name).map_err(|e| ApiError::field(&f.name(name_field), e))?,
     };
     if let Some(kind) = f.string("Kind")?
         && !kind.is_empty()
     {
         return Err(ApiError::field(
-            "Kind",
+            &f.name("Kind"),
             format!("{kind:?} services are not supported; leave Kind empty"),
         ));
     }
-    let address = Address::parse(f.string("Address")?.unwrap_or("")).map_err(|e| ApiError::field("Address", e))?;
+    let address =
+        Address::parse(f.string("Address")?.unwrap_or("")).map_err(|e| ApiError::field(&f.name("Address"), e))?;
     let port = f.uint("Port", u16::MAX as u64)?.unwrap_or(0) as u16;
-    let weights = parse_weights(&f)?;
-    let checks = parse_checks(&f, &id, &service)?;
+    let weights = parse_weights(f)?;
     Ok(Instance {
-        tags: parse_tags(&f)?,
-        meta: parse_meta(&f)?,
-        tagged_addresses: parse_tagged_addresses(&f)?,
+        tags: parse_tags(f)?,
+        meta: parse_meta(f, "Meta")?,
+        tagged_addresses: parse_tagged_addresses(f)?,
         enable_tag_override: f.bool("EnableTagOverride")?,
         id,
         service,
         address,
         port,
         weights,
-        checks,
+        checks: Box::default(),
+        node: node.clone(),
         create_index: 0,
         modify_index: 0,
     })
@@ -143,10 +154,10 @@ fn parse_tags(f: &Fields) -> Result<Box<[Box<str>]>, ApiError> {
         return Ok(Box::default());
     };
     let Value::Array(items) = value else {
-        return Err(ApiError::field("Tags", "must be an array of strings"));
+        return Err(ApiError::field(&f.name("Tags"), "must be an array of strings"));
     };
     if items.len() > MAX_TAGS {
-        return Err(ApiError::field("Tags", format!("at most {MAX_TAGS} tags")));
+        return Err(ApiError::field(&f.name("Tags"), format!("at most {MAX_TAGS} tags")));
     }
     items
         .iter()
@@ -154,20 +165,20 @@ fn parse_tags(f: &Fields) -> Result<Box<[Box<str>]>, ApiError> {
         .map(|(i, tag)| match tag {
             Value::String(s) => check_tag(s)
                 .map(|()| s.as_str().into())
-                .map_err(|e| ApiError::field(&format!("Tags[{i}]"), e)),
-            _ => Err(ApiError::field(&format!("Tags[{i}]"), "must be a string")),
+                .map_err(|e| ApiError::field(&f.name(&format!("Tags[{i}]")), e)),
+            _ => Err(ApiError::field(&f.name(&format!("Tags[{i}]")), "must be a string")),
         })
         .collect()
 }
 
-/// Consul's rules for service metadata keys and values.
-fn parse_meta(f: &Fields) -> Result<Meta, ApiError> {
-    let meta = f.string_map("Meta")?;
+/// Consul's rules for metadata keys and values (`Meta` of a service, `NodeMeta` of a node).
+fn parse_meta(f: &Fields, field: &str) -> Result<Meta, ApiError> {
+    let meta = f.string_map(field)?;
     if meta.len() > MAX_META_KEYS {
-        return Err(ApiError::field("Meta", format!("at most {MAX_META_KEYS} keys")));
+        return Err(ApiError::field(&f.name(field), format!("at most {MAX_META_KEYS} keys")));
     }
     for (key, value) in &meta {
-        check_meta(key, value).map_err(|e| ApiError::field(&format!("Meta[{key:?}]"), e))?;
+        check_meta(key, value).map_err(|e| ApiError::field(&f.name(&format!("{field}[{key:?}]")), e))?;
     }
     Ok(meta
         .into_iter()
@@ -180,11 +191,11 @@ fn parse_tagged_addresses(f: &Fields) -> Result<BTreeMap<String, (String, u16)>,
         return Ok(BTreeMap::new());
     };
     let Value::Object(map) = value else {
-        return Err(ApiError::field("TaggedAddresses", "must be an object"));
+        return Err(ApiError::field(&f.name("TaggedAddresses"), "must be an object"));
     };
     map.iter()
         .map(|(name, entry)| {
-            let path = format!("TaggedAddresses[{name:?}]");
+            let path = f.name(&format!("TaggedAddresses[{name:?}]"));
             let e = Fields::new(entry, &path)?;
             e.refuse_unknown(&[&["Address", "Port"]])?;
             let address = e.string("Address")?.unwrap_or("").to_owned();
@@ -199,11 +210,11 @@ fn parse_weights(f: &Fields) -> Result<Weights, ApiError> {
     let Some(value) = f.get("Weights") else {
         return Ok(Weights::default());
     };
-    let w = Fields::new(value, "Weights")?;
+    let w = Fields::new(value, &f.name("Weights"))?;
     w.refuse_unknown(&[&["Passing", "Warning"]])?;
     let passing = w.uint("Passing", u16::MAX as u64)?.unwrap_or(1) as u16;
     if passing == 0 {
-        return Err(ApiError::field("Weights.Passing", "must be greater than 0"));
+        return Err(ApiError::field(&w.name("Passing"), "must be greater than 0"));
     }
     let warning = w.uint("Warning", u16::MAX as u64)?.unwrap_or(1) as u16;
     Ok(Weights { passing, warning })
@@ -293,22 +304,19 @@ pub fn parse_agent_check(
     Ok((instance, spec))
 }
 
-/// One check definition; `None` for an empty object (Consul ignores those). The ID is set by the caller.
+/// One check definition; `None` for an empty object (Consul ignores those). The ID is set by the
+/// caller. Empty values are unset ones, as in Consul (Go clients send every field).
 fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, ApiError> {
     for unsupported in UNSUPPORTED_CHECK_KINDS {
-        if f.get(unsupported).is_some() {
+        if f.get(unsupported).is_some_and(is_set) {
             return Err(ApiError::field(
                 &f.name(unsupported),
                 "this check kind is not supported; use HTTP, TCP, TTL or GRPC",
             ));
         }
     }
-    let kind = match (
-        f.string("HTTP")?,
-        f.string("TCP")?,
-        f.duration("TTL")?,
-        f.string("GRPC")?,
-    ) {
+    let set = |field| -> Result<Option<&str>, ApiError> { Ok(f.string(field)?.filter(|s| !s.is_empty())) };
+    let kind = match (set("HTTP")?, set("TCP")?, f.duration("TTL")?, set("GRPC")?) {
         (Some(url), None, None, None) => parse_http_check(f, url)?,
         (None, None, None, Some(address)) => parse_grpc_check(f, address)?,
         (None, Some(target), None, None) => {
@@ -323,7 +331,7 @@ fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, A
         (None, None, Some(ttl), None) => CheckKind::Ttl {
             ttl: at_least_min(f, "TTL", ttl)?,
         },
-        (None, None, None, None) if f.map.values().all(|v| v.is_null() || v == "") => return Ok(None),
+        (None, None, None, None) if !f.map.values().any(is_set) => return Ok(None),
         (None, None, None, None) => {
             return Err(ApiError::BadRequest(format!(
                 "{}: must have one of HTTP, TCP, TTL or GRPC",
@@ -365,6 +373,18 @@ fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, A
         failures_before_critical: f.uint("FailuresBeforeCritical", u32::MAX as u64)?.unwrap_or(0) as u32,
         deregister_critical_after,
     }))
+}
+
+/// Whether a field holds a value: Go clients send unset fields as `""`, `null`, `false` or `0`.
+fn is_set(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(false) => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(map) => !map.is_empty(),
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::Bool(true) => true,
+    }
 }
 
 /// `GRPC: "host:port/service"` (the service is optional), `GRPCUseTLS`. TLS is verified against
@@ -467,4 +487,244 @@ pub fn parse_check_update(body: &Value) -> Result<(Health, String), ApiError> {
     let status = Health::parse(status)
         .ok_or_else(|| ApiError::field("Status", format!("{status:?} is not passing, warning or critical")))?;
     Ok((status, f.string("Output")?.unwrap_or("").to_owned()))
+}
+
+/// The fields of `PUT /v1/catalog/register` sextant reads, and those it accepts and ignores.
+const CATALOG_FIELDS: &[&str] = &[
+    "Node",
+    "ID",
+    "Address",
+    "NodeMeta",
+    "Service",
+    "Check",
+    "Checks",
+    "Datacenter",
+    "TaggedAddresses",
+    "SkipNodeUpdate",
+];
+const CATALOG_IGNORED: &[&str] = &[
+    "Token",
+    "WriteRequest",
+    "Namespace",
+    "Partition",
+    "Locality",
+    "PeerName",
+    "EnterpriseMeta",
+];
+/// A catalog registration's `Service` (Consul's `AgentService`: the name is `Service`).
+const CATALOG_SERVICE_FIELDS: &[&str] = &[
+    "ID",
+    "Service",
+    "Tags",
+    "Address",
+    "Port",
+    "Meta",
+    "TaggedAddresses",
+    "Weights",
+    "EnableTagOverride",
+    "Kind",
+];
+const CATALOG_SERVICE_IGNORED: &[&str] = &["CreateIndex", "ModifyIndex", "ContentHash", "Datacenter"];
+/// A catalog check (Consul's `HealthCheck`).
+const CATALOG_CHECK_FIELDS: &[&str] = &[
+    "Node",
+    "CheckID",
+    "Name",
+    "Status",
+    "Notes",
+    "Output",
+    "ServiceID",
+    "Definition",
+];
+const CATALOG_CHECK_IGNORED: &[&str] = &[
+    "ServiceName",
+    "ServiceTags",
+    "Type",
+    "Interval",
+    "Timeout",
+    "ExposedPort",
+    "Namespace",
+    "Partition",
+    "PeerName",
+    "CreateIndex",
+    "ModifyIndex",
+];
+/// A catalog check's `Definition` (Consul's `HealthCheckDefinition`): what sextant runs.
+const DEFINITION_FIELDS: &[&str] = &[
+    "HTTP",
+    "TCP",
+    "GRPC",
+    "GRPCUseTLS",
+    "Interval",
+    "Timeout",
+    "Header",
+    "Method",
+    "Body",
+    "TLSSkipVerify",
+    "DeregisterCriticalServiceAfter",
+];
+const DEFINITION_IGNORED: &[&str] = &[
+    "TLSServerName",
+    "TCPUseTLS",
+    "IntervalDuration",
+    "TimeoutDuration",
+    "DeregisterCriticalServiceAfterDuration",
+    "H2PingUseTLS",
+    "DisableRedirects",
+];
+
+/// `PUT /v1/catalog/register`, or a 400 naming the bad field.
+pub fn parse_catalog_registration(body: &Value) -> Result<CatalogRegistration, ApiError> {
+    let f = Fields::new(body, "")?;
+    f.refuse_unknown(&[CATALOG_FIELDS, CATALOG_IGNORED])?;
+    let name = f
+        .string("Node")?
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::field("Node", "missing node name"))?;
+    let name = NodeName::parse(name).map_err(|e| ApiError::field("Node", e))?;
+    let address = f
+        .string("Address")?
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ApiError::field("Address", "missing node address"))?;
+    let node = Node {
+        name,
+        id: f.string("ID")?.unwrap_or("").into(),
+        address: Address::parse(address).map_err(|e| ApiError::field("Address", e))?,
+        meta: parse_meta(&f, "NodeMeta")?,
+        checks: Box::default(),
+        local: false,
+        create_index: 0,
+        modify_index: 0,
+    };
+    node.validate().map_err(ApiError::BadRequest)?;
+    let node = Arc::new(node);
+    let service = match f.get("Service") {
+        None | Some(Value::Null) => None,
+        Some(value) => {
+            let s = Fields::new(value, "Service")?;
+            s.refuse_unknown(&[CATALOG_SERVICE_FIELDS, REGISTRATION_IGNORED, CATALOG_SERVICE_IGNORED])?;
+            Some(parse_service(&s, "Service", &node)?)
+        }
+    };
+    let mut bodies: Vec<(String, &Value)> = Vec::new();
+    if let Some(check) = f.get("Check").filter(|c| !c.is_null()) {
+        bodies.push(("Check".into(), check));
+    }
+    match f.get("Checks") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => bodies.extend(list.iter().enumerate().map(|(i, v)| (format!("Checks[{i}]"), v))),
+        Some(_) => return Err(ApiError::field("Checks", "must be an array of checks")),
+    }
+    if bodies.len() > MAX_CHECKS {
+        return Err(ApiError::field("Checks", format!("at most {MAX_CHECKS} checks")));
+    }
+    let mut checks: Vec<(Option<InstanceId>, Check)> = Vec::new();
+    for (path, body) in &bodies {
+        let c = Fields::new(body, path)?;
+        c.refuse_unknown(&[CATALOG_CHECK_FIELDS, CATALOG_CHECK_IGNORED])?;
+        let (service_id, check) = parse_catalog_check(&c, &node, service.as_ref())?;
+        if checks
+            .iter()
+            .any(|(s, k)| *s == service_id && k.spec.id == check.spec.id)
+        {
+            return Err(ApiError::field(
+                &c.name("CheckID"),
+                format!("{:?} is used twice", check.spec.id.as_str()),
+            ));
+        }
+        checks.push((service_id, check));
+    }
+    Ok(CatalogRegistration { node, service, checks })
+}
+
+/// One check of a catalog registration, with the service it is on (`None`: the node). Its
+/// status is the registrar's, unless its `Definition` is one sextant runs (HTTP, TCP, gRPC),
+/// which only a service's check may have.
+fn parse_catalog_check(
+    c: &Fields,
+    node: &Node,
+    service: Option<&Instance>,
+) -> Result<(Option<InstanceId>, Check), ApiError> {
+    if let Some(other) = c.string("Node")?
+        && !other.is_empty()
+        && !other.eq_ignore_ascii_case(node.name.as_str())
+    {
+        return Err(ApiError::field(
+            &c.name("Node"),
+            format!("{other:?} is not the node registered ({:?})", node.name.as_str()),
+        ));
+    }
+    let service_id = match c.string("ServiceID")?.filter(|s| !s.is_empty()) {
+        Some(id) => Some(InstanceId::parse(id).map_err(|e| ApiError::field(&c.name("ServiceID"), e))?),
+        None => None,
+    };
+    let name = c.string("Name")?.filter(|n| !n.is_empty());
+    let check_id = c
+        .string("CheckID")?
+        .filter(|id| !id.is_empty())
+        .or(name)
+        .ok_or_else(|| ApiError::field(&c.name("CheckID"), "missing: give a CheckID or a Name"))?;
+    check_check_id(check_id).map_err(|e| ApiError::field(&c.name("CheckID"), e))?;
+    let id = CheckId::parse(check_id).map_err(|e| ApiError::field(&c.name("CheckID"), e))?;
+    let status = match c.string("Status")? {
+        // Consul's catalog: a check given without a status is critical.
+        None | Some("") => Health::Critical,
+        Some(s) => Health::parse(s)
+            .ok_or_else(|| ApiError::field(&c.name("Status"), format!("{s:?} is not passing, warning or critical")))?,
+    };
+    let run = match c.get("Definition").filter(|d| is_set(d)) {
+        None => None,
+        Some(definition) => {
+            let d = Fields::new(definition, &c.name("Definition"))?;
+            d.refuse_unknown(&[DEFINITION_FIELDS, DEFINITION_IGNORED, UNSUPPORTED_CHECK_KINDS])?;
+            let service_name = service.map_or_else(|| node.name.clone(), |s| s.service.clone());
+            parse_check(&d, &service_name)?
+        }
+    };
+    if run.is_some() && service_id.is_none() {
+        return Err(ApiError::field(
+            &c.name("Definition"),
+            "sextant runs a Definition only for a service's check (give its ServiceID); a node-level check takes the Status its registrar gives",
+        ));
+    }
+    let (kind, deregister_critical_after) = match run {
+        Some(spec) => (spec.kind, spec.deregister_critical_after),
+        None => (CheckKind::External, None),
+    };
+    let name = name.unwrap_or(check_id);
+    check_text(name).map_err(|e| ApiError::field(&c.name("Name"), e))?;
+    let spec = CheckSpec {
+        id,
+        name: name.to_owned(),
+        notes: c.string("Notes")?.unwrap_or("").to_owned(),
+        kind,
+        initial_status: status,
+        success_before_passing: 0,
+        failures_before_critical: 0,
+        deregister_critical_after,
+    };
+    let mut check = Check::new(spec);
+    check.output = crate::model::bounded_output(c.string("Output")?.unwrap_or("")).into_owned();
+    Ok((service_id, check))
+}
+
+/// `PUT /v1/catalog/deregister`: `{Node, ServiceID?, CheckID?}` (a service, else a check, else
+/// the whole node, as Consul).
+pub fn parse_catalog_deregistration(body: &Value) -> Result<(NodeName, CatalogRemoval), ApiError> {
+    let f = Fields::new(body, "")?;
+    f.refuse_unknown(&[&["Node", "ServiceID", "CheckID", "Datacenter"], CATALOG_IGNORED])?;
+    let node = f
+        .string("Node")?
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::field("Node", "missing node name"))?;
+    let node = NodeName::parse(node).map_err(|e| ApiError::field("Node", e))?;
+    let removal = match (
+        f.string("ServiceID")?.filter(|s| !s.is_empty()),
+        f.string("CheckID")?.filter(|s| !s.is_empty()),
+    ) {
+        (Some(id), _) => CatalogRemoval::Service(InstanceId::parse(id).map_err(|e| ApiError::field("ServiceID", e))?),
+        (None, Some(id)) => CatalogRemoval::Check(CheckId::parse(id).map_err(|e| ApiError::field("CheckID", e))?),
+        (None, None) => CatalogRemoval::Node,
+    };
+    Ok((node, removal))
 }

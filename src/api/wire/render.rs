@@ -4,10 +4,10 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::model::{Check, CheckKind, Instance, format_go_duration};
+use crate::model::{Check, CheckKind, Instance, Node, format_go_duration};
 use crate::registry::ServiceEntry;
 
-/// This server as a Consul node: every instance registered here lives on it.
+/// This server as a Consul node: what the agent endpoints report about it.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
     pub name: String,
@@ -16,24 +16,23 @@ pub struct NodeInfo {
     pub datacenter: String,
 }
 
-impl NodeInfo {
-    fn json(&self, index: u64) -> Value {
-        json!({
-            "ID": self.id,
-            "Node": self.name,
-            "Address": self.address,
-            "Datacenter": self.datacenter,
-            "TaggedAddresses": {"lan": self.address, "lan_ipv4": self.address, "wan": self.address, "wan_ipv4": self.address},
-            "Meta": {},
-            "CreateIndex": index,
-            "ModifyIndex": index,
-        })
-    }
+fn meta_map(meta: &crate::model::Meta) -> Value {
+    Value::Object(meta.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
 }
 
-/// The node as `/v1/catalog/nodes` lists it. Its index is 1: it exists from the start, unchanged.
-pub fn catalog_node(node: &NodeInfo) -> Value {
-    node.json(1)
+/// A node in Consul's `Node` shape (`/v1/catalog/nodes`, health entries).
+pub fn catalog_node(node: &Node, datacenter: &str) -> Value {
+    let address = node.address.to_wire();
+    json!({
+        "ID": node.id,
+        "Node": node.name.as_str(),
+        "Address": address,
+        "Datacenter": datacenter,
+        "TaggedAddresses": {"lan": address, "lan_ipv4": address, "wan": address, "wan_ipv4": address},
+        "Meta": meta_map(&node.meta),
+        "CreateIndex": node.create_index,
+        "ModifyIndex": node.modify_index,
+    })
 }
 
 fn tagged_addresses(instance: &Instance) -> Value {
@@ -46,7 +45,7 @@ fn tagged_addresses(instance: &Instance) -> Value {
 }
 
 fn meta_json(instance: &Instance) -> Value {
-    Value::Object(instance.meta.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
+    meta_map(&instance.meta)
 }
 
 fn weights(instance: &Instance) -> Value {
@@ -71,15 +70,17 @@ pub fn agent_service(instance: &Instance, node: &NodeInfo) -> Value {
     })
 }
 
-/// One entry of `/v1/catalog/service/<name>`.
-pub fn catalog_service(instance: &Instance, node: &NodeInfo) -> Value {
+/// One entry of `/v1/catalog/service/<name>`: the instance with its node.
+pub fn catalog_service(instance: &Instance, datacenter: &str) -> Value {
+    let node = &instance.node;
+    let address = node.address.to_wire();
     json!({
         "ID": node.id,
-        "Node": node.name,
-        "Address": node.address,
-        "Datacenter": node.datacenter,
-        "TaggedAddresses": {"lan": node.address, "wan": node.address},
-        "NodeMeta": {},
+        "Node": node.name.as_str(),
+        "Address": address,
+        "Datacenter": datacenter,
+        "TaggedAddresses": {"lan": address, "wan": address},
+        "NodeMeta": meta_map(&node.meta),
         "ServiceKind": "",
         "ServiceID": instance.id.as_str(),
         "ServiceName": instance.service.as_str(),
@@ -95,44 +96,56 @@ pub fn catalog_service(instance: &Instance, node: &NodeInfo) -> Value {
     })
 }
 
-/// One entry of `/v1/health/service/<name>`: `{Node, Service, Checks}`, and `Flapping: true`
-/// (sextant's addition) for an instance held out of DNS for flapping.
-pub fn health_entry(instance: &Instance, node: &NodeInfo, node_index: u64, flapping: bool) -> Value {
-    let mut service = agent_service(instance, node);
+/// One entry of `/v1/health/service/<name>`: `{Node, Service, Checks}` (the node's checks
+/// first), and `Flapping: true` (sextant's addition) for an instance held out of DNS for flapping.
+pub fn health_entry(instance: &Instance, info: &NodeInfo, flapping: bool) -> Value {
+    let mut service = agent_service(instance, info);
     if let Value::Object(map) = &mut service {
         map.remove("Datacenter");
     }
-    let mut checks = vec![node_check(node, node_index)];
-    checks.extend(instance.checks.iter().map(|c| check_json(c, instance, node)));
-    let mut entry = json!({"Node": node.json(node_index), "Service": service, "Checks": checks});
+    let mut checks = node_checks(&instance.node);
+    checks.extend(instance.checks.iter().map(|c| check_json(c, instance)));
+    let node = catalog_node(&instance.node, &info.datacenter);
+    let mut entry = json!({"Node": node, "Service": service, "Checks": checks});
     if flapping {
         entry["Flapping"] = json!(true);
     }
     entry
 }
 
-/// The node's own check, which Consul lists with every instance on a live node.
-pub fn node_check(node: &NodeInfo, index: u64) -> Value {
-    json!({
-        "Node": node.name,
-        "CheckID": "serfHealth",
-        "Name": "Serf Health Status",
-        "Status": "passing",
-        "Notes": "",
-        "Output": "Agent alive and reachable",
-        "ServiceID": "",
-        "ServiceName": "",
-        "ServiceTags": [],
-        "Type": "",
-        "Definition": {},
-        "CreateIndex": index,
-        "ModifyIndex": index,
-    })
+/// A node's own checks: for this server, Consul's `serfHealth` (always passing: it answers)
+/// and its maintenance check when it has one; for an external node, those its registrar gave.
+pub fn node_checks(node: &Node) -> Vec<Value> {
+    let mut checks = Vec::new();
+    if node.local {
+        checks.push(json!({
+            "Node": node.name.as_str(),
+            "CheckID": "serfHealth",
+            "Name": "Serf Health Status",
+            "Status": "passing",
+            "Notes": "",
+            "Output": "Agent alive and reachable",
+            "ServiceID": "",
+            "ServiceName": "",
+            "ServiceTags": [],
+            "Type": "",
+            "Definition": {},
+            "CreateIndex": 1,
+            "ModifyIndex": 1,
+        }));
+    }
+    checks.extend(node.checks.iter().map(|c| check_fields(c, node, None)));
+    checks
 }
 
 /// A service check in Consul's `HealthCheck` shape. `LastUpdate` is sextant's addition: when the
 /// status last changed (the design documents' client reads it).
-pub fn check_json(check: &Check, instance: &Instance, node: &NodeInfo) -> Value {
+pub fn check_json(check: &Check, instance: &Instance) -> Value {
+    check_fields(check, &instance.node, Some(instance))
+}
+
+/// A check of `instance`, or of the node itself (`None`: `ServiceID` empty).
+fn check_fields(check: &Check, node: &Node, instance: Option<&Instance>) -> Value {
     let spec = &check.spec;
     let (interval, timeout) = spec.kind.schedule().map_or((String::new(), String::new()), |(i, t)| {
         (format_go_duration(i), format_go_duration(t))
@@ -150,7 +163,7 @@ pub fn check_json(check: &Check, instance: &Instance, node: &NodeInfo) -> Value 
         CheckKind::Ttl { ttl } => {
             definition.insert("TTL".into(), json!(format_go_duration(*ttl)));
         }
-        CheckKind::Maintenance => {}
+        CheckKind::Maintenance | CheckKind::External => {}
         CheckKind::Grpc {
             target, service, tls, ..
         } => {
@@ -184,31 +197,37 @@ pub fn check_json(check: &Check, instance: &Instance, node: &NodeInfo) -> Value 
         })
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default();
+    let no_tags: &[Box<str>] = &[];
+    let (service_id, service_name, tags) =
+        instance.map_or(("", "", no_tags), |i| (i.id.as_str(), i.service.as_str(), &i.tags[..]));
+    let (create_index, modify_index) = instance.map_or((node.create_index, node.modify_index), |i| {
+        (i.create_index, i.modify_index)
+    });
     json!({
-        "Node": node.name,
+        "Node": node.name.as_str(),
         "CheckID": spec.id.as_str(),
         "Name": spec.name,
         "Status": check.status.as_str(),
         "Notes": spec.notes,
         "Output": check.output,
-        "ServiceID": instance.id.as_str(),
-        "ServiceName": instance.service.as_str(),
-        "ServiceTags": instance.tags,
+        "ServiceID": service_id,
+        "ServiceName": service_name,
+        "ServiceTags": tags,
         "Type": spec.kind.type_name(),
         "Interval": interval,
         "Timeout": timeout,
         "ExposedPort": 0,
         "Definition": Value::Object(definition),
         "LastUpdate": last_update,
-        "CreateIndex": instance.create_index,
-        "ModifyIndex": instance.modify_index,
+        "CreateIndex": create_index,
+        "ModifyIndex": modify_index,
     })
 }
 
 /// One service as Consul's UI lists it (`/v1/internal/ui/services`), with the counts sextant's
 /// dashboard shows: its instances by health (`InstancesPassing`…, sextant's addition) and its
 /// checks by status (Consul's).
-pub fn ui_service_summary(service: &ServiceEntry, node: &NodeInfo) -> Value {
+pub fn ui_service_summary(service: &ServiceEntry, datacenter: &str) -> Value {
     let mut instances = [0u64; 3];
     let mut checks = [0u64; 3];
     let flapping = service.flapping.len();
@@ -218,11 +237,14 @@ pub fn ui_service_summary(service: &ServiceEntry, node: &NodeInfo) -> Value {
             checks[check.status as usize] += 1;
         }
     }
+    let mut nodes: Vec<&str> = service.instances.iter().map(|i| i.node.name.as_str()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
     json!({
         "Name": service.name.as_str(),
-        "Datacenter": node.datacenter,
+        "Datacenter": datacenter,
         "Tags": service.tags(),
-        "Nodes": [node.name],
+        "Nodes": nodes,
         "Kind": "",
         "ExternalSources": [],
         "InstanceCount": service.instances.len(),

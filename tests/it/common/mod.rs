@@ -51,9 +51,15 @@ pub fn dns_settings() -> DnsSettings {
 
 /// A registry (in memory, no store) and the DNS server that answers from it, as the app wires
 /// them, with the repository's zone files: for tests that ask the answer path directly.
+/// This server's node as the settings name it.
+pub fn local_node(settings: &DnsSettings) -> sextant::model::Node {
+    let name = sextant::model::NodeName::parse(&settings.node_name).unwrap();
+    sextant::model::Node::local(name, settings.node_addr)
+}
+
 pub fn registry_and_dns(settings: &DnsSettings) -> (Arc<Registry>, Arc<ServiceAnswerMap>, DnsEngine) {
     let answers = Arc::new(ServiceAnswerMap::new(settings));
-    let registry = Registry::new(settings.node_addr, answers.clone());
+    let registry = Registry::new(local_node(settings), answers.clone());
     let zones = zones::ZoneSource::new(repo_zones(), &settings.domain, settings.node_addr)
         .load()
         .unwrap();

@@ -1,0 +1,489 @@
+//! Nodes: this server's own (where the agent API registers) and external ones that a third
+//! party registers through the catalog (`PUT /v1/catalog/register`: consul-esm, Terraform, a
+//! registrar of services sextant does not run next to).
+//!
+//! A node's checks count in the health of every service on it (a critical node check takes
+//! them all out of DNS, as in Consul), so each instance holds its node as the registry has it,
+//! and a change of a node is applied to every instance on it. Node writes are staged, committed
+//! and applied like registrations, in the same journal, ahead of the instances that name them.
+//!
+//! Service and check IDs stay unique across nodes (Consul's are per node): an ID taken on one
+//! node is refused on another with a message saying so.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::write::Touched;
+use super::{Registry, RegistryError, Writer, Written};
+use crate::model::{Address, Check, CheckId, CheckKind, Instance, InstanceId, Node, NodeName, ServiceKey};
+use crate::store::{Change, StoreError, StoredNode};
+
+/// The ID of the local node's maintenance check (Consul's).
+pub const NODE_MAINTENANCE: &str = "_node_maintenance";
+/// Its output when enabled without a reason (Consul's words).
+const NODE_NO_REASON: &str =
+    "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
+
+/// What `PUT /v1/catalog/register` asks for: a node (added or updated), perhaps a service on
+/// it, and checks to add or replace.
+#[derive(Debug)]
+pub struct CatalogRegistration {
+    /// Without checks: those of the request are in `checks`.
+    pub node: Arc<Node>,
+    /// On `node`, without checks: a service registered again keeps the checks it has.
+    pub service: Option<Instance>,
+    /// Each on the node (`None`) or on one of its services (its `ServiceID`).
+    pub checks: Vec<(Option<InstanceId>, Check)>,
+}
+
+/// What `PUT /v1/catalog/deregister` takes off a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogRemoval {
+    /// The node and every service and check on it.
+    Node,
+    Service(InstanceId),
+    Check(CheckId),
+}
+
+/// Adds `check` to `checks`, or replaces the check of its ID; one that is unchanged (the same
+/// definition, status and output) keeps its state, so its `LastUpdate` stays.
+fn merge_check(checks: &mut Vec<Check>, check: Check) {
+    match checks.iter_mut().find(|c| c.spec.id == check.spec.id) {
+        Some(old) if old.spec == check.spec && old.status == check.status && old.output == check.output => {}
+        Some(old) => *old = check,
+        None => checks.push(check),
+    }
+}
+
+impl Registry {
+    // === reads ===
+
+    /// This server's own node, as it is now (its maintenance check, if any).
+    pub fn local_node(&self) -> Arc<Node> {
+        self.local_node.load_full()
+    }
+
+    /// A node by name, case-insensitively: this server's or an external one.
+    pub fn node(&self, name: &str) -> Option<Arc<Node>> {
+        let local = self.local_node();
+        if local.name.as_str().eq_ignore_ascii_case(name) {
+            return Some(local);
+        }
+        self.nodes
+            .get(name.to_ascii_lowercase().as_str())
+            .map(|e| e.value().clone())
+    }
+
+    /// Every node, this server's first, the external ones sorted by name.
+    pub fn nodes(&self) -> Vec<Arc<Node>> {
+        let mut external: Vec<Arc<Node>> = self.nodes.iter().map(|e| e.value().clone()).collect();
+        external.sort_by_key(|n| n.name.key());
+        let mut all = vec![self.local_node()];
+        all.extend(external);
+        all
+    }
+
+    /// The instances on a node, sorted by ID.
+    pub fn node_instances(&self, node: &Node) -> Vec<Arc<Instance>> {
+        let key = node.name.key();
+        let mut on: Vec<Arc<Instance>> = self
+            .instances
+            .iter()
+            .filter(|e| e.value().node.name.key() == key)
+            .map(|e| e.value().clone())
+            .collect();
+        on.sort_by(|a, b| a.id.cmp(&b.id));
+        on
+    }
+
+    /// The address of an external node for `<node>.node.<domain>`, by its lower-case name;
+    /// `None` for a node unknown or known by a host name.
+    pub fn node_address(&self, lower_name: &str) -> Option<IpAddr> {
+        match self.nodes.get(lower_name)?.value().address {
+            Address::Ip(ip) => Some(ip),
+            _ => None,
+        }
+    }
+
+    // === writes ===
+
+    /// Adds or updates an external node, perhaps with a service on it, and adds or replaces
+    /// the checks given. Everything is checked before anything is written: a refused request
+    /// changes nothing. The writes to wait for, in order.
+    pub fn catalog_register(&self, registration: CatalogRegistration) -> Result<Vec<Written>, RegistryError> {
+        self.refuse_unless_nodes_kept()?;
+        let mut w = self.lock();
+        let CatalogRegistration {
+            node: given,
+            service,
+            checks,
+        } = registration;
+        let key = self.external_key(&given.name)?;
+        let current = self.node_now(&w, &key);
+        let mut node = Node::clone(&given);
+        let mut node_checks: Vec<Check> = current.as_ref().map(|n| n.checks.to_vec()).unwrap_or_default();
+        let mut service_checks = Vec::new();
+        for (service_id, check) in checks {
+            match service_id {
+                None => merge_check(&mut node_checks, check),
+                Some(id) => service_checks.push((id, check)),
+            }
+        }
+        node.checks = node_checks.into_boxed_slice();
+        node.validate().map_err(RegistryError::Invalid)?;
+        // The instances the request changes, as they will be.
+        let mut instances: Vec<Instance> = Vec::new();
+        if let Some(mut service) = service {
+            if let Some(previous) = self.instance_now(&w, &service.id) {
+                self.refuse_if_elsewhere(&previous, &key)?;
+                service.checks = previous.checks.clone();
+            }
+            instances.push(service);
+        }
+        for (id, check) in service_checks {
+            let at = match instances.iter().position(|i| i.id == id) {
+                Some(at) => at,
+                None => {
+                    let previous = self
+                        .instance_now(&w, &id)
+                        .filter(|p| p.node.name.key() == key)
+                        .ok_or_else(|| RegistryError::NoSuchServiceOnNode {
+                            id: id.to_string(),
+                            node: node.name.to_string(),
+                        })?;
+                    instances.push(Instance::clone(&previous));
+                    instances.len() - 1
+                }
+            };
+            let mut list = instances[at].checks.to_vec();
+            merge_check(&mut list, check);
+            instances[at].checks = list.into_boxed_slice();
+        }
+        let node_changed = current.as_ref().is_none_or(|c| !same_node(c, &node));
+        let index = node_changed.then(|| w.next_index());
+        if let Some(index) = index {
+            node.create_index = current.as_ref().map_or(index, |c| c.create_index);
+            node.modify_index = index;
+        }
+        let node = match (&current, node_changed) {
+            (Some(current), false) => current.clone(),
+            _ => Arc::new(node),
+        };
+        for instance in &mut instances {
+            instance.node = node.clone();
+            self.check_instance(&w, instance)?;
+        }
+        // Everything is valid: the node first, so that the instances naming it follow it.
+        let mut written = Vec::new();
+        if let Some(index) = index {
+            written.push(self.stage_node(&mut w, key, Some(node), index));
+        }
+        for instance in instances {
+            written.push(self.register_locked(&mut w, instance)?);
+        }
+        Ok(written)
+    }
+
+    /// Takes a service, a check or a whole external node off. Nothing to do (an unknown node,
+    /// service or check) is no error, as in Consul.
+    pub fn catalog_deregister(&self, name: &NodeName, removal: CatalogRemoval) -> Result<Vec<Written>, RegistryError> {
+        self.refuse_unless_nodes_kept()?;
+        let mut w = self.lock();
+        let key = self.external_key(name)?;
+        let Some(node) = self.node_now(&w, &key) else {
+            return Ok(Vec::new());
+        };
+        let mut written = Vec::new();
+        match removal {
+            CatalogRemoval::Service(id) => {
+                if let Some(instance) = self.instance_now(&w, &id)
+                    && instance.node.name.key() == key
+                    && let Some(write) = self.remove_instance(&mut w, &id)
+                {
+                    written.push(write?);
+                }
+            }
+            CatalogRemoval::Check(check) if node.checks.iter().any(|c| c.spec.id == check) => {
+                let mut updated = Node::clone(&node);
+                updated.checks = node.checks.iter().filter(|c| c.spec.id != check).cloned().collect();
+                let index = w.next_index();
+                updated.modify_index = index;
+                written.push(self.stage_node(&mut w, key, Some(Arc::new(updated)), index));
+            }
+            CatalogRemoval::Check(check) => {
+                let owner = self.node_instance_ids_now(&w, &key).into_iter().find_map(|id| {
+                    let instance = self.instance_now(&w, &id)?;
+                    instance.checks.iter().any(|c| c.spec.id == check).then_some(instance)
+                });
+                if let Some(owner) = owner {
+                    let mut updated = Instance::clone(&owner);
+                    updated.checks = owner.checks.iter().filter(|c| c.spec.id != check).cloned().collect();
+                    written.push(self.register_locked(&mut w, updated)?);
+                }
+            }
+            CatalogRemoval::Node => {
+                for id in self.node_instance_ids_now(&w, &key) {
+                    if let Some(write) = self.remove_instance(&mut w, &id) {
+                        written.push(write?);
+                    }
+                }
+                let index = w.next_index();
+                written.push(self.stage_node(&mut w, key, None, index));
+            }
+        }
+        Ok(written)
+    }
+
+    /// Puts this server's node into maintenance (with `reason`, or Consul's default words) or
+    /// takes it out (`None`): Consul's `_node_maintenance` check, critical, on every service
+    /// registered here.
+    pub fn set_node_maintenance(&self, reason: Option<&str>) -> Result<Written, RegistryError> {
+        self.refuse_unless_nodes_kept()?;
+        let mut w = self.lock();
+        let current = self.local_node();
+        let key = current.name.key();
+        let current = self.node_now(&w, &key).unwrap_or(current);
+        let mut checks: Vec<Check> = current
+            .checks
+            .iter()
+            .filter(|c| !matches!(c.spec.kind, CheckKind::Maintenance))
+            .cloned()
+            .collect();
+        if let Some(reason) = reason {
+            let id = CheckId::parse(NODE_MAINTENANCE).expect("a constant ID is valid");
+            checks.push(super::check_writes::maintenance_check(
+                id,
+                "Node Maintenance Mode",
+                reason,
+                NODE_NO_REASON,
+            ));
+        }
+        if checks.len() == current.checks.len() && reason.is_none() {
+            return Ok(Written::applied(self.index())); // not in maintenance: nothing to do
+        }
+        let mut updated = Node::clone(&current);
+        updated.checks = checks.into_boxed_slice();
+        let index = w.next_index();
+        updated.modify_index = index;
+        tracing::info!(node = %updated.name, reason = ?reason, enabled = reason.is_some(), "node maintenance mode");
+        Ok(self.stage_node(&mut w, key, Some(Arc::new(updated)), index))
+    }
+
+    fn refuse_unless_nodes_kept(&self) -> Result<(), RegistryError> {
+        if self.journal.as_ref().is_some_and(|j| !j.keeps_nodes()) {
+            return Err(RegistryError::NodesNotKept);
+        }
+        Ok(self.refuse_if_cut_off()?)
+    }
+
+    /// The key of an external node; this server's own is refused (the agent API registers there).
+    fn external_key(&self, name: &NodeName) -> Result<ServiceKey, RegistryError> {
+        let key = name.key();
+        if key == self.local_node().name.key() {
+            return Err(RegistryError::LocalNode(name.to_string()));
+        }
+        Ok(key)
+    }
+
+    fn refuse_if_elsewhere(&self, instance: &Instance, key: &ServiceKey) -> Result<(), RegistryError> {
+        if instance.node.name.key() != *key {
+            return Err(RegistryError::IdOnOtherNode {
+                id: instance.id.to_string(),
+                node: instance.node.name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The checks [`Self::register_locked`] makes, made before anything of a request is staged.
+    fn check_instance(&self, w: &Writer, instance: &Instance) -> Result<(), RegistryError> {
+        instance.validate().map_err(RegistryError::Invalid)?;
+        for check in &instance.checks {
+            if let Some(owner) = self.check_owner_now(w, &check.spec.id)
+                && owner != instance.id
+            {
+                return Err(RegistryError::CheckIdTaken {
+                    check: check.spec.id.clone(),
+                    owner,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A node as the next write sees it: with the writes waiting for their commit.
+    fn node_now(&self, w: &Writer, key: &ServiceKey) -> Option<Arc<Node>> {
+        match w.nodes_staged.get(key) {
+            Some((staged, _)) => staged.clone(),
+            None => self.node(key.as_str()),
+        }
+    }
+
+    /// The instances on a node, with the writes waiting for their commit.
+    fn node_instance_ids_now(&self, w: &Writer, key: &ServiceKey) -> Vec<InstanceId> {
+        let mut ids: Vec<InstanceId> = self
+            .instances
+            .iter()
+            .filter(|e| e.value().node.name.key() == *key)
+            .map(|e| e.key().clone())
+            .collect();
+        ids.extend(w.staged.keys().cloned());
+        ids.sort();
+        ids.dedup();
+        ids.retain(|id| self.instance_now(w, id).is_some_and(|i| i.node.name.key() == *key));
+        ids
+    }
+
+    /// Queues a node's write for its commit, and applies it once committed (at once without a
+    /// store).
+    fn stage_node(&self, w: &mut Writer, key: ServiceKey, node: Option<Arc<Node>>, index: u64) -> Written {
+        let Some(journal) = &self.journal else {
+            let index = index.max(self.index() + 1);
+            self.apply_node(w, &key, node, index);
+            return Written::applied(index);
+        };
+        let change = match &node {
+            Some(node) => Change::PutNode(Box::new(StoredNode::from_node(node))),
+            None => Change::DeleteNode(key.as_str().to_owned()),
+        };
+        let (done, receiver) = oneshot::channel();
+        let me = self.me.clone();
+        let staged = (key.clone(), node.clone());
+        let then = Box::new(move |committed: Result<u64, StoreError>| {
+            let (key, node) = staged;
+            let outcome = match me.upgrade() {
+                Some(registry) => registry.node_committed(&key, node, index, committed),
+                None => Err(RegistryError::Store(StoreError::Closed)),
+            };
+            // The client may have gone: the write stands all the same.
+            let _ = done.send(outcome);
+        });
+        if let Err(error) = journal.append(change, index, true, Some(then)) {
+            return Written::failed(error);
+        }
+        // The commit's callback waits for the writer lock, held here: it runs after this.
+        let slot = w.nodes_staged.entry(key).or_insert((None, 0));
+        slot.0 = node;
+        slot.1 += 1;
+        Written::waiting(receiver)
+    }
+
+    fn node_committed(
+        &self,
+        key: &ServiceKey,
+        node: Option<Arc<Node>>,
+        index: u64,
+        committed: Result<u64, StoreError>,
+    ) -> Result<u64, RegistryError> {
+        let mut w = self.lock();
+        if let Some(slot) = w.nodes_staged.get_mut(key) {
+            slot.1 -= 1;
+            if slot.1 == 0 {
+                w.nodes_staged.remove(key);
+            }
+        }
+        committed?;
+        let applied = index.max(self.index() + 1);
+        self.apply_node(&mut w, key, node, applied);
+        Ok(applied)
+    }
+
+    /// Makes a committed node write visible at `index`, in the node map and in every instance
+    /// on the node (whose services are published again: their health may have changed).
+    pub(super) fn apply_node(&self, w: &mut Writer, key: &ServiceKey, node: Option<Arc<Node>>, index: u64) {
+        w.last_index = w.last_index.max(index);
+        let node = node.map(|node| {
+            let mut node = Node::clone(&node);
+            node.modify_index = index;
+            if node.create_index > index || node.create_index == 0 {
+                node.create_index = index;
+            }
+            Arc::new(node)
+        });
+        match &node {
+            Some(node) if node.local => self.local_node.store(node.clone()),
+            Some(node) => {
+                self.nodes.insert(key.clone(), node.clone());
+            }
+            None => {
+                self.nodes.remove(key);
+            }
+        }
+        let mut touched = Touched {
+            catalog: true,
+            ..Touched::default()
+        };
+        if let Some(node) = node {
+            let on: Vec<Arc<Instance>> = self
+                .instances
+                .iter()
+                .filter(|e| e.value().node.name.key() == *key)
+                .map(|e| e.value().clone())
+                .collect();
+            for old in on {
+                let mut instance = Instance::clone(&old);
+                instance.node = node.clone();
+                self.unindex_address(&old);
+                let instance = Arc::new(instance);
+                self.instances.insert(instance.id.clone(), instance.clone());
+                self.index_address(&instance);
+                touched.services.entry(instance.service.key()).or_default();
+            }
+        }
+        self.rebuild_touched(touched, index);
+    }
+
+    /// The node an instance is on, as applied now (a write made on an older version of it
+    /// takes the current one); `None` for an external node that is gone.
+    pub(super) fn applied_node(&self, node: &Node) -> Option<Arc<Node>> {
+        if node.local {
+            return Some(self.local_node());
+        }
+        self.nodes.get(node.name.key().as_str()).map(|e| e.value().clone())
+    }
+
+    /// Reads the stored nodes back, before the instances that name them.
+    pub(super) fn restore_nodes(&self, store: &dyn crate::store::Store) -> Result<u64, RegistryError> {
+        let local = self.local_node();
+        let mut index = 0;
+        store.load_nodes(&mut |stored: StoredNode| {
+            let node = stored.into_node(&local)?;
+            index = index.max(node.modify_index);
+            if node.local {
+                self.local_node.store(Arc::new(node));
+            } else {
+                self.nodes.insert(node.name.key(), Arc::new(node));
+            }
+            Ok(())
+        })?;
+        Ok(index)
+    }
+
+    /// The node a stored instance names: this server's (none named) or a stored external one.
+    pub(super) fn stored_node(&self, name: Option<&str>) -> Result<Arc<Node>, String> {
+        match name {
+            None => Ok(self.local_node()),
+            Some(name) => self
+                .nodes
+                .get(name.to_ascii_lowercase().as_str())
+                .map(|e| e.value().clone())
+                .ok_or_else(|| format!("it is on node {name:?}, which is not stored")),
+        }
+    }
+}
+
+/// Whether a node as registered again is the node as it is (checks included, indexes not).
+fn same_node(a: &Node, b: &Node) -> bool {
+    a.name.as_str() == b.name.as_str()
+        && a.id == b.id
+        && a.address == b.address
+        && a.meta == b.meta
+        && a.checks == b.checks
+}
+
+/// Nodes waiting for their commit, by key: the node as it will be (`None`: removed) and how
+/// many writes to it are waiting.
+pub(super) type StagedNodes = HashMap<ServiceKey, (Option<Arc<Node>>, usize)>;
