@@ -153,6 +153,8 @@ async fn a_thousand_registrations_with_kill_9_at_random_moments_lose_none() {
     let maintenance_acked: Arc<Mutex<BTreeSet<usize>>> = Arc::default();
     // And every fifth writes a key/value entry.
     let kv_acked: Arc<Mutex<BTreeSet<usize>>> = Arc::default();
+    // And every seventh registers an external node with a service through the catalog.
+    let catalog_acked: Arc<Mutex<BTreeSet<usize>>> = Arc::default();
     let next_id = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut kills = 0;
     while acked.lock().unwrap().len() < WANTED || kills < 5 {
@@ -200,13 +202,25 @@ async fn a_thousand_registrations_with_kill_9_at_random_moments_lose_none() {
         };
         let lost: Vec<usize> = kv_acked.lock().unwrap().difference(&kv_present).copied().collect();
         assert!(lost.is_empty(), "key/value entries lost after kill {kills}: {lost:?}");
+        let external = get_json(server.http, "/v1/catalog/service/external").await;
+        let external: BTreeSet<usize> = external
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["Node"].as_str().unwrap().trim_start_matches("ext-").parse().unwrap())
+            .collect();
+        let lost: Vec<usize> = catalog_acked.lock().unwrap().difference(&external).copied().collect();
+        assert!(
+            lost.is_empty(),
+            "catalog registrations lost after kill {kills}: {lost:?}"
+        );
 
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let clients: Vec<_> = (0..8)
             .map(|_| {
                 let (acked, next_id, stop, http) = (acked.clone(), next_id.clone(), stop.clone(), server.http);
                 let (maintenance_asked, maintenance_acked) = (maintenance_asked.clone(), maintenance_acked.clone());
-                let kv_acked = kv_acked.clone();
+                let (kv_acked, catalog_acked) = (kv_acked.clone(), catalog_acked.clone());
                 tokio::spawn(async move {
                     let client = client();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -233,6 +247,19 @@ async fn a_thousand_registrations_with_kill_9_at_random_moments_lose_none() {
                                     kv_acked.lock().unwrap().insert(n);
                                 }
                                 Ok(response) => panic!("key/value write refused: {}", response.status()),
+                                Err(_) => return,
+                            }
+                        }
+                        if n % 7 == 0 {
+                            let body = json!({"Node": format!("ext-{n}"), "Address": format!("10.200.{}.{}", n / 256, n % 256),
+                                              "Service": {"Service": "external", "ID": format!("e-{n}"), "Port": 443},
+                                              "Check": {"CheckID": format!("ext-{n}-alive"), "Status": "passing"}});
+                            let url = format!("http://{http}/v1/catalog/register");
+                            match client.put(url).json(&body).send().await {
+                                Ok(response) if response.status() == 200 => {
+                                    catalog_acked.lock().unwrap().insert(n);
+                                }
+                                Ok(response) => panic!("catalog registration refused: {}", response.status()),
                                 Err(_) => return,
                             }
                         }
@@ -294,11 +321,31 @@ async fn a_thousand_registrations_with_kill_9_at_random_moments_lose_none() {
     let answered: Vec<usize> = maintained.intersection(&in_dns).copied().collect();
     assert!(answered.is_empty(), "in maintenance but answered: {answered:?}");
     assert!(!maintained.is_empty(), "some maintenance was acknowledged");
+    // External nodes' services answer in DNS at their node's address.
+    let reply = tcp(server.dns, "external.service.trading-dc.", RecordType::A).await;
+    let external: BTreeSet<usize> = addresses(&reply)
+        .into_iter()
+        .map(|address| {
+            let std::net::IpAddr::V4(v4) = address else {
+                panic!("{address}")
+            };
+            let [_, _, b, c] = v4.octets();
+            usize::from(b) * 256 + usize::from(c)
+        })
+        .collect();
+    let catalog_acked = catalog_acked.lock().unwrap().clone();
+    let missing: Vec<usize> = catalog_acked.difference(&external).copied().collect();
+    assert!(
+        missing.is_empty(),
+        "external services acknowledged but not in DNS: {missing:?}"
+    );
+    assert!(!catalog_acked.is_empty(), "some catalog registration was acknowledged");
     println!(
-        "{} registrations, {} maintenance modes and {} key/value writes acknowledged across {kills} SIGKILLs, none lost",
+        "{} registrations, {} maintenance modes, {} key/value writes and {} catalog registrations acknowledged across {kills} SIGKILLs, none lost",
         acked.len(),
         maintained.len(),
-        kv_acked.lock().unwrap().len()
+        kv_acked.lock().unwrap().len(),
+        catalog_acked.len()
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);
