@@ -54,6 +54,15 @@ if ! cmp -s tests/browser/package-lock.json "$browser/package-lock.json" ||
   cp tests/browser/package.json tests/browser/package-lock.json "$browser/"
   (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The npm consul client that tests/it/clients.rs runs on Node.js (pinned in
+# tests/node-consul/package-lock.json), in a folder of its own.
+node_consul=target/node-consul
+if ! cmp -s tests/node-consul/package-lock.json "$node_consul/package-lock.json" ||
+  [ ! -f "$node_consul/node_modules/consul/package.json" ]; then
+  mkdir -p "$node_consul"
+  cp tests/node-consul/package.json tests/node-consul/package-lock.json "$node_consul/"
+  (cd "$node_consul" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 installed=$(rustup component list --installed 2>/dev/null || true)
 for component in rustfmt clippy; do
   grep -q "^$component" <<<"$installed" || rustup component add "$component"

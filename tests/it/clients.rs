@@ -82,6 +82,49 @@ async fn py_consul_registers_heartbeats_watches_and_deregisters() {
     server.stop().await;
 }
 
+/// The npm `consul` package (pinned in `tests/node-consul/package-lock.json`, installed by
+/// `scripts/test.sh` into `target/node-consul`) on the machine's Node.js: registration, TTL
+/// heartbeats, health, watches, the key/value store, an external node through the catalog and
+/// maintenance, each checked against DNS by Node's own resolver.
+#[tokio::test]
+async fn the_npm_consul_client_registers_watches_and_uses_kv() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let modules = root.join("target/node-consul/node_modules");
+    assert!(
+        modules.join("consul/package.json").exists(),
+        "the npm consul client is not installed in {}: run scripts/test.sh, which runs `npm ci` there \
+         from tests/node-consul/package-lock.json",
+        modules.display()
+    );
+    let node = common::tools::require("node", "nodejs");
+    let server = TestServer::start().await;
+    let run = tokio::process::Command::new(node)
+        .arg(root.join("tests/node-consul/walkthrough.cjs"))
+        .arg(server.app().http_addr().to_string())
+        .arg(server.dns.to_string())
+        .env("SEXTANT_NODE_MODULES", &modules)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the npm client's walk-through finishes within 2 minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the npm client's walk-through failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("npm consul: all calls answered"), "{stdout}");
+    // What it left behind, seen from this side: nothing.
+    assert_eq!(catalog_services(&server).await, json!({}));
+    let nodes = server.get_json("/v1/catalog/nodes").await;
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn the_design_documents_aiohttp_client_works_unchanged() {
     let server = TestServer::start().await;

@@ -121,6 +121,31 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A copy of the object in which each `(field, alias)`'s alias stands for the field when
+    /// the field is unset (absent, empty, or a zero duration): Consul names some fields twice
+    /// (`Interval`, `IntervalDuration`) and clients send one or the other.
+    pub fn with_aliases(&self, pairs: &[(&str, &str)]) -> Value {
+        let unset = |v: &Value| match v {
+            Value::Null => true,
+            Value::String(s) => s.is_empty() || parse_go_duration(s).is_ok_and(|d| d.is_zero()),
+            Value::Number(n) => n.as_u64() == Some(0),
+            _ => false,
+        };
+        let mut map = self.map.clone();
+        for (field, alias) in pairs {
+            let Some(alias_key) = map.keys().find(|k| fold(k) == fold(alias)).cloned() else {
+                continue;
+            };
+            let value = map.remove(&alias_key).unwrap_or_default();
+            if map.iter().any(|(k, v)| fold(k) == fold(field) && !unset(v)) {
+                continue;
+            }
+            map.retain(|k, _| fold(k) != fold(field));
+            map.insert((*field).to_owned(), value);
+        }
+        Value::Object(map)
+    }
+
     pub fn name(&self, field: &str) -> String {
         if self.path.is_empty() {
             field.to_owned()

@@ -563,15 +563,13 @@ const DEFINITION_FIELDS: &[&str] = &[
     "TLSSkipVerify",
     "DeregisterCriticalServiceAfter",
 ];
-const DEFINITION_IGNORED: &[&str] = &[
-    "TLSServerName",
-    "TCPUseTLS",
+/// The same durations under Consul's other names (the npm client sends these).
+const DEFINITION_ALIASES: &[&str] = &[
     "IntervalDuration",
     "TimeoutDuration",
     "DeregisterCriticalServiceAfterDuration",
-    "H2PingUseTLS",
-    "DisableRedirects",
 ];
+const DEFINITION_IGNORED: &[&str] = &["TLSServerName", "TCPUseTLS", "H2PingUseTLS", "DisableRedirects"];
 
 /// `PUT /v1/catalog/register`, or a 400 naming the bad field.
 pub fn parse_catalog_registration(body: &Value) -> Result<CatalogRegistration, ApiError> {
@@ -676,7 +674,21 @@ fn parse_catalog_check(
         None => None,
         Some(definition) => {
             let d = Fields::new(definition, &c.name("Definition"))?;
-            d.refuse_unknown(&[DEFINITION_FIELDS, DEFINITION_IGNORED, UNSUPPORTED_CHECK_KINDS])?;
+            d.refuse_unknown(&[
+                DEFINITION_FIELDS,
+                DEFINITION_ALIASES,
+                DEFINITION_IGNORED,
+                UNSUPPORTED_CHECK_KINDS,
+            ])?;
+            let definition = d.with_aliases(&[
+                ("Interval", "IntervalDuration"),
+                ("Timeout", "TimeoutDuration"),
+                (
+                    "DeregisterCriticalServiceAfter",
+                    "DeregisterCriticalServiceAfterDuration",
+                ),
+            ]);
+            let d = Fields::new(&definition, &c.name("Definition"))?;
             let service_name = service.map_or_else(|| node.name.clone(), |s| s.service.clone());
             parse_check(&d, &service_name)?
         }
