@@ -284,6 +284,46 @@ async fn victoria_metrics_targets_are_exactly_the_passing_instances() {
         vm.until_targets(&http, &["billing-1", "orders-1", "orders-3"], within)
             .await,
     ));
+    // An external service that a third party registered through the catalog: discovered at its
+    // node's address, under its node's name, and dropped when its registrar says the node is down.
+    let external = |status: &str| {
+        json!({"Node": "ext-1", "Address": "10.9.1.1", "Service": {"ID": "legacy-1", "Service": "legacy", "Port": 9100},
+               "Check": {"CheckID": "ext-1-alive", "Status": status}})
+    };
+    let (code, body) = server.put_json("/v1/catalog/register", &external("passing")).await;
+    assert_eq!(code, 200, "{body}");
+    seen.push((
+        "registered through the catalog",
+        vm.until_targets(&http, &["billing-1", "legacy-1", "orders-1", "orders-3"], within)
+            .await,
+    ));
+    let reply: Value = http
+        .get(format!("{}/api/v1/targets", vm.0.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let legacy = reply["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["discoveredLabels"])
+        .find(|labels| labels["__meta_consul_service_id"] == "legacy-1")
+        .unwrap();
+    assert_eq!(
+        (&legacy["__meta_consul_node"], &legacy["__address__"]),
+        (&json!("ext-1"), &json!("10.9.1.1:9100")),
+        "{legacy}"
+    );
+    let (code, body) = server.put_json("/v1/catalog/register", &external("critical")).await;
+    assert_eq!(code, 200, "{body}");
+    seen.push((
+        "on a node whose registrar said it is down",
+        vm.until_targets(&http, &["billing-1", "orders-1", "orders-3"], within)
+            .await,
+    ));
     for (what, after) in &seen {
         println!("victoria-metrics targets changed {after:?} after an instance was {what}");
     }
