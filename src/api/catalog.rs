@@ -34,9 +34,7 @@ async fn register(State(state): State<ApiState>, body: Bytes) -> Result<Response
     let registration = wire::parse_catalog_registration(&wire::parse_json(&body)?)?;
     let node = registration.node.name.clone();
     let service = registration.service.as_ref().map(|s| s.id.clone());
-    for write in state.registry.catalog_register(registration)? {
-        write.durable().await?;
-    }
+    state.registry.catalog_register(registration)?.durable().await?;
     tracing::info!(node = %node, service = ?service.as_ref().map(|s| s.as_str()), "catalog registration");
     Ok(axum::Json(json!(true)).into_response())
 }
@@ -44,9 +42,11 @@ async fn register(State(state): State<ApiState>, body: Bytes) -> Result<Response
 /// Takes a service, a check, or a whole external node off. `true`, as Consul answers.
 async fn deregister(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     let (node, removal) = wire::parse_catalog_deregistration(&wire::parse_json(&body)?)?;
-    for write in state.registry.catalog_deregister(&node, removal.clone())? {
-        write.durable().await?;
-    }
+    state
+        .registry
+        .catalog_deregister(&node, removal.clone())?
+        .durable()
+        .await?;
     tracing::info!(node = %node, removal = ?removal, "catalog deregistration");
     Ok(axum::Json(json!(true)).into_response())
 }
@@ -80,24 +80,42 @@ async fn datacenters(State(state): State<ApiState>) -> Response {
 /// This server's node and the external ones. Blocking queries wake with the catalog (node
 /// writes move it too).
 async fn nodes(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    block(&state, &Params::parse(q), || state.registry.watch_catalog()).await?;
+    let params = Params::parse(q);
+    block(&state, &params, || state.registry.watch_catalog()).await?;
     let datacenter = &state.node.datacenter;
     let list: Vec<Value> = state
         .registry
         .nodes()
         .iter()
+        .filter(|n| params.node_meta_matches(n))
         .map(|n| wire::catalog_node(n, datacenter))
         .collect();
     Ok(consul_json(state.registry.catalog_index(), json!(list)))
 }
 
+/// Each service with the union of its instances' tags; with `?node-meta=`, the services (and
+/// tags) of the instances on matching nodes.
 async fn services(State(state): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    block(&state, &Params::parse(q), || state.registry.watch_catalog()).await?;
+    let params = Params::parse(q);
+    block(&state, &params, || state.registry.watch_catalog()).await?;
     let map: BTreeMap<String, Vec<String>> = state
         .registry
         .services()
         .iter()
-        .map(|s| (s.name.to_string(), s.tags()))
+        .filter_map(|s| {
+            if params.get("node-meta").is_none() {
+                return Some((s.name.to_string(), s.tags()));
+            }
+            let on: Vec<_> = s
+                .instances
+                .iter()
+                .filter(|i| params.node_meta_matches(&i.node))
+                .collect();
+            let mut tags: Vec<String> = on.iter().flat_map(|i| i.tags.iter().map(|t| t.to_string())).collect();
+            tags.sort();
+            tags.dedup();
+            (!on.is_empty()).then(|| (s.name.to_string(), tags))
+        })
         .collect();
     Ok(consul_json(state.registry.catalog_index(), json!(map)))
 }
@@ -116,7 +134,7 @@ async fn service(
     let list: Vec<Value> = entry
         .instances
         .iter()
-        .filter(|i| tags.iter().all(|t| i.has_tag(t)))
+        .filter(|i| tags.iter().all(|t| i.has_tag(t)) && params.node_meta_matches(&i.node))
         .map(|i| wire::catalog_service(i, &state.node.datacenter))
         .collect();
     Ok(consul_json(entry.modify_index, json!(list)))

@@ -38,16 +38,22 @@ async fn state(
             )));
         }
     };
-    block(&state, &Params::parse(q), || state.registry.watch_everything()).await?;
+    let params = Params::parse(q);
+    block(&state, &params, || state.registry.watch_everything()).await?;
     let index = state.registry.index();
     let status_is = |check: &Value| wanted.is_none_or(|w| check["Status"] == w.as_str());
     let mut list: Vec<Value> = Vec::new();
-    for node in state.registry.nodes() {
-        list.extend(wire::node_checks(&node).into_iter().filter(status_is));
+    for node in state.registry.nodes().iter().filter(|n| params.node_meta_matches(n)) {
+        list.extend(wire::node_checks(node).into_iter().filter(status_is));
     }
-    for instance in state.registry.instances() {
+    for instance in state
+        .registry
+        .instances()
+        .iter()
+        .filter(|i| params.node_meta_matches(&i.node))
+    {
         for check in instance.checks.iter().filter(|c| wanted.is_none_or(|w| c.status == w)) {
-            list.push(wire::check_json(check, &instance));
+            list.push(wire::check_json(check, instance));
         }
     }
     Ok(consul_json(index, json!(list)))
@@ -89,7 +95,7 @@ async fn service(
         .instances
         .iter()
         .filter(|i| !passing || (i.health() == Health::Passing && !entry.is_flapping(&i.id)))
-        .filter(|i| tags.iter().all(|t| i.has_tag(t)))
+        .filter(|i| tags.iter().all(|t| i.has_tag(t)) && params.node_meta_matches(&i.node))
         .map(|i| wire::health_entry(i, &state.node, entry.is_flapping(&i.id)))
         .collect();
     Ok(consul_json(entry.modify_index, json!(list)))

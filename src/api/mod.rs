@@ -123,8 +123,8 @@ async fn log_failures(request: axum::extract::Request, next: axum::middleware::N
 }
 
 /// Query parameters are ignored when sextant has nothing to do for them (`stale`, `consistent`,
-/// `cached`, `near`, `node-meta`: one node, always consistent), as Consul ignores what it does
-/// not know. Two would change the answer if honoured, so rather than answer more than was asked
+/// `cached`, `near`: always consistent, nodes in one place), as Consul ignores what it does not
+/// know; `node-meta` is honoured where Consul honours it (the catalog's and health's lists). Two would change the answer if honoured, so rather than answer more than was asked
 /// they are refused: `filter` (sextant does not evaluate filter expressions) and a `dc` other than
 /// this one (Consul: "No path to datacenter").
 async fn refuse_unmet_parameters(
@@ -254,6 +254,15 @@ impl Params {
     /// Present and not explicitly false.
     fn flag(&self, name: &str) -> bool {
         self.get(name).is_some_and(|v| !matches!(v, "false" | "0"))
+    }
+
+    /// Whether `node` carries every `?node-meta=key:value` asked for (Consul's filter on the
+    /// node's metadata; consul-esm finds its nodes with `external-node:true`).
+    fn node_meta_matches(&self, node: &crate::model::Node) -> bool {
+        self.all("node-meta").all(|pair| {
+            let (key, value) = pair.split_once(':').unwrap_or((pair, ""));
+            node.meta.iter().any(|(k, v)| &**k == key && &**v == value)
+        })
     }
 }
 

@@ -73,13 +73,14 @@ impl Registry {
         self.register_locked(&mut w, updated).map(Some)
     }
 
-    /// Takes a check off its instance. `None` when no instance has it.
+    /// Takes a check off its instance on this server's node (the agent's; an external node's
+    /// checks are its registrar's). `None` when no instance here has it.
     pub fn remove_check(&self, check: &CheckId) -> Result<Option<Written>, RegistryError> {
         let mut w = self.lock();
         let Some(owner) = self.check_owner_now(&w, check) else {
             return Ok(None);
         };
-        let Some(current) = self.instance_now(&w, &owner) else {
+        let Some(current) = self.instance_now(&w, &owner).filter(|i| i.node.local) else {
             return Ok(None);
         };
         let mut updated = Instance::clone(&current);

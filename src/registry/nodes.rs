@@ -10,7 +10,7 @@
 //! Service and check IDs stay unique across nodes (Consul's are per node): an ID taken on one
 //! node is refused on another with a message saying so.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use super::write::Touched;
 use super::{Registry, RegistryError, Writer, Written};
 use crate::model::{Address, Check, CheckId, CheckKind, Instance, InstanceId, Node, NodeName, ServiceKey};
-use crate::store::{Change, StoreError, StoredNode};
+use crate::store::{Change, StoreError, StoredInstance, StoredNode};
 
 /// The ID of the local node's maintenance check (Consul's).
 pub const NODE_MAINTENANCE: &str = "_node_maintenance";
@@ -37,6 +37,8 @@ pub struct CatalogRegistration {
     pub service: Option<Instance>,
     /// Each on the node (`None`) or on one of its services (its `ServiceID`).
     pub checks: Vec<(Option<InstanceId>, Check)>,
+    /// Consul's `SkipNodeUpdate`: a node that exists keeps its address and metadata.
+    pub skip_node_update: bool,
 }
 
 /// What `PUT /v1/catalog/deregister` takes off a node.
@@ -111,20 +113,30 @@ impl Registry {
     // === writes ===
 
     /// Adds or updates an external node, perhaps with a service on it, and adds or replaces
-    /// the checks given. Everything is checked before anything is written: a refused request
-    /// changes nothing. The writes to wait for, in order.
-    pub fn catalog_register(&self, registration: CatalogRegistration) -> Result<Vec<Written>, RegistryError> {
+    /// the checks given. Everything is checked before anything is written, and what is written
+    /// is one entry of the journal: a refused or failed request changes nothing.
+    pub fn catalog_register(&self, registration: CatalogRegistration) -> Result<Written, RegistryError> {
         self.refuse_unless_nodes_kept()?;
         let mut w = self.lock();
         let CatalogRegistration {
             node: given,
             service,
             checks,
+            skip_node_update,
         } = registration;
         let key = self.external_key(&given.name)?;
         let current = self.node_now(&w, &key);
-        let mut node = Node::clone(&given);
-        let mut node_checks: Vec<Check> = current.as_ref().map(|n| n.checks.to_vec()).unwrap_or_default();
+        // With `SkipNodeUpdate`, a known node keeps its address and metadata (Consul's).
+        let mut node = match (&current, skip_node_update) {
+            (Some(current), true) => Node::clone(current),
+            _ => Node {
+                checks: current.as_ref().map(|c| c.checks.clone()).unwrap_or_default(),
+                create_index: 0,
+                modify_index: 0,
+                ..Node::clone(&given)
+            },
+        };
+        let mut node_checks = node.checks.to_vec();
         let mut service_checks = Vec::new();
         for (service_id, check) in checks {
             match service_id {
@@ -162,79 +174,115 @@ impl Registry {
             merge_check(&mut list, check);
             instances[at].checks = list.into_boxed_slice();
         }
-        let node_changed = current.as_ref().is_none_or(|c| !same_node(c, &node));
-        let index = node_changed.then(|| w.next_index());
-        if let Some(index) = index {
-            node.create_index = current.as_ref().map_or(index, |c| c.create_index);
-            node.modify_index = index;
+        // A check ID names one check on a node: its own or one of its services'.
+        let mut ids: HashSet<&CheckId> = node.checks.iter().map(|c| &c.spec.id).collect();
+        for check in instances.iter().flat_map(|i| i.checks.iter()) {
+            if !ids.insert(&check.spec.id) {
+                return Err(RegistryError::Invalid(format!(
+                    "check ID {:?} is used twice on node {:?}",
+                    check.spec.id.as_str(),
+                    node.name.as_str()
+                )));
+            }
         }
-        let node = match (&current, node_changed) {
-            (Some(current), false) => current.clone(),
-            _ => Arc::new(node),
+        // A node written again while its last write waits for its commit is written again, so
+        // that the answer waits for a commit too.
+        let node_changed = current.as_ref().is_none_or(|c| !same_node(c, &node)) || w.nodes_staged.contains_key(&key);
+        if !node_changed && instances.is_empty() {
+            return Ok(Written::applied(self.index()));
+        }
+        let index = w.next_index();
+        let node = match current {
+            Some(current) if !node_changed => current,
+            current => {
+                node.create_index = current.as_ref().map_or(index, |c| c.create_index);
+                node.modify_index = index;
+                Arc::new(node)
+            }
         };
         for instance in &mut instances {
             instance.node = node.clone();
             self.check_instance(&w, instance)?;
         }
-        // Everything is valid: the node first, so that the instances naming it follow it.
-        let mut written = Vec::new();
-        if let Some(index) = index {
-            written.push(self.stage_node(&mut w, key, Some(node), index));
-        }
-        for instance in instances {
-            written.push(self.register_locked(&mut w, instance)?);
-        }
-        Ok(written)
+        let instances = instances
+            .into_iter()
+            .map(|i| (i.id.clone(), Some(self.prepared(&w, i, index))))
+            .collect();
+        let group = Group {
+            node: node_changed.then_some((key, Some(node))),
+            instances,
+        };
+        Ok(self.stage_group(&mut w, group, index))
     }
 
-    /// Takes a service, a check or a whole external node off. Nothing to do (an unknown node,
-    /// service or check) is no error, as in Consul.
-    pub fn catalog_deregister(&self, name: &NodeName, removal: CatalogRemoval) -> Result<Vec<Written>, RegistryError> {
+    /// Takes a service, a check or a whole external node off, as one entry of the journal.
+    /// Nothing to do (an unknown node, service or check) is no error, as in Consul.
+    pub fn catalog_deregister(&self, name: &NodeName, removal: CatalogRemoval) -> Result<Written, RegistryError> {
         self.refuse_unless_nodes_kept()?;
         let mut w = self.lock();
         let key = self.external_key(name)?;
+        let nothing = Ok(Written::applied(self.index()));
         let Some(node) = self.node_now(&w, &key) else {
-            return Ok(Vec::new());
+            return nothing;
         };
-        let mut written = Vec::new();
-        match removal {
+        let on_node = |w: &Writer, id: &InstanceId| self.instance_now(w, id).filter(|i| i.node.name.key() == key);
+        let group = match removal {
             CatalogRemoval::Service(id) => {
-                if let Some(instance) = self.instance_now(&w, &id)
-                    && instance.node.name.key() == key
-                    && let Some(write) = self.remove_instance(&mut w, &id)
-                {
-                    written.push(write?);
+                if on_node(&w, &id).is_none() {
+                    return nothing;
+                }
+                Group {
+                    node: None,
+                    instances: vec![(id, None)],
                 }
             }
             CatalogRemoval::Check(check) if node.checks.iter().any(|c| c.spec.id == check) => {
                 let mut updated = Node::clone(&node);
                 updated.checks = node.checks.iter().filter(|c| c.spec.id != check).cloned().collect();
-                let index = w.next_index();
-                updated.modify_index = index;
-                written.push(self.stage_node(&mut w, key, Some(Arc::new(updated)), index));
+                Group {
+                    node: Some((key, Some(Arc::new(updated)))),
+                    instances: Vec::new(),
+                }
             }
             CatalogRemoval::Check(check) => {
                 let owner = self.node_instance_ids_now(&w, &key).into_iter().find_map(|id| {
-                    let instance = self.instance_now(&w, &id)?;
+                    let instance = on_node(&w, &id)?;
                     instance.checks.iter().any(|c| c.spec.id == check).then_some(instance)
                 });
-                if let Some(owner) = owner {
-                    let mut updated = Instance::clone(&owner);
-                    updated.checks = owner.checks.iter().filter(|c| c.spec.id != check).cloned().collect();
-                    written.push(self.register_locked(&mut w, updated)?);
-                }
-            }
-            CatalogRemoval::Node => {
-                for id in self.node_instance_ids_now(&w, &key) {
-                    if let Some(write) = self.remove_instance(&mut w, &id) {
-                        written.push(write?);
-                    }
-                }
+                let Some(owner) = owner else {
+                    return nothing;
+                };
+                let mut updated = Instance::clone(&owner);
+                updated.checks = owner.checks.iter().filter(|c| c.spec.id != check).cloned().collect();
                 let index = w.next_index();
-                written.push(self.stage_node(&mut w, key, None, index));
+                let group = Group {
+                    node: None,
+                    instances: vec![(owner.id.clone(), Some(self.prepared(&w, updated, index)))],
+                };
+                return Ok(self.stage_group(&mut w, group, index));
             }
-        }
-        Ok(written)
+            CatalogRemoval::Node => Group {
+                node: Some((key.clone(), None)),
+                instances: self
+                    .node_instance_ids_now(&w, &key)
+                    .into_iter()
+                    .map(|id| (id, None))
+                    .collect(),
+            },
+        };
+        let index = w.next_index();
+        let group = Group {
+            node: group.node.map(|(key, node)| {
+                let node = node.map(|n| {
+                    let mut n = Node::clone(&n);
+                    n.modify_index = index;
+                    Arc::new(n)
+                });
+                (key, node)
+            }),
+            ..group
+        };
+        Ok(self.stage_group(&mut w, group, index))
     }
 
     /// Puts this server's node into maintenance (with `reason`, or Consul's default words) or
@@ -261,7 +309,7 @@ impl Registry {
                 NODE_NO_REASON,
             ));
         }
-        if checks.len() == current.checks.len() && reason.is_none() {
+        if checks.len() == current.checks.len() && reason.is_none() && !w.nodes_staged.contains_key(&key) {
             return Ok(Written::applied(self.index())); // not in maintenance: nothing to do
         }
         let mut updated = Node::clone(&current);
@@ -269,7 +317,11 @@ impl Registry {
         let index = w.next_index();
         updated.modify_index = index;
         tracing::info!(node = %updated.name, reason = ?reason, enabled = reason.is_some(), "node maintenance mode");
-        Ok(self.stage_node(&mut w, key, Some(Arc::new(updated)), index))
+        let group = Group {
+            node: Some((key, Some(Arc::new(updated)))),
+            instances: Vec::new(),
+        };
+        Ok(self.stage_group(&mut w, group, index))
     }
 
     fn refuse_unless_nodes_kept(&self) -> Result<(), RegistryError> {
@@ -298,22 +350,6 @@ impl Registry {
         Ok(())
     }
 
-    /// The checks [`Self::register_locked`] makes, made before anything of a request is staged.
-    fn check_instance(&self, w: &Writer, instance: &Instance) -> Result<(), RegistryError> {
-        instance.validate().map_err(RegistryError::Invalid)?;
-        for check in &instance.checks {
-            if let Some(owner) = self.check_owner_now(w, &check.spec.id)
-                && owner != instance.id
-            {
-                return Err(RegistryError::CheckIdTaken {
-                    check: check.spec.id.clone(),
-                    owner,
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// A node as the next write sees it: with the writes waiting for their commit.
     fn node_now(&self, w: &Writer, key: &ServiceKey) -> Option<Arc<Node>> {
         match w.nodes_staged.get(key) {
@@ -337,64 +373,97 @@ impl Registry {
         ids
     }
 
-    /// Queues a node's write for its commit, and applies it once committed (at once without a
-    /// store).
-    fn stage_node(&self, w: &mut Writer, key: ServiceKey, node: Option<Arc<Node>>, index: u64) -> Written {
+    /// Queues a catalog write for its commit, as one entry of the journal, and applies it
+    /// once committed (at once without a store).
+    fn stage_group(&self, w: &mut Writer, group: Group, index: u64) -> Written {
         let Some(journal) = &self.journal else {
             let index = index.max(self.index() + 1);
-            self.apply_node(w, &key, node, index);
+            self.apply_group(w, group, index);
             return Written::applied(index);
         };
-        let change = match &node {
-            Some(node) => Change::PutNode(Box::new(StoredNode::from_node(node))),
-            None => Change::DeleteNode(key.as_str().to_owned()),
-        };
+        let mut changes = Vec::new();
+        if let Some((key, node)) = &group.node {
+            changes.push(match node {
+                Some(node) => Change::PutNode(Box::new(StoredNode::from_node(node))),
+                None => Change::DeleteNode(key.as_str().to_owned()),
+            });
+        }
+        for (id, instance) in &group.instances {
+            changes.push(match instance {
+                Some(instance) => Change::Put(Box::new(StoredInstance::from_instance(instance))),
+                None => Change::Delete(id.to_string()),
+            });
+        }
         let (done, receiver) = oneshot::channel();
         let me = self.me.clone();
-        let staged = (key.clone(), node.clone());
+        let staged = group.clone();
         let then = Box::new(move |committed: Result<u64, StoreError>| {
-            let (key, node) = staged;
             let outcome = match me.upgrade() {
-                Some(registry) => registry.node_committed(&key, node, index, committed),
+                Some(registry) => registry.group_committed(staged, index, committed),
                 None => Err(RegistryError::Store(StoreError::Closed)),
             };
             // The client may have gone: the write stands all the same.
             let _ = done.send(outcome);
         });
-        if let Err(error) = journal.append(change, index, true, Some(then)) {
+        if let Err(error) = journal.append(Change::Group(changes.into_boxed_slice()), index, true, Some(then)) {
             return Written::failed(error);
         }
         // The commit's callback waits for the writer lock, held here: it runs after this.
-        let slot = w.nodes_staged.entry(key).or_insert((None, 0));
-        slot.0 = node;
-        slot.1 += 1;
+        if let Some((key, node)) = group.node {
+            let slot = w.nodes_staged.entry(key).or_insert((None, 0));
+            slot.0 = node;
+            slot.1 += 1;
+        }
+        for (id, instance) in group.instances {
+            let slot = w.staged.entry(id).or_insert((None, 0));
+            slot.0 = instance;
+            slot.1 += 1;
+        }
         Written::waiting(receiver)
     }
 
-    fn node_committed(
+    fn group_committed(
         &self,
-        key: &ServiceKey,
-        node: Option<Arc<Node>>,
+        group: Group,
         index: u64,
         committed: Result<u64, StoreError>,
     ) -> Result<u64, RegistryError> {
         let mut w = self.lock();
-        if let Some(slot) = w.nodes_staged.get_mut(key) {
+        if let Some((key, _)) = &group.node
+            && let Some(slot) = w.nodes_staged.get_mut(key)
+        {
             slot.1 -= 1;
             if slot.1 == 0 {
                 w.nodes_staged.remove(key);
             }
         }
+        for (id, _) in &group.instances {
+            Self::unstage(&mut w, id);
+        }
         committed?;
         let applied = index.max(self.index() + 1);
-        self.apply_node(&mut w, key, node, applied);
+        self.apply_group(&mut w, group, applied);
         Ok(applied)
     }
 
-    /// Makes a committed node write visible at `index`, in the node map and in every instance
-    /// on the node (whose services are published again: their health may have changed).
-    pub(super) fn apply_node(&self, w: &mut Writer, key: &ServiceKey, node: Option<Arc<Node>>, index: u64) {
+    /// Makes a committed catalog write visible at `index`: the node first (the instances that
+    /// name it take it as it is now), then the instances.
+    fn apply_group(&self, w: &mut Writer, group: Group, index: u64) {
+        let mut touched = Touched::default();
+        if let Some((key, node)) = group.node {
+            self.apply_node(w, &key, node, index, &mut touched);
+        }
+        for (id, instance) in group.instances {
+            self.apply_change(w, &id, instance, index, &mut touched);
+        }
+        self.rebuild_touched(touched, index);
+    }
+
+    /// A node write, in the node map and in every instance on the node (whose services the
+    /// caller publishes again: their health or address may have changed).
+    fn apply_node(&self, w: &mut Writer, key: &ServiceKey, node: Option<Arc<Node>>, index: u64, touched: &mut Touched) {
         w.last_index = w.last_index.max(index);
+        let previous = self.node(key.as_str());
         let node = node.map(|node| {
             let mut node = Node::clone(&node);
             node.modify_index = index;
@@ -403,6 +472,11 @@ impl Registry {
             }
             Arc::new(node)
         });
+        // The node list changes with nodes added, removed or moved; not with their health.
+        touched.catalog |= match (&previous, &node) {
+            (Some(old), Some(new)) => old.address != new.address || old.meta != new.meta || old.id != new.id,
+            _ => true,
+        };
         match &node {
             Some(node) if node.local => self.local_node.store(node.clone()),
             Some(node) => {
@@ -412,28 +486,24 @@ impl Registry {
                 self.nodes.remove(key);
             }
         }
-        let mut touched = Touched {
-            catalog: true,
-            ..Touched::default()
+        let Some(node) = node else {
+            return;
         };
-        if let Some(node) = node {
-            let on: Vec<Arc<Instance>> = self
-                .instances
-                .iter()
-                .filter(|e| e.value().node.name.key() == *key)
-                .map(|e| e.value().clone())
-                .collect();
-            for old in on {
-                let mut instance = Instance::clone(&old);
-                instance.node = node.clone();
-                self.unindex_address(&old);
-                let instance = Arc::new(instance);
-                self.instances.insert(instance.id.clone(), instance.clone());
-                self.index_address(&instance);
-                touched.services.entry(instance.service.key()).or_default();
-            }
+        let on: Vec<Arc<Instance>> = self
+            .instances
+            .iter()
+            .filter(|e| e.value().node.name.key() == *key)
+            .map(|e| e.value().clone())
+            .collect();
+        for old in on {
+            let mut instance = Instance::clone(&old);
+            instance.node = node.clone();
+            self.unindex_address(&old);
+            let instance = Arc::new(instance);
+            self.instances.insert(instance.id.clone(), instance.clone());
+            self.index_address(&instance);
+            touched.services.entry(instance.service.key()).or_default();
         }
-        self.rebuild_touched(touched, index);
     }
 
     /// The node an instance is on, as applied now (a write made on an older version of it
@@ -452,6 +522,13 @@ impl Registry {
         store.load_nodes(&mut |stored: StoredNode| {
             let node = stored.into_node(&local)?;
             index = index.max(node.modify_index);
+            if !node.local && node.name.key() == local.name.key() {
+                return Err(format!(
+                    "an external node is named {:?}, as this server is: start it with another --node-name, \
+                     or with the old one and deregister that node",
+                    node.name.as_str()
+                ));
+            }
             if node.local {
                 self.local_node.store(Arc::new(node));
             } else {
@@ -487,3 +564,10 @@ fn same_node(a: &Node, b: &Node) -> bool {
 /// Nodes waiting for their commit, by key: the node as it will be (`None`: removed) and how
 /// many writes to it are waiting.
 pub(super) type StagedNodes = HashMap<ServiceKey, (Option<Arc<Node>>, usize)>;
+
+/// One catalog write: a node's change and its instances', committed and applied together.
+#[derive(Clone)]
+struct Group {
+    node: Option<(ServiceKey, Option<Arc<Node>>)>,
+    instances: Vec<(InstanceId, Option<Arc<Instance>>)>,
+}

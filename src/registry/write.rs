@@ -111,16 +111,32 @@ impl Registry {
     /// timers, the running probe).
     pub fn register(&self, mut instance: Instance) -> Result<Written, RegistryError> {
         let mut w = self.lock();
-        // A service registering itself again does not take itself out of maintenance.
         if let Some(previous) = self.instance_now(&w, &instance.id) {
+            // An external node's service is its registrar's, not this node's to take over.
+            if !previous.node.local {
+                return Err(RegistryError::IdOnOtherNode {
+                    id: previous.id.to_string(),
+                    node: previous.node.name.to_string(),
+                });
+            }
+            // A service registering itself again does not take itself out of maintenance.
             super::check_writes::keep_maintenance(&mut instance, &previous);
         }
         self.register_locked(&mut w, instance)
     }
 
-    pub(super) fn register_locked(&self, w: &mut Writer, mut instance: Instance) -> Result<Written, RegistryError> {
-        // What is stored must read back at start: an instance that grew past a rule (a check
-        // added on its own, maintenance kept over a re-registration) is refused here.
+    pub(super) fn register_locked(&self, w: &mut Writer, instance: Instance) -> Result<Written, RegistryError> {
+        self.check_instance(w, &instance)?;
+        let index = w.next_index();
+        let instance = self.prepared(w, instance, index);
+        let id = instance.id.clone();
+        self.stage(w, id, Some(instance), index, None, None)
+    }
+
+    /// Refuses an instance that breaks a rule (what is stored must read back at start: one
+    /// that grew past a rule, by a check added on its own or maintenance kept over a
+    /// re-registration, is refused here) or takes another instance's check ID.
+    pub(super) fn check_instance(&self, w: &Writer, instance: &Instance) -> Result<(), RegistryError> {
         instance.validate().map_err(RegistryError::Invalid)?;
         for check in &instance.checks {
             if let Some(owner) = self.check_owner_now(w, &check.spec.id)
@@ -132,15 +148,18 @@ impl Registry {
                 });
             }
         }
-        let index = w.next_index();
+        Ok(())
+    }
+
+    /// The instance as written at `index`: its indexes set, and the state of its unchanged
+    /// checks kept (it is stored with the state it will most likely keep; `apply` merges again
+    /// with what is served then).
+    pub(super) fn prepared(&self, w: &Writer, mut instance: Instance, index: u64) -> Arc<Instance> {
         let previous = self.instance_now(w, &instance.id);
         instance.modify_index = index;
         instance.create_index = previous.as_ref().map_or(index, |old| old.create_index);
-        // Stored with the state it will most likely keep; `apply` merges again with what is
-        // served then.
         keep_check_state(&mut instance, previous.as_deref(), index);
-        let id = instance.id.clone();
-        self.stage(w, id, Some(Arc::new(instance)), index, None, None)
+        Arc::new(instance)
     }
 
     /// Removes an instance and its checks; `None` if unknown.
@@ -234,7 +253,7 @@ impl Registry {
     }
 
     /// One write fewer waits for the instance.
-    fn unstage(w: &mut Writer, id: &InstanceId) {
+    pub(super) fn unstage(w: &mut Writer, id: &InstanceId) {
         if let Some(slot) = w.staged.get_mut(id) {
             slot.1 -= 1;
             if slot.1 == 0 {

@@ -352,7 +352,12 @@ impl Store for EtcdStore {
         let keys = &self.keys;
         // The registry refuses key/value and node writes before they get here
         // (`Store::keeps_kv`, `Store::keeps_nodes`).
-        let unkept = |c: &Change| matches!(c, Change::Kv(_) | Change::PutNode(_) | Change::DeleteNode(_));
+        let unkept = |c: &Change| {
+            matches!(
+                c,
+                Change::Kv(_) | Change::PutNode(_) | Change::DeleteNode(_) | Change::Group(_)
+            )
+        };
         if batch.changes.iter().any(unkept) {
             return Err(keys.error("key/value entries and nodes are not kept in etcd yet".into()));
         }
@@ -361,7 +366,7 @@ impl Store for EtcdStore {
         let id = |change: &Change| match change {
             Change::Put(instance) | Change::PutIfUnchanged(instance, _) => instance.id.clone(),
             Change::Delete(id) => id.clone(),
-            Change::Kv(_) | Change::PutNode(_) | Change::DeleteNode(_) => String::new(), // refused above
+            Change::Kv(_) | Change::PutNode(_) | Change::DeleteNode(_) | Change::Group(_) => String::new(), // refused above
         };
         let last: std::collections::HashMap<String, usize> =
             batch.changes.iter().enumerate().map(|(i, c)| (id(c), i)).collect();
@@ -395,7 +400,7 @@ impl Store for EtcdStore {
                     let size = key.len();
                     (TxnOp::delete(key, None), size)
                 }
-                Change::Kv(_) | Change::PutNode(_) | Change::DeleteNode(_) => continue, // refused above
+                Change::Kv(_) | Change::PutNode(_) | Change::DeleteNode(_) | Change::Group(_) => continue, // refused above
             });
         }
         // The batch in as few transactions as etcd takes, in order; the revision of the last.

@@ -34,9 +34,22 @@ pub enum Change {
     PutNode(Box<StoredNode>),
     /// A node removed, by its lower-case name.
     DeleteNode(String),
+    /// The changes of one catalog write (a node and its instances): one entry of the journal,
+    /// committed together or not at all. Never nested.
+    Group(Box<[Change]>),
     /// The key/value changes of one write (a recursive delete may hold thousands): one entry
     /// of the journal, so they are committed together or not at all.
     Kv(Box<[KvOp]>),
+}
+
+impl Change {
+    /// The changes it stands for: a group's members, or itself.
+    pub fn members(&self) -> &[Change] {
+        match self {
+            Self::Group(members) => members,
+            other => std::slice::from_ref(other),
+        }
+    }
 }
 
 /// Changes committed together, and the registry index after them.

@@ -152,7 +152,7 @@ impl RedbStore {
             let mut table = tx.open_table(INSTANCES).map_err(|e| e.to_string())?;
             let mut kv = tx.open_table(KV).map_err(|e| e.to_string())?;
             let mut nodes = tx.open_table(NODES).map_err(|e| e.to_string())?;
-            for change in batch.changes {
+            for change in batch.changes.iter().flat_map(Change::members) {
                 match change {
                     // This server alone writes the file: what it built on is what is stored.
                     Change::Put(instance) | Change::PutIfUnchanged(instance, _) => {
@@ -174,6 +174,7 @@ impl RedbStore {
                     Change::DeleteNode(name) => {
                         nodes.remove(name.as_str()).map_err(|e| e.to_string())?;
                     }
+                    Change::Group(_) => return Err("a group of changes inside a group".into()),
                     Change::Kv(ops) => {
                         for op in ops {
                             match op {

@@ -325,6 +325,18 @@ async fn bad_catalog_registrations_are_refused_whole() {
             "Checks[0].CheckID",
         ),
         (
+            // One check ID for two checks of one node: its own and a service's, or two services'.
+            json!({"Node": "db", "Address": "10.8.0.1", "Service": {"ID": "pg-3", "Service": "pg", "Port": 5434},
+                   "Checks": [{"CheckID": "c", "ServiceID": "pg-1", "Status": "passing"},
+                              {"CheckID": "c", "ServiceID": "pg-3", "Status": "passing"}]}),
+            "\"c\" is used twice on node \"db\"",
+        ),
+        (
+            json!({"Node": "db", "Address": "10.8.0.1",
+                   "Checks": [{"CheckID": "c", "Status": "passing"}, {"CheckID": "c", "ServiceID": "pg-1", "Status": "passing"}]}),
+            "used twice",
+        ),
+        (
             json!({"Node": "db", "Address": "10.8.0.1", "Check": {"Node": "other", "CheckID": "x"}}),
             "Check.Node",
         ),
@@ -441,5 +453,96 @@ async fn node_maintenance_takes_this_nodes_services_out_and_survives_a_restart()
     assert_eq!((status.as_u16(), body.as_str()), (400, "Missing value for enable"));
     let (status, _) = server.put("/v1/agent/maintenance?enable=maybe").await;
     assert_eq!(status, 400);
+    server.stop().await;
+}
+
+/// What Go's `api.CatalogRegistration` sends (Terraform, consul-esm): every field, the unset
+/// ones zero, null or empty, a `Definition` with nothing to run and `Weights` of zero.
+#[tokio::test]
+async fn go_clients_bodies_skip_node_update_and_node_meta_filters() {
+    let server = TestServer::start().await;
+    let go_body = |status: &str| {
+        json!({
+            "ID": "", "Node": "esm-node", "Address": "10.5.0.1", "TaggedAddresses": null,
+            "NodeMeta": {"external-node": "true", "external-probe": "true"}, "Datacenter": "",
+            "Service": {"Kind": "", "ID": "web-ext", "Service": "web-ext", "Tags": null, "Meta": null, "Port": 80,
+                        "Address": "", "SocketPath": "", "TaggedAddresses": null, "Weights": {"Passing": 0, "Warning": 0},
+                        "EnableTagOverride": false, "CreateIndex": 0, "ModifyIndex": 0, "ContentHash": "",
+                        "Proxy": null, "Connect": null, "PeerName": "", "Namespace": "", "Partition": "",
+                        "Datacenter": "", "Locality": null},
+            "Check": {"Node": "esm-node", "CheckID": "web-ext-tcp", "Name": "web tcp", "Status": status, "Notes": "",
+                      "Output": "", "ServiceID": "web-ext", "ServiceName": "web-ext", "ServiceTags": null, "Type": "",
+                      "Interval": "", "Timeout": "", "ExposedPort": 0,
+                      "Definition": {"Interval": "0s", "Timeout": "0s", "DeregisterCriticalServiceAfter": "0s",
+                                     "HTTP": "", "Header": null, "Method": "", "Body": "", "TLSServerName": "",
+                                     "TLSSkipVerify": false, "TCP": "", "TCPUseTLS": false, "UDP": "", "GRPC": "",
+                                     "OSService": "", "GRPCUseTLS": false},
+                      "CreateIndex": 0, "ModifyIndex": 0, "Namespace": "", "Partition": ""},
+            "Checks": null, "SkipNodeUpdate": false, "Partition": "", "Locality": null
+        })
+    };
+    catalog_register(&server, go_body("passing")).await;
+    let web = "web-ext.service.trading-dc.";
+    assert_eq!(dns_a(&server, web).await, [common::ip("10.5.0.1")]);
+    let entry = &server.get_json("/v1/health/service/web-ext").await[0];
+    assert_eq!(entry["Service"]["Weights"], json!({"Passing": 1, "Warning": 1}));
+    assert_eq!(entry["Checks"][0]["Type"], "", "not run by sextant: {entry}");
+    catalog_register(&server, go_body("critical")).await;
+    assert!(dns_a(&server, web).await.is_empty());
+
+    // SkipNodeUpdate: a check's update without the node's address keeps the node as it is.
+    catalog_register(
+        &server,
+        json!({"Node": "esm-node", "SkipNodeUpdate": true,
+               "Check": {"CheckID": "web-ext-tcp", "ServiceID": "web-ext", "Status": "passing"}}),
+    )
+    .await;
+    assert_eq!(dns_a(&server, web).await, [common::ip("10.5.0.1")]);
+    let node = server.get_json("/v1/catalog/node/esm-node").await;
+    assert_eq!(node["Node"]["Meta"]["external-probe"], "true", "{node}");
+    assert_eq!(node["Node"]["Address"], "10.5.0.1");
+    // An unknown node still needs its address.
+    let (status, text) = server
+        .put_json(
+            "/v1/catalog/register",
+            &json!({"Node": "nowhere", "SkipNodeUpdate": true}),
+        )
+        .await;
+    assert!(status == 400 && text.contains("Address"), "{text}");
+
+    // `?node-meta=`: how consul-esm finds its nodes.
+    server
+        .register(json!({"Name": "web-ext-local", "ID": "local-1", "Port": 81}))
+        .await;
+    let nodes = server.get_json("/v1/catalog/nodes?node-meta=external-node:true").await;
+    assert_eq!(node_names(&nodes), ["esm-node"]);
+    let services = server
+        .get_json("/v1/catalog/services?node-meta=external-node:true")
+        .await;
+    assert_eq!(services, json!({"web-ext": []}));
+    let checks = server
+        .get_json("/v1/health/state/any?node-meta=external-node:true")
+        .await;
+    assert_eq!(checks.as_array().unwrap().len(), 1, "{checks}");
+
+    // The agent API is this server's node's: it neither takes over nor edits an external service.
+    let (status, text) = server
+        .put_json(
+            "/v1/agent/service/register",
+            &json!({"Name": "web-ext", "ID": "web-ext", "Port": 1}),
+        )
+        .await;
+    assert!(status == 400 && text.contains("esm-node"), "{text}");
+    let (status, _) = server.put("/v1/agent/check/deregister/web-ext-tcp").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        server
+            .get_json("/v1/health/node/esm-node")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     server.stop().await;
 }

@@ -129,7 +129,12 @@ fn parse_service(f: &Fields, name_field: &str, node: &Arc<Node>) -> Result<Insta
     let address =
         Address::parse(f.string("Address")?.unwrap_or("")).map_err(|e| ApiError::field(&f.name("Address"), e))?;
     let port = f.uint("Port", u16::MAX as u64)?.unwrap_or(0) as u16;
-    let weights = parse_weights(f)?;
+    let weights = match parse_weights(f) {
+        // Go's `AgentService` always sends its `Weights`, zero when unset: the catalog takes
+        // that as the default, as Consul's does.
+        Err(_) if name_field == "Service" && f.get("Weights").is_some_and(|w| !is_set_weights(w)) => Weights::default(),
+        weights => weights?,
+    };
     Ok(Instance {
         tags: parse_tags(f)?,
         meta: parse_meta(f, "Meta")?,
@@ -375,6 +380,14 @@ fn parse_check(f: &Fields, service: &ServiceName) -> Result<Option<CheckSpec>, A
     }))
 }
 
+/// Whether `Weights` holds anything but zeros.
+fn is_set_weights(weights: &Value) -> bool {
+    match weights {
+        Value::Object(map) => map.values().any(is_set),
+        other => is_set(other),
+    }
+}
+
 /// Whether a field holds a value: Go clients send unset fields as `""`, `null`, `false` or `0`.
 fn is_set(value: &Value) -> bool {
     match value {
@@ -580,21 +593,26 @@ pub fn parse_catalog_registration(body: &Value) -> Result<CatalogRegistration, A
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::field("Node", "missing node name"))?;
     let name = NodeName::parse(name).map_err(|e| ApiError::field("Node", e))?;
-    let address = f
-        .string("Address")?
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| ApiError::field("Address", "missing node address"))?;
+    // With `SkipNodeUpdate` a known node keeps its address: none need be given.
+    let skip_node_update = f.bool("SkipNodeUpdate")?;
+    let address = match f.string("Address")?.filter(|a| !a.is_empty()) {
+        Some(address) => Address::parse(address).map_err(|e| ApiError::field("Address", e))?,
+        None if skip_node_update => Address::Node,
+        None => return Err(ApiError::field("Address", "missing node address")),
+    };
     let node = Node {
         name,
         id: f.string("ID")?.unwrap_or("").into(),
-        address: Address::parse(address).map_err(|e| ApiError::field("Address", e))?,
+        address,
         meta: parse_meta(&f, "NodeMeta")?,
         checks: Box::default(),
         local: false,
         create_index: 0,
         modify_index: 0,
     };
-    node.validate().map_err(ApiError::BadRequest)?;
+    if !skip_node_update {
+        node.validate().map_err(ApiError::BadRequest)?;
+    }
     let node = Arc::new(node);
     let service = match f.get("Service") {
         None | Some(Value::Null) => None,
@@ -632,7 +650,12 @@ pub fn parse_catalog_registration(body: &Value) -> Result<CatalogRegistration, A
         }
         checks.push((service_id, check));
     }
-    Ok(CatalogRegistration { node, service, checks })
+    Ok(CatalogRegistration {
+        node,
+        service,
+        checks,
+        skip_node_update,
+    })
 }
 
 /// One check of a catalog registration, with the service it is on (`None`: the node). Its
@@ -670,8 +693,22 @@ fn parse_catalog_check(
         Some(s) => Health::parse(s)
             .ok_or_else(|| ApiError::field(&c.name("Status"), format!("{s:?} is not passing, warning or critical")))?,
     };
+    // Go clients always send a `Definition`, with zero durations when there is nothing to run.
+    let runs = |d: &Value| {
+        let kinds = ["HTTP", "TCP", "GRPC"].iter().chain(UNSUPPORTED_CHECK_KINDS);
+        Fields::new(d, "").is_ok_and(|d| kinds.clone().any(|k| d.get(k).is_some_and(is_set)))
+    };
     let run = match c.get("Definition").filter(|d| is_set(d)) {
         None => None,
+        Some(definition) if !runs(definition) => {
+            Fields::new(definition, &c.name("Definition"))?.refuse_unknown(&[
+                DEFINITION_FIELDS,
+                DEFINITION_ALIASES,
+                DEFINITION_IGNORED,
+                UNSUPPORTED_CHECK_KINDS,
+            ])?;
+            None
+        }
         Some(definition) => {
             let d = Fields::new(definition, &c.name("Definition"))?;
             d.refuse_unknown(&[
