@@ -45,7 +45,8 @@ impl From<RegistryError> for ApiError {
             | RegistryError::NotTtl(_)
             | RegistryError::LocalNode(_)
             | RegistryError::IdOnOtherNode { .. }
-            | RegistryError::NoSuchServiceOnNode { .. } => Self::BadRequest(e.to_string()),
+            | RegistryError::NoSuchServiceOnNode { .. }
+            | RegistryError::CasFailed => Self::BadRequest(e.to_string()),
             RegistryError::KvNotKept | RegistryError::NodesNotKept => Self::NotImplemented(e.to_string()),
             RegistryError::Invalid(message) => Self::BadRequest(message),
             RegistryError::UnknownCheck(id) => Self::NotFound(format!(

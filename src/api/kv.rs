@@ -17,8 +17,8 @@ use tower_http::timeout::TimeoutLayer;
 
 use super::error::ApiError;
 use super::{ApiState, Params, block, consul_json, indexed};
-use crate::registry::Written;
 use crate::registry::kv::{KvChange, KvEntry, MAX_VALUE_BYTES, check_key};
+use crate::registry::{RegistryError, Written};
 
 pub fn routes() -> Router<ApiState> {
     // A write that takes too long (a body trickled in) is cut off; a blocking read may wait.
@@ -65,12 +65,15 @@ fn not_found(index: u64) -> Response {
 }
 
 /// A write's answer: `true` once it is durable, `false` when its check-and-set failed.
+/// `true` once the write is durable and served; `false` for a check-and-set that failed (decided
+/// at once here, or by etcd).
 async fn answer_write(written: Option<Written>) -> Result<Response, ApiError> {
     let done = match written {
-        Some(written) => {
-            written.durable().await?;
-            true
-        }
+        Some(written) => match written.durable().await {
+            Ok(_) => true,
+            Err(RegistryError::CasFailed) => false,
+            Err(error) => return Err(error.into()),
+        },
         None => false,
     };
     Ok(axum::Json(done).into_response())

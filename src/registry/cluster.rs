@@ -235,8 +235,10 @@ impl Follower for Registry {
             return; // seen already (a watch opened again from an older revision)
         }
         let mut touched = Touched::default();
+        let mut kv = Vec::new();
         for change in changes {
             match change {
+                Logged::Kv(key, record) => kv.push((key, record)),
                 Logged::Instance(id, record) => {
                     let Ok(id) = InstanceId::parse(&id) else { continue };
                     match record {
@@ -264,6 +266,9 @@ impl Follower for Registry {
             }
         }
         self.rebuild_touched(touched, index);
+        if !kv.is_empty() {
+            self.apply_kv_followed(kv, index);
+        }
         self.applied_up_to(&mut w, index);
     }
 
@@ -301,6 +306,9 @@ impl Follower for Registry {
                 self.apply_change(&mut w, &id, Some(instance), at, &mut touched);
             }
             self.rebuild_touched(touched, index);
+        }
+        if let Some(records) = cluster.kv {
+            self.replace_kv(records, index);
         }
         self.set_servers(Some(cluster.me), cluster.servers);
         let alive: HashSet<CheckId> = cluster

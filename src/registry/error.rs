@@ -19,6 +19,10 @@ pub enum RegistryError {
         "the key/value store is not kept in etcd yet: run sextant with its embedded store (--data-dir) to use /v1/kv"
     )]
     KvNotKept,
+    /// A key/value check-and-set whose index no longer matched (decided by a shared store):
+    /// nothing was written.
+    #[error("the check-and-set index no longer matches: nothing was written")]
+    CasFailed,
     /// The store in use does not keep nodes (etcd, for now).
     #[error(
         "external nodes and node maintenance are not kept in etcd yet: run sextant with its embedded store (--data-dir) to register through /v1/catalog/register or use /v1/agent/maintenance"

@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use tokio::sync::{oneshot, watch};
 
 use super::{Registry, RegistryError, Watch, Writer, Written};
-use crate::store::{Change, KvOp, KvRecord, StoreError};
+use crate::store::{Change, KvCondition, KvOp, KvRecord, StoreError};
 
 /// Consul's largest value.
 pub const MAX_VALUE_BYTES: usize = 512 * 1024;
@@ -129,13 +129,7 @@ impl Registry {
         store.load_kv(&mut |record: KvRecord| {
             check_key(&record.key).map_err(|e| format!("key: {e}"))?;
             index = index.max(record.modify_index);
-            let entry = KvEntry {
-                key: record.key.into_boxed_str(),
-                value: record.value.into_boxed_slice(),
-                flags: record.flags,
-                create_index: record.create_index,
-                modify_index: record.modify_index,
-            };
+            let entry = entry_of(record);
             entries.insert(entry.key.clone(), Arc::new(entry));
             Ok(())
         })?;
@@ -157,6 +151,9 @@ impl Registry {
             return Err(RegistryError::KvNotKept);
         }
         self.refuse_if_cut_off()?;
+        if self.shared {
+            return Ok(Some(self.kv_write_shared(key, change, recurse, cas)));
+        }
         let mut w = self.lock();
         let current = self.kv_now(&w, key);
         // Consul checks `cas` against the key itself, which a recursive delete does not need.
@@ -190,6 +187,88 @@ impl Registry {
             KvChange::Delete => writes.push((key.into(), None)),
         }
         Ok(Some(self.stage_kv(&mut w, writes, index)))
+    }
+
+    /// A write to a shared store (etcd): made there at once, the check-and-set decided by it (an
+    /// etcd transaction on the entry's modify revision, so writers on every server race fairly),
+    /// and acknowledged once it has come back through the watch. A check-and-set that fails is
+    /// [`RegistryError::CasFailed`].
+    fn kv_write_shared(&self, key: &str, change: KvChange, recurse: bool, cas: Option<u64>) -> Written {
+        let Some(journal) = &self.journal else {
+            return Written::failed(StoreError::Closed); // a shared registry always has its store
+        };
+        let (op, cas) = match change {
+            KvChange::Set { value, flags } => {
+                let record = KvRecord {
+                    key: key.to_owned(),
+                    value: value.into_vec(),
+                    flags,
+                    create_index: 0,
+                    modify_index: 0,
+                };
+                (KvOp::Put(record), cas)
+            }
+            // Consul checks `cas` against the key itself, which a recursive delete does not need.
+            KvChange::Delete if recurse => (KvOp::DeletePrefix(key.to_owned()), None),
+            KvChange::Delete => (KvOp::Delete(key.to_owned()), cas),
+        };
+        let condition = cas.map(|index| KvCondition {
+            key: key.to_owned(),
+            index,
+        });
+        let (done, receiver) = oneshot::channel();
+        journal.write_kv(
+            vec![op],
+            condition,
+            Box::new(move |written| {
+                let _ = done.send(match written {
+                    Ok(Some(revision)) => Ok(revision),
+                    Ok(None) => Err(RegistryError::CasFailed),
+                    Err(error) => Err(RegistryError::Store(error)),
+                });
+            }),
+        );
+        Written::waiting_applied(receiver, self.applied.subscribe())
+    }
+
+    /// Key/value changes that came from a shared store at `index`, its indexes in the records.
+    pub(super) fn apply_kv_followed(&self, changes: Vec<(String, Option<KvRecord>)>, index: u64) {
+        {
+            let mut entries = self.kv.write();
+            for (key, record) in &changes {
+                match record {
+                    Some(record) => {
+                        entries.insert(key.as_str().into(), Arc::new(entry_of(record.clone())));
+                    }
+                    None => {
+                        entries.remove(key.as_str());
+                    }
+                }
+            }
+        }
+        self.kv_changed(changes.iter().map(|(key, _)| key.as_str()), index);
+    }
+
+    /// Every entry, as a shared store read whole again holds them (its watch had lost its place).
+    pub(super) fn replace_kv(&self, records: Vec<KvRecord>, index: u64) {
+        *self.kv.write() = records
+            .into_iter()
+            .map(|record| (record.key.as_str().into(), Arc::new(entry_of(record))))
+            .collect();
+        self.kv.last.fetch_max(index, Ordering::AcqRel);
+        for watch in self.kv.watches.iter() {
+            watch.value().send_replace(index);
+        }
+    }
+
+    /// Wakes the watchers of every prefix of `keys`, changed at `index`.
+    fn kv_changed<'k>(&self, keys: impl Iterator<Item = &'k str> + Clone, index: u64) {
+        self.kv.last.fetch_max(index, Ordering::AcqRel);
+        for watch in self.kv.watches.iter() {
+            if keys.clone().any(|key| key.starts_with(&**watch.key())) {
+                watch.value().send_replace(index);
+            }
+        }
     }
 
     /// An entry as the next write sees it: with the writes waiting for their commit.
@@ -290,13 +369,18 @@ impl Registry {
             // A closed journal means the server is stopping: the entry keeps its staged index.
             let _ = journal.append(Change::Kv(restore.into_boxed_slice()), applied, false, None);
         }
-        self.kv.last.fetch_max(applied, Ordering::AcqRel);
-        for watch in self.kv.watches.iter() {
-            if writes.iter().any(|(key, _)| key.starts_with(&**watch.key())) {
-                watch.value().send_replace(applied);
-            }
-        }
+        self.kv_changed(writes.iter().map(|(key, _)| &**key), applied);
         self.publish(applied);
+    }
+}
+
+fn entry_of(record: KvRecord) -> KvEntry {
+    KvEntry {
+        key: record.key.into_boxed_str(),
+        value: record.value.into_boxed_slice(),
+        flags: record.flags,
+        create_index: record.create_index,
+        modify_index: record.modify_index,
     }
 }
 

@@ -68,6 +68,15 @@ impl Written {
         Self(Outcome::Waiting(receiver, None), None)
     }
 
+    /// A write to a shared store made outside the journal: its outcome, then the view's
+    /// applied index to wait on.
+    pub(super) fn waiting_applied(
+        receiver: oneshot::Receiver<Result<u64, RegistryError>>,
+        applied: watch::Receiver<u64>,
+    ) -> Self {
+        Self(Outcome::Waiting(receiver, Some(applied)), None)
+    }
+
     /// A write the journal did not take (it is closed): its error, when waited for.
     pub(super) fn failed(error: StoreError) -> Self {
         let (done, receiver) = oneshot::channel();

@@ -27,11 +27,13 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions,
-    TlsOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Identity, KeyValue,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
-use super::{Batch, Change, Cluster, Follower, Lease, Logged, Store, StoreError, StoredInstance};
+use super::{
+    Batch, Change, Cluster, Follower, KvCondition, KvOp, KvRecord, Lease, Logged, Store, StoreError, StoredInstance,
+};
 
 /// How long connecting to etcd may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,6 +99,8 @@ pub struct EtcdStore {
     keys: Keys,
     /// Who hears whether etcd can be reached, once the registry follows the store.
     follower: Arc<OnceLock<Weak<dyn Follower>>>,
+    /// The revision the registry was loaded at: the key/value entries are read at it too.
+    loaded_at: std::sync::atomic::AtomicU64,
 }
 
 impl EtcdStore {
@@ -127,6 +131,7 @@ impl EtcdStore {
             runtime: Some(runtime),
             keys,
             follower: Arc::new(OnceLock::new()),
+            loaded_at: std::sync::atomic::AtomicU64::new(0),
         };
         let members = store.retried(|mut client| async move { client.member_list().await })?;
         let members: Vec<String> = members
@@ -174,6 +179,35 @@ impl Keys {
         format!("{}instances/{id}", self.prefix)
     }
 
+    fn kv_key(&self, key: &str) -> String {
+        format!("{}kv/{key}", self.prefix)
+    }
+
+    /// A key/value entry, with its indexes as etcd gives them.
+    fn decode_kv(&self, name: &str, kv: &KeyValue) -> Result<KvRecord, StoreError> {
+        let mut record = KvRecord::decode(name, kv.value()).map_err(|message| StoreError::Corrupt {
+            path: format!("etcd {}", self.endpoints),
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            message,
+        })?;
+        record.create_index = u64::try_from(kv.create_revision()).unwrap_or(0);
+        record.modify_index = u64::try_from(kv.mod_revision()).unwrap_or(0);
+        Ok(record)
+    }
+
+    /// Every key/value entry at revision `at`.
+    async fn read_kv(&self, at: u64) -> Result<Vec<KvRecord>, StoreError> {
+        let mut records = Vec::new();
+        self.read_range("kv/", at, |kv| {
+            if let Some((Kind::Kv, name)) = self.kind(kv.key()) {
+                records.push(self.decode_kv(name, kv)?);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(records)
+    }
+
     fn heartbeat_key(&self, check: &str) -> String {
         format!("{}heartbeats/{check}", self.prefix)
     }
@@ -187,6 +221,7 @@ impl Keys {
             "instances" => Kind::Instance,
             "servers" => Kind::Server,
             "heartbeats" => Kind::Heartbeat,
+            "kv" => Kind::Kv,
             _ => return None,
         };
         Some((kind, name))
@@ -338,20 +373,52 @@ impl Drop for EtcdStore {
 impl Store for EtcdStore {
     fn load(&self, each: &mut dyn FnMut(StoredInstance) -> Result<(), String>) -> Result<u64, StoreError> {
         let keys = &self.keys;
-        self.runtime().block_on(keys.read_range("instances/", 0, |kv| {
+        let revision = self.runtime().block_on(keys.read_range("instances/", 0, |kv| {
             let instance = keys.decode(kv)?;
             each(instance).map_err(|message| StoreError::Corrupt {
                 path: format!("etcd {}", keys.endpoints),
                 key: String::from_utf8_lossy(kv.key()).into_owned(),
                 message,
             })
-        }))
+        }))?;
+        self.loaded_at.store(revision, std::sync::atomic::Ordering::Release);
+        Ok(revision)
+    }
+
+    /// At the revision the instances were loaded at: the watch goes on from there.
+    fn load_kv(&self, each: &mut dyn FnMut(KvRecord) -> Result<(), String>) -> Result<(), StoreError> {
+        let at = self.loaded_at.load(std::sync::atomic::Ordering::Acquire);
+        for record in self.runtime().block_on(self.keys.read_kv(at))? {
+            let key = self.keys.kv_key(&record.key);
+            each(record).map_err(|message| StoreError::Corrupt {
+                path: format!("etcd {}", self.keys.endpoints),
+                key,
+                message,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn keeps_kv(&self) -> bool {
+        true
+    }
+
+    fn write_kv(
+        &self,
+        ops: Vec<KvOp>,
+        condition: Option<KvCondition>,
+        then: Box<dyn FnOnce(Result<Option<u64>, StoreError>) + Send>,
+    ) {
+        let keys = self.keys.clone();
+        self.runtime().spawn(async move {
+            then(write_kv(&keys, ops, condition).await);
+        });
     }
 
     fn write(&self, batch: &Batch<'_>) -> Result<u64, StoreError> {
         let keys = &self.keys;
-        // The registry refuses key/value and node writes before they get here
-        // (`Store::keeps_kv`, `Store::keeps_nodes`).
+        // Key/value writes come through `write_kv`; the registry refuses node writes before
+        // they get here (`Store::keeps_nodes`).
         let unkept = |c: &Change| {
             matches!(
                 c,
@@ -359,7 +426,7 @@ impl Store for EtcdStore {
             )
         };
         if batch.changes.iter().any(unkept) {
-            return Err(keys.error("key/value entries and nodes are not kept in etcd yet".into()));
+            return Err(keys.error("nodes are not kept in etcd yet; key/value writes go through write_kv".into()));
         }
         // etcd refuses a transaction that writes one key twice: of several changes to one
         // instance in a batch (each made on top of the one before), the last is the one to make.
@@ -460,6 +527,7 @@ enum Kind {
     Instance,
     Server,
     Heartbeat,
+    Kv,
 }
 
 /// Renews a TTL check's lease; takes a new one, with the check's key on it, when there is
@@ -635,7 +703,59 @@ fn logged(keys: &Keys, event: EventType, kv: &KeyValue) -> Option<Logged> {
         Kind::Instance => Logged::Instance(name.to_owned(), None),
         Kind::Server => Logged::Server(name.to_owned(), put),
         Kind::Heartbeat => Logged::Heartbeat(name.to_owned(), if put { Keys::lease(kv) } else { None }),
+        Kind::Kv if put => match keys.decode_kv(name, kv) {
+            Ok(record) => Logged::Kv(name.to_owned(), Some(record)),
+            Err(error) => {
+                tracing::error!(%error, "a key/value entry in etcd cannot be read: skipped");
+                return None;
+            }
+        },
+        Kind::Kv => Logged::Kv(name.to_owned(), None),
     })
+}
+
+/// Makes key/value changes as one transaction, if `condition` holds: the revision it was made
+/// at, or `None` when the condition did not hold.
+async fn write_kv(keys: &Keys, ops: Vec<KvOp>, condition: Option<KvCondition>) -> Result<Option<u64>, StoreError> {
+    let ops: Vec<TxnOp> = ops
+        .iter()
+        .map(|op| match op {
+            KvOp::Put(record) => TxnOp::put(keys.kv_key(&record.key), record.encode(), None),
+            KvOp::Delete(key) => TxnOp::delete(keys.kv_key(key), None),
+            KvOp::DeletePrefix(prefix) => TxnOp::delete(keys.kv_key(prefix), Some(DeleteOptions::new().with_prefix())),
+        })
+        .collect();
+    let mut txn = Txn::new();
+    if let Some(condition) = &condition {
+        // A key that does not exist has a modify revision of 0, which `?cas=0` asks for.
+        let index = i64::try_from(condition.index).unwrap_or(i64::MAX);
+        txn = txn.when([Compare::mod_revision(
+            keys.kv_key(&condition.key),
+            CompareOp::Equal,
+            index,
+        )]);
+    }
+    let txn = txn.and_then(ops);
+    let response = match condition {
+        // A check-and-set is tried once: made again after an attempt that went through unseen,
+        // it would fail on its own write and report as not made a write that was.
+        Some(_) => match tokio::time::timeout(ATTEMPT_TIMEOUT, keys.client.clone().txn(txn)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return Err(keys.error(error.to_string())),
+            Err(_) => return Err(keys.error(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()))),
+        },
+        None => {
+            keys.retried(|mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await?
+        }
+    };
+    let revision = response
+        .header()
+        .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
+    Ok(response.succeeded().then_some(revision))
 }
 
 /// Reads everything again and hands the follower what differs from its view.
@@ -661,7 +781,8 @@ async fn reload(
             Ok(())
         })
         .await?;
-    let cluster = keys.read_cluster(revision).await?;
+    let mut cluster = keys.read_cluster(revision).await?;
+    cluster.kv = Some(keys.read_kv(revision).await?);
     tracing::info!(
         revision,
         instances = present.len(),

@@ -87,6 +87,17 @@ impl Journal {
         self.store.keeps_kv()
     }
 
+    /// A key/value write to a shared store (see [`Store::write_kv`]): not queued behind the
+    /// registry's writes.
+    pub fn write_kv(
+        &self,
+        ops: Vec<super::KvOp>,
+        condition: Option<super::KvCondition>,
+        then: Box<dyn FnOnce(Result<Option<u64>, StoreError>) + Send>,
+    ) {
+        self.store.write_kv(ops, condition, then);
+    }
+
     /// Whether the store keeps nodes.
     pub fn keeps_nodes(&self) -> bool {
         self.store.keeps_nodes()

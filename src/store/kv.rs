@@ -7,6 +7,16 @@
 pub enum KvOp {
     Put(KvRecord),
     Delete(String),
+    /// Every key under a prefix (a recursive delete on a shared store, which decides which keys
+    /// those are when it makes the change).
+    DeletePrefix(String),
+}
+
+/// A check-and-set's condition: the entry's modify index is still `index` (0: it does not exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvCondition {
+    pub key: String,
+    pub index: u64,
 }
 
 /// One key/value entry.

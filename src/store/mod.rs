@@ -14,7 +14,7 @@ mod redb_store;
 
 pub use etcd_store::{EtcdSettings, EtcdStore};
 pub use journal::{Journal, Then};
-pub use kv::{KvOp, KvRecord};
+pub use kv::{KvCondition, KvOp, KvRecord};
 pub use record::{StoredCheck, StoredInstance, StoredNode};
 pub use redb_store::RedbStore;
 
@@ -89,9 +89,23 @@ pub trait Store: Send + Sync + 'static {
     fn load_kv(&self, _each: &mut dyn FnMut(KvRecord) -> Result<(), String>) -> Result<(), StoreError> {
         Ok(())
     }
-    /// Whether it keeps key/value entries (the embedded store; etcd not yet).
+    /// Whether it keeps key/value entries.
     fn keeps_kv(&self) -> bool {
         false
+    }
+
+    /// A key/value write to a shared store, made at once (not queued behind the registry's
+    /// writes: the keys are apart from them) and only if `condition` holds; `then` learns the
+    /// revision it was made at, or `None` when the condition did not hold. The write comes back
+    /// through [`Store::follow`] like any other. A store only this server writes takes its
+    /// key/value writes through the journal instead.
+    fn write_kv(
+        &self,
+        _ops: Vec<KvOp>,
+        _condition: Option<KvCondition>,
+        then: Box<dyn FnOnce(Result<Option<u64>, StoreError>) + Send>,
+    ) {
+        then(Err(StoreError::Closed));
     }
 
     /// Applies a batch atomically; returns the index it was committed at (the batch's own, or
@@ -133,6 +147,8 @@ pub enum Logged {
     /// A TTL check's heartbeat lease: taken (by the first heartbeat after none), or run out
     /// (no heartbeat reached any server for the TTL) and so removed.
     Heartbeat(String, Option<Lease>),
+    /// A key/value entry written (with the indexes the store gives it) or removed.
+    Kv(String, Option<KvRecord>),
 }
 
 /// The etcd lease that a TTL check's heartbeats renew.
@@ -152,6 +168,9 @@ pub struct Cluster {
     pub servers: Vec<String>,
     /// The TTL checks whose heartbeat lease is alive.
     pub heartbeats: Vec<(String, Lease)>,
+    /// Every key/value entry, when the store was read whole again (the follower's own are
+    /// replaced by these); `None` when they were loaded at start.
+    pub kv: Option<Vec<KvRecord>>,
 }
 
 /// What follows a shared store (the registry): hears every change in the store's order, and

@@ -185,6 +185,18 @@ impl RedbStore {
                                 KvOp::Delete(key) => {
                                     kv.remove(key.as_str()).map_err(|e| e.to_string())?;
                                 }
+                                KvOp::DeletePrefix(prefix) => {
+                                    let under: Vec<String> = kv
+                                        .range(prefix.as_str()..)
+                                        .map_err(|e| e.to_string())?
+                                        .map(|row| row.map(|(key, _)| key.value().to_owned()))
+                                        .take_while(|key| key.as_ref().map_or(true, |k| k.starts_with(prefix.as_str())))
+                                        .collect::<Result<_, _>>()
+                                        .map_err(|e| e.to_string())?;
+                                    for key in under {
+                                        kv.remove(key.as_str()).map_err(|e| e.to_string())?;
+                                    }
+                                }
                             }
                         }
                     }

@@ -293,6 +293,11 @@ async fn a_server_cut_off_from_etcd_serves_stale_answers_then_catches_up_past_a_
         ],
     );
     assert_eq!(register(&a, 1).await.0, 200);
+    let kv_put = async |key: &str| {
+        let url = format!("http://{}/v1/kv/{key}", a.http);
+        client().put(url).body("v").send().await.unwrap().status()
+    };
+    assert_eq!(kv_put("cfg/old").await, 200);
     wait_for("B serves what A took", async || answers(&b, 1).await).await;
     netns.cut();
     let mut log = Vec::new();
@@ -304,6 +309,14 @@ async fn a_server_cut_off_from_etcd_serves_stale_answers_then_catches_up_past_a_
     assert_eq!(register(&a, 2).await.0, 200);
     let (code, body) = put(&a, "/v1/agent/service/deregister/svc-1", None).await;
     assert_eq!(code, 200, "{body}");
+    // Key/value changes B misses too: one added, one removed.
+    assert_eq!(kv_put("cfg/new").await, 200);
+    let deleted = client()
+        .delete(format!("http://{}/v1/kv/cfg/old", a.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
     let (code, body) = register(&b, 3).await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("etcd"), "{body}");
@@ -334,6 +347,16 @@ async fn a_server_cut_off_from_etcd_serves_stale_answers_then_catches_up_past_a_
         log.iter().any(|l| l.contains("lost its place")),
         "B read the registry again after the compaction: {log:#?}"
     );
+    // Its key/value entries were read again with the registry.
+    let keys: Value = client()
+        .get(format!("http://{}/v1/kv/cfg/?keys", b.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys, json!(["cfg/new"]));
     wait_for("B fresh again", async || freshness(&b).await.0 == "true").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !log.iter().any(|l| l.contains("lease in etcd had run out; taken again")) {

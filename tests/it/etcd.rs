@@ -84,17 +84,8 @@ async fn servers_on_one_prefix_share_the_registry_through_etcd() {
     );
     assert_eq!(value(&metrics_a, "sextant_etcd_reachable"), 1.0);
     assert_eq!(value(&metrics_b, "sextant_etcd_stale_seconds"), 0.0);
-    // The key/value store is not kept in etcd yet: refused, saying so, rather than kept on one
-    // server only.
-    let refused = reqwest::Client::new()
-        .put(format!("http://{}/v1/kv/x", a.http))
-        .body("v")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 501);
-    assert!(refused.text().await.unwrap().contains("not kept in etcd yet"));
-    // So are external nodes and node maintenance.
+    // External nodes and node maintenance are not kept in etcd yet: refused, saying so, rather
+    // than kept on one server only.
     let refused = reqwest::Client::new()
         .put(format!("http://{}/v1/catalog/register", a.http))
         .json(&serde_json::json!({"Node": "ext", "Address": "10.9.0.1"}))
@@ -267,4 +258,132 @@ async fn the_registry_in_etcd_over_tls_with_client_certificates() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("etcd"), "{stderr}");
+}
+
+/// A key/value request through one server of a cluster: its status and body.
+async fn kv(server: &common::process::Running, method: reqwest::Method, path: &str, body: &str) -> (u16, String) {
+    let response = client()
+        .request(method, format!("http://{}{path}", server.http))
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("HTTP");
+    (response.status().as_u16(), response.text().await.unwrap_or_default())
+}
+
+/// The keys under `prefix` as a server holds them (none: 404).
+async fn kv_keys(server: &common::process::Running, prefix: &str) -> Vec<String> {
+    let (status, body) = kv(server, reqwest::Method::GET, &format!("/v1/kv/{prefix}?keys"), "").await;
+    match status {
+        404 => Vec::new(),
+        200 => serde_json::from_str(&body).unwrap(),
+        other => panic!("GET keys: {other} {body}"),
+    }
+}
+
+/// The key/value store in etcd, under the cluster's prefix: written through one server, read
+/// and watched through another; a check-and-set decided by etcd (racers on both servers, one
+/// wins); a recursive delete; kept over a restart.
+#[tokio::test]
+async fn the_key_value_store_is_shared_through_etcd() {
+    use reqwest::Method;
+    let cluster = EtcdCluster::start(3);
+    let a = start_named(&cluster, "/kvs/", "sextant-a");
+    let b = start_named(&cluster, "/kvs/", "sextant-b");
+    assert_eq!(
+        kv(&a, Method::PUT, "/v1/kv/app/db?flags=5", "postgres").await,
+        (200, "true".into())
+    );
+    // Served by the writer before its `true`; by the other once its watch brings it.
+    let (index, entries) = get(&a, "/v1/kv/app/db").await;
+    assert_eq!(entries[0]["Flags"], 5);
+    assert_eq!(entries[0]["Value"], "cG9zdGdyZXM="); // base64 of "postgres"
+    let modify = entries[0]["ModifyIndex"].as_u64().unwrap();
+    assert_eq!(index, modify);
+    common::wait_for("B to have the entry", async || kv_keys(&b, "app/").await == ["app/db"]).await;
+    let (_, on_b) = get(&b, "/v1/kv/app/db").await;
+    assert_eq!(
+        on_b[0]["ModifyIndex"].as_u64(),
+        Some(modify),
+        "the same index on every server"
+    );
+
+    // A blocking query on B wakes for a write through A.
+    let (watched, _) = get(&b, "/v1/kv/app/?recurse").await;
+    let waiter = {
+        let http = b.http;
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let response = client()
+                .get(format!("http://{http}/v1/kv/app/?recurse&index={watched}&wait=30s"))
+                .send()
+                .await
+                .unwrap();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (started.elapsed(), body)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(kv(&a, Method::PUT, "/v1/kv/app/port", "5432").await.0, 200);
+    let (waited, body) = waiter.await.unwrap();
+    assert_eq!(body.as_array().unwrap().len(), 2, "{body}");
+    assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+    println!("a blocking query on B woke {waited:?} after it started (the write through A at 300 ms)");
+
+    // Eight writers, four through each server, all with the same index: etcd lets one win.
+    let racers: Vec<_> = (0..8)
+        .map(|n| {
+            let http = if n % 2 == 0 { a.http } else { b.http };
+            tokio::spawn(async move {
+                let response = client()
+                    .put(format!("http://{http}/v1/kv/app/db?cas={modify}"))
+                    .body(format!("racer-{n}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                response.text().await.unwrap() == "true"
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        won += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one check-and-set wins");
+    assert_eq!(
+        kv(&b, Method::PUT, "/v1/kv/app/db?cas=0", "x").await,
+        (200, "false".into())
+    );
+    assert_eq!(
+        kv(&b, Method::PUT, "/v1/kv/app/new?cas=0", "x").await,
+        (200, "true".into())
+    );
+    let (_, entry) = get(&b, "/v1/kv/app/new").await;
+    let at = entry[0]["ModifyIndex"].as_u64().unwrap();
+    assert_eq!(
+        kv(&a, Method::DELETE, &format!("/v1/kv/app/new?cas={}", at + 1), "")
+            .await
+            .1,
+        "false"
+    );
+    assert_eq!(
+        kv(&a, Method::DELETE, &format!("/v1/kv/app/new?cas={at}"), "").await.1,
+        "true"
+    );
+
+    // A recursive delete through B; A has none of them after.
+    assert_eq!(kv(&b, Method::PUT, "/v1/kv/keep/me", "1").await.0, 200);
+    assert_eq!(
+        kv(&b, Method::DELETE, "/v1/kv/app/?recurse", "").await,
+        (200, "true".into())
+    );
+    common::wait_for("A to drop them", async || kv_keys(&a, "app/").await.is_empty()).await;
+    assert_eq!(kv_keys(&b, "").await, ["keep/me"]);
+
+    // Kept in etcd: a server started afresh reads it.
+    kill_9(a);
+    let a = start_named(&cluster, "/kvs/", "sextant-a");
+    assert_eq!(kv_keys(&a, "").await, ["keep/me"]);
+    drop(b);
 }
