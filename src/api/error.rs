@@ -47,7 +47,9 @@ impl From<RegistryError> for ApiError {
             | RegistryError::IdOnOtherNode { .. }
             | RegistryError::NoSuchServiceOnNode { .. }
             | RegistryError::CasFailed => Self::BadRequest(e.to_string()),
-            RegistryError::KvNotKept | RegistryError::NodesNotKept => Self::NotImplemented(e.to_string()),
+            RegistryError::KvNotKept | RegistryError::NodesNotKept | RegistryError::NodeMaintenanceShared => {
+                Self::NotImplemented(e.to_string())
+            }
             RegistryError::Invalid(message) => Self::BadRequest(message),
             RegistryError::UnknownCheck(id) => Self::NotFound(format!(
                 "Unknown check ID {:?}. Ensure that the check ID is passed, not the check name.",

@@ -236,8 +236,14 @@ impl Follower for Registry {
         }
         let mut touched = Touched::default();
         let mut kv = Vec::new();
-        for change in changes {
+        // Nodes first: the instances written with them name them.
+        let (nodes, changes): (Vec<Logged>, Vec<Logged>) =
+            changes.into_iter().partition(|c| matches!(c, Logged::Node(..)));
+        for change in nodes.into_iter().chain(changes) {
             match change {
+                Logged::Node(name, record) => {
+                    self.node_followed(&mut w, &name, record.map(|r| *r), index, &mut touched)
+                }
                 Logged::Kv(key, record) => kv.push((key, record)),
                 Logged::Instance(id, record) => {
                     let Ok(id) = InstanceId::parse(&id) else { continue };
@@ -277,7 +283,11 @@ impl Follower for Registry {
         self.instance(&id).map(|instance| instance.modify_index)
     }
 
-    fn reloaded(&self, index: u64, instances: Option<(Vec<StoredInstance>, HashSet<String>)>, cluster: Cluster) {
+    fn reloaded(&self, index: u64, instances: Option<(Vec<StoredInstance>, HashSet<String>)>, mut cluster: Cluster) {
+        // Nodes first: the instances name them.
+        if let Some(nodes) = cluster.nodes.take() {
+            self.nodes_reloaded(nodes, index);
+        }
         let changed: Option<(Vec<_>, _)> = instances.map(|(changed, present)| {
             (
                 changed

@@ -23,11 +23,14 @@ pub enum RegistryError {
     /// nothing was written.
     #[error("the check-and-set index no longer matches: nothing was written")]
     CasFailed,
-    /// The store in use does not keep nodes (etcd, for now).
-    #[error(
-        "external nodes and node maintenance are not kept in etcd yet: run sextant with its embedded store (--data-dir) to register through /v1/catalog/register or use /v1/agent/maintenance"
-    )]
+    /// The store in use does not keep nodes.
+    #[error("this store does not keep nodes: run sextant with its embedded store (--data-dir) or etcd")]
     NodesNotKept,
+    /// Servers sharing etcd share their services: none is on one server's node.
+    #[error(
+        "node maintenance is not kept with etcd: the servers share their services, which are on no one server's node; put each service into maintenance with /v1/agent/service/maintenance/<id>"
+    )]
+    NodeMaintenanceShared,
     /// A catalog write names this server's own node, whose services the agent API registers.
     #[error(
         "node {0:?} is this server's own node: register its services with /v1/agent/service/register and take them off with /v1/agent/service/deregister"

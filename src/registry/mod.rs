@@ -90,6 +90,9 @@ struct Writer {
     /// With a shared store: the instances of writes committed at each revision that has not
     /// come back through the watch yet (they stay staged until it has).
     pending: BTreeMap<u64, Vec<(InstanceId, write::Timing)>>,
+    /// With a shared store: the nodes of catalog writes committed at each revision that has
+    /// not come back through the watch yet.
+    pending_nodes: BTreeMap<u64, Vec<ServiceKey>>,
     /// With a shared store: check results etcd did not take, to write once it is back.
     held: HashMap<CheckId, Held>,
     /// Key/value writes waiting for their commit, by key: the entry as it will be (`None`:

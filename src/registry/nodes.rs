@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::write::Touched;
+use super::write::{Timing, Touched};
 use super::{Registry, RegistryError, Writer, Written};
 use crate::model::{Address, Check, CheckId, CheckKind, Instance, InstanceId, Node, NodeName, ServiceKey};
 use crate::store::{Change, StoreError, StoredInstance, StoredNode};
@@ -289,6 +289,9 @@ impl Registry {
     /// takes it out (`None`): Consul's `_node_maintenance` check, critical, on every service
     /// registered here.
     pub fn set_node_maintenance(&self, reason: Option<&str>) -> Result<Written, RegistryError> {
+        if self.shared {
+            return Err(RegistryError::NodeMaintenanceShared);
+        }
         self.refuse_unless_nodes_kept()?;
         let mut w = self.lock();
         let current = self.local_node();
@@ -381,19 +384,21 @@ impl Registry {
             self.apply_group(w, group, index);
             return Written::applied(index);
         };
-        let mut changes = Vec::new();
-        if let Some((key, node)) = &group.node {
-            changes.push(match node {
-                Some(node) => Change::PutNode(Box::new(StoredNode::from_node(node))),
-                None => Change::DeleteNode(key.as_str().to_owned()),
-            });
-        }
+        // A node written goes before the instances that name it; a node removed, after them
+        // (so that no store, however it splits the entry, holds an instance without its node).
+        let node_change = group.node.as_ref().map(|(key, node)| match node {
+            Some(node) => Change::PutNode(Box::new(StoredNode::from_node(node))),
+            None => Change::DeleteNode(key.as_str().to_owned()),
+        });
+        let removed = matches!(node_change, Some(Change::DeleteNode(_)));
+        let mut changes: Vec<Change> = node_change.iter().filter(|_| !removed).cloned().collect();
         for (id, instance) in &group.instances {
             changes.push(match instance {
                 Some(instance) => Change::Put(Box::new(StoredInstance::from_instance(instance))),
                 None => Change::Delete(id.to_string()),
             });
         }
+        changes.extend(node_change.filter(|_| removed));
         let (done, receiver) = oneshot::channel();
         let me = self.me.clone();
         let staged = group.clone();
@@ -419,6 +424,9 @@ impl Registry {
             slot.0 = instance;
             slot.1 += 1;
         }
+        if self.shared {
+            return Written::waiting_applied(receiver, self.applied.subscribe());
+        }
         Written::waiting(receiver)
     }
 
@@ -429,21 +437,46 @@ impl Registry {
         committed: Result<u64, StoreError>,
     ) -> Result<u64, RegistryError> {
         let mut w = self.lock();
-        if let Some((key, _)) = &group.node
-            && let Some(slot) = w.nodes_staged.get_mut(key)
-        {
+        if self.shared {
+            // Applied when it comes back through the watch; staged until then, so that the
+            // next write builds on it.
+            match committed {
+                Ok(revision) if revision > self.index() => {
+                    let node = group.node.as_ref().map(|(key, _)| key.clone());
+                    w.pending_nodes.entry(revision).or_default().extend(node);
+                    let ids = group.instances.iter().map(|(id, _)| (id.clone(), Timing::now()));
+                    w.pending.entry(revision).or_default().extend(ids);
+                }
+                // Back through the watch already, or not made.
+                _ => Self::unstage_group(&mut w, &group),
+            }
+            return Ok(committed?);
+        }
+        Self::unstage_group(&mut w, &group);
+        committed?;
+        let applied = index.max(self.index() + 1);
+        self.apply_group(&mut w, group, applied);
+        Ok(applied)
+    }
+
+    /// One write fewer waits for the group's node and instances.
+    fn unstage_group(w: &mut Writer, group: &Group) {
+        if let Some((key, _)) = &group.node {
+            Self::unstage_node(w, key);
+        }
+        for (id, _) in &group.instances {
+            Self::unstage(w, id);
+        }
+    }
+
+    /// One write fewer waits for the node.
+    pub(super) fn unstage_node(w: &mut Writer, key: &ServiceKey) {
+        if let Some(slot) = w.nodes_staged.get_mut(key) {
             slot.1 -= 1;
             if slot.1 == 0 {
                 w.nodes_staged.remove(key);
             }
         }
-        for (id, _) in &group.instances {
-            Self::unstage(&mut w, id);
-        }
-        committed?;
-        let applied = index.max(self.index() + 1);
-        self.apply_group(&mut w, group, applied);
-        Ok(applied)
     }
 
     /// Makes a committed catalog write visible at `index`: the node first (the instances that
@@ -461,7 +494,14 @@ impl Registry {
 
     /// A node write, in the node map and in every instance on the node (whose services the
     /// caller publishes again: their health or address may have changed).
-    fn apply_node(&self, w: &mut Writer, key: &ServiceKey, node: Option<Arc<Node>>, index: u64, touched: &mut Touched) {
+    pub(super) fn apply_node(
+        &self,
+        w: &mut Writer,
+        key: &ServiceKey,
+        node: Option<Arc<Node>>,
+        index: u64,
+        touched: &mut Touched,
+    ) {
         w.last_index = w.last_index.max(index);
         let previous = self.node(key.as_str());
         let node = node.map(|node| {
@@ -504,6 +544,57 @@ impl Registry {
             self.index_address(&instance);
             touched.services.entry(instance.service.key()).or_default();
         }
+    }
+
+    /// A node written to or removed from a shared store, applied at `index` as it came back.
+    pub(super) fn node_followed(
+        &self,
+        w: &mut Writer,
+        name: &str,
+        record: Option<StoredNode>,
+        index: u64,
+        touched: &mut Touched,
+    ) {
+        let local = self.local_node();
+        let key = ServiceKey::new(name);
+        if key == local.name.key() || name.is_empty() {
+            // This server's own node is not kept in a shared store.
+            tracing::error!(node = %name, "a node record in etcd has this server's name: skipped");
+            return;
+        }
+        let node = match record.map(|r| r.into_node(&local)) {
+            None => None,
+            Some(Ok(node)) => Some(Arc::new(node)),
+            Some(Err(error)) => {
+                tracing::error!(node = %name, %error, "a node record in etcd is not valid: skipped");
+                return;
+            }
+        };
+        self.apply_node(w, &key, node, index, touched);
+    }
+
+    /// The nodes as a shared store read whole again holds them.
+    pub(super) fn nodes_reloaded(&self, records: Vec<StoredNode>, index: u64) {
+        let mut w = self.lock();
+        let mut touched = Touched::default();
+        let present: HashSet<ServiceKey> = records.iter().map(|r| ServiceKey::new(&r.name)).collect();
+        let gone: Vec<ServiceKey> = self
+            .nodes
+            .iter()
+            .filter(|e| !present.contains(e.key()))
+            .map(|e| e.key().clone())
+            .collect();
+        for key in gone {
+            self.apply_node(&mut w, &key, None, index, &mut touched);
+        }
+        for record in records {
+            let (name, at) = (record.name.to_ascii_lowercase(), record.modify_index);
+            if self.node(&name).is_some_and(|n| n.modify_index == at) {
+                continue;
+            }
+            self.node_followed(&mut w, &name, Some(record), at, &mut touched);
+        }
+        self.rebuild_touched(touched, index);
     }
 
     /// The node an instance is on, as applied now (a write made on an older version of it

@@ -40,6 +40,16 @@ pub(super) struct Timing {
     failed_at: Option<Instant>,
 }
 
+impl Timing {
+    /// A write acknowledged now, for no failing result.
+    pub(super) fn now() -> Self {
+        Self {
+            acked: Instant::now(),
+            failed_at: None,
+        }
+    }
+}
+
 /// How long a write committed to a shared store waits to come back through the watch before
 /// the client is told it is not served yet.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -431,6 +441,11 @@ impl Registry {
         for (id, timing) in done.into_values().flatten() {
             Self::unstage(w, &id);
             self.timed(timing);
+        }
+        let later = w.pending_nodes.split_off(&(index + 1));
+        let done = std::mem::replace(&mut w.pending_nodes, later);
+        for key in done.into_values().flatten() {
+            Self::unstage_node(w, &key);
         }
         self.publish(index);
         self.applied.send_replace(index);

@@ -33,6 +33,7 @@ use etcd_client::{
 
 use super::{
     Batch, Change, Cluster, Follower, KvCondition, KvOp, KvRecord, Lease, Logged, Store, StoreError, StoredInstance,
+    StoredNode,
 };
 
 /// How long connecting to etcd may take.
@@ -179,6 +180,40 @@ impl Keys {
         format!("{}instances/{id}", self.prefix)
     }
 
+    fn node_key(&self, name: &str) -> String {
+        format!("{}nodes/{name}", self.prefix)
+    }
+
+    /// A node's record, with its indexes as etcd gives them.
+    fn decode_node(&self, name: &str, kv: &KeyValue) -> Result<StoredNode, StoreError> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            path: format!("etcd {}", self.endpoints),
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            message,
+        };
+        let mut node: StoredNode = serde_json::from_slice(kv.value()).map_err(|e| corrupt(e.to_string()))?;
+        if node.name.to_ascii_lowercase() != name {
+            return Err(corrupt(format!("holds node {:?}", node.name)));
+        }
+        node.create_index = u64::try_from(kv.create_revision()).unwrap_or(0);
+        node.modify_index = u64::try_from(kv.mod_revision()).unwrap_or(0);
+        Ok(node)
+    }
+
+    /// Every node at revision `at` (the latest when 0); and that revision.
+    async fn read_nodes(&self, at: u64) -> Result<(Vec<StoredNode>, u64), StoreError> {
+        let mut nodes = Vec::new();
+        let revision = self
+            .read_range("nodes/", at, |kv| {
+                if let Some((Kind::Node, name)) = self.kind(kv.key()) {
+                    nodes.push(self.decode_node(name, kv)?);
+                }
+                Ok(())
+            })
+            .await?;
+        Ok((nodes, revision))
+    }
+
     fn kv_key(&self, key: &str) -> String {
         format!("{}kv/{key}", self.prefix)
     }
@@ -208,6 +243,45 @@ impl Keys {
         Ok(records)
     }
 
+    /// One change as an etcd operation, with its weight in the request (its key and value).
+    fn op(&self, change: &Change) -> Result<(TxnOp, usize), StoreError> {
+        let json = |value: Result<Vec<u8>, serde_json::Error>| value.map_err(|e| self.error(e.to_string()));
+        Ok(match change {
+            Change::Put(instance) => {
+                let (key, json) = (self.instance_key(&instance.id), json(serde_json::to_vec(instance))?);
+                let size = key.len() + json.len();
+                (TxnOp::put(key, json, None), size)
+            }
+            // A transaction of its own inside the batch's (etcd 3.3 or later): its condition
+            // holds this change back alone.
+            Change::PutIfUnchanged(instance, index) => {
+                let (key, json) = (self.instance_key(&instance.id), json(serde_json::to_vec(instance))?);
+                let size = key.len() + json.len();
+                let at = i64::try_from(*index).unwrap_or(i64::MAX);
+                let unchanged = Compare::mod_revision(key.clone(), CompareOp::Equal, at);
+                let put = TxnOp::put(key, json, None);
+                (TxnOp::txn(Txn::new().when([unchanged]).and_then([put])), size)
+            }
+            Change::Delete(id) => {
+                let key = self.instance_key(id);
+                let size = key.len();
+                (TxnOp::delete(key, None), size)
+            }
+            Change::PutNode(node) => {
+                let key = self.node_key(&node.name.to_ascii_lowercase());
+                let json = json(serde_json::to_vec(node))?;
+                let size = key.len() + json.len();
+                (TxnOp::put(key, json, None), size)
+            }
+            Change::DeleteNode(name) => {
+                let key = self.node_key(name);
+                let size = key.len();
+                (TxnOp::delete(key, None), size)
+            }
+            Change::Group(_) | Change::Kv(_) => return Err(self.error("not one change".into())),
+        })
+    }
+
     fn heartbeat_key(&self, check: &str) -> String {
         format!("{}heartbeats/{check}", self.prefix)
     }
@@ -222,6 +296,7 @@ impl Keys {
             "servers" => Kind::Server,
             "heartbeats" => Kind::Heartbeat,
             "kv" => Kind::Kv,
+            "nodes" => Kind::Node,
             _ => return None,
         };
         Some((kind, name))
@@ -371,9 +446,11 @@ impl Drop for EtcdStore {
 }
 
 impl Store for EtcdStore {
+    /// At the revision the nodes were read at (which the instances that name them are read at).
     fn load(&self, each: &mut dyn FnMut(StoredInstance) -> Result<(), String>) -> Result<u64, StoreError> {
         let keys = &self.keys;
-        let revision = self.runtime().block_on(keys.read_range("instances/", 0, |kv| {
+        let at = self.loaded_at.load(std::sync::atomic::Ordering::Acquire);
+        let revision = self.runtime().block_on(keys.read_range("instances/", at, |kv| {
             let instance = keys.decode(kv)?;
             each(instance).map_err(|message| StoreError::Corrupt {
                 path: format!("etcd {}", keys.endpoints),
@@ -403,6 +480,25 @@ impl Store for EtcdStore {
         true
     }
 
+    /// First at start: the revision read at is the one everything else is read at.
+    fn load_nodes(&self, each: &mut dyn FnMut(StoredNode) -> Result<(), String>) -> Result<(), StoreError> {
+        let (nodes, revision) = self.runtime().block_on(self.keys.read_nodes(0))?;
+        self.loaded_at.store(revision, std::sync::atomic::Ordering::Release);
+        for node in nodes {
+            let key = self.keys.node_key(&node.name);
+            each(node).map_err(|message| StoreError::Corrupt {
+                path: format!("etcd {}", self.keys.endpoints),
+                key,
+                message,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn keeps_nodes(&self) -> bool {
+        true
+    }
+
     fn write_kv(
         &self,
         ops: Vec<KvOp>,
@@ -417,80 +513,66 @@ impl Store for EtcdStore {
 
     fn write(&self, batch: &Batch<'_>) -> Result<u64, StoreError> {
         let keys = &self.keys;
-        // Key/value writes come through `write_kv`; the registry refuses node writes before
-        // they get here (`Store::keeps_nodes`).
-        let unkept = |c: &Change| {
-            matches!(
-                c,
-                Change::Kv(_) | Change::PutNode(_) | Change::DeleteNode(_) | Change::Group(_)
-            )
-        };
-        if batch.changes.iter().any(unkept) {
-            return Err(keys.error("nodes are not kept in etcd yet; key/value writes go through write_kv".into()));
+        // Key/value writes come through `write_kv`.
+        if batch.changes.iter().any(|c| matches!(c, Change::Kv(_))) {
+            return Err(keys.error("key/value writes go through write_kv".into()));
         }
         // etcd refuses a transaction that writes one key twice: of several changes to one
         // instance in a batch (each made on top of the one before), the last is the one to make.
+        // A group (a catalog write) is made whole, in a transaction of its own.
         let id = |change: &Change| match change {
-            Change::Put(instance) | Change::PutIfUnchanged(instance, _) => instance.id.clone(),
-            Change::Delete(id) => id.clone(),
-            Change::Kv(_) | Change::PutNode(_) | Change::DeleteNode(_) | Change::Group(_) => String::new(), // refused above
+            Change::Put(instance) | Change::PutIfUnchanged(instance, _) => Some(instance.id.clone()),
+            Change::Delete(id) => Some(id.clone()),
+            _ => None,
         };
-        let last: std::collections::HashMap<String, usize> =
-            batch.changes.iter().enumerate().map(|(i, c)| (id(c), i)).collect();
-        // Each operation with its weight in the request: its key and value.
-        let mut ops = Vec::with_capacity(last.len());
+        let last: std::collections::HashMap<String, usize> = batch
+            .changes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((id(c)?, i)))
+            .collect();
+        // The operations, each with its weight in the request (its key and value), in runs:
+        // a run of single changes goes in as few transactions as etcd takes; a group alone.
+        let mut runs: Vec<(bool, Vec<(TxnOp, usize)>)> = Vec::new();
         for (i, change) in batch.changes.iter().enumerate() {
-            if last.get(&id(change)) != Some(&i) {
+            if id(change).is_some_and(|id| last.get(&id) != Some(&i)) {
                 continue;
             }
-            let put = |instance: &StoredInstance| -> Result<(String, TxnOp, usize), StoreError> {
-                let (key, json) = (keys.instance_key(&instance.id), serde_json::to_vec(instance));
-                let json = json.map_err(|e| keys.error(e.to_string()))?;
-                let size = key.len() + json.len();
-                Ok((key.clone(), TxnOp::put(key, json, None), size))
-            };
-            ops.push(match change {
-                Change::Put(instance) => {
-                    let (_, op, size) = put(instance)?;
-                    (op, size)
-                }
-                // A transaction of its own inside the batch's (etcd 3.3 or later): its condition
-                // holds this change back alone.
-                Change::PutIfUnchanged(instance, index) => {
-                    let (key, op, size) = put(instance)?;
-                    let at = i64::try_from(*index).unwrap_or(i64::MAX);
-                    let unchanged = Compare::mod_revision(key, CompareOp::Equal, at);
-                    (TxnOp::txn(Txn::new().when([unchanged]).and_then([op])), size)
-                }
-                Change::Delete(id) => {
-                    let key = keys.instance_key(id);
-                    let size = key.len();
-                    (TxnOp::delete(key, None), size)
-                }
-                Change::Kv(_) | Change::PutNode(_) | Change::DeleteNode(_) | Change::Group(_) => continue, // refused above
-            });
+            let group = matches!(change, Change::Group(_));
+            let mut ops = Vec::new();
+            for member in change.members() {
+                ops.push(keys.op(member)?);
+            }
+            match runs.last_mut() {
+                Some((false, run)) if !group => run.extend(ops),
+                _ => runs.push((group, ops)),
+            }
         }
-        // The batch in as few transactions as etcd takes, in order; the revision of the last.
         let mut revision = 0;
-        let mut chunk = Vec::new();
-        let mut bytes = 0;
-        let mut ops = ops.into_iter().peekable();
-        while let Some((op, size)) = ops.next() {
-            bytes += size;
-            chunk.push(op);
-            let full = chunk.len() >= MAX_TXN_OPS || ops.peek().is_some_and(|(_, next)| bytes + next > MAX_TXN_BYTES);
-            if full || ops.peek().is_none() {
-                let txn = Txn::new().and_then(std::mem::take(&mut chunk));
-                // Made again after a failed attempt, it writes the same values: no harm if the
-                // first went through unseen.
-                let response = self.retried(|mut client| {
-                    let txn = txn.clone();
-                    async move { client.txn(txn).await }
-                })?;
-                revision = response
-                    .header()
-                    .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
-                bytes = 0;
+        for (_, ops) in runs {
+            let mut chunk = Vec::new();
+            let mut bytes = 0;
+            let mut ops = ops.into_iter().peekable();
+            while let Some((op, size)) = ops.next() {
+                bytes += size;
+                chunk.push(op);
+                // A group larger than etcd takes at once (a node with a hundred services
+                // removed) goes in several, its node last.
+                let full =
+                    chunk.len() >= MAX_TXN_OPS || ops.peek().is_some_and(|(_, next)| bytes + next > MAX_TXN_BYTES);
+                if full || ops.peek().is_none() {
+                    let txn = Txn::new().and_then(std::mem::take(&mut chunk));
+                    // Made again after a failed attempt, it writes the same values: no harm if
+                    // the first went through unseen.
+                    let response = self.retried(|mut client| {
+                        let txn = txn.clone();
+                        async move { client.txn(txn).await }
+                    })?;
+                    revision = response
+                        .header()
+                        .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
+                    bytes = 0;
+                }
             }
         }
         Ok(revision)
@@ -528,6 +610,7 @@ enum Kind {
     Server,
     Heartbeat,
     Kv,
+    Node,
 }
 
 /// Renews a TTL check's lease; takes a new one, with the check's key on it, when there is
@@ -711,6 +794,14 @@ fn logged(keys: &Keys, event: EventType, kv: &KeyValue) -> Option<Logged> {
             }
         },
         Kind::Kv => Logged::Kv(name.to_owned(), None),
+        Kind::Node if put => match keys.decode_node(name, kv) {
+            Ok(node) => Logged::Node(name.to_owned(), Some(Box::new(node))),
+            Err(error) => {
+                tracing::error!(%error, "a node record in etcd cannot be read: skipped");
+                return None;
+            }
+        },
+        Kind::Node => Logged::Node(name.to_owned(), None),
     })
 }
 
@@ -783,6 +874,7 @@ async fn reload(
         .await?;
     let mut cluster = keys.read_cluster(revision).await?;
     cluster.kv = Some(keys.read_kv(revision).await?);
+    cluster.nodes = Some(keys.read_nodes(revision).await?.0);
     tracing::info!(
         revision,
         instances = present.len(),

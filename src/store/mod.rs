@@ -80,8 +80,8 @@ pub trait Store: Send + Sync + 'static {
     fn load_nodes(&self, _each: &mut dyn FnMut(StoredNode) -> Result<(), String>) -> Result<(), StoreError> {
         Ok(())
     }
-    /// Whether it keeps nodes (external ones, this server's maintenance): the embedded store;
-    /// etcd not yet.
+    /// Whether it keeps nodes (external ones; this server's maintenance in a store only it
+    /// writes).
     fn keeps_nodes(&self) -> bool {
         false
     }
@@ -149,6 +149,8 @@ pub enum Logged {
     Heartbeat(String, Option<Lease>),
     /// A key/value entry written (with the indexes the store gives it) or removed.
     Kv(String, Option<KvRecord>),
+    /// A node written (with the indexes the store gives it) or removed, by its lower-case name.
+    Node(String, Option<Box<StoredNode>>),
 }
 
 /// The etcd lease that a TTL check's heartbeats renew.
@@ -171,6 +173,8 @@ pub struct Cluster {
     /// Every key/value entry, when the store was read whole again (the follower's own are
     /// replaced by these); `None` when they were loaded at start.
     pub kv: Option<Vec<KvRecord>>,
+    /// Every node, likewise.
+    pub nodes: Option<Vec<StoredNode>>,
 }
 
 /// What follows a shared store (the registry): hears every change in the store's order, and

@@ -309,7 +309,14 @@ async fn a_server_cut_off_from_etcd_serves_stale_answers_then_catches_up_past_a_
     assert_eq!(register(&a, 2).await.0, 200);
     let (code, body) = put(&a, "/v1/agent/service/deregister/svc-1", None).await;
     assert_eq!(code, 200, "{body}");
-    // Key/value changes B misses too: one added, one removed.
+    // Key/value changes and an external node B misses too.
+    let external = client()
+        .put(format!("http://{}/v1/catalog/register", a.http))
+        .json(&json!({"Node": "ext-p", "Address": "10.9.9.1", "Service": {"Service": "far", "Port": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(external.status(), 200);
     assert_eq!(kv_put("cfg/new").await, 200);
     let deleted = client()
         .delete(format!("http://{}/v1/kv/cfg/old", a.http))
@@ -357,6 +364,12 @@ async fn a_server_cut_off_from_etcd_serves_stale_answers_then_catches_up_past_a_
         .await
         .unwrap();
     assert_eq!(keys, json!(["cfg/new"]));
+    let far = udp(b.dns, "far.service.trading-dc.", RecordType::A).await;
+    assert_eq!(
+        common::dns::addresses(&far),
+        [ip("10.9.9.1")],
+        "the external node read again with the registry"
+    );
     wait_for("B fresh again", async || freshness(&b).await.0 == "true").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !log.iter().any(|l| l.contains("lease in etcd had run out; taken again")) {

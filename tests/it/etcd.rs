@@ -7,7 +7,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::dns::{rcode, udp};
+use common::dns::{addresses, rcode, udp};
 use common::etcd::EtcdCluster;
 use common::on_etcd::{answers, client, get, kill_9, register, start, start_named};
 use common::process::start_binary_with;
@@ -84,22 +84,15 @@ async fn servers_on_one_prefix_share_the_registry_through_etcd() {
     );
     assert_eq!(value(&metrics_a, "sextant_etcd_reachable"), 1.0);
     assert_eq!(value(&metrics_b, "sextant_etcd_stale_seconds"), 0.0);
-    // External nodes and node maintenance are not kept in etcd yet: refused, saying so, rather
-    // than kept on one server only.
-    let refused = reqwest::Client::new()
-        .put(format!("http://{}/v1/catalog/register", a.http))
-        .json(&serde_json::json!({"Node": "ext", "Address": "10.9.0.1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 501);
-    assert!(refused.text().await.unwrap().contains("not kept in etcd yet"));
+    // Node maintenance is refused, saying why: the servers share their services, which are on
+    // no one server's node.
     let refused = reqwest::Client::new()
         .put(format!("http://{}/v1/agent/maintenance?enable=true", a.http))
         .send()
         .await
         .unwrap();
     assert_eq!(refused.status(), 501);
+    assert!(refused.text().await.unwrap().contains("service/maintenance"));
     println!(
         "A: acknowledged by etcd -> back through the watch and published: mean {:.2} ms",
         1000.0 * value(&metrics_a, "sextant_write_published_seconds_sum") / 200.0
@@ -386,4 +379,78 @@ async fn the_key_value_store_is_shared_through_etcd() {
     let a = start_named(&cluster, "/kvs/", "sextant-a");
     assert_eq!(kv_keys(&a, "").await, ["keep/me"]);
     drop(b);
+}
+
+/// External nodes registered through the catalog on a cluster: registered through one server and
+/// answered by the other (API and DNS), a critical node check taking the node's services out on
+/// both, kept over a restart, deregistered through the other.
+#[tokio::test]
+async fn external_nodes_are_shared_through_etcd() {
+    let cluster = EtcdCluster::start(3);
+    let a = start_named(&cluster, "/ext/", "sextant-a");
+    let b = start_named(&cluster, "/ext/", "sextant-b");
+    let catalog = async |server: &common::process::Running, path: &str, body: serde_json::Value| {
+        let response = client()
+            .put(format!("http://{}{path}", server.http))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let node = |status: &str| {
+        json!({"Node": "ext-1", "Address": "10.9.0.1", "NodeMeta": {"external-node": "true"},
+               "Service": {"ID": "legacy-1", "Service": "legacy", "Port": 443},
+               "Check": {"CheckID": "ext-1-alive", "Status": status}})
+    };
+    let a_records =
+        async |server: &common::process::Running, name: &str| addresses(&udp(server.dns, name, RecordType::A).await);
+    assert_eq!(
+        catalog(&a, "/v1/catalog/register", node("passing")).await,
+        (200, "true".into())
+    );
+    // Served by the server that took it before its `true`; by the other once its watch brings it.
+    assert_eq!(
+        a_records(&a, "legacy.service.trading-dc.").await,
+        [common::ip("10.9.0.1")]
+    );
+    common::wait_for("B to answer the external service", async || {
+        a_records(&b, "legacy.service.trading-dc.").await == [common::ip("10.9.0.1")]
+    })
+    .await;
+    assert_eq!(a_records(&b, "ext-1.node.trading-dc.").await, [common::ip("10.9.0.1")]);
+    let (_, nodes) = get(&b, "/v1/catalog/nodes?node-meta=external-node:true").await;
+    assert_eq!(nodes[0]["Node"], "ext-1", "{nodes}");
+    let (_, on_a) = get(&a, "/v1/catalog/node/ext-1").await;
+    let (_, on_b) = get(&b, "/v1/catalog/node/ext-1").await;
+    assert_eq!(on_a, on_b, "the same node, indexes included, on both");
+
+    // The registrar, through B, says the node is down: out of DNS on both.
+    assert_eq!(catalog(&b, "/v1/catalog/register", node("critical")).await.0, 200);
+    assert!(a_records(&b, "legacy.service.trading-dc.").await.is_empty());
+    common::wait_for("A to drop the node's service", async || {
+        a_records(&a, "legacy.service.trading-dc.").await.is_empty()
+    })
+    .await;
+    // Kept in etcd: a server started afresh has the node as its registrar left it.
+    kill_9(a);
+    let a = start_named(&cluster, "/ext/", "sextant-a");
+    let (_, checks) = get(&a, "/v1/health/node/ext-1").await;
+    assert_eq!(checks[0]["Status"], "critical", "{checks}");
+    assert!(a_records(&a, "legacy.service.trading-dc.").await.is_empty());
+    // Deregistered through A: gone from B.
+    assert_eq!(
+        catalog(&a, "/v1/catalog/deregister", json!({"Node": "ext-1"})).await.0,
+        200
+    );
+    common::wait_for("B to drop the node", async || {
+        rcode(&udp(b.dns, "ext-1.node.trading-dc.", RecordType::A).await) == ResponseCode::NXDomain
+    })
+    .await;
+    let (_, nodes) = get(&b, "/v1/catalog/nodes").await;
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "B's own node alone: {nodes}");
+    assert_eq!(
+        rcode(&udp(b.dns, "legacy.service.trading-dc.", RecordType::A).await),
+        ResponseCode::NXDomain
+    );
 }
