@@ -127,7 +127,15 @@ impl Registry {
         let mut entries = self.kv.write();
         let mut index = 0;
         store.load_kv(&mut |record: KvRecord| {
-            check_key(&record.key).map_err(|e| format!("key: {e}"))?;
+            if let Err(error) = check_key(&record.key) {
+                // A shared store is written by others too: an entry no write here could make
+                // is left out, rather than keeping every server from starting.
+                if self.shared {
+                    tracing::error!(key = ?record.key, %error, "a key/value entry in etcd is not valid: skipped");
+                    return Ok(());
+                }
+                return Err(format!("key: {error}"));
+            }
             index = index.max(record.modify_index);
             let entry = entry_of(record);
             entries.insert(entry.key.clone(), Arc::new(entry));
@@ -259,6 +267,12 @@ impl Registry {
         for watch in self.kv.watches.iter() {
             watch.value().send_replace(index);
         }
+    }
+
+    /// The entries were read at `index` (a shared store's revision at start): what a prefix
+    /// nobody watches reports from then on, whatever the entries' own indexes.
+    pub(super) fn kv_read_at(&self, index: u64) {
+        self.kv.last.fetch_max(index, Ordering::AcqRel);
     }
 
     /// Wakes the watchers of every prefix of `keys`, changed at `index`.

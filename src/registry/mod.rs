@@ -337,6 +337,10 @@ impl Registry {
         })?;
         let kv_index = self.restore_kv(store)?;
         let index = index.max(stored_index).max(kv_index).max(nodes_index).max(1);
+        if self.shared {
+            // The revision read at: every server reports the same for key/value reads.
+            self.kv_read_at(index);
+        }
         let restored = self.instances.len();
         for (key, instances) in by_service {
             let modify_index = instances.iter().map(|i| i.modify_index).max().unwrap_or(index);

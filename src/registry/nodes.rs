@@ -175,8 +175,15 @@ impl Registry {
             instances[at].checks = list.into_boxed_slice();
         }
         // A check ID names one check on a node: its own or one of its services'.
+        let others: Vec<Arc<Instance>> = self
+            .node_instance_ids_now(&w, &key)
+            .iter()
+            .filter(|id| !instances.iter().any(|i| i.id == **id))
+            .filter_map(|id| self.instance_now(&w, id))
+            .collect();
         let mut ids: HashSet<&CheckId> = node.checks.iter().map(|c| &c.spec.id).collect();
-        for check in instances.iter().flat_map(|i| i.checks.iter()) {
+        let on_node = instances.iter().chain(others.iter().map(|i| &**i));
+        for check in on_node.flat_map(|i| i.checks.iter()) {
             if !ids.insert(&check.spec.id) {
                 return Err(RegistryError::Invalid(format!(
                     "check ID {:?} is used twice on node {:?}",
@@ -223,12 +230,23 @@ impl Registry {
         let key = self.external_key(name)?;
         let nothing = Ok(Written::applied(self.index()));
         let Some(node) = self.node_now(&w, &key) else {
-            return nothing;
+            // A removal still waiting for its commit is made again: the answer waits for one.
+            if !w.nodes_staged.contains_key(&key) {
+                return nothing;
+            }
+            let index = w.next_index();
+            let group = Group {
+                node: Some((key, None)),
+                instances: Vec::new(),
+            };
+            return Ok(self.stage_group(&mut w, group, index));
         };
         let on_node = |w: &Writer, id: &InstanceId| self.instance_now(w, id).filter(|i| i.node.name.key() == key);
         let group = match removal {
             CatalogRemoval::Service(id) => {
-                if on_node(&w, &id).is_none() {
+                let removing = w.staged.get(&id).is_some_and(|(staged, _)| staged.is_none())
+                    && self.instance(&id).is_some_and(|i| i.node.name.key() == key);
+                if on_node(&w, &id).is_none() && !removing {
                     return nothing;
                 }
                 Group {
@@ -255,8 +273,13 @@ impl Registry {
                 let mut updated = Instance::clone(&owner);
                 updated.checks = owner.checks.iter().filter(|c| c.spec.id != check).cloned().collect();
                 let index = w.next_index();
+                // A node still waiting for its commit goes with the instance that names it.
+                let staged_node = w
+                    .nodes_staged
+                    .contains_key(&key)
+                    .then(|| (key.clone(), Some(node.clone())));
                 let group = Group {
-                    node: None,
+                    node: staged_node,
                     instances: vec![(owner.id.clone(), Some(self.prepared(&w, updated, index)))],
                 };
                 return Ok(self.stage_group(&mut w, group, index));

@@ -230,12 +230,16 @@ impl Keys {
         Ok(record)
     }
 
-    /// Every key/value entry at revision `at`.
+    /// Every key/value entry at revision `at`; one that cannot be read (written by something
+    /// else than sextant) is logged and left out, as the watch leaves it out.
     async fn read_kv(&self, at: u64) -> Result<Vec<KvRecord>, StoreError> {
         let mut records = Vec::new();
         self.read_range("kv/", at, |kv| {
             if let Some((Kind::Kv, name)) = self.kind(kv.key()) {
-                records.push(self.decode_kv(name, kv)?);
+                match self.decode_kv(name, kv) {
+                    Ok(record) => records.push(record),
+                    Err(error) => tracing::error!(%error, "a key/value entry in etcd cannot be read: skipped"),
+                }
             }
             Ok(())
         })
@@ -843,9 +847,19 @@ async fn write_kv(keys: &Keys, ops: Vec<KvOp>, condition: Option<KvCondition>) -
             .await?
         }
     };
-    let revision = response
-        .header()
-        .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
+    // A transaction that changed nothing (a delete of what is not there) moves no revision:
+    // the header's is then etcd's latest, perhaps another prefix's, which this server's watch
+    // never brings. Nothing to wait for.
+    let changed = response.op_responses().iter().any(|op| match op {
+        etcd_client::TxnOpResponse::Delete(deleted) => deleted.deleted() > 0,
+        _ => true,
+    });
+    let revision = match changed {
+        true => response
+            .header()
+            .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0)),
+        false => 0,
+    };
     Ok(response.succeeded().then_some(revision))
 }
 

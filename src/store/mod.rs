@@ -96,7 +96,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// A key/value write to a shared store, made at once (not queued behind the registry's
     /// writes: the keys are apart from them) and only if `condition` holds; `then` learns the
-    /// revision it was made at, or `None` when the condition did not hold. The write comes back
+    /// revision it was made at (0 when it changed nothing), or `None` when the condition did
+    /// not hold. The write comes back
     /// through [`Store::follow`] like any other. A store only this server writes takes its
     /// key/value writes through the journal instead.
     fn write_kv(

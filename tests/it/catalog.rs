@@ -274,7 +274,8 @@ async fn bad_catalog_registrations_are_refused_whole() {
     let server = TestServer::start().await;
     catalog_register(
         &server,
-        json!({"Node": "db", "Address": "10.8.0.1", "Service": {"ID": "pg-1", "Service": "pg", "Port": 5432}}),
+        json!({"Node": "db", "Address": "10.8.0.1", "Service": {"ID": "pg-1", "Service": "pg", "Port": 5432},
+               "Check": {"CheckID": "pg-1-sql", "ServiceID": "pg-1", "Status": "passing"}}),
     )
     .await;
     server.register(json!({"Name": "web", "ID": "web-1", "Port": 80})).await;
@@ -335,6 +336,11 @@ async fn bad_catalog_registrations_are_refused_whole() {
             json!({"Node": "db", "Address": "10.8.0.1",
                    "Checks": [{"CheckID": "c", "Status": "passing"}, {"CheckID": "c", "ServiceID": "pg-1", "Status": "passing"}]}),
             "used twice",
+        ),
+        (
+            // A node-level check named as a check of a service already on the node.
+            json!({"Node": "db", "Address": "10.8.0.1", "Check": {"CheckID": "pg-1-sql", "Status": "passing"}}),
+            "\"pg-1-sql\" is used twice on node \"db\"",
         ),
         (
             json!({"Node": "db", "Address": "10.8.0.1", "Check": {"Node": "other", "CheckID": "x"}}),

@@ -374,11 +374,27 @@ async fn the_key_value_store_is_shared_through_etcd() {
     common::wait_for("A to drop them", async || kv_keys(&a, "app/").await.is_empty()).await;
     assert_eq!(kv_keys(&b, "").await, ["keep/me"]);
 
+    // A delete of what is not there changes nothing in etcd, and is answered at once, even when
+    // etcd's last revision is another prefix's (which this server's watch never brings).
+    let other = start_named(&cluster, "/other-kvs/", "sextant-c");
+    assert_eq!(kv(&other, Method::PUT, "/v1/kv/elsewhere", "1").await.0, 200);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        kv(&a, Method::DELETE, "/v1/kv/not/there", "").await,
+        (200, "true".into())
+    );
+    assert_eq!(
+        kv(&a, Method::DELETE, "/v1/kv/nothing/?recurse", "").await,
+        (200, "true".into())
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(kv_keys(&a, "").await, ["keep/me"], "prefixes apart");
+
     // Kept in etcd: a server started afresh reads it.
     kill_9(a);
     let a = start_named(&cluster, "/kvs/", "sextant-a");
     assert_eq!(kv_keys(&a, "").await, ["keep/me"]);
-    drop(b);
+    drop((b, other));
 }
 
 /// External nodes registered through the catalog on a cluster: registered through one server and
