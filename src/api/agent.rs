@@ -158,6 +158,12 @@ async fn register_check(State(state): State<ApiState>, body: Bytes) -> Result<Re
     let service_of = |id: &InstanceId| local_instance(&state, id).map(|i| i.service.clone());
     let (instance, spec) = wire::parse_agent_check(&wire::parse_json(&body)?, service_of)?;
     let check = spec.id.clone();
+    let Some(instance) = instance else {
+        // A check of this server's node: every service here is critical while it is.
+        registry.add_node_check(spec)?.durable().await?;
+        tracing::info!(check = %check, "node check registered");
+        return Ok(().into_response());
+    };
     let unknown = || ApiError::BadRequest(format!("ServiceID {:?} does not exist", instance.as_str()));
     registry
         .add_check(&instance, spec)?

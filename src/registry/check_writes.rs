@@ -78,7 +78,7 @@ impl Registry {
     pub fn remove_check(&self, check: &CheckId) -> Result<Option<Written>, RegistryError> {
         let mut w = self.lock();
         let Some(owner) = self.check_owner_now(&w, check) else {
-            return Ok(None);
+            return Ok(self.remove_node_check(&mut w, check));
         };
         let Some(current) = self.instance_now(&w, &owner).filter(|i| i.node.local) else {
             return Ok(None);

@@ -49,14 +49,15 @@ impl Registry {
     pub fn subscribe_checks(&self) -> UnboundedReceiver<CheckEvent> {
         let mut w = self.lock();
         let (events, receiver) = unbounded_channel();
-        for instance in self.instances.iter() {
-            for check in &instance.checks {
-                let _ = events.send(CheckEvent::Start {
-                    spec: check.spec.clone(),
-                    generation: check.generation,
-                    run_now: true,
-                });
-            }
+        let local = self.local_node();
+        let instances = self.instances.iter();
+        let checks = local.checks.iter().filter(|c| super::nodes::runs(c)).cloned();
+        for check in instances.flat_map(|i| i.checks.to_vec()).chain(checks) {
+            let _ = events.send(CheckEvent::Start {
+                spec: check.spec.clone(),
+                generation: check.generation,
+                run_now: true,
+            });
         }
         w.check_events = Some(events);
         receiver
@@ -75,10 +76,17 @@ impl Registry {
     }
 
     /// The current deadlines of one definition of a check; `None` once it is removed or redefined.
+    /// (A check of this server's node is never reaped: only services are deregistered.)
     pub fn check_timers(&self, check: &CheckId, generation: u64) -> Option<CheckTimers> {
         self.with_check(check, generation, |_, c| CheckTimers {
             ttl_deadline: c.ttl_deadline,
             reap_at: c.reap_at(),
+        })
+        .or_else(|| {
+            self.with_node_check(check, generation, |c| CheckTimers {
+                ttl_deadline: c.ttl_deadline,
+                reap_at: None,
+            })
         })
     }
 
@@ -131,9 +139,10 @@ impl Registry {
     pub fn record_probe(&self, check: &CheckId, generation: u64, status: Health, output: &str) {
         let mut w = self.lock();
         // Most probes repeat the last result: settle those without copying the instance.
-        let unchanged = self.with_check(check, generation, |_, c| {
-            c.status == status && c.output == bounded_output(output)
-        });
+        let same = |c: &Check| c.status == status && c.output == bounded_output(output);
+        let unchanged = self
+            .with_check(check, generation, |_, c| same(c))
+            .or_else(|| self.with_node_check(check, generation, same));
         if unchanged != Some(false) {
             return;
         }
@@ -211,6 +220,9 @@ impl Registry {
         change: impl FnOnce(&mut Check) -> Result<bool, RegistryError>,
         hold: bool,
     ) -> Result<Written, RegistryError> {
+        if self.check_owner_now(w, check).is_none() && self.local_node().checks.iter().any(|c| c.spec.id == *check) {
+            return self.update_node_check(w, check, change);
+        }
         // The failing result's moment, for the time until its instance is out of DNS.
         let arrived = std::time::Instant::now();
         let unknown = || RegistryError::UnknownCheck(check.clone());

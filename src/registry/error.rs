@@ -28,7 +28,7 @@ pub enum RegistryError {
     NodesNotKept,
     /// Servers sharing etcd share their services: none is on one server's node.
     #[error(
-        "node maintenance is not kept with etcd: the servers share their services, which are on no one server's node; put each service into maintenance with /v1/agent/service/maintenance/<id>"
+        "node maintenance and node-level checks are not kept with etcd: the servers share their services, which are on no one server's node; put each service into maintenance with /v1/agent/service/maintenance/<id>, or give the check a ServiceID"
     )]
     NodeMaintenanceShared,
     /// A catalog write names this server's own node, whose services the agent API registers.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::write::{Timing, Touched};
-use super::{Registry, RegistryError, Writer, Written};
+use super::{CheckEvent, Registry, RegistryError, Writer, Written};
 use crate::model::{Address, Check, CheckId, CheckKind, Instance, InstanceId, Node, NodeName, ServiceKey};
 use crate::store::{Change, StoreError, StoredInstance, StoredNode};
 
@@ -48,6 +48,12 @@ pub enum CatalogRemoval {
     Node,
     Service(InstanceId),
     Check(CheckId),
+}
+
+/// Whether the health checker runs a check: a probe, or a TTL check's deadline (maintenance
+/// and a registrar's checks just are what they are).
+pub(super) fn runs(check: &Check) -> bool {
+    check.spec.kind.schedule().is_some() || matches!(check.spec.kind, CheckKind::Ttl { .. })
 }
 
 /// Adds `check` to `checks`, or replaces the check of its ID; one that is unchanged (the same
@@ -527,11 +533,15 @@ impl Registry {
     ) {
         w.last_index = w.last_index.max(index);
         let previous = self.node(key.as_str());
+        let mut started = Vec::new();
         let node = node.map(|node| {
             let mut node = Node::clone(&node);
             node.modify_index = index;
             if node.create_index > index || node.create_index == 0 {
                 node.create_index = index;
+            }
+            if node.local {
+                started = self.keep_local_check_state(w, &mut node, previous.as_deref(), index);
             }
             Arc::new(node)
         });
@@ -552,6 +562,13 @@ impl Registry {
         let Some(node) = node else {
             return;
         };
+        self.attach_node(key, &node, touched);
+        // Once the node is in place: a runner looks its check up there as it starts.
+        started.into_iter().for_each(|event| w.emit(event));
+    }
+
+    /// Puts `node` in every instance on it (their services are the caller's to publish).
+    fn attach_node(&self, key: &ServiceKey, node: &Arc<Node>, touched: &mut Touched) {
         let on: Vec<Arc<Instance>> = self
             .instances
             .iter()
@@ -567,6 +584,173 @@ impl Registry {
             self.index_address(&instance);
             touched.services.entry(instance.service.key()).or_default();
         }
+    }
+
+    /// This server's node as a committed write makes it: a check whose definition is unchanged
+    /// keeps its state as served (a probe's result that came while the write waited stands);
+    /// checks gone are stopped; new ones get `index` as their generation and are returned, to
+    /// be started. When the merge changed what the write stored, it is stored again as served.
+    fn keep_local_check_state(
+        &self,
+        w: &Writer,
+        node: &mut Node,
+        previous: Option<&Node>,
+        index: u64,
+    ) -> Vec<CheckEvent> {
+        let written = node.checks.clone();
+        let mut started = Vec::new();
+        for check in node.checks.iter_mut() {
+            match previous.and_then(|p| p.checks.iter().find(|c| c.spec == check.spec)) {
+                Some(kept) => *check = kept.clone(),
+                None => {
+                    check.generation = index;
+                    if runs(check) {
+                        started.push(CheckEvent::Start {
+                            spec: check.spec.clone(),
+                            generation: index,
+                            run_now: false,
+                        });
+                    }
+                }
+            }
+        }
+        for old in previous.iter().flat_map(|p| p.checks.iter()) {
+            if !node.checks.iter().any(|c| c.spec == old.spec) {
+                w.emit(CheckEvent::Stop {
+                    check: old.spec.id.clone(),
+                });
+            }
+        }
+        let served_differs = node
+            .checks
+            .iter()
+            .zip(written.iter())
+            .any(|(a, b)| a.status != b.status || a.output != b.output);
+        if served_differs {
+            self.journal_node(w, node);
+        }
+        started
+    }
+
+    /// Stores this server's node as served, best effort (as an instance's health is), unless a
+    /// write of it waits for its commit (which stores what it applies).
+    fn journal_node(&self, w: &Writer, node: &Node) {
+        if let Some(journal) = &self.journal
+            && !w.nodes_staged.contains_key(&node.name.key())
+        {
+            let record = Box::new(StoredNode::from_node(node));
+            // A closed journal means the server is stopping: the status is probed again.
+            let _ = journal.append(Change::PutNode(record), node.modify_index, false, None);
+        }
+    }
+
+    /// Runs `f` on one definition of a check of this server's node; `None` once it is removed
+    /// or redefined.
+    pub(super) fn with_node_check<R>(
+        &self,
+        check: &CheckId,
+        generation: u64,
+        f: impl FnOnce(&Check) -> R,
+    ) -> Option<R> {
+        let local = self.local_node();
+        let found = local
+            .checks
+            .iter()
+            .find(|c| c.spec.id == *check && c.generation == generation)?;
+        Some(f(found))
+    }
+
+    /// [`Registry::update_check`] for a check of this server's node: a new status or output is
+    /// served at once, in every instance here, and stored best effort, as an instance's is.
+    pub(super) fn update_node_check(
+        &self,
+        w: &mut Writer,
+        check: &CheckId,
+        change: impl FnOnce(&mut Check) -> Result<bool, RegistryError>,
+    ) -> Result<Written, RegistryError> {
+        let unknown = || RegistryError::UnknownCheck(check.clone());
+        let served = self.local_node();
+        let mut updated = Node::clone(&served);
+        let slot = updated
+            .checks
+            .iter_mut()
+            .find(|c| c.spec.id == *check)
+            .ok_or_else(unknown)?;
+        let before = slot.status;
+        let visible = change(slot)?;
+        let after = slot.status;
+        if !visible {
+            // Timers only: served, never stored (read from the node itself, not its instances).
+            self.local_node.store(Arc::new(updated));
+            return Ok(Written::applied(self.index()));
+        }
+        if after != before {
+            self.count_transition(before, after);
+            tracing::info!(node = %updated.name, check = %check, from = before.as_str(), to = after.as_str(), "node check status changed");
+        }
+        let index = w.next_index();
+        w.last_index = w.last_index.max(index);
+        updated.modify_index = index;
+        self.journal_node(w, &updated);
+        let updated = Arc::new(updated);
+        self.local_node.store(updated.clone());
+        let mut touched = Touched::default();
+        self.attach_node(&updated.name.key(), &updated, &mut touched);
+        self.rebuild_touched(touched, index);
+        Ok(Written::applied(index))
+    }
+
+    /// Adds a check to this server's node (`PUT /v1/agent/check/register` without a
+    /// `ServiceID`), or replaces its check of the same ID: while it is critical, every service
+    /// registered here is (Consul's node-level checks).
+    pub fn add_node_check(&self, spec: crate::model::CheckSpec) -> Result<Written, RegistryError> {
+        if self.shared {
+            return Err(RegistryError::NodeMaintenanceShared);
+        }
+        self.refuse_unless_nodes_kept()?;
+        let mut w = self.lock();
+        if let Some(owner) = self.check_owner_now(&w, &spec.id) {
+            return Err(RegistryError::CheckIdTaken { check: spec.id, owner });
+        }
+        let current = self.local_node();
+        let key = current.name.key();
+        let current = self.node_now(&w, &key).unwrap_or(current);
+        let mut updated = Node::clone(&current);
+        let mut checks: Vec<Check> = updated
+            .checks
+            .iter()
+            .filter(|c| c.spec.id != spec.id)
+            .cloned()
+            .collect();
+        checks.push(Check::new(spec));
+        updated.checks = checks.into_boxed_slice();
+        updated.validate().map_err(RegistryError::Invalid)?;
+        let index = w.next_index();
+        updated.modify_index = index;
+        let group = Group {
+            node: Some((key, Some(Arc::new(updated)))),
+            instances: Vec::new(),
+        };
+        Ok(self.stage_group(&mut w, group, index))
+    }
+
+    /// Takes a check off this server's node; `None` when it has none of that ID.
+    pub(super) fn remove_node_check(&self, w: &mut Writer, check: &CheckId) -> Option<Written> {
+        let current = self.local_node();
+        let key = current.name.key();
+        let current = self.node_now(w, &key).unwrap_or(current);
+        if !current.checks.iter().any(|c| c.spec.id == *check) {
+            return None;
+        }
+        let mut updated = Node::clone(&current);
+        updated.checks = current.checks.iter().filter(|c| c.spec.id != *check).cloned().collect();
+        let index = w.next_index();
+        updated.modify_index = index;
+        let group = Group {
+            node: Some((key, Some(Arc::new(updated)))),
+            instances: Vec::new(),
+        };
+        Some(self.stage_group(w, group, index))
     }
 
     /// A node written to or removed from a shared store, applied at `index` as it came back.

@@ -157,7 +157,14 @@ impl Registry {
     /// re-registration, is refused here) or takes another instance's check ID.
     pub(super) fn check_instance(&self, w: &Writer, instance: &Instance) -> Result<(), RegistryError> {
         instance.validate().map_err(RegistryError::Invalid)?;
+        let local = self.local_node();
         for check in &instance.checks {
+            if instance.node.local && local.checks.iter().any(|c| c.spec.id == check.spec.id) {
+                return Err(RegistryError::Invalid(format!(
+                    "check ID {:?} is a check of this server's node",
+                    check.spec.id.as_str()
+                )));
+            }
             if let Some(owner) = self.check_owner_now(w, &check.spec.id)
                 && owner != instance.id
             {

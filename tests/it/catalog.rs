@@ -552,3 +552,109 @@ async fn go_clients_bodies_skip_node_update_and_node_meta_filters() {
     );
     server.stop().await;
 }
+
+/// `PUT /v1/agent/check/register` without a `ServiceID`: a check of this server's node, run
+/// like a service's (TTL, HTTP…); while it is critical every service registered here is, as in
+/// Consul; kept over a restart; taken off with `/v1/agent/check/deregister/<id>`.
+#[tokio::test]
+async fn node_level_agent_checks_hold_every_service_of_this_node() {
+    let server = TestServer::start().await;
+    server
+        .register(json!({"Name": "web", "ID": "web-1", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+    server
+        .register(json!({"Name": "api", "ID": "api-1", "Address": "10.0.0.2", "Port": 81,
+                         "Check": {"CheckID": "api-1-ttl", "TTL": "1h", "Status": "passing"}}))
+        .await;
+    let web = "web.service.trading-dc.";
+    let answered =
+        async |server: &TestServer| (dns_a(server, web).await, dns_a(server, "api.service.trading-dc.").await);
+    let both = (vec![common::ip("10.0.0.1")], vec![common::ip("10.0.0.2")]);
+    assert_eq!(answered(&server).await, both);
+
+    // A TTL check on the node, critical until its first heartbeat (Consul's default).
+    let (status, body) = server
+        .put_json(
+            "/v1/agent/check/register",
+            &json!({"Name": "disk", "CheckID": "node-disk", "TTL": "1h", "Notes": "root fs"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        answered(&server).await,
+        (vec![], vec![]),
+        "every service of the node is out"
+    );
+    let checks = server.get_json("/v1/agent/checks").await;
+    assert_eq!(
+        (&checks["node-disk"]["ServiceID"], &checks["node-disk"]["Status"]),
+        (&json!(""), &json!("critical")),
+        "{checks}"
+    );
+    let (status, _) = server.put("/v1/agent/check/pass/node-disk?note=ok").await;
+    assert_eq!(status, 200);
+    assert_eq!(answered(&server).await, both);
+    let entry = &server.get_json("/v1/health/service/web").await[0];
+    let ids: Vec<&str> = entry["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["CheckID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["serfHealth", "node-disk"], "the node's checks in every entry");
+
+    // An HTTP check on the node, probed: its failure takes every service out, and back.
+    let endpoint = HttpEndpoint::start(200).await;
+    let (status, body) = server
+        .put_json(
+            "/v1/agent/check/register",
+            &json!({"Name": "uplink", "HTTP": endpoint.url("/up"), "Interval": "1s", "Status": "passing"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    endpoint.set_status(500);
+    wait_for("the node's HTTP check to fail", async || {
+        answered(&server).await == (vec![], vec![])
+    })
+    .await;
+    endpoint.set_status(200);
+    wait_for("the node's HTTP check to pass", async || {
+        answered(&server).await == both
+    })
+    .await;
+
+    // IDs stay apart: a node check cannot take a service's check ID, nor the reverse.
+    let (status, text) = server
+        .put_json(
+            "/v1/agent/check/register",
+            &json!({"Name": "x", "CheckID": "api-1-ttl", "TTL": "1h"}),
+        )
+        .await;
+    assert!(status == 400 && text.contains("api-1"), "{text}");
+    let (status, text) = server
+        .put_json(
+            "/v1/agent/service/register",
+            &json!({"Name": "db", "Check": {"CheckID": "node-disk", "TTL": "1h"}}),
+        )
+        .await;
+    assert!(status == 400 && text.contains("this server's node"), "{text}");
+
+    // Kept over a restart (statuses as last known), and taken off.
+    let (status, _) = server.put("/v1/agent/check/fail/node-disk?note=full").await;
+    assert_eq!(status, 200);
+    assert_eq!(answered(&server).await, (vec![], vec![]));
+    let data_dir = server.stop_keeping_data().await;
+    let server = TestServer::start_with(sextant::Config {
+        data_dir,
+        ..common::test_config()
+    })
+    .await;
+    assert_eq!(answered(&server).await, (vec![], vec![]), "still out after a restart");
+    let checks = server.get_json("/v1/agent/checks").await;
+    assert_eq!(checks["node-disk"]["Output"], "full", "{checks}");
+    let (status, _) = server.put("/v1/agent/check/deregister/node-disk").await;
+    assert_eq!(status, 200);
+    wait_for("the services back", async || answered(&server).await == both).await;
+    assert!(server.get_json("/v1/agent/checks").await.get("node-disk").is_none());
+    server.stop().await;
+}

@@ -275,28 +275,29 @@ fn parse_checks(f: &Fields, id: &InstanceId, service: &ServiceName) -> Result<Bo
     Ok(checks.into_boxed_slice())
 }
 
-/// `PUT /v1/agent/check/register`: the instance the check belongs to (`ServiceID`) and the
-/// check, or a 400 naming the field. `service_of` names a registered instance's service.
+/// `PUT /v1/agent/check/register`: the instance the check belongs to (`ServiceID`; none: this
+/// server's node) and the check, or a 400 naming the field. `service_of` names a registered
+/// instance's service.
 pub fn parse_agent_check(
     body: &Value,
     service_of: impl Fn(&InstanceId) -> Option<ServiceName>,
-) -> Result<(InstanceId, CheckSpec), ApiError> {
+) -> Result<(Option<InstanceId>, CheckSpec), ApiError> {
     let f = Fields::new(body, "check")?;
     f.refuse_unknown(&[CHECK_FIELDS, UNSUPPORTED_CHECK_KINDS, CHECK_IGNORED])?;
     let name = f
         .string("Name")?
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::BadRequest("Missing check name".into()))?;
-    let service_id = f.string("ServiceID")?.filter(|s| !s.is_empty()).ok_or_else(|| {
-        ApiError::BadRequest(
-            "ServiceID: sextant keeps checks on instances, so give the ServiceID of a registered instance \
-             (node-level checks are not supported yet)"
-                .into(),
-        )
-    })?;
-    let unknown = || ApiError::BadRequest(format!("ServiceID {service_id:?} does not exist"));
-    let instance = InstanceId::parse(service_id).map_err(|_| unknown())?;
-    let service = service_of(&instance).ok_or_else(unknown)?;
+    let (instance, service) = match f.string("ServiceID")?.filter(|s| !s.is_empty()) {
+        Some(service_id) => {
+            let unknown = || ApiError::BadRequest(format!("ServiceID {service_id:?} does not exist"));
+            let instance = InstanceId::parse(service_id).map_err(|_| unknown())?;
+            let service = service_of(&instance).ok_or_else(unknown)?;
+            (Some(instance), service)
+        }
+        // A check of the node itself (its name is required, so the default never shows).
+        None => (None, ServiceName::parse("node").expect("a constant name is valid")),
+    };
     let mut spec = parse_check(&f, &service)?
         .ok_or_else(|| ApiError::BadRequest("check: must have one of HTTP, TCP, TTL or GRPC".into()))?;
     let id = f
