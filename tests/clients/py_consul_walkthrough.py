@@ -164,6 +164,14 @@ assert c.catalog.deregister("ext-db") is True
 assert c.catalog.node("ext-db")[1] is None
 assert "ext-db" not in [n["Node"] for n in c.catalog.nodes()[1]]
 
+step("agent.check.register without a service: a check of the node, which holds every service here")
+assert c.agent.check.register("uplink", check=consul.Check.ttl("1h"), check_id="node-uplink") is True
+assert dns.addresses("pay") == [], dns.addresses("pay")
+assert c.agent.check.ttl_pass("node-uplink") is True
+assert dns.addresses("pay") == ["10.7.0.1", "10.7.0.2"], dns.addresses("pay")
+assert c.agent.check.deregister("node-uplink") is True
+assert "node-uplink" not in c.agent.checks()
+
 step("agent.maintenance puts this node into maintenance: its services leave DNS, and come back")
 assert c.agent.maintenance(True, reason="rack move") is True
 assert dns.addresses("pay") == [], dns.addresses("pay")
