@@ -584,14 +584,13 @@ async fn query_parameters_are_ignored_unless_honouring_them_would_change_the_ans
                          "Check": {"TTL": "1m", "Status": "passing"}}))
         .await;
     let plain = server.get_json("/v1/health/service/orders?passing").await;
-    // What VictoriaMetrics, Prometheus and py-consul send along: nothing to do for one node.
+    // What VictoriaMetrics, Prometheus and py-consul send along, with nothing to do.
     for extra in [
         "dc=trading-dc",
         "stale",
         "consistent",
         "cached",
         "near=_agent",
-        "node-meta=rack:r1",
         "unknown=1",
     ] {
         let (status, _, body) = server.get(&format!("/v1/health/service/orders?passing&{extra}")).await;
@@ -602,6 +601,11 @@ async fn query_parameters_are_ignored_unless_honouring_them_would_change_the_ans
             "{extra}"
         );
     }
+    // `node-meta` is honoured: this node carries no `rack`.
+    assert_eq!(
+        server.get_json("/v1/health/service/orders?passing&node-meta=rack:r1").await,
+        serde_json::json!([])
+    );
     // These would narrow or redirect the answer: refused, rather than answered wider.
     for (path, says) in [
         (
