@@ -178,7 +178,7 @@ impl App {
             history: history.clone(),
         };
         let health = HealthChecker::start(registry.clone(), max_checks_in_flight)?;
-        let dns = match listeners.serve(engine.clone()) {
+        let dns = match listeners.serve(engine.clone(), dns_server.tcp) {
             Ok(dns) => dns,
             Err(source) => {
                 health.shutdown().await;

@@ -55,6 +55,11 @@ pub struct Config {
     pub dns_a_record_limit: usize,
     /// Largest UDP response, whatever the client's EDNS buffer (the rest comes over TCP after TC).
     pub dns_max_udp_size: u16,
+    /// DNS-over-TCP connections open at once; when full, the one idle longest is closed for a
+    /// new one.
+    pub dns_tcp_max_connections: usize,
+    /// DNS-over-TCP connections open at once from one client address; more are closed at once.
+    pub dns_tcp_max_per_client: usize,
     /// Name of this node (`<node>.node.<domain>`); default: the host name.
     pub node_name: Option<String>,
     /// Address given to instances registered without one; default: the DNS address, or 127.0.0.1.
@@ -139,6 +144,8 @@ impl Default for Config {
             node_ttl: Duration::ZERO,
             dns_a_record_limit: 0,
             dns_max_udp_size: DEFAULT_MAX_UDP_SIZE,
+            dns_tcp_max_connections: crate::dns::tcp::DEFAULT_MAX_CONNECTIONS,
+            dns_tcp_max_per_client: crate::dns::tcp::DEFAULT_MAX_PER_CLIENT,
             node_name: None,
             advertise: None,
             datacenter: None,
@@ -245,6 +252,8 @@ pub struct DnsServerSettings {
     /// Networks whose clients' queries may be forwarded.
     pub recursor_clients: Vec<ipnet::IpNet>,
     pub recursor_timeout: Duration,
+    /// DNS-over-TCP connection limits.
+    pub tcp: crate::dns::tcp::TcpLimits,
 }
 
 /// Where the API listens, and what it takes and says.
@@ -272,6 +281,7 @@ impl Config {
                 recursors: self.recursor_addrs()?,
                 recursor_clients: self.recursor_client_nets()?,
                 recursor_timeout: self.recursor_timeout()?,
+                tcp: self.tcp_limits()?,
             },
             http: HttpSettings {
                 listen: self.http,
@@ -485,6 +495,26 @@ impl Config {
             .map(|ttl| ttl_secs("dns_unhealthy_ttl", ttl))
             .transpose()?;
         Ok(settings)
+    }
+
+    fn tcp_limits(&self) -> Result<crate::dns::tcp::TcpLimits, ConfigError> {
+        let invalid = |field: &'static str, message: &str| ConfigError::Invalid {
+            field,
+            message: message.into(),
+        };
+        if self.dns_tcp_max_connections == 0 {
+            return Err(invalid("dns_tcp_max_connections", "must be at least 1"));
+        }
+        if self.dns_tcp_max_per_client == 0 || self.dns_tcp_max_per_client > self.dns_tcp_max_connections {
+            return Err(invalid(
+                "dns_tcp_max_per_client",
+                "must be at least 1 and at most dns_tcp_max_connections",
+            ));
+        }
+        Ok(crate::dns::tcp::TcpLimits {
+            max_connections: self.dns_tcp_max_connections,
+            max_per_client: self.dns_tcp_max_per_client,
+        })
     }
 
     fn dns_workers(&self) -> usize {
@@ -709,6 +739,14 @@ pub struct ServeArgs {
     /// and come over TCP [default: 1232, the 2020 DNS flag day's figure].
     #[arg(long, value_name = "BYTES")]
     pub dns_max_udp_size: Option<u16>,
+    /// DNS-over-TCP connections open at once; when full, the one idle longest is closed for a
+    /// new one [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub dns_tcp_max_connections: Option<usize>,
+    /// DNS-over-TCP connections open at once from one client address; more are closed at once
+    /// [default: 32].
+    #[arg(long, value_name = "N")]
+    pub dns_tcp_max_per_client: Option<usize>,
     /// Node name, answered as <node>.node.<domain> [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
@@ -817,6 +855,8 @@ impl ServeArgs {
             node_ttl,
             dns_a_record_limit,
             dns_max_udp_size,
+            dns_tcp_max_connections,
+            dns_tcp_max_per_client,
             max_checks_in_flight,
             metrics_service_limit,
             flap_threshold,

@@ -10,7 +10,7 @@ pub mod names;
 pub mod reply;
 pub mod settings;
 pub mod stats;
-mod tcp;
+pub mod tcp;
 mod udp;
 pub mod wire;
 pub mod zones;
@@ -65,13 +65,19 @@ impl DnsListeners {
         self.udp[0].local_addr()
     }
 
-    /// Starts the UDP workers and the TCP acceptor.
-    pub fn serve(self, engine: Arc<DnsEngine>) -> std::io::Result<DnsServer> {
+    /// Starts the UDP workers and the TCP acceptor (with its connection limits).
+    pub fn serve(self, engine: Arc<DnsEngine>, tcp_limits: tcp::TcpLimits) -> std::io::Result<DnsServer> {
         let runtime = tokio::runtime::Handle::current();
         let tasks = TaskTracker::new();
         let udp = udp::UdpWorkers::spawn(self.udp, engine.clone(), runtime, tasks.clone())?;
         let shutdown = CancellationToken::new();
-        tasks.spawn(tcp::serve(self.tcp, engine, shutdown.clone(), tasks.clone()));
+        tasks.spawn(tcp::serve(
+            self.tcp,
+            engine,
+            tcp_limits,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
         Ok(DnsServer {
             udp: Some(udp),
             shutdown,

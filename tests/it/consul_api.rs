@@ -603,7 +603,9 @@ async fn query_parameters_are_ignored_unless_honouring_them_would_change_the_ans
     }
     // `node-meta` is honoured: this node carries no `rack`.
     assert_eq!(
-        server.get_json("/v1/health/service/orders?passing&node-meta=rack:r1").await,
+        server
+            .get_json("/v1/health/service/orders?passing&node-meta=rack:r1")
+            .await,
         serde_json::json!([])
     );
     // These would narrow or redirect the answer: refused, rather than answered wider.

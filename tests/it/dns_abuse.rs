@@ -155,3 +155,62 @@ async fn malformed_tcp_streams_leave_the_server_answering() {
     }
     server.stop().await;
 }
+
+/// A TCP connection from `ip` (any 127/8 address is this host's).
+async fn connect_from(ip: &str, server: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// Whether the server closed `stream` (within 3 s).
+async fn closed(stream: &mut TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+/// One client cannot hold the DNS-over-TCP connections (RFC 7766 §6.2.3): a frame that is not a
+/// DNS message closes its connection (zero-length frames every few seconds would otherwise keep
+/// it open for ever); one address gets its share and no more; and when every slot is taken, the
+/// connection idle longest is closed so that a new client is answered.
+#[tokio::test]
+async fn one_client_cannot_hold_the_tcp_connections() {
+    let server = TestServer::start_with(sextant::Config {
+        dns_tcp_max_connections: 40,
+        dns_tcp_max_per_client: 10,
+        ..common::test_config()
+    })
+    .await;
+    server
+        .register(json!({"Name": "orders", "ID": "orders-1", "Address": "10.0.0.1", "Port": 80}))
+        .await;
+    let mut zero = connect_from("127.0.0.1", server.dns).await;
+    zero.write_all(&[0, 0]).await.unwrap();
+    assert!(closed(&mut zero).await, "a zero-length frame closes its connection");
+
+    // One address: its ten, and the eleventh closed at once.
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(connect_from("127.0.0.2", server.dns).await);
+    }
+    let mut eleventh = connect_from("127.0.0.2", server.dns).await;
+    assert!(closed(&mut eleventh).await, "an address over its share is closed");
+    // Every slot taken, by idle connections from three more addresses.
+    for ip in ["127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        for _ in 0..10 {
+            held.push(connect_from(ip, server.dns).await);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // all accepted
+    // A new client is answered: the connection idle longest (the first) made room.
+    let reply = tcp(server.dns, "orders.service.trading-dc.", RecordType::A).await;
+    assert_eq!(addresses(&reply), vec![ip("10.0.0.1")]);
+    assert!(closed(&mut held[0]).await, "the connection idle longest was closed");
+    assert!(!closed(&mut held[39]).await, "the newest idle one stays");
+    still_answers(&server).await;
+    server.stop().await;
+}
