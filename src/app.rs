@@ -156,7 +156,7 @@ impl App {
         let http_addr = http_listener.local_addr().map_err(http_error)?;
         let engine =
             Arc::new(DnsEngine::new(&dns_settings, registry.clone(), answers, zones).with_forwarder(forwarder));
-        let acl = Arc::new(Acl::new(http.acl_token));
+        let acl = Arc::new(Acl::new(http.acl_token, http.acl_read_token));
         let shutdown = CancellationToken::new();
         let history = History::new(registry.clone(), engine.stats());
         let state = ApiState {

@@ -107,6 +107,11 @@ pub struct Config {
     /// A file holding that secret (surrounding whitespace ignored), kept out of `ps` and of
     /// this file.
     pub acl_token_file: Option<PathBuf>,
+    /// A second secret that may only read (a scraper, a dashboard): every write made with it is
+    /// refused (403). Needs `acl_token`.
+    pub acl_read_token: Option<String>,
+    /// A file holding the read-only secret.
+    pub acl_read_token_file: Option<PathBuf>,
     /// How long an HTTP client may take to send a request's headers; an idle keep-alive
     /// connection is closed after as long. Bounds what a slow or silent client can hold.
     #[serde(deserialize_with = "go_duration")]
@@ -163,6 +168,8 @@ impl Default for Config {
             recursor_clients: Vec::new(),
             acl_token: None,
             acl_token_file: None,
+            acl_read_token: None,
+            acl_read_token_file: None,
             http_header_timeout: Duration::from_secs(30),
             etcd: Vec::new(),
             etcd_prefix: "/sextant/".into(),
@@ -263,6 +270,8 @@ pub struct HttpSettings {
     pub header_timeout: Duration,
     /// The secret every request must carry; none: writes from loopback clients only.
     pub acl_token: Option<String>,
+    /// A secret that may only read.
+    pub acl_read_token: Option<String>,
     pub datacenter: String,
 }
 
@@ -287,6 +296,7 @@ impl Config {
                 listen: self.http,
                 header_timeout: self.http_header_timeout()?,
                 acl_token: self.acl_token()?,
+                acl_read_token: self.acl_read_token()?,
                 datacenter: self.datacenter(),
             },
             max_checks_in_flight: self.max_checks_in_flight()?,
@@ -597,32 +607,25 @@ impl Config {
 
     /// The ACL token, from `acl_token` or read from `acl_token_file`.
     fn acl_token(&self) -> Result<Option<String>, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            field: "acl_token",
-            message,
+        read_token("acl_token", &self.acl_token, &self.acl_token_file)
+    }
+
+    /// The read-only token: it needs the read-write one, and differs from it.
+    fn acl_read_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(read) = read_token("acl_read_token", &self.acl_read_token, &self.acl_read_token_file)? else {
+            return Ok(None);
         };
-        let token = match (&self.acl_token, &self.acl_token_file) {
-            (Some(_), Some(_)) => return Err(invalid("give acl_token or acl_token_file, not both".into())),
-            (None, None) => return Ok(None),
-            (Some(token), None) => token.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::TokenFile {
-                    path: path.clone(),
-                    source,
-                })?
-                .trim()
-                .to_owned(),
+        let invalid = |message: &str| ConfigError::Invalid {
+            field: "acl_read_token",
+            message: message.into(),
         };
-        if token.is_empty() {
-            return Err(invalid("the token is empty".into()));
+        match self.acl_token()? {
+            None => Err(invalid(
+                "a read-only token needs acl_token (the read-write one): without it, reads are open already",
+            )),
+            Some(write) if write == read => Err(invalid("the read-only token must differ from acl_token")),
+            Some(_) => Ok(Some(read)),
         }
-        // It travels in an HTTP header: visible ASCII only, as clients can send it.
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid(
-                "the token may hold visible ASCII characters only (no spaces or control characters)".into(),
-            ));
-        }
-        Ok(Some(token))
     }
 
     fn datacenter(&self) -> String {
@@ -804,6 +807,13 @@ pub struct ServeArgs {
     /// Read the ACL token from this file.
     #[arg(long, value_name = "FILE", conflicts_with = "acl_token")]
     pub acl_token_file: Option<PathBuf>,
+    /// A second token that may only read (a scraper, a dashboard): writes made with it get 403.
+    /// Needs --acl-token or --acl-token-file. Prefer --acl-read-token-file.
+    #[arg(long, value_name = "SECRET")]
+    pub acl_read_token: Option<String>,
+    /// Read the read-only token from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "acl_read_token")]
+    pub acl_read_token_file: Option<PathBuf>,
     /// How long an HTTP client may take to send a request's headers (and a keep-alive
     /// connection may sit idle) [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = parse_go_duration)]
@@ -925,8 +935,44 @@ impl ServeArgs {
             config.acl_token = self.acl_token;
             config.acl_token_file = self.acl_token_file;
         }
+        if self.acl_read_token.is_some() || self.acl_read_token_file.is_some() {
+            config.acl_read_token = self.acl_read_token;
+            config.acl_read_token_file = self.acl_read_token_file;
+        }
         Ok(config)
     }
+}
+
+/// A secret from the configuration itself or from a file (surrounding whitespace ignored),
+/// as `field` names it.
+fn read_token(
+    field: &'static str,
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { field, message };
+    let token = match (inline, file) {
+        (Some(_), Some(_)) => return Err(invalid(format!("give {field} or {field}_file, not both"))),
+        (None, None) => return Ok(None),
+        (Some(token), None) => token.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::TokenFile {
+                path: path.clone(),
+                source,
+            })?
+            .trim()
+            .to_owned(),
+    };
+    if token.is_empty() {
+        return Err(invalid("the token is empty".into()));
+    }
+    // It travels in an HTTP header: visible ASCII only, as clients can send it.
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "the token may hold visible ASCII characters only (no spaces or control characters)".into(),
+        ));
+    }
+    Ok(Some(token))
 }
 
 #[cfg(test)]

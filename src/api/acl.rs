@@ -1,6 +1,7 @@
 //! Who may call the API. With a token configured (`--acl-token` or `--acl-token-file`), every
-//! request must carry it, as `X-Consul-Token` or `Authorization: Bearer`. Without one, anyone may
-//! read, but only clients on this machine (loopback) may write.
+//! request must carry it, as `X-Consul-Token` or `Authorization: Bearer`; a read-only token
+//! (`--acl-read-token-file`) may be carried instead by clients that only read. Without a token,
+//! anyone may read, but only clients on this machine (loopback) may write.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -15,12 +16,15 @@ use super::error::ApiError;
 
 pub struct Acl {
     token: Option<Vec<u8>>,
+    /// May read, never write.
+    read_token: Option<Vec<u8>>,
 }
 
 impl Acl {
-    pub fn new(token: Option<String>) -> Self {
+    pub fn new(token: Option<String>, read_token: Option<String>) -> Self {
         Self {
             token: token.map(String::into_bytes),
+            read_token: read_token.map(String::into_bytes),
         }
     }
 
@@ -34,6 +38,19 @@ impl Acl {
                 // Constant time in the token's content: a wrong guess reveals nothing of how
                 // close it was (only, as everywhere, whether its length matched).
                 Some(given) if bool::from(given.ct_eq(expected)) => Ok(()),
+                Some(given)
+                    if self
+                        .read_token
+                        .as_ref()
+                        .is_some_and(|read| bool::from(given.ct_eq(read))) =>
+                {
+                    match is_write(method) {
+                        true => Err(ApiError::Forbidden(
+                            "Permission denied: this token may only read (it is the read-only token)".into(),
+                        )),
+                        false => Ok(()),
+                    }
+                }
                 Some(_) => Err(ApiError::Forbidden("ACL not found: the token is not valid".into())),
                 None => Err(ApiError::Forbidden(
                     "Permission denied: this server requires a token (X-Consul-Token or Authorization: Bearer)".into(),
@@ -92,7 +109,7 @@ mod tests {
 
     #[test]
     fn a_configured_token_is_required_everywhere() {
-        let acl = Acl::new(Some("s3cret".into()));
+        let acl = Acl::new(Some("s3cret".into()), None);
         for method in [Method::GET, Method::PUT] {
             for peer in [LOOPBACK, REMOTE] {
                 assert!(acl.check(&method, &headers(&[]), peer).is_err());
@@ -127,8 +144,24 @@ mod tests {
     }
 
     #[test]
+    fn a_read_only_token_reads_and_never_writes() {
+        let acl = Acl::new(Some("s3cret".into()), Some("reader".into()));
+        let with = |token| headers(&[("x-consul-token", token)]);
+        for peer in [LOOPBACK, REMOTE] {
+            assert!(acl.check(&Method::GET, &with("reader"), peer).is_ok());
+            assert!(acl.check(&Method::HEAD, &with("reader"), peer).is_ok());
+            for write in [Method::PUT, Method::POST, Method::DELETE] {
+                let refused = acl.check(&write, &with("reader"), peer).unwrap_err().to_string();
+                assert!(refused.contains("only read"), "{refused}");
+                assert!(acl.check(&write, &with("s3cret"), peer).is_ok());
+            }
+            assert!(acl.check(&Method::GET, &with("reade"), peer).is_err());
+        }
+    }
+
+    #[test]
     fn without_a_token_only_loopback_writes() {
-        let acl = Acl::new(None);
+        let acl = Acl::new(None, None);
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         for peer in [LOOPBACK, "::1".parse().unwrap(), mapped] {
             assert!(acl.check(&Method::PUT, &headers(&[]), peer).is_ok(), "{peer}");

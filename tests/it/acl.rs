@@ -222,3 +222,120 @@ async fn the_token_can_come_from_a_file_and_bad_ones_stop_the_start() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A read-only token (`--acl-read-token-file`): every read is served with it, every write is
+/// refused with a 403 that says why (registrations, check updates, the catalog, maintenance, the
+/// key/value store); the read-write token still writes; and it cannot stand alone.
+#[tokio::test]
+async fn a_read_only_token_reads_and_is_refused_every_write() {
+    const READER: &str = "scraper-4d2e-read-only";
+    let dir = temp_data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("read-token");
+    std::fs::write(&file, format!("{READER}\n")).unwrap();
+    let server = TestServer::start_with(Config {
+        acl_token: Some(TOKEN.into()),
+        acl_read_token_file: Some(file.clone()),
+        ..test_config()
+    })
+    .await;
+    let write_token = Some(("X-Consul-Token", TOKEN));
+    let (status, body) = call(&server, reqwest::Method::PUT, "/v1/agent/service/register", write_token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let put = async |path: &str, token: &str, body: &str| {
+        let response = server
+            .http
+            .put(server.url(path))
+            .header("X-Consul-Token", token)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    };
+    assert_eq!(put("/v1/kv/config/a", TOKEN, "1").await.0, StatusCode::OK);
+    let reader = Some(("Authorization", "Bearer scraper-4d2e-read-only"));
+    for path in [
+        "/v1/catalog/services",
+        "/v1/health/service/orders?passing",
+        "/v1/agent/services",
+        "/v1/kv/config/a",
+        "/v1/catalog/nodes",
+        "/metrics",
+    ] {
+        let (status, body) = call(&server, reqwest::Method::GET, path, reader).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    for (path, body) in [
+        ("/v1/agent/service/register", registration().to_string()),
+        ("/v1/agent/service/deregister/orders-1", String::new()),
+        ("/v1/agent/service/maintenance/orders-1?enable=true", String::new()),
+        ("/v1/agent/maintenance?enable=true", String::new()),
+        (
+            "/v1/agent/check/register",
+            json!({"Name": "x", "TTL": "1h"}).to_string(),
+        ),
+        ("/v1/kv/config/a", "2".into()),
+        (
+            "/v1/catalog/register",
+            json!({"Node": "ext", "Address": "10.9.0.1"}).to_string(),
+        ),
+    ] {
+        let (status, text) = put(path, READER, &body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {text}");
+        assert!(text.contains("may only read"), "{path}: {text}");
+    }
+    let deleted = server
+        .http
+        .delete(server.url("/v1/kv/config/a"))
+        .header("X-Consul-Token", READER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::FORBIDDEN);
+    // Nothing was written with it.
+    let (_, body) = call(&server, reqwest::Method::GET, "/v1/kv/config/a?raw", reader).await;
+    assert_eq!(body, "1");
+    let (_, body) = call(&server, reqwest::Method::GET, "/v1/catalog/nodes", reader).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        call(&server, reqwest::Method::GET, "/v1/agent/checks", reader)
+            .await
+            .1
+            .len()
+            <= 2
+    );
+    server.stop().await;
+
+    // Alone, or the same as the read-write token: refused at start.
+    for (config, expected) in [
+        (
+            Config {
+                acl_read_token: Some(READER.into()),
+                ..test_config()
+            },
+            "needs acl_token",
+        ),
+        (
+            Config {
+                acl_token: Some(TOKEN.into()),
+                acl_read_token: Some(TOKEN.into()),
+                ..test_config()
+            },
+            "must differ",
+        ),
+    ] {
+        let data_dir = config.data_dir.clone();
+        let error = App::bind(config).await.err().expect("refused at start").to_string();
+        assert!(error.contains(expected), "{error}");
+        let _ = std::fs::remove_dir_all(data_dir);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
