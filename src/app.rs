@@ -189,6 +189,7 @@ impl App {
             http_listener,
             api::router(state),
             http.header_timeout,
+            http.limits,
             shutdown.clone(),
         ));
         let history = tokio::spawn(history.run(shutdown.child_token()));

@@ -107,6 +107,10 @@ pub struct Config {
     /// A file holding that secret (surrounding whitespace ignored), kept out of `ps` and of
     /// this file.
     pub acl_token_file: Option<PathBuf>,
+    /// HTTP connections open at once; more get a 503 and are closed.
+    pub http_max_connections: usize,
+    /// HTTP connections open at once from one client address; more get a 503 and are closed.
+    pub http_max_per_client: usize,
     /// A second secret that may only read (a scraper, a dashboard): every write made with it is
     /// refused (403). Needs `acl_token`.
     pub acl_read_token: Option<String>,
@@ -170,6 +174,8 @@ impl Default for Config {
             acl_token_file: None,
             acl_read_token: None,
             acl_read_token_file: None,
+            http_max_connections: crate::api::serve::DEFAULT_MAX_CONNECTIONS,
+            http_max_per_client: crate::api::serve::DEFAULT_MAX_PER_CLIENT,
             http_header_timeout: Duration::from_secs(30),
             etcd: Vec::new(),
             etcd_prefix: "/sextant/".into(),
@@ -273,6 +279,7 @@ pub struct HttpSettings {
     /// A secret that may only read.
     pub acl_read_token: Option<String>,
     pub datacenter: String,
+    pub limits: crate::api::serve::HttpLimits,
 }
 
 impl Config {
@@ -297,6 +304,7 @@ impl Config {
                 header_timeout: self.http_header_timeout()?,
                 acl_token: self.acl_token()?,
                 acl_read_token: self.acl_read_token()?,
+                limits: self.http_limits()?,
                 datacenter: self.datacenter(),
             },
             max_checks_in_flight: self.max_checks_in_flight()?,
@@ -505,6 +513,26 @@ impl Config {
             .map(|ttl| ttl_secs("dns_unhealthy_ttl", ttl))
             .transpose()?;
         Ok(settings)
+    }
+
+    fn http_limits(&self) -> Result<crate::api::serve::HttpLimits, ConfigError> {
+        let invalid = |field: &'static str, message: &str| ConfigError::Invalid {
+            field,
+            message: message.into(),
+        };
+        if self.http_max_connections == 0 {
+            return Err(invalid("http_max_connections", "must be at least 1"));
+        }
+        if self.http_max_per_client == 0 || self.http_max_per_client > self.http_max_connections {
+            return Err(invalid(
+                "http_max_per_client",
+                "must be at least 1 and at most http_max_connections",
+            ));
+        }
+        Ok(crate::api::serve::HttpLimits {
+            max_connections: self.http_max_connections,
+            max_per_client: self.http_max_per_client,
+        })
     }
 
     fn tcp_limits(&self) -> Result<crate::dns::tcp::TcpLimits, ConfigError> {
@@ -807,6 +835,13 @@ pub struct ServeArgs {
     /// Read the ACL token from this file.
     #[arg(long, value_name = "FILE", conflicts_with = "acl_token")]
     pub acl_token_file: Option<PathBuf>,
+    /// HTTP connections open at once; more get a 503 and are closed [default: 8192].
+    #[arg(long, value_name = "N")]
+    pub http_max_connections: Option<usize>,
+    /// HTTP connections open at once from one client address; more get a 503 and are closed
+    /// [default: 2048].
+    #[arg(long, value_name = "N")]
+    pub http_max_per_client: Option<usize>,
     /// A second token that may only read (a scraper, a dashboard): writes made with it get 403.
     /// Needs --acl-token or --acl-token-file. Prefer --acl-read-token-file.
     #[arg(long, value_name = "SECRET")]
@@ -867,6 +902,8 @@ impl ServeArgs {
             dns_max_udp_size,
             dns_tcp_max_connections,
             dns_tcp_max_per_client,
+            http_max_connections,
+            http_max_per_client,
             max_checks_in_flight,
             metrics_service_limit,
             flap_threshold,

@@ -8,8 +8,10 @@
 //! not cut. On shutdown, connections get `DRAIN` to finish, then are dropped, so a stop always
 //! ends. The peer's address reaches the handlers as axum's `ConnectInfo` (the ACL reads it).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -27,11 +29,93 @@ use tower::ServiceExt;
 pub const DRAIN: Duration = Duration::from_secs(5);
 /// How long a connection told to close (idle, or stopping) gets to say goodbye.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Connections open at once, by default: the bound on what clients can hold (each is a socket
+/// and a task; a blocking query holds one for up to 10 min).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// Connections from one client address at once, by default (VictoriaMetrics holds one per
+/// service it watches).
+pub const DEFAULT_MAX_PER_CLIENT: usize = 2048;
+
+/// How many connections are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub max_per_client: usize,
+}
+
+/// The connections open, in all and by client address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_client: HashMap<IpAddr, usize>,
+}
+
+/// A connection counted while it lives.
+struct Counted(Arc<Mutex<Open>>, IpAddr);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        open.total -= 1;
+        if let Some(n) = open.by_client.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_client.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Counts a new connection from `client`, or says which limit it is over.
+fn admit(open: &Arc<Mutex<Open>>, client: IpAddr, limits: HttpLimits) -> Result<Counted, &'static str> {
+    let mut guard = open.lock().unwrap_or_else(|p| p.into_inner());
+    if guard.total >= limits.max_connections {
+        return Err("the server holds as many HTTP connections as it takes (--http-max-connections)");
+    }
+    let mine = guard.by_client.entry(client).or_default();
+    if *mine >= limits.max_per_client {
+        return Err("this client address holds as many HTTP connections as one may (--http-max-per-client)");
+    }
+    *mine += 1;
+    guard.total += 1;
+    Ok(Counted(open.clone(), client))
+}
+
+/// Answers a connection over a limit with a 503 that says which, then closes it: after the
+/// request's head (a client takes an answer before its request for a broken connection), read
+/// for at most the grace a closing connection gets and 8 KiB.
+async fn refuse(mut stream: tokio::net::TcpStream, reason: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let body = format!("{reason}; retry later\n");
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(CLOSE_GRACE, stream.write_all(response.as_bytes())).await;
+}
 
 /// Serves `router` on `listener` until `stopping` is cancelled, then lets requests in flight
 /// finish for at most [`DRAIN`] (blocking queries answer at once on the same signal) and returns
 /// once every connection is gone.
-pub async fn serve(listener: TcpListener, router: Router, header_timeout: Duration, stopping: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    limits: HttpLimits,
+    stopping: CancellationToken,
+) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -44,6 +128,10 @@ pub async fn serve(listener: TcpListener, router: Router, header_timeout: Durati
         .keep_alive_interval(Some(header_timeout))
         .keep_alive_timeout(header_timeout);
     let connections = TaskTracker::new();
+    let open = Arc::new(Mutex::new(Open::default()));
+    // Refusals are logged at most once a second, with how many there were: a flood of them
+    // must not flood the log too.
+    let (mut refused, mut last_logged) = (0u64, None::<std::time::Instant>);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -58,10 +146,23 @@ pub async fn serve(listener: TcpListener, router: Router, header_timeout: Durati
             },
             () = stopping.cancelled() => break,
         };
+        let counted = match admit(&open, peer.ip().to_canonical(), limits) {
+            Ok(counted) => counted,
+            Err(reason) => {
+                refused += 1;
+                if last_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(%peer, reason, refused, "HTTP connections refused with 503");
+                    (refused, last_logged) = (0, Some(std::time::Instant::now()));
+                }
+                connections.spawn(refuse(stream, reason));
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let (router, builder, stopping) = (router.clone(), builder.clone(), stopping.clone());
         connections.spawn(async move {
             connection(stream, peer, router, &builder, header_timeout, stopping).await;
+            drop(counted);
         });
     }
     drop(listener);

@@ -945,3 +945,73 @@ async fn checks_registered_on_their_own_join_their_instance() {
     assert_eq!(status, 404);
     server.stop().await;
 }
+
+/// HTTP connections are bounded, in all and per client address: a client over either limit gets
+/// a 503 that names it (and the flag), and other clients are served meanwhile.
+#[tokio::test]
+async fn http_connections_are_bounded_per_client_and_in_all() {
+    let server = TestServer::start_with(sextant::Config {
+        http_max_connections: 6,
+        http_max_per_client: 4,
+        ..common::test_config()
+    })
+    .await;
+    let http = server.app().http_addr();
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(std::net::SocketAddr::new(ip, 0)).unwrap();
+            socket.connect(http).await.unwrap()
+        }
+    };
+    let client_at = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    // Four idle connections from one address: its share.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(from("127.0.0.2").await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = client_at("127.0.0.2")
+        .get(format!("http://{http}/v1/catalog/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.text().await.unwrap().contains("--http-max-per-client"));
+    // Another address is served, and its two connections fill the server.
+    let other = client_at("127.0.0.3");
+    let served = other
+        .get(format!("http://{http}/v1/catalog/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    held.push(from("127.0.0.3").await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Six open (4 idle, reqwest's pooled one and one more): a third address is refused.
+    let refused = client_at("127.0.0.4")
+        .get(format!("http://{http}/v1/catalog/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.text().await.unwrap().contains("--http-max-connections"));
+    // Connections closed free their slots.
+    held.clear();
+    drop(other);
+    common::wait_for("a slot to free", async || {
+        client_at("127.0.0.4")
+            .get(format!("http://{http}/v1/catalog/services"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    server.stop().await;
+}
