@@ -176,6 +176,7 @@ impl App {
                 metrics_service_limit,
             )),
             history: history.clone(),
+            max_blocking_queries: http.limits.max_blocking_queries,
         };
         let health = HealthChecker::start(registry.clone(), max_checks_in_flight)?;
         let dns = match listeners.serve(engine.clone(), dns_server.tcp) {

@@ -111,6 +111,8 @@ pub struct Config {
     pub http_max_connections: usize,
     /// HTTP connections open at once from one client address; more get a 503 and are closed.
     pub http_max_per_client: usize,
+    /// Blocking queries waiting at once; more get a 503.
+    pub http_max_blocking_queries: usize,
     /// A second secret that may only read (a scraper, a dashboard): every write made with it is
     /// refused (403). Needs `acl_token`.
     pub acl_read_token: Option<String>,
@@ -176,6 +178,7 @@ impl Default for Config {
             acl_read_token_file: None,
             http_max_connections: crate::api::serve::DEFAULT_MAX_CONNECTIONS,
             http_max_per_client: crate::api::serve::DEFAULT_MAX_PER_CLIENT,
+            http_max_blocking_queries: crate::api::serve::DEFAULT_MAX_BLOCKING_QUERIES,
             http_header_timeout: Duration::from_secs(30),
             etcd: Vec::new(),
             etcd_prefix: "/sextant/".into(),
@@ -529,9 +532,13 @@ impl Config {
                 "must be at least 1 and at most http_max_connections",
             ));
         }
+        if self.http_max_blocking_queries == 0 {
+            return Err(invalid("http_max_blocking_queries", "must be at least 1"));
+        }
         Ok(crate::api::serve::HttpLimits {
             max_connections: self.http_max_connections,
             max_per_client: self.http_max_per_client,
+            max_blocking_queries: self.http_max_blocking_queries,
         })
     }
 
@@ -842,6 +849,9 @@ pub struct ServeArgs {
     /// [default: 2048].
     #[arg(long, value_name = "N")]
     pub http_max_per_client: Option<usize>,
+    /// Blocking queries waiting at once; more get a 503 [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub http_max_blocking_queries: Option<usize>,
     /// A second token that may only read (a scraper, a dashboard): writes made with it get 403.
     /// Needs --acl-token or --acl-token-file. Prefer --acl-read-token-file.
     #[arg(long, value_name = "SECRET")]
@@ -904,6 +914,7 @@ impl ServeArgs {
             dns_tcp_max_per_client,
             http_max_connections,
             http_max_per_client,
+            http_max_blocking_queries,
             max_checks_in_flight,
             metrics_service_limit,
             flap_threshold,

@@ -50,6 +50,8 @@ pub struct ApiState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Each service's last hour, for the dashboard.
     pub history: Arc<crate::history::History>,
+    /// Blocking queries waiting at once; more get a 503.
+    pub max_blocking_queries: usize,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -215,6 +217,13 @@ async fn block<'a>(
     .min(MAX_WAIT);
     if min == 0 {
         return Ok(None);
+    }
+    if usize::try_from(state.metrics.blocking_queries.get()).unwrap_or(0) >= state.max_blocking_queries {
+        return Err(error::ApiError::Unavailable(format!(
+            "{} blocking queries are waiting already, as many as this server takes (--http-max-blocking-queries); \
+             retry later, or read without ?index",
+            state.max_blocking_queries
+        )));
     }
     let mut watch = subscribe();
     let changes = watch.changes();

@@ -35,12 +35,16 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 /// Connections from one client address at once, by default (VictoriaMetrics holds one per
 /// service it watches).
 pub const DEFAULT_MAX_PER_CLIENT: usize = 2048;
+/// Blocking queries waiting at once, by default (each is a task and a channel subscription).
+pub const DEFAULT_MAX_BLOCKING_QUERIES: usize = 65_536;
 
 /// How many connections are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
     pub max_connections: usize,
     pub max_per_client: usize,
+    /// Blocking queries waiting at once (HTTP/2 carries many on one connection); more get a 503.
+    pub max_blocking_queries: usize,
 }
 
 /// The connections open, in all and by client address.

@@ -295,3 +295,45 @@ async fn unknown_names_do_not_grow_memory() {
         after >> 10
     );
 }
+
+/// Blocking queries waiting at once are bounded (`--http-max-blocking-queries`): one more gets a
+/// 503 that names the flag, a plain read is still answered, and a slot freed is taken again.
+#[tokio::test]
+async fn blocking_queries_waiting_at_once_are_bounded() {
+    let server = TestServer::start_with(sextant::Config {
+        http_max_blocking_queries: 2,
+        ..common::test_config()
+    })
+    .await;
+    server.register(instance("web-1", "web")).await;
+    let (_, index, _) = get(&server, "/v1/health/service/web").await;
+    let url = server.url(&format!("/v1/health/service/web?index={index}&wait=30s"));
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let (http, url) = (server.http.clone(), url.clone());
+            tokio::spawn(async move { http.get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    common::wait_for("two blocking queries waiting", async || {
+        let metrics = server.get("/metrics").await.2;
+        metrics.lines().any(|l| l == "sextant_blocking_queries 2")
+    })
+    .await;
+    let (status, _, body) = get(&server, &format!("/v1/health/service/web?index={index}&wait=30s")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("--http-max-blocking-queries"), "{body}");
+    assert_eq!(
+        get(&server, "/v1/health/service/web").await.0,
+        200,
+        "a plain read is answered"
+    );
+    // A change answers the two; their slots are free again.
+    server.register(instance("web-2", "web")).await;
+    for waiter in waiters {
+        assert_eq!(waiter.await.unwrap(), 200);
+    }
+    let (_, index, _) = get(&server, "/v1/health/service/web").await;
+    let (status, _, _) = get(&server, &format!("/v1/health/service/web?index={index}&wait=100ms")).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
