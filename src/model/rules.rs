@@ -154,19 +154,25 @@ impl Instance {
         if self.weights.passing == 0 {
             return Err("Weights.Passing: must be greater than 0".into());
         }
-        if self.checks.len() > MAX_CHECKS {
-            return Err(format!("Checks: at most {MAX_CHECKS} checks per instance"));
-        }
-        for (i, check) in self.checks.iter().enumerate() {
-            if self.checks[..i].iter().any(|c| c.spec.id == check.spec.id) {
-                return Err(format!("check ID {:?} is used twice", check.spec.id.as_str()));
-            }
-            check
-                .validate()
-                .map_err(|e| format!("check {:?}: {e}", check.spec.id.as_str()))?;
-        }
-        Ok(())
+        validate_checks(&self.checks, "checks per instance")
     }
+}
+
+/// The rules of a list of checks (an instance's, a node's): at most [`MAX_CHECKS`] (`what` says
+/// of what), each ID once, each check valid.
+fn validate_checks(checks: &[Check], what: &str) -> Result<(), String> {
+    if checks.len() > MAX_CHECKS {
+        return Err(format!("Checks: at most {MAX_CHECKS} {what}"));
+    }
+    for (i, check) in checks.iter().enumerate() {
+        if checks[..i].iter().any(|c| c.spec.id == check.spec.id) {
+            return Err(format!("check ID {:?} is used twice", check.spec.id.as_str()));
+        }
+        check
+            .validate()
+            .map_err(|e| format!("check {:?}: {e}", check.spec.id.as_str()))?;
+    }
+    Ok(())
 }
 
 impl Node {
@@ -185,18 +191,7 @@ impl Node {
         for (key, value) in self.meta.iter() {
             check_meta(key, value).map_err(|e| format!("NodeMeta[{key:?}]: {e}"))?;
         }
-        if self.checks.len() > MAX_CHECKS {
-            return Err(format!("Checks: at most {MAX_CHECKS} node-level checks per node"));
-        }
-        for (i, check) in self.checks.iter().enumerate() {
-            if self.checks[..i].iter().any(|c| c.spec.id == check.spec.id) {
-                return Err(format!("check ID {:?} is used twice", check.spec.id.as_str()));
-            }
-            check
-                .validate()
-                .map_err(|e| format!("check {:?}: {e}", check.spec.id.as_str()))?;
-        }
-        Ok(())
+        validate_checks(&self.checks, "node-level checks per node")
     }
 }
 

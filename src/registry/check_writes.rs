@@ -62,14 +62,7 @@ impl Registry {
             return Ok(None);
         };
         let mut updated = Instance::clone(&current);
-        let mut checks: Vec<Check> = updated
-            .checks
-            .iter()
-            .filter(|c| c.spec.id != spec.id)
-            .cloned()
-            .collect();
-        checks.push(Check::new(spec));
-        updated.checks = checks.into_boxed_slice();
+        updated.checks = super::nodes::with_check(&current.checks, Check::new(spec));
         self.register_locked(&mut w, updated).map(Some)
     }
 
@@ -84,7 +77,7 @@ impl Registry {
             return Ok(None);
         };
         let mut updated = Instance::clone(&current);
-        updated.checks = updated.checks.iter().filter(|c| c.spec.id != *check).cloned().collect();
+        updated.checks = super::nodes::without_check(&current.checks, check);
         self.register_locked(&mut w, updated).map(Some)
     }
 

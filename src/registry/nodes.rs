@@ -50,6 +50,18 @@ pub enum CatalogRemoval {
     Check(CheckId),
 }
 
+/// `checks` with `check` in place of the one of its ID (added when there is none).
+pub(super) fn with_check(checks: &[Check], check: Check) -> Box<[Check]> {
+    let mut list: Vec<Check> = without_check(checks, &check.spec.id).into_vec();
+    list.push(check);
+    list.into_boxed_slice()
+}
+
+/// `checks` without the one of ID `id`.
+pub(super) fn without_check(checks: &[Check], id: &CheckId) -> Box<[Check]> {
+    checks.iter().filter(|c| c.spec.id != *id).cloned().collect()
+}
+
 /// Whether the health checker runs a check: a probe, or a TTL check's deadline (maintenance
 /// and a registrar's checks just are what they are).
 pub(super) fn runs(check: &Check) -> bool {
@@ -262,7 +274,7 @@ impl Registry {
             }
             CatalogRemoval::Check(check) if node.checks.iter().any(|c| c.spec.id == check) => {
                 let mut updated = Node::clone(&node);
-                updated.checks = node.checks.iter().filter(|c| c.spec.id != check).cloned().collect();
+                updated.checks = without_check(&node.checks, &check);
                 Group {
                     node: Some((key, Some(Arc::new(updated)))),
                     instances: Vec::new(),
@@ -277,7 +289,7 @@ impl Registry {
                     return nothing;
                 };
                 let mut updated = Instance::clone(&owner);
-                updated.checks = owner.checks.iter().filter(|c| c.spec.id != check).cloned().collect();
+                updated.checks = without_check(&owner.checks, &check);
                 let index = w.next_index();
                 // A node still waiting for its commit goes with the instance that names it.
                 let staged_node = w
@@ -323,9 +335,7 @@ impl Registry {
         }
         self.refuse_unless_nodes_kept()?;
         let mut w = self.lock();
-        let current = self.local_node();
-        let key = current.name.key();
-        let current = self.node_now(&w, &key).unwrap_or(current);
+        let (key, current) = self.local_node_now(&w);
         let mut checks: Vec<Check> = current
             .checks
             .iter()
@@ -344,16 +354,8 @@ impl Registry {
         if checks.len() == current.checks.len() && reason.is_none() && !w.nodes_staged.contains_key(&key) {
             return Ok(Written::applied(self.index())); // not in maintenance: nothing to do
         }
-        let mut updated = Node::clone(&current);
-        updated.checks = checks.into_boxed_slice();
-        let index = w.next_index();
-        updated.modify_index = index;
-        tracing::info!(node = %updated.name, reason = ?reason, enabled = reason.is_some(), "node maintenance mode");
-        let group = Group {
-            node: Some((key, Some(Arc::new(updated)))),
-            instances: Vec::new(),
-        };
-        Ok(self.stage_group(&mut w, group, index))
+        tracing::info!(node = %current.name, reason = ?reason, enabled = reason.is_some(), "node maintenance mode");
+        Ok(self.stage_local_checks(&mut w, key, &current, checks.into_boxed_slice()))
     }
 
     fn refuse_unless_nodes_kept(&self) -> Result<(), RegistryError> {
@@ -712,45 +714,44 @@ impl Registry {
         if let Some(owner) = self.check_owner_now(&w, &spec.id) {
             return Err(RegistryError::CheckIdTaken { check: spec.id, owner });
         }
-        let current = self.local_node();
-        let key = current.name.key();
-        let current = self.node_now(&w, &key).unwrap_or(current);
+        let (key, current) = self.local_node_now(&w);
+        let checks = with_check(&current.checks, Check::new(spec));
         let mut updated = Node::clone(&current);
-        let mut checks: Vec<Check> = updated
-            .checks
-            .iter()
-            .filter(|c| c.spec.id != spec.id)
-            .cloned()
-            .collect();
-        checks.push(Check::new(spec));
-        updated.checks = checks.into_boxed_slice();
+        updated.checks = checks.clone();
         updated.validate().map_err(RegistryError::Invalid)?;
-        let index = w.next_index();
-        updated.modify_index = index;
-        let group = Group {
-            node: Some((key, Some(Arc::new(updated)))),
-            instances: Vec::new(),
-        };
-        Ok(self.stage_group(&mut w, group, index))
+        Ok(self.stage_local_checks(&mut w, key, &current, checks))
     }
 
     /// Takes a check off this server's node; `None` when it has none of that ID.
     pub(super) fn remove_node_check(&self, w: &mut Writer, check: &CheckId) -> Option<Written> {
-        let current = self.local_node();
-        let key = current.name.key();
-        let current = self.node_now(w, &key).unwrap_or(current);
+        let (key, current) = self.local_node_now(w);
         if !current.checks.iter().any(|c| c.spec.id == *check) {
             return None;
         }
-        let mut updated = Node::clone(&current);
-        updated.checks = current.checks.iter().filter(|c| c.spec.id != *check).cloned().collect();
+        Some(self.stage_local_checks(w, key, &current, without_check(&current.checks, check)))
+    }
+
+    /// This server's node as the next write sees it, and its key.
+    fn local_node_now(&self, w: &Writer) -> (ServiceKey, Arc<Node>) {
+        let local = self.local_node();
+        let key = local.name.key();
+        let now = self.node_now(w, &key).unwrap_or(local);
+        (key, now)
+    }
+
+    /// Writes this server's node with `checks` in place of its own.
+    fn stage_local_checks(&self, w: &mut Writer, key: ServiceKey, current: &Node, checks: Box<[Check]>) -> Written {
         let index = w.next_index();
-        updated.modify_index = index;
+        let updated = Node {
+            checks,
+            modify_index: index,
+            ..current.clone()
+        };
         let group = Group {
             node: Some((key, Some(Arc::new(updated)))),
             instances: Vec::new(),
         };
-        Some(self.stage_group(w, group, index))
+        self.stage_group(w, group, index)
     }
 
     /// A node written to or removed from a shared store, applied at `index` as it came back.
