@@ -87,6 +87,7 @@ impl App {
             http,
             max_checks_in_flight,
             metrics_service_limit,
+            bounds,
             flap_damping,
             store: where_kept,
         } = settings;
@@ -103,6 +104,7 @@ impl App {
         let mut local = Node::local(node_name, node_addr);
         local.id = node_id(&dns_settings.node_name).into();
         let registry = Registry::with_journal(local, answers.clone(), journal);
+        registry.set_bounds(bounds);
         if let Some(damping) = flap_damping {
             registry.damp_flapping(damping);
         }

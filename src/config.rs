@@ -79,6 +79,14 @@ pub struct Config {
     /// How many services get a label of their own in the per-service DNS metrics (the services
     /// asked most); the rest share `service="_other"`.
     pub metrics_service_limit: usize,
+    /// Service instances held at most (every node's); a registration of one more gets a 503.
+    pub max_instances: usize,
+    /// Services held at most; an instance of one more gets a 503.
+    pub max_services: usize,
+    /// External nodes (registered through the catalog) held at most.
+    pub max_nodes: usize,
+    /// Bytes of key/value entries (keys and values) held at most.
+    pub max_kv_bytes: usize,
     /// Flap damping: an instance whose health changes more than this many times within
     /// `flap_window` is held out of DNS (and of `?passing`) until it has been stable for a whole
     /// window. 0 (the default): off, as in Consul.
@@ -165,6 +173,10 @@ impl Default for Config {
             dns_workers: None,
             max_checks_in_flight: 1024,
             metrics_service_limit: crate::metrics::DEFAULT_SERVICE_LIMIT,
+            max_instances: crate::registry::Bounds::default().instances,
+            max_services: crate::registry::Bounds::default().services,
+            max_nodes: crate::registry::Bounds::default().nodes,
+            max_kv_bytes: crate::registry::Bounds::default().kv_bytes,
             flap_threshold: 0,
             flap_window: Duration::from_secs(120),
             dns_meta_txt: false,
@@ -242,6 +254,8 @@ pub struct Settings {
     pub max_checks_in_flight: usize,
     /// Services with a label of their own in the per-service DNS metrics.
     pub metrics_service_limit: usize,
+    /// How much the registry holds at most.
+    pub bounds: crate::registry::Bounds,
     /// Flap damping, when on.
     pub flap_damping: Option<crate::registry::FlapDamping>,
     /// Where registrations are kept.
@@ -312,6 +326,7 @@ impl Config {
             },
             max_checks_in_flight: self.max_checks_in_flight()?,
             metrics_service_limit: self.metrics_service_limit,
+            bounds: self.bounds()?,
             flap_damping: self.flap_damping()?,
             store: self.store_settings(&dns.node_name)?,
             dns,
@@ -540,6 +555,28 @@ impl Config {
             max_per_client: self.http_max_per_client,
             max_blocking_queries: self.http_max_blocking_queries,
         })
+    }
+
+    fn bounds(&self) -> Result<crate::registry::Bounds, ConfigError> {
+        let bounds = crate::registry::Bounds {
+            instances: self.max_instances,
+            services: self.max_services,
+            nodes: self.max_nodes,
+            kv_bytes: self.max_kv_bytes,
+        };
+        let fields = [
+            ("max_instances", bounds.instances),
+            ("max_services", bounds.services),
+            ("max_nodes", bounds.nodes),
+            ("max_kv_bytes", bounds.kv_bytes),
+        ];
+        match fields.into_iter().find(|(_, value)| *value == 0) {
+            Some((field, _)) => Err(ConfigError::Invalid {
+                field,
+                message: "must be at least 1".into(),
+            }),
+            None => Ok(bounds),
+        }
     }
 
     fn tcp_limits(&self) -> Result<crate::dns::tcp::TcpLimits, ConfigError> {
@@ -810,6 +847,18 @@ pub struct ServeArgs {
     /// the rest share service="_other" [default: 1000].
     #[arg(long, value_name = "N")]
     pub metrics_service_limit: Option<usize>,
+    /// Service instances held at most, on every node; one more gets a 503 [default: 250000].
+    #[arg(long, value_name = "N")]
+    pub max_instances: Option<usize>,
+    /// Services held at most; an instance of one more gets a 503 [default: 50000].
+    #[arg(long, value_name = "N")]
+    pub max_services: Option<usize>,
+    /// External nodes (registered through the catalog) held at most [default: 50000].
+    #[arg(long, value_name = "N")]
+    pub max_nodes: Option<usize>,
+    /// Bytes of key/value entries (keys and values) held at most [default: 268435456, 256 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_kv_bytes: Option<usize>,
     /// Flap damping: hold an instance out of DNS when its health changes more than N times
     /// within --flap-window, until it is stable for a window [default: 0, off].
     #[arg(long, value_name = "N")]
@@ -917,6 +966,10 @@ impl ServeArgs {
             http_max_blocking_queries,
             max_checks_in_flight,
             metrics_service_limit,
+            max_instances,
+            max_services,
+            max_nodes,
+            max_kv_bytes,
             flap_threshold,
             flap_window,
             recursor_timeout,

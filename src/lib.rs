@@ -18,6 +18,7 @@ pub mod config;
 pub mod dns;
 pub mod health;
 pub mod history;
+mod log_throttle;
 pub mod metrics;
 pub mod model;
 pub mod net;

@@ -51,6 +51,7 @@ impl From<RegistryError> for ApiError {
                 Self::NotImplemented(e.to_string())
             }
             RegistryError::Invalid(message) => Self::BadRequest(message),
+            RegistryError::Full { .. } => Self::Unavailable(e.to_string()),
             RegistryError::UnknownCheck(id) => Self::NotFound(format!(
                 "Unknown check ID {:?}. Ensure that the check ID is passed, not the check name.",
                 id.as_str()

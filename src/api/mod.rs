@@ -110,16 +110,30 @@ async fn count_requests(
 }
 
 /// Logs an internal error with the request it failed, once, where the client got only its kind;
-/// and one line for each write refused (4xx), with the reason its client was given. Paths and
-/// reasons are quoted (`?`): text from a client cannot start a log line of its own.
+/// and a line for each write refused (4xx) and each request refused for a bound or an outage
+/// (503), with the reason its client was given: ten a second at most, the next line written
+/// counting those left out. Paths and reasons are quoted (`?`): text from a client cannot start a
+/// log line of its own.
 async fn log_failures(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    static REFUSALS: crate::log_throttle::LogThrottle = crate::log_throttle::LogThrottle::new(10);
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let response = next.run(request).await;
+    let status = response.status();
     if let Some(error::InternalDetail(detail)) = response.extensions().get() {
         tracing::error!(%method, path = ?path, error = %detail, "request failed");
-    } else if response.status().is_client_error() && !method.is_safe() {
-        let reason = response.extensions().get::<error::Refusal>().map(|r| r.0.as_str());
-        tracing::warn!(%method, path = ?path, status = response.status().as_u16(), reason = ?reason.unwrap_or(""), "write refused");
+    } else if ((status.is_client_error() && !method.is_safe()) || status == StatusCode::SERVICE_UNAVAILABLE)
+        && let Some(left_out) = REFUSALS.admit()
+    {
+        let reason = response
+            .extensions()
+            .get::<error::Refusal>()
+            .map_or("", |r| r.0.as_str());
+        let what = if method.is_safe() {
+            "request refused"
+        } else {
+            "write refused"
+        };
+        tracing::warn!(%method, path = ?path, status = status.as_u16(), reason = ?reason, left_out, "{what}");
     }
     response
 }

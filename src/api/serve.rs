@@ -133,9 +133,7 @@ pub async fn serve(
         .keep_alive_timeout(header_timeout);
     let connections = TaskTracker::new();
     let open = Arc::new(Mutex::new(Open::default()));
-    // Refusals are logged at most once a second, with how many there were: a flood of them
-    // must not flood the log too.
-    let (mut refused, mut last_logged) = (0u64, None::<std::time::Instant>);
+    let refusals = crate::log_throttle::LogThrottle::new(1);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -153,10 +151,9 @@ pub async fn serve(
         let counted = match admit(&open, peer.ip().to_canonical(), limits) {
             Ok(counted) => counted,
             Err(reason) => {
-                refused += 1;
-                if last_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                if let Some(left_out) = refusals.admit() {
+                    let refused = left_out + 1;
                     tracing::warn!(%peer, reason, refused, "HTTP connections refused with 503");
-                    (refused, last_logged) = (0, Some(std::time::Instant::now()));
                 }
                 connections.spawn(refuse(stream, reason));
                 continue;

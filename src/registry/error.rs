@@ -42,6 +42,9 @@ pub enum RegistryError {
     /// A catalog check names a service the node does not have.
     #[error("node {node:?} has no service with ID {id:?} (ServiceID of a check)")]
     NoSuchServiceOnNode { id: String, node: String },
+    /// The registry holds as much as it may of something ([`super::bounds`]): nothing was written.
+    #[error("sextant holds its most {bound} ({limit}, {}): nothing was written; remove some, or raise the bound", bound.flag())]
+    Full { bound: super::Bound, limit: usize },
     /// The change could not be made durable (not acknowledged), or the store could not be read
     /// at start.
     #[error(transparent)]

@@ -36,7 +36,7 @@ pub struct KvEntry {
 /// The entries and the blocking queries waiting on prefixes.
 #[derive(Default)]
 pub(super) struct Kv {
-    entries: RwLock<BTreeMap<Box<str>, Arc<KvEntry>>>,
+    entries: RwLock<Entries>,
     /// A channel per watched prefix (a key is a prefix too), holding the index of the last
     /// change under it; made by its first watcher, dropped with its last.
     watches: DashMap<Box<str>, watch::Sender<u64>>,
@@ -63,12 +63,47 @@ pub fn check_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The entries in key order, and the bytes their keys and values take ([`super::bounds`]).
+#[derive(Default)]
+struct Entries {
+    map: BTreeMap<Box<str>, Arc<KvEntry>>,
+    bytes: usize,
+}
+
+impl Entries {
+    fn insert(&mut self, key: Box<str>, entry: Arc<KvEntry>) {
+        self.bytes += entry_bytes(&key, &entry.value);
+        if let Some(old) = self.map.insert(key, entry) {
+            self.bytes -= entry_bytes(&old.key, &old.value);
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.map.remove(key) {
+            self.bytes -= entry_bytes(&old.key, &old.value);
+        }
+    }
+}
+
+impl std::ops::Deref for Entries {
+    type Target = BTreeMap<Box<str>, Arc<KvEntry>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+/// What an entry counts against `--max-kv-bytes`.
+fn entry_bytes(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len()
+}
+
 impl Kv {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Box<str>, Arc<KvEntry>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
         self.entries.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Box<str>, Arc<KvEntry>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
         self.entries.write().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -77,6 +112,11 @@ impl Registry {
     /// One entry.
     pub fn kv_get(&self, key: &str) -> Option<Arc<KvEntry>> {
         self.kv.read().get(key).cloned()
+    }
+
+    /// The bytes the entries' keys and values take.
+    pub fn kv_bytes(&self) -> usize {
+        self.kv.read().bytes
     }
 
     /// Every entry whose key starts with `prefix`, in key order.
@@ -159,6 +199,10 @@ impl Registry {
             return Err(RegistryError::KvNotKept);
         }
         self.refuse_if_cut_off()?;
+        if let KvChange::Set { value, .. } = &change {
+            let replaced = self.kv_get(key).map_or(0, |e| entry_bytes(key, &e.value));
+            self.check_kv_room(entry_bytes(key, value), replaced)?;
+        }
         if self.shared {
             return Ok(Some(self.kv_write_shared(key, change, recurse, cas)));
         }
@@ -259,10 +303,11 @@ impl Registry {
 
     /// Every entry, as a shared store read whole again holds them (its watch had lost its place).
     pub(super) fn replace_kv(&self, records: Vec<KvRecord>, index: u64) {
-        *self.kv.write() = records
-            .into_iter()
-            .map(|record| (record.key.as_str().into(), Arc::new(entry_of(record))))
-            .collect();
+        let mut entries = Entries::default();
+        for record in records {
+            entries.insert(record.key.as_str().into(), Arc::new(entry_of(record)));
+        }
+        *self.kv.write() = entries;
         self.kv.last.fetch_max(index, Ordering::AcqRel);
         for watch in self.kv.watches.iter() {
             watch.value().send_replace(index);

@@ -6,6 +6,7 @@
 //! answers) hears of each change before it is acknowledged. Writers are serialized by one mutex:
 //! a write touches a handful of entries and never waits on I/O while holding it.
 
+mod bounds;
 mod check_writes;
 mod checks;
 mod cluster;
@@ -16,6 +17,7 @@ mod nodes;
 mod watches;
 mod write;
 
+pub use bounds::{Bound, Bounds};
 pub use checks::{CheckEvent, CheckTimers};
 pub use error::RegistryError;
 pub use flaps::FlapDamping;
@@ -170,6 +172,8 @@ pub struct Registry {
     write_side: crate::metrics::WriteSide,
     /// The key/value store.
     kv: kv::Kv,
+    /// How much it holds at most ([`bounds`]); none until set.
+    bounds: std::sync::OnceLock<Bounds>,
 }
 
 impl Registry {
@@ -223,6 +227,7 @@ impl Registry {
             flaps: flaps::Flaps::default(),
             write_side,
             kv: kv::Kv::default(),
+            bounds: std::sync::OnceLock::new(),
         })
     }
 

@@ -144,6 +144,9 @@ impl Registry {
         } = registration;
         let key = self.external_key(&given.name)?;
         let current = self.node_now(&w, &key);
+        if current.is_none() {
+            self.check_node_room(&w)?;
+        }
         // With `SkipNodeUpdate`, a known node keeps its address and metadata (Consul's).
         let mut node = match (&current, skip_node_update) {
             (Some(current), true) => Node::clone(current),

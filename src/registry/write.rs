@@ -157,6 +157,7 @@ impl Registry {
     /// re-registration, is refused here) or takes another instance's check ID.
     pub(super) fn check_instance(&self, w: &Writer, instance: &Instance) -> Result<(), RegistryError> {
         instance.validate().map_err(RegistryError::Invalid)?;
+        self.check_room(w, instance)?;
         let local = self.local_node();
         for check in &instance.checks {
             if instance.node.local && local.checks.iter().any(|c| c.spec.id == check.spec.id) {

@@ -430,12 +430,16 @@ async fn user_text_cannot_forge_log_lines() {
 }
 
 /// `--log-format json`: every line one JSON object (for log shippers); at start, the registry's
-/// size and how long reading it took; one line per refused write, with the reason its client got;
-/// one per check status change.
+/// size and how long reading it took; one line per refused write (a bad one, one past a bound),
+/// with the reason its client got; one per check status change.
 #[tokio::test]
 async fn json_logs_say_what_happened() {
     let data_dir = common::temp_data_dir();
-    let running = common::process::start_binary_with(&common::repo_zones(), &data_dir, &["--log-format", "json"]);
+    let running = common::process::start_binary_with(
+        &common::repo_zones(),
+        &data_dir,
+        &["--log-format", "json", "--max-kv-bytes", "16"],
+    );
     let parse = |line: &str| -> serde_json::Value {
         serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
     };
@@ -490,6 +494,21 @@ async fn json_logs_say_what_happened() {
             &serde_json::json!("passing"),
             &serde_json::json!("orders-1")
         ),
+        "{line}"
+    );
+
+    // A write past a bound: a 503, and a line naming the setting.
+    let full = client
+        .put(format!("http://{http}/v1/kv/config"))
+        .body(vec![b'x'; 32])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(full.status(), 503);
+    let line = parse(&log_line(&running.log, "--max-kv-bytes"));
+    assert_eq!(
+        (&line["message"], &line["status"]),
+        (&serde_json::json!("write refused"), &serde_json::json!(503)),
         "{line}"
     );
     drop(running);

@@ -7,6 +7,7 @@ mod common;
 mod acl;
 mod binary;
 mod blocking;
+mod bounds;
 mod catalog;
 mod cli;
 mod client;

@@ -1,0 +1,164 @@
+//! How much the registry holds at most, so that no client can make it a memory sink: a write
+//! that would pass a bound is refused ([`RegistryError::Full`], which names the setting) and
+//! nothing of it is stored. Replacing what is there (a re-registration, a key written again with
+//! a value no larger) is never refused.
+//!
+//! The bounds are counted on what this server serves plus the writes waiting for their commit
+//! (key/value bytes on what it serves). With etcd every server counts the shared registry, and
+//! servers writing at once near a bound may pass it by the writes in flight.
+
+use std::collections::HashSet;
+
+use super::{Registry, RegistryError, Writer};
+use crate::model::{Instance, ServiceKey};
+
+/// The bounds, each a setting of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Service instances, on every node.
+    pub instances: usize,
+    /// Service names.
+    pub services: usize,
+    /// External nodes (registered through the catalog).
+    pub nodes: usize,
+    /// Key/value bytes held (keys and values).
+    pub kv_bytes: usize,
+}
+
+impl Bounds {
+    /// A registry without bounds (benchmarks, tests of other things).
+    pub const NONE: Self = Self {
+        instances: usize::MAX,
+        services: usize::MAX,
+        nodes: usize::MAX,
+        kv_bytes: usize::MAX,
+    };
+}
+
+impl Default for Bounds {
+    /// Far above what a deployment holds (100,000 instances take about 190 MB), below what
+    /// would take a small machine's memory.
+    fn default() -> Self {
+        Self {
+            instances: 250_000,
+            services: 50_000,
+            nodes: 50_000,
+            kv_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The bound a write would pass, for its error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    Instances,
+    Services,
+    Nodes,
+    KvBytes,
+}
+
+impl Bound {
+    /// The setting that raises it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Instances => "--max-instances",
+            Self::Services => "--max-services",
+            Self::Nodes => "--max-nodes",
+            Self::KvBytes => "--max-kv-bytes",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Instances => "service instances",
+            Self::Services => "services",
+            Self::Nodes => "external nodes",
+            Self::KvBytes => "bytes of key/value entries",
+        }
+    }
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.what())
+    }
+}
+
+impl Registry {
+    /// Sets the bounds (before anything is served; a registry has none until then). What a
+    /// store already holds is restored whole, even past them.
+    pub fn set_bounds(&self, bounds: Bounds) {
+        let _ = self.bounds.set(bounds);
+    }
+
+    pub fn bounds(&self) -> Bounds {
+        self.bounds.get().copied().unwrap_or(Bounds::NONE)
+    }
+
+    /// Refuses `instance` if it is new and there is no room for another instance, or if its
+    /// service is new and there is no room for another service.
+    pub(super) fn check_room(&self, w: &Writer, instance: &Instance) -> Result<(), RegistryError> {
+        let bounds = self.bounds();
+        if bounds == Bounds::NONE {
+            return Ok(());
+        }
+        // Waiting for their commit: instances not served yet, and the new services among them.
+        let coming = || {
+            w.staged
+                .iter()
+                .filter(|(id, (instance, _))| instance.is_some() && !self.instances.contains_key(*id))
+                .filter_map(|(_, (instance, _))| instance.as_deref())
+        };
+        if self.instance_now(w, &instance.id).is_none() {
+            let held = self.instances.len() + coming().count();
+            if held >= bounds.instances {
+                return Err(RegistryError::Full {
+                    bound: Bound::Instances,
+                    limit: bounds.instances,
+                });
+            }
+        }
+        let key = instance.service.key();
+        let known = |key: &ServiceKey| self.service_by_key(key).is_some();
+        if !known(&key) && !coming().any(|i| i.service.key() == key) {
+            let new: HashSet<ServiceKey> = coming().map(|i| i.service.key()).filter(|k| !known(k)).collect();
+            if self.services.len() + new.len() >= bounds.services {
+                return Err(RegistryError::Full {
+                    bound: Bound::Services,
+                    limit: bounds.services,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a new external node when there is no room for another.
+    pub(super) fn check_node_room(&self, w: &Writer) -> Result<(), RegistryError> {
+        let limit = self.bounds().nodes;
+        let coming = w
+            .nodes_staged
+            .iter()
+            .filter(|(key, (node, _))| node.is_some() && !self.nodes.contains_key(*key))
+            .count();
+        if self.nodes.len() + coming >= limit {
+            return Err(RegistryError::Full {
+                bound: Bound::Nodes,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a key/value entry of `bytes` (key and value) in place of one of `replaced` bytes
+    /// when the entries would pass their bound.
+    pub(super) fn check_kv_room(&self, bytes: usize, replaced: usize) -> Result<(), RegistryError> {
+        let limit = self.bounds().kv_bytes;
+        if bytes > replaced && self.kv_bytes().saturating_add(bytes - replaced) > limit {
+            return Err(RegistryError::Full {
+                bound: Bound::KvBytes,
+                limit,
+            });
+        }
+        Ok(())
+    }
+}

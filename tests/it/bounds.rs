@@ -1,0 +1,92 @@
+//! What the registry holds is bounded (`--max-instances`, `--max-services`, `--max-nodes`,
+//! `--max-kv-bytes`): a write past a bound gets a 503 naming the setting and stores nothing,
+//! what is there may still be replaced, room made by a removal is taken again, and the server
+//! goes on answering.
+
+use crate::common;
+
+use common::TestServer;
+use common::dns::udp;
+use hickory_proto::rr::RecordType;
+use serde_json::{Value, json};
+
+fn instance(id: &str, service: &str, port: u16) -> Value {
+    json!({"Name": service, "ID": id, "Address": "10.0.0.1", "Port": port})
+}
+
+/// Asserts a 503 that names `flag`.
+fn assert_full((status, body): (reqwest::StatusCode, String), flag: &str) {
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(flag), "the refusal names {flag}: {body}");
+}
+
+#[tokio::test]
+async fn each_bound_refuses_one_more_and_the_server_goes_on() {
+    let server = TestServer::start_with(sextant::Config {
+        max_instances: 3,
+        max_services: 2,
+        max_nodes: 1,
+        max_kv_bytes: 100,
+        ..common::test_config()
+    })
+    .await;
+    let register = |body: Value| {
+        let server = &server;
+        async move { server.put_json("/v1/agent/service/register", &body).await }
+    };
+
+    // Instances: three fit, a fourth does not; one of the three may still be replaced.
+    server.register(instance("web-1", "web", 80)).await;
+    server.register(instance("web-2", "web", 80)).await;
+    server.register(instance("api-1", "api", 80)).await;
+    assert_full(register(instance("web-3", "web", 80)).await, "--max-instances");
+    server.register(instance("web-1", "web", 81)).await;
+    let web = server.get_json("/v1/catalog/service/web").await;
+    assert_eq!(
+        web.as_array().unwrap().len(),
+        2,
+        "nothing of the refused one stored: {web}"
+    );
+
+    // Services: with room for an instance, a third service is still refused; web is not.
+    server.put("/v1/agent/service/deregister/web-2").await;
+    assert_full(register(instance("db-1", "db", 80)).await, "--max-services");
+    server.register(instance("web-3", "web", 80)).await;
+
+    // External nodes: one fits, a second does not; the first may be written again.
+    let node = |name: &str, address: &str| json!({"Node": name, "Address": address});
+    let (status, body) = server
+        .put_json("/v1/catalog/register", &node("rack-1", "10.0.1.1"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_full(
+        server
+            .put_json("/v1/catalog/register", &node("rack-2", "10.0.1.2"))
+            .await,
+        "--max-nodes",
+    );
+    let (status, body) = server
+        .put_json("/v1/catalog/register", &node("rack-1", "10.0.1.9"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let nodes = server.get_json("/v1/catalog/nodes").await;
+    assert!(!nodes.to_string().contains("rack-2"), "{nodes}");
+
+    // Key/value bytes: 100 in all; a key may grow within them; a deletion makes room.
+    let (status, _) = server.put_raw("/v1/kv/a", vec![b'x'; 60]).await;
+    assert_eq!(status, 200);
+    assert_full(server.put_raw("/v1/kv/b", vec![b'x'; 60]).await, "--max-kv-bytes");
+    assert_eq!(server.get("/v1/kv/b").await.0, 404, "nothing of the refused one stored");
+    let (status, _) = server.put_raw("/v1/kv/a", vec![b'x'; 99]).await;
+    assert_eq!(status, 200, "a + 99 bytes is 100");
+    assert_full(server.put_raw("/v1/kv/a", vec![b'x'; 100]).await, "--max-kv-bytes");
+    server.http.delete(server.url("/v1/kv/a")).send().await.unwrap();
+    let (status, _) = server.put_raw("/v1/kv/b", vec![b'x'; 60]).await;
+    assert_eq!(status, 200);
+
+    // Healthy throughout: DNS answers the services it holds.
+    let answer = udp(server.dns, "web.service.trading-dc", RecordType::SRV).await;
+    assert_eq!(answer.answers.len(), 2, "{answer:?}");
+    assert_eq!(server.get("/v1/status/leader").await.0, 200);
+    server.stop().await;
+}
