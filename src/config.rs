@@ -109,6 +109,12 @@ pub struct Config {
     /// Networks (CIDR) whose clients' queries may be forwarded; others get REFUSED. Default:
     /// loopback and private networks, as BIND's `allow-recursion`.
     pub recursor_clients: Vec<String>,
+    /// UDP responses a second to one source network (a /24, a /56): past it, every second
+    /// response slips (truncated) and the rest are dropped. 0: no limit.
+    pub dns_rate_limit: u32,
+    /// Networks (CIDR) exempt from the rate limit and the amplification bound; default:
+    /// loopback, which no packet from outside can claim.
+    pub dns_rate_limit_exempt: Vec<String>,
     /// The secret every API request must carry (`X-Consul-Token` or `Authorization: Bearer`).
     /// None: reads are open, and writes are taken from loopback clients only.
     pub acl_token: Option<String>,
@@ -184,6 +190,11 @@ impl Default for Config {
             recursors: Vec::new(),
             recursor_timeout: Duration::from_secs(2),
             recursor_clients: Vec::new(),
+            dns_rate_limit: crate::dns::reflection::DEFAULT_RATE,
+            dns_rate_limit_exempt: crate::dns::reflection::default_exempt()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             acl_token: None,
             acl_token_file: None,
             acl_read_token: None,
@@ -202,6 +213,21 @@ impl Default for Config {
             etcd_password_file: None,
         }
     }
+}
+
+/// Networks written as CIDRs or single addresses.
+fn networks(texts: &[String], field: &'static str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    texts
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::Invalid {
+                    field,
+                    message: format!("{text:?} is not a network (10.0.0.0/8) or an address"),
+                })
+        })
+        .collect()
 }
 
 fn go_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -526,6 +552,13 @@ impl Config {
         settings.a_record_limit = self.dns_a_record_limit;
         settings.meta_txt = self.dns_meta_txt;
         settings.max_udp_size = self.dns_max_udp_size()?;
+        settings.rate_limit = crate::dns::reflection::RateLimit {
+            rate: self.dns_rate_limit,
+            exempt: networks(
+                &self.dns_rate_limit_exempt,
+                "dns_rate_limit_exempt (--dns-rate-limit-exempt)",
+            )?,
+        };
         settings.unhealthy_ttl = self
             .dns_unhealthy_ttl
             .map(|ttl| ttl_secs("dns_unhealthy_ttl", ttl))
@@ -656,17 +689,7 @@ impl Config {
         if self.recursor_clients.is_empty() {
             return Ok(crate::dns::forward::private_networks());
         }
-        self.recursor_clients
-            .iter()
-            .map(|text| {
-                text.parse::<ipnet::IpNet>()
-                    .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| ConfigError::Invalid {
-                        field: "recursor_clients (--recursor-client)",
-                        message: format!("{text:?} is not a network (10.0.0.0/8) or an address"),
-                    })
-            })
-            .collect()
+        networks(&self.recursor_clients, "recursor_clients (--recursor-client)")
     }
 
     fn recursor_timeout(&self) -> Result<Duration, ConfigError> {
@@ -883,6 +906,14 @@ pub struct ServeArgs {
     /// private networks].
     #[arg(long, value_name = "CIDR")]
     pub recursor_client: Vec<String>,
+    /// UDP responses a second to one source network (a /24, a /56); past it every second
+    /// response is sent truncated and the rest dropped; 0: no limit [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub dns_rate_limit: Option<u32>,
+    /// Sources in this network (CIDR) are neither rate-limited nor have their UDP answers
+    /// bounded (repeatable) [default: loopback].
+    #[arg(long, value_name = "CIDR")]
+    pub dns_rate_limit_exempt: Vec<String>,
     /// Every API request must carry this token (X-Consul-Token or Authorization: Bearer)
     /// [default: none: reads open, writes from loopback clients only]. Prefer --acl-token-file:
     /// a flag shows in `ps`.
@@ -961,6 +992,7 @@ impl ServeArgs {
             dns_max_udp_size,
             dns_tcp_max_connections,
             dns_tcp_max_per_client,
+            dns_rate_limit,
             http_max_connections,
             http_max_per_client,
             http_max_blocking_queries,
@@ -983,6 +1015,9 @@ impl ServeArgs {
         }
         if !self.recursor_client.is_empty() {
             config.recursor_clients = self.recursor_client;
+        }
+        if !self.dns_rate_limit_exempt.is_empty() {
+            config.dns_rate_limit_exempt = self.dns_rate_limit_exempt;
         }
         config.dns_meta_txt |= self.dns_meta_txt;
         for (name, ttl) in self.service_ttl {

@@ -229,6 +229,23 @@ impl Collector for DnsCollector {
         if other_unhealthy > 0 {
             ConstCounter::new(other_unhealthy).encode(unhealthy.encode_family(&[("service", OTHER_SERVICES)])?)?;
         }
+        let mut limited = encoder.encode_descriptor(
+            "sextant_dns_rate_limited",
+            "UDP responses past a source network's rate (--dns-rate-limit): slipped (sent truncated) or dropped",
+            None,
+            MetricType::Counter,
+        )?;
+        for (action, count) in [("slipped", &self.stats.slipped), ("dropped", &self.stats.dropped)] {
+            let count = count.load(std::sync::atomic::Ordering::Relaxed);
+            ConstCounter::new(count).encode(limited.encode_family(&[("action", action)])?)?;
+        }
+        let bounded = encoder.encode_descriptor(
+            "sextant_dns_amplification_truncated",
+            "UDP answers sent truncated because they were more than 3 times their query's size and the source had not shown it is real (over TCP)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.stats.bounded.load(std::sync::atomic::Ordering::Relaxed)).encode(bounded)?;
         Ok(())
     }
 }

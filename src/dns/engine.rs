@@ -14,6 +14,7 @@ use super::message::{
     HEADER_LEN, InFull, Question, TYPE_AXFR, TYPE_IXFR, Transport, parse_question, question_end, read_in_full,
 };
 use super::names::Names;
+use super::reflection::ReflectionGuard;
 use super::reply::{Answered, EDE_NOT_AUTHORITATIVE, EDE_PROHIBITED, ReplyWriter};
 use super::settings::DnsSettings;
 use super::stats::{Counter, DnsStats, ServiceHit};
@@ -56,6 +57,8 @@ pub struct DnsEngine {
     zones: ArcSwap<Zones>,
     forwarder: Option<Forwarder>,
     stats: Arc<DnsStats>,
+    /// What UDP sends a source.
+    reflection: ReflectionGuard,
 }
 
 /// What a query asked, as the answer path learned it: for the counts.
@@ -71,7 +74,7 @@ impl DnsEngine {
     /// is assembled, for the app, the tests and the benches.
     pub fn new(settings: &DnsSettings, registry: Arc<Registry>, answers: Arc<ServiceAnswerMap>, zones: Zones) -> Self {
         let node = (settings.node_name.as_str(), settings.node_addr, settings.node_ttl);
-        let answers_ids = answers.service_ids();
+        let stats = Arc::new(DnsStats::new(answers.service_ids()));
         Self {
             names: Names::new(&settings.domain, node, zones.reverse_zones()),
             writer: ReplyWriter::new(
@@ -84,7 +87,8 @@ impl DnsEngine {
             ),
             zones: ArcSwap::from_pointee(zones),
             forwarder: None,
-            stats: Arc::new(DnsStats::new(answers_ids)),
+            reflection: ReflectionGuard::new(settings.rate_limit.clone(), stats.clone()),
+            stats,
         }
     }
 
@@ -149,6 +153,16 @@ impl DnsEngine {
             counter.count(query.transport, asked.qtype, rcode, asked.service);
         }
         reply
+    }
+
+    /// What UDP sends a source (the response-rate limit, the amplification bound).
+    pub fn reflection(&self) -> &ReflectionGuard {
+        &self.reflection
+    }
+
+    /// The largest UDP response, whatever the client's EDNS buffer.
+    pub fn max_udp_size(&self) -> u16 {
+        self.writer.max_udp_size()
     }
 
     /// What DNS was asked and answered, for the metrics.

@@ -275,6 +275,29 @@ pub fn question_end(packet: &[u8]) -> Option<usize> {
     (end <= packet.len()).then_some(end)
 }
 
+/// Cuts `response` to its header and question with TC set, so that the client asks again over
+/// TCP; an OPT record without options follows when `query` had one (RFC 6891 §7). Never larger
+/// than the query it answers. False (and `response` left as it was) when it has no question to
+/// keep.
+pub fn truncate_to_question(query: &[u8], response: &mut Vec<u8>, max_udp_size: u16) -> bool {
+    let Some(end) = question_end(response) else {
+        return false;
+    };
+    let had_opt = question_end(query).is_some_and(|at| {
+        let rest = &query[at..];
+        rest.len() >= 11 && rest[0] == 0 && u16::from_be_bytes([rest[1], rest[2]]) == TYPE_OPT
+    });
+    response.truncate(end);
+    response[2] |= 0x02;
+    response[6..12].copy_from_slice(&[0, 0, 0, 0, 0, u8::from(had_opt)]);
+    if had_opt {
+        response.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
+        response.extend_from_slice(&max_udp_size.to_be_bytes());
+        response.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    }
+    true
+}
+
 /// The header's counts: questions, answers, authorities, additionals.
 fn header_counts(message: &[u8]) -> Option<[u16; 4]> {
     let header = message.get(..HEADER_LEN)?;

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod forward;
 pub mod message;
 pub mod names;
+pub mod reflection;
 pub mod reply;
 pub mod settings;
 pub mod stats;

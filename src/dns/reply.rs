@@ -324,7 +324,9 @@ fn write_service_answer(
     let lists: &[&WireRecords] = match qtype {
         TYPE_A => &[&set.a],
         TYPE_AAAA => &[&set.aaaa],
-        TYPE_ANY => &[&set.a, &set.aaaa],
+        // RFC 8482: ANY gets one RRset, the addresses of one family, not everything.
+        TYPE_ANY if set.a.is_empty() => &[&set.aaaa],
+        TYPE_ANY => &[&set.a],
         TYPE_SRV => &[&set.srv],
         _ => return,
     };

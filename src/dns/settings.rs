@@ -34,11 +34,13 @@ pub struct DnsSettings {
     /// The negative TTL of a known service whose every instance is critical (NODATA); `None`:
     /// the SOA minimum, as any other negative answer.
     pub unhealthy_ttl: Option<u32>,
+    /// What UDP sends a source: the response-rate limit and who is exempt from it.
+    pub rate_limit: super::reflection::RateLimit,
 }
 
 impl DnsSettings {
     /// The defaults for a domain and a node: TTLs 0, every instance that is not critical, no
-    /// limits beyond the UDP size.
+    /// limits beyond the UDP size and the default response-rate limit.
     pub fn new(domain: Name, node_name: &str, node_addr: IpAddr) -> Self {
         Self {
             domain,
@@ -52,6 +54,7 @@ impl DnsSettings {
             meta_txt: false,
             max_udp_size: DEFAULT_MAX_UDP_SIZE,
             unhealthy_ttl: None,
+            rate_limit: super::reflection::RateLimit::default(),
         }
     }
 }

@@ -208,6 +208,11 @@ impl Counter {
 pub struct DnsStats {
     /// Tells this server's tallies apart from another's in a thread that answers for both (tests).
     id: usize,
+    /// UDP responses not sent whole ([`super::reflection`]): slipped (sent truncated past the
+    /// rate limit), dropped, and truncated for the amplification bound.
+    pub slipped: AtomicU64,
+    pub dropped: AtomicU64,
+    pub bounded: AtomicU64,
     tallies: Mutex<Vec<Arc<ThreadTally>>>,
     ids: Arc<ServiceIds>,
 }
@@ -222,6 +227,9 @@ impl DnsStats {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         Self {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
+            slipped: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            bounded: AtomicU64::new(0),
             tallies: Mutex::default(),
             ids,
         }

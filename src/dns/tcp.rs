@@ -125,6 +125,8 @@ pub async fn serve(
             tracing::debug!(%src, "DNS TCP connection refused: the client holds its share, or none is idle");
             continue;
         };
+        // A completed handshake shows the address is real: its UDP answers need not be bounded.
+        engine.reflection().prove(src.ip());
         let (engine, shutdown, table) = (engine.clone(), shutdown.clone(), table.clone());
         tasks.spawn(async move {
             tokio::select! {

@@ -19,7 +19,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::task::TaskTracker;
 
 use super::engine::{DnsEngine, Incoming, Reply};
-use super::message::Transport;
+use super::message::{Transport, truncate_to_question};
+use super::reflection::Verdict;
 
 /// Largest query read; anything longer is cut there and is then malformed.
 const MAX_QUERY: usize = 4096;
@@ -140,6 +141,7 @@ fn serve(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, st
             }
         }
         replies.clear();
+        let now = engine.reflection().now();
         for (slot, &(len, src)) in received.iter().enumerate() {
             let Some(client) = socket_addr(&src) else {
                 continue;
@@ -154,7 +156,11 @@ fn serve(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, st
                 rotation,
             };
             match engine.answer_now(incoming, response, &runtime.handle, &counter) {
-                Reply::Ready => replies.push((slot, src)),
+                Reply::Ready => {
+                    if sendable(engine, client, query, response, now) {
+                        replies.push((slot, src));
+                    }
+                }
                 Reply::Forward => forward(socket, engine, runtime, response, client),
                 Reply::Nothing => {}
             }
@@ -168,7 +174,11 @@ fn forward(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, 
     let (socket, engine, query) = (socket.clone(), engine.clone(), query.to_vec());
     runtime.forwards.spawn_on(
         async move {
-            if let Some(response) = engine.forward(&query, Transport::Udp).await
+            let Some(mut response) = engine.forward(&query, Transport::Udp).await else {
+                return;
+            };
+            let now = engine.reflection().now();
+            if sendable(&engine, client, &query, &mut response, now)
                 && let Err(error) = socket.send_to(&response, client)
             {
                 tracing::debug!(%error, %client, "could not send a forwarded response");
@@ -176,6 +186,16 @@ fn forward(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, 
         },
         &runtime.handle,
     );
+}
+
+/// Whether `response` goes to `client`, as it is or cut to its question
+/// ([`super::reflection`]).
+fn sendable(engine: &DnsEngine, client: SocketAddr, query: &[u8], response: &mut Vec<u8>, now: u32) -> bool {
+    match engine.reflection().judge(client.ip(), query.len(), response.len(), now) {
+        Verdict::Send => true,
+        Verdict::Truncate => truncate_to_question(query, response, engine.max_udp_size()),
+        Verdict::Drop => false,
+    }
 }
 
 /// Sends every reply, in as few system calls as the kernel allows.

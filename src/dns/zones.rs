@@ -19,7 +19,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponse, ZoneHandler, ZoneType};
 
-use super::message::{Transport, cap_negative_soa_ttls, keep_question_case};
+use super::message::{TYPE_ANY, Transport, cap_negative_soa_ttls, keep_question_case, question_end};
 use super::names::ZoneName;
 use super::wire::{Owner, WireCompiler, WireRecords};
 
@@ -100,9 +100,26 @@ impl Zones {
         self.catalog
             .handle_request::<_, TokioTime>(&request, capture.clone())
             .await;
-        let mut slot = capture.bytes.lock().unwrap_or_else(|p| p.into_inner());
-        slot.take()
+        let response = capture.bytes.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        let asked_any = question_end(query).is_some_and(|end| query[end - 4..end - 2] == TYPE_ANY.to_be_bytes());
+        Some(if asked_any { one_rrset(response) } else { response })
     }
+}
+
+/// RFC 8482: a response to ANY cut to its first RRset (a name's every record would make ANY the
+/// amplifier of choice). A response that does not decode or encode again is left as it was.
+fn one_rrset(response: Vec<u8>) -> Vec<u8> {
+    let Ok(mut message) = Message::from_vec(&response) else {
+        return response;
+    };
+    let Some(first) = message.answers.first().map(|record| record.record_type()) else {
+        return response;
+    };
+    if message.answers.iter().all(|record| record.record_type() == first) {
+        return response;
+    }
+    message.answers.retain(|record| record.record_type() == first);
+    message.to_vec().unwrap_or(response)
 }
 
 /// Keeps the encoded response the catalog produces, sized as hickory's own server would.

@@ -160,7 +160,9 @@ fn registry_records(
     let (answers, additionals) = match rtype {
         RecordType::A => (records.a, vec![]),
         RecordType::AAAA => (records.aaaa, vec![]),
-        RecordType::ANY => ([records.a, records.aaaa].concat(), vec![]),
+        // RFC 8482: one RRset, the IPv4 addresses when there are any.
+        RecordType::ANY if records.a.is_empty() => (records.aaaa, vec![]),
+        RecordType::ANY => (records.a, vec![]),
         RecordType::SRV => (records.srv, records.srv_additional),
         _ => (vec![], vec![]),
     };

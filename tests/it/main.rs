@@ -25,6 +25,7 @@ mod health;
 mod kv;
 mod metrics;
 mod paused_clock;
+mod reflection;
 mod resolvers;
 mod seed_client;
 mod store_failures;

@@ -73,6 +73,17 @@ impl TcpClient {
         Self(TcpStream::connect(server).await.expect("TCP connect"))
     }
 
+    /// A connection from `local` (any 127/8 address is this host's).
+    pub async fn connect_from(local: IpAddr, server: SocketAddr) -> Self {
+        let socket = match local {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .unwrap();
+        socket.bind(SocketAddr::new(local, 0)).unwrap();
+        Self(socket.connect(server).await.expect("TCP connect"))
+    }
+
     pub async fn send_raw(&mut self, packet: &[u8]) {
         let len = u16::try_from(packet.len()).unwrap().to_be_bytes();
         self.0.write_all(&len).await.unwrap();
