@@ -77,12 +77,7 @@ impl Forwarder {
                     continue;
                 }
             };
-            if answers(&response, &upstream[..question_end]) {
-                let mut response = response;
-                response[..2].copy_from_slice(&query[..2]);
-                if transport == Transport::Udp && response.len() > udp_limit(query, question_end) {
-                    return Some(truncated(&response, question_end));
-                }
+            if let Some(response) = relayed(query, &upstream, response, transport) {
                 return Some(response);
             }
             tracing::debug!(%recursor, "recursor sent a response to another question");
@@ -135,6 +130,21 @@ pub fn servfail(query: &[u8], question_end: usize, ede: Option<u16>) -> Vec<u8> 
         out[10..12].copy_from_slice(&1u16.to_be_bytes());
     }
     out
+}
+
+/// What the client of `query` is sent for a recursor's `response` to `upstream` (the query as
+/// sent on, under an ID of its own): the response under the client's ID, cut to its question
+/// with TC when it is larger than a UDP client takes; `None` when it answers another question.
+pub fn relayed(query: &[u8], upstream: &[u8], mut response: Vec<u8>, transport: Transport) -> Option<Vec<u8>> {
+    let question_end = question_end(query)?;
+    if upstream.len() < question_end || !answers(&response, &upstream[..question_end]) {
+        return None;
+    }
+    response[..2].copy_from_slice(&query[..2]);
+    if transport == Transport::Udp && response.len() > udp_limit(query, question_end) {
+        return Some(truncated(&response, question_end));
+    }
+    Some(response)
 }
 
 /// The payload size of the query's OPT record, when it has one right after the question.

@@ -190,8 +190,35 @@ impl ZoneSource {
         }
     }
 
+    /// Reads and loads the zone files of `dir`.
     pub fn load(&self) -> Result<Zones, ZoneError> {
-        load(&self.dir, &self.domain, self.node_addr, &self.reverse_zones)
+        let mut warnings = Vec::new();
+        let mut files = Vec::new();
+        match zone_files(&self.dir)? {
+            None => warnings.push(format!(
+                "the zones folder {} does not exist: no static records are served",
+                self.dir.display()
+            )),
+            Some(paths) => {
+                for path in paths {
+                    let text = std::fs::read_to_string(&path).map_err(|source| ZoneError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    files.push((path, text));
+                }
+            }
+        }
+        let mut zones = self.load_texts(files)?;
+        warnings.append(&mut zones.warnings);
+        zones.warnings = warnings;
+        Ok(zones)
+    }
+
+    /// Loads zone files already read: each its path (whose name gives the default origin) and
+    /// its text.
+    pub fn load_texts(&self, files: Vec<(PathBuf, String)>) -> Result<Zones, ZoneError> {
+        load(files, &self.dir, &self.domain, self.node_addr, &self.reverse_zones)
     }
 }
 
@@ -208,24 +235,19 @@ fn failing_line(text: &str, path: &Path, origin: &Option<Name>, message: &str) -
     })
 }
 
-fn load(dir: &Path, domain: &Name, node_addr: IpAddr, reverse_zones: &[Name]) -> Result<Zones, ZoneError> {
+fn load(
+    texts: Vec<(PathBuf, String)>,
+    dir: &Path,
+    domain: &Name,
+    node_addr: IpAddr,
+    reverse_zones: &[Name],
+) -> Result<Zones, ZoneError> {
     let mut catalog = Catalog::new();
     let mut files = Vec::new();
     let mut warnings = Vec::new();
     let mut domain_soa = None;
     let mut soas = BTreeMap::new();
-    let found = zone_files(dir)?;
-    if found.is_none() {
-        warnings.push(format!(
-            "the zones folder {} does not exist: no static records are served",
-            dir.display()
-        ));
-    }
-    for path in found.unwrap_or_default() {
-        let text = std::fs::read_to_string(&path).map_err(|source| ZoneError::Read {
-            path: path.clone(),
-            source,
-        })?;
+    for (path, text) in texts {
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

@@ -477,9 +477,12 @@ impl Instance {
 /// near that is a mistake. Kept below Go's limit so that every duration echoed back parses again.
 pub const MAX_DURATION: Duration = Duration::from_secs(290 * 365 * 24 * 3600);
 
-/// Parses a Go duration string ("10s", "1m30s", "500ms", "1.5h", "0"), as Consul's JSON takes them.
+/// Parses a Go duration string ("10s", "1m30s", "500ms", "1.5h", ".5s", "0"), as Consul's JSON
+/// takes them. Counted in whole nanoseconds, as Go does (a float would lose them past 2^53 ns,
+/// about 104 days, and a duration echoed back would not parse to itself).
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration (use Go's form: \"10s\", \"1m30s\", \"500ms\")");
+    let too_long = || format!("{text:?} is longer than the longest duration, {MAX_DURATION:?}");
     let s = text.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -487,37 +490,50 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     if s.is_empty() || s.starts_with('-') {
         return Err(bad());
     }
-    let s = s.strip_prefix('+').unwrap_or(s);
-    let mut rest = s;
-    let mut total_nanos: f64 = 0.0;
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    let max = MAX_DURATION.as_nanos();
+    let mut total: u128 = 0;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        if num_len == 0 {
+        let int_len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let (int_digits, after) = rest.split_at(int_len);
+        let (frac_digits, after) = match after.strip_prefix('.') {
+            Some(after) => after.split_at(after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len())),
+            None => ("", after),
+        };
+        if int_digits.is_empty() && frac_digits.is_empty() {
             return Err(bad());
         }
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
+        let unit_len = after
             .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit_nanos = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
+            .unwrap_or(after.len());
+        let unit: u128 = match &after[..unit_len] {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return Err(bad()),
         };
-        rest = &rest[unit_len..];
-        total_nanos += value * unit_nanos;
+        rest = &after[unit_len..];
+        // Leading zeros are free; anything else past 30 digits is past the longest duration.
+        let int_digits = int_digits.trim_start_matches('0');
+        if int_digits.len() > 30 {
+            return Err(too_long());
+        }
+        let int: u128 = int_digits.parse().unwrap_or(0);
+        // Digits past the nanosecond cannot count (the unit is at most 3.6e12 ns).
+        let frac_digits = &frac_digits[..frac_digits.len().min(24)];
+        let frac: u128 = frac_digits.parse().unwrap_or(0);
+        let scale = 10u128.pow(frac_digits.len() as u32);
+        total = int
+            .checked_mul(unit)
+            .and_then(|n| n.checked_add(frac * unit / scale))
+            .and_then(|n| n.checked_add(total))
+            .filter(|n| *n <= max)
+            .ok_or_else(too_long)?;
     }
-    if !total_nanos.is_finite() || total_nanos > MAX_DURATION.as_nanos() as f64 {
-        return Err(format!(
-            "{text:?} is longer than the longest duration, {MAX_DURATION:?}"
-        ));
-    }
-    Ok(Duration::from_nanos(total_nanos.round() as u64))
+    Ok(Duration::from_nanos(total as u64))
 }
 
 /// Formats a duration the way Go prints it, for echoing definitions back ("10s", "1m30s", "500ms").
@@ -584,6 +600,12 @@ mod tests {
             assert_eq!(parse_go_duration(&format_go_duration(d)), Ok(d), "{text}");
         }
         assert_eq!(format_go_duration(Duration::from_secs(90)), "1m30s");
+        // Past 2^53 ns a float loses nanoseconds (found by the go_duration fuzz target).
+        let long = Duration::new(2_000_000 * 3600 + 62, 3);
+        assert_eq!(format_go_duration(long), "2000000h1m2.000000003s");
+        assert_eq!(parse_go_duration("2000000h1m2.000000003s"), Ok(long));
+        assert_eq!(parse_go_duration(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1.0000000001s"), Ok(Duration::from_secs(1)), "past the ns: dropped");
     }
 
     #[test]

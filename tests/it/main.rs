@@ -21,6 +21,7 @@ mod encoding;
 mod etcd;
 mod flapping;
 mod forwarding;
+mod fuzz_corpus;
 mod health;
 mod kv;
 mod metrics;
