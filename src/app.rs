@@ -39,6 +39,8 @@ pub enum AppError {
     BindDns { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for HTTP on {addr}: {source}")]
     BindHttp { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::api::tls::TlsError),
 }
 
 /// A running server.
@@ -47,6 +49,8 @@ pub struct App {
     engine: Arc<DnsEngine>,
     /// What a zone reload reads.
     zone_source: ZoneSource,
+    /// The HTTP API's TLS certificate, when it is served over TLS (reloaded with the zones).
+    http_tls: Option<Arc<crate::api::tls::HttpTls>>,
     health: HealthChecker,
     dns: DnsServer,
     http: JoinHandle<()>,
@@ -154,6 +158,10 @@ impl App {
             addr: http.listen,
             source,
         };
+        let http_tls = match &http.tls {
+            Some(files) => Some(Arc::new(crate::api::tls::HttpTls::load(files.clone())?)),
+            None => None,
+        };
         let http_listener = crate::net::listen_tcp(http.listen).map_err(http_error)?;
         let http_addr = http_listener.local_addr().map_err(http_error)?;
         let engine =
@@ -193,6 +201,7 @@ impl App {
             api::router(state),
             http.header_timeout,
             http.limits,
+            http_tls.clone(),
             shutdown.clone(),
         ));
         let history = tokio::spawn(history.run(shutdown.child_token()));
@@ -203,11 +212,13 @@ impl App {
                  give --acl-token-file to let other hosts register"
             );
         }
-        tracing::info!(dns = %dns_addr, http = %http_addr, domain = %dns_settings.domain, "sextant is serving");
+        let scheme = if http_tls.is_some() { "https" } else { "http" };
+        tracing::info!(dns = %dns_addr, http = %http_addr, scheme, domain = %dns_settings.domain, "sextant is serving");
         Ok(Self {
             registry,
             engine,
             zone_source,
+            http_tls,
             health,
             dns,
             http: http_server,
@@ -252,6 +263,15 @@ impl App {
         let files = zones.files.clone();
         self.engine.replace_zones(zones);
         Ok(files)
+    }
+
+    /// Reads the HTTP API's TLS certificate, key and clients' CA again, when it is served over
+    /// TLS; on an error the ones in use stay. `Ok(false)`: no TLS.
+    pub fn reload_tls(&self) -> Result<bool, crate::api::tls::TlsError> {
+        match &self.http_tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Stops accepting, lets requests in flight finish, and returns.

@@ -121,6 +121,12 @@ pub struct Config {
     /// A file holding that secret (surrounding whitespace ignored), kept out of `ps` and of
     /// this file.
     pub acl_token_file: Option<PathBuf>,
+    /// Serve the HTTP API over TLS with this certificate chain (PEM), and `http_tls_key`.
+    pub http_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `http_tls_cert`.
+    pub http_tls_key: Option<PathBuf>,
+    /// When set, every HTTP client must present a certificate this CA (PEM) signed.
+    pub http_tls_client_ca: Option<PathBuf>,
     /// HTTP connections open at once; more get a 503 and are closed.
     pub http_max_connections: usize,
     /// HTTP connections open at once from one client address; more get a 503 and are closed.
@@ -199,6 +205,9 @@ impl Default for Config {
             acl_token_file: None,
             acl_read_token: None,
             acl_read_token_file: None,
+            http_tls_cert: None,
+            http_tls_key: None,
+            http_tls_client_ca: None,
             http_max_connections: crate::api::serve::DEFAULT_MAX_CONNECTIONS,
             http_max_per_client: crate::api::serve::DEFAULT_MAX_PER_CLIENT,
             http_max_blocking_queries: crate::api::serve::DEFAULT_MAX_BLOCKING_QUERIES,
@@ -323,6 +332,8 @@ pub struct HttpSettings {
     pub acl_read_token: Option<String>,
     pub datacenter: String,
     pub limits: crate::api::serve::HttpLimits,
+    /// TLS, when on.
+    pub tls: Option<crate::api::tls::TlsFiles>,
 }
 
 impl Config {
@@ -348,6 +359,7 @@ impl Config {
                 acl_token: self.acl_token()?,
                 acl_read_token: self.acl_read_token()?,
                 limits: self.http_limits()?,
+                tls: self.http_tls()?,
                 datacenter: self.datacenter(),
             },
             max_checks_in_flight: self.max_checks_in_flight()?,
@@ -588,6 +600,25 @@ impl Config {
             max_per_client: self.http_max_per_client,
             max_blocking_queries: self.http_max_blocking_queries,
         })
+    }
+
+    fn http_tls(&self) -> Result<Option<crate::api::tls::TlsFiles>, ConfigError> {
+        match (&self.http_tls_cert, &self.http_tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::api::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.http_tls_client_ca.clone(),
+            })),
+            (None, None) if self.http_tls_client_ca.is_none() => Ok(None),
+            (None, None) => Err(ConfigError::Invalid {
+                field: "http_tls_client_ca (--http-tls-client-ca)",
+                message: "needs http_tls_cert and http_tls_key: client certificates are asked for over TLS".into(),
+            }),
+            _ => Err(ConfigError::Invalid {
+                field: "http_tls_cert, http_tls_key (--http-tls-cert, --http-tls-key)",
+                message: "give both, the certificate and its key, or neither".into(),
+            }),
+        }
     }
 
     fn bounds(&self) -> Result<crate::registry::Bounds, ConfigError> {
@@ -922,6 +953,16 @@ pub struct ServeArgs {
     /// Read the ACL token from this file.
     #[arg(long, value_name = "FILE", conflicts_with = "acl_token")]
     pub acl_token_file: Option<PathBuf>,
+    /// Serve the HTTP API over TLS with this certificate chain (PEM); needs --http-tls-key.
+    /// Read again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --http-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub http_tls_key: Option<PathBuf>,
+    /// Every HTTP client must present a certificate this CA (PEM) signed [default: none asked].
+    #[arg(long, value_name = "FILE")]
+    pub http_tls_client_ca: Option<PathBuf>,
     /// HTTP connections open at once; more get a 503 and are closed [default: 8192].
     #[arg(long, value_name = "N")]
     pub http_max_connections: Option<usize>,
@@ -1074,6 +1115,15 @@ impl ServeArgs {
         if self.acl_read_token.is_some() || self.acl_read_token_file.is_some() {
             config.acl_read_token = self.acl_read_token;
             config.acl_read_token_file = self.acl_read_token_file;
+        }
+        for (flag, field) in [
+            (self.http_tls_cert, &mut config.http_tls_cert),
+            (self.http_tls_key, &mut config.http_tls_key),
+            (self.http_tls_client_ca, &mut config.http_tls_client_ca),
+        ] {
+            if flag.is_some() {
+                *field = flag;
+            }
         }
         Ok(config)
     }

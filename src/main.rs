@@ -90,16 +90,26 @@ impl Signals {
         })
     }
 
-    /// Runs until SIGINT or SIGTERM; SIGHUP reloads the zone files.
+    /// Runs until SIGINT or SIGTERM; SIGHUP reloads the zone files and the HTTP API's TLS
+    /// certificate.
     async fn serve_until_stopped(mut self, app: &App) -> std::io::Result<()> {
         loop {
             tokio::select! {
                 _ = self.interrupt.recv() => return Ok(()),
                 _ = self.term.recv() => return Ok(()),
-                _ = self.hangup.recv() => match app.reload_zones() {
-                    Ok(files) => tracing::info!(?files, "zones reloaded"),
-                    Err(error) => tracing::error!(%error, "zones not reloaded; still serving the previous ones"),
-                },
+                _ = self.hangup.recv() => {
+                    match app.reload_zones() {
+                        Ok(files) => tracing::info!(?files, "zones reloaded"),
+                        Err(error) => tracing::error!(%error, "zones not reloaded; still serving the previous ones"),
+                    }
+                    match app.reload_tls() {
+                        Ok(true) => tracing::info!("HTTP TLS certificate reloaded"),
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::error!(%error, "HTTP TLS certificate not reloaded; still serving the previous one")
+                        }
+                    }
+                }
             }
         }
     }

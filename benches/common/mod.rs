@@ -12,6 +12,9 @@ pub mod etcd;
 #[path = "../../tests/it/common/tools.rs"]
 pub mod tools;
 
+#[path = "../../tests/it/common/pki.rs"]
+pub mod pki;
+
 #[allow(unused_imports)] // not every benchmark reads memory
 pub use process::resident_bytes;
 

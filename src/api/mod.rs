@@ -10,6 +10,7 @@ mod kv;
 mod metrics;
 pub mod serve;
 mod status;
+pub mod tls;
 mod ui;
 pub mod wire;
 

@@ -7,6 +7,7 @@
 //! keep-alive connections alike. A request in progress (a blocking query waits up to 10 min) is
 //! not cut. On shutdown, connections get `DRAIN` to finish, then are dropped, so a stop always
 //! ends. The peer's address reaches the handlers as axum's `ConnectInfo` (the ACL reads it).
+//! With TLS ([`super::tls`]) the handshake must end within `header_timeout` too.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +20,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -88,7 +90,7 @@ fn admit(open: &Arc<Mutex<Open>>, client: IpAddr, limits: HttpLimits) -> Result<
 /// Answers a connection over a limit with a 503 that says which, then closes it: after the
 /// request's head (a client takes an answer before its request for a broken connection), read
 /// for at most the grace a closing connection gets and 8 KiB.
-async fn refuse(mut stream: tokio::net::TcpStream, reason: &str) {
+async fn refuse(mut stream: impl AsyncRead + AsyncWrite + Unpin, reason: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::new();
     let mut chunk = [0u8; 1024];
@@ -118,6 +120,7 @@ pub async fn serve(
     router: Router,
     header_timeout: Duration,
     limits: HttpLimits,
+    tls: Option<Arc<super::tls::HttpTls>>,
     stopping: CancellationToken,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -155,14 +158,32 @@ pub async fn serve(
                     let refused = left_out + 1;
                     tracing::warn!(%peer, reason, refused, "HTTP connections refused with 503");
                 }
-                connections.spawn(refuse(stream, reason));
+                match &tls {
+                    None => connections.spawn(refuse(stream, reason)),
+                    Some(tls) => {
+                        let acceptor = tls.acceptor();
+                        connections.spawn(async move {
+                            if let Ok(Ok(stream)) = tokio::time::timeout(CLOSE_GRACE, acceptor.accept(stream)).await {
+                                refuse(stream, reason).await;
+                            }
+                        })
+                    }
+                };
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         let (router, builder, stopping) = (router.clone(), builder.clone(), stopping.clone());
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         connections.spawn(async move {
-            connection(stream, peer, router, &builder, header_timeout, stopping).await;
+            match acceptor {
+                None => connection(stream, peer, router, &builder, header_timeout, stopping).await,
+                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => connection(stream, peer, router, &builder, header_timeout, stopping).await,
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
+                },
+            }
             drop(counted);
         });
     }
@@ -173,7 +194,7 @@ pub async fn serve(
 
 /// Serves one connection until it ends, stays idle for `header_timeout`, or the server stops.
 async fn connection(
-    stream: tokio::net::TcpStream,
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     peer: SocketAddr,
     router: Router,
     builder: &Builder<TokioExecutor>,

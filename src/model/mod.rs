@@ -605,7 +605,11 @@ mod tests {
         assert_eq!(format_go_duration(long), "2000000h1m2.000000003s");
         assert_eq!(parse_go_duration("2000000h1m2.000000003s"), Ok(long));
         assert_eq!(parse_go_duration(".5s"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_go_duration("1.0000000001s"), Ok(Duration::from_secs(1)), "past the ns: dropped");
+        assert_eq!(
+            parse_go_duration("1.0000000001s"),
+            Ok(Duration::from_secs(1)),
+            "past the ns: dropped"
+        );
     }
 
     #[test]

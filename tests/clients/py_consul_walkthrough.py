@@ -14,7 +14,14 @@ from harness import Dns, health_endpoint
 
 http_addr, dns_addr = sys.argv[1], sys.argv[2]
 host, port = http_addr.rsplit(":", 1)
-c = consul.Consul(host=host, port=int(port))
+# Over HTTPS as Consul's own tools are told: CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY.
+tls = {}
+if os.environ.get("CONSUL_CACERT"):
+    tls["verify"] = os.environ["CONSUL_CACERT"]
+if os.environ.get("CONSUL_CLIENT_CERT"):
+    tls["cert"] = (os.environ["CONSUL_CLIENT_CERT"], os.environ["CONSUL_CLIENT_KEY"])
+c = consul.Consul(host=host, port=int(port), **tls)
+assert c.http.base_uri.startswith("https://") == (os.environ.get("CONSUL_HTTP_SSL") == "true"), c.http.base_uri
 dns = Dns(dns_addr)
 
 

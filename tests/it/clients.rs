@@ -134,6 +134,35 @@ async fn the_design_documents_aiohttp_client_works_unchanged() {
     server.stop().await;
 }
 
+/// py-consul over HTTPS, told as Consul's tools are (`CONSUL_HTTP_SSL`, `CONSUL_CACERT`,
+/// `CONSUL_CLIENT_CERT`/`KEY`), to a server that asks for client certificates.
+#[tokio::test]
+async fn py_consul_over_https_with_a_client_certificate() {
+    let dir = common::tools::TempDir::new("py-consul-tls");
+    let files = common::pki::TlsFiles::make(&dir.0);
+    let server = TestServer::start_with(Config {
+        http_tls_cert: Some(files.server_cert.clone()),
+        http_tls_key: Some(files.server_key.clone()),
+        http_tls_client_ca: Some(files.ca.clone()),
+        ..test_config()
+    })
+    .await;
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (ca, cert, key) = (path(&files.ca), path(&files.client_cert), path(&files.client_key));
+    let tls = [
+        ("CONSUL_HTTP_SSL", "true"),
+        ("CONSUL_CACERT", ca.as_str()),
+        ("CONSUL_CLIENT_CERT", cert.as_str()),
+        ("CONSUL_CLIENT_KEY", key.as_str()),
+    ];
+    let printed = run_python_client("py_consul_walkthrough.py", &server, &tls).await;
+    assert!(printed.contains("py-consul: all calls answered"), "{printed}");
+    // Without its certificate, its first call fails at the handshake.
+    let (success, _, stderr) = python_client("py_consul_walkthrough.py", &server, &tls[..2]).await;
+    assert!(!success && stderr.contains("SSL"), "{stderr}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn py_consul_with_an_acl_token_from_its_environment() {
     let token = "py-consul-token-3d1f";
@@ -161,14 +190,14 @@ const SD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const BLOCKING_WAIT: &str = "2m";
 
 impl VictoriaMetrics {
-    /// Started against `server`, presenting `token` if given (`consul_sd_configs.token`).
-    async fn start(server: &TestServer, token: Option<&str>) -> Self {
+    /// Started against `server`, with `sd_options` added to its `consul_sd_configs` entry (a
+    /// token, TLS), each line indented by 8 spaces.
+    async fn start(server: &TestServer, sd_options: &str) -> Self {
         // The usual Prometheus recipe: every instance is discovered with its health as a label,
         // and only passing ones are kept as targets.
-        let token = token.map(|t| format!("        token: {t}\n")).unwrap_or_default();
         let config = format!(
             "scrape_configs:\n  - job_name: sextant\n    scrape_interval: 1m\n    consul_sd_configs:\n      \
-             - server: {}\n{token}    relabel_configs:\n      - source_labels: [__meta_consul_health]\n        \
+             - server: {}\n{sd_options}    relabel_configs:\n      - source_labels: [__meta_consul_health]\n        \
              regex: passing\n        action: keep\n",
             server.app().http_addr()
         );
@@ -245,7 +274,7 @@ async fn victoria_metrics_targets_are_exactly_the_passing_instances() {
     server
         .register(ttl_instance("quotes-2", "quotes", "10.9.0.5", "passing"))
         .await;
-    let vm = VictoriaMetrics::start(&server, None).await;
+    let vm = VictoriaMetrics::start(&server, "").await;
     let http = reqwest::Client::new();
     wait_for("victoria-metrics to answer", async || vm.targets(&http).await.is_some()).await;
     let first = vm
@@ -348,8 +377,52 @@ async fn victoria_metrics_presents_its_consul_token() {
         .map(|r| (r.status(), r))
         .unwrap();
     assert_eq!(code, 200, "{:?}", body.text().await);
-    let vm = VictoriaMetrics::start(&server, Some(token)).await;
+    let vm = VictoriaMetrics::start(&server, &format!("        token: {token}\n")).await;
     let http = reqwest::Client::new();
     vm.until_targets(&http, &["orders-1"], Duration::from_secs(30)).await;
+    server.stop().await;
+}
+
+/// VictoriaMetrics' `consul_sd_configs` over HTTPS, with a client certificate (`scheme: https`,
+/// `tls_config`), to a server that asks for one: it finds the passing instance and follows a
+/// change.
+#[tokio::test]
+async fn victoria_metrics_discovers_over_https_with_a_client_certificate() {
+    let dir = common::tools::TempDir::new("vm-tls");
+    let files = common::pki::TlsFiles::make(&dir.0);
+    let server = TestServer::start_with(Config {
+        http_tls_cert: Some(files.server_cert.clone()),
+        http_tls_key: Some(files.server_key.clone()),
+        http_tls_client_ca: Some(files.ca.clone()),
+        ..test_config()
+    })
+    .await;
+    let tls = format!(
+        "        scheme: https\n        tls_config:\n          ca_file: {}\n          cert_file: {}\n          \
+         key_file: {}\n",
+        files.ca.display(),
+        files.client_cert.display(),
+        files.client_key.display()
+    );
+    let register = |body: Value| {
+        let registry = server.app().registry().clone();
+        async move {
+            let instance = sextant::api::wire::parse_registration(
+                &sextant::api::wire::parse_json(body.to_string().as_bytes()).unwrap(),
+                &registry.local_node(),
+            )
+            .unwrap();
+            registry.register(instance).unwrap().durable().await.unwrap();
+        }
+    };
+    register(ttl_instance("orders-1", "orders", "10.9.0.1", "passing")).await;
+    let vm = VictoriaMetrics::start(&server, &tls).await;
+    let http = reqwest::Client::new();
+    vm.until_targets(&http, &["orders-1"], Duration::from_secs(30)).await;
+    register(ttl_instance("orders-2", "orders", "10.9.0.2", "passing")).await;
+    let took = vm
+        .until_targets(&http, &["orders-1", "orders-2"], Duration::from_secs(30))
+        .await;
+    println!("VictoriaMetrics over HTTPS saw a registration in {took:?}");
     server.stop().await;
 }

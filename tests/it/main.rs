@@ -30,5 +30,6 @@ mod reflection;
 mod resolvers;
 mod seed_client;
 mod store_failures;
+mod tls;
 mod ui;
 mod zones;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::pki::TlsFiles;
 use super::tools::{TempDir, free_port, require};
 
 pub struct EtcdCluster {
@@ -16,47 +17,6 @@ pub struct EtcdCluster {
     pub tls: Option<TlsFiles>,
     /// Another address the members take clients on, besides 127.0.0.1 (a namespace's link).
     also_on: Option<std::net::IpAddr>,
-}
-
-/// PEM files: a CA, the members' certificate (for 127.0.0.1) and a client's, both signed by it.
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-}
-
-impl TlsFiles {
-    fn make(dir: &std::path::Path) -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca.self_signed(&ca_key).unwrap();
-        let signed = |names: Vec<String>| {
-            let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(names)
-                .unwrap()
-                .signed_by(&key, &ca, &ca_key)
-                .unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let (server_cert, server_key) = signed(vec!["127.0.0.1".into(), "localhost".into()]);
-        let (client_cert, client_key) = signed(vec!["sextant".into()]);
-        let write = |name: &str, pem: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, pem).unwrap();
-            path
-        };
-        Self {
-            ca: write("ca.pem", &ca.pem()),
-            server_cert: write("server.pem", &server_cert),
-            server_key: write("server-key.pem", &server_key),
-            client_cert: write("client.pem", &client_cert),
-            client_key: write("client-key.pem", &client_key),
-        }
-    }
 }
 
 struct Member {

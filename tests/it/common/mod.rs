@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod examples;
 pub mod netns;
 pub mod on_etcd;
+pub mod pki;
 pub mod process;
 pub mod tools;
 pub mod victoria;
