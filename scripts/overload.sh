@@ -25,7 +25,7 @@ if ! command -v dnsperf >/dev/null; then
 fi
 cargo build --release --quiet
 work=$(mktemp -d)
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill ${server:-} 2>/dev/null; wait ${server:-} 2>/dev/null; rm -rf "$work"' EXIT
 read -r dns http < <(python3 -c 'import socket
 ports = []
 for _ in range(2):

@@ -16,7 +16,7 @@ use sextant::api::wire::{
     parse_registration,
 };
 use sextant::dns::answers::ServiceAnswerMap;
-use sextant::dns::message::{Transport, question_end};
+use sextant::dns::message::{Transport, question_end, truncate_to_question};
 use sextant::dns::zones::ZoneSource;
 use sextant::dns::{DnsEngine, DnsSettings, Incoming, Reply, forward};
 use sextant::model::{Node, NodeName, ServiceName, format_go_duration, parse_go_duration};
@@ -113,7 +113,8 @@ fn service_of(name: &Name) -> Option<String> {
 /// The DNS query path, raw bytes to response bytes: every response decodes with hickory-proto,
 /// carries the query's ID and (for a query hickory-proto reads) its question, fits UDP's
 /// limit, and an answer for a registry name holds only addresses of that service's instances
-/// that are not critical.
+/// that are not critical. Over UDP, the response cut to its question (as the rate limit and the
+/// amplification bound send it) decodes, says TC, and is no larger than the query.
 pub fn dns_query(data: &[u8]) {
     let fixture = dns_fixture();
     let transport = if data.len().is_multiple_of(2) {
@@ -137,6 +138,20 @@ pub fn dns_query(data: &[u8]) {
         Message::from_vec(&out).unwrap_or_else(|e| panic!("a response that does not decode ({e}): {out:02x?}"));
     assert_eq!(response.metadata.message_type, MessageType::Response);
     assert_eq!(out.get(..2), data.get(..2), "the response carries the query's ID");
+    if transport == Transport::Udp {
+        let mut cut = out.clone();
+        if truncate_to_question(data, &mut cut, 1232) {
+            let message =
+                Message::from_vec(&cut).unwrap_or_else(|e| panic!("a cut response that does not decode ({e})"));
+            assert!(message.metadata.truncation && message.answers.is_empty());
+            assert!(
+                cut.len() <= data.len(),
+                "cut to {} bytes, the query {}",
+                cut.len(),
+                data.len()
+            );
+        }
+    }
     let Ok(query) = Message::from_vec(data) else {
         return;
     };

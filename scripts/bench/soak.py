@@ -6,7 +6,10 @@ answer is exact; an instance acknowledged a moment ago is answered). Prints the 
 every 30 s; at the end, checks every acknowledged write against the registry (the last write
 acknowledged for each instance must be what is there) and exits non-zero on any discrepancy.
 
-Usage: soak.py HTTP_PORT DNS_PORT SERVER_PID MINUTES"""
+The last write acknowledged for each instance is written to ACKED (JSON), for soak.sh to check
+again after it kills the server (SIGKILL) and starts it on the same data.
+
+Usage: soak.py HTTP_PORT DNS_PORT SERVER_PID MINUTES ACKED"""
 
 import http.client
 import http.server
@@ -21,6 +24,7 @@ import dns.query
 import dns.rdatatype
 
 HTTP, DNS, PID, MINUTES = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+ACKED = sys.argv[5]
 DOMAIN = "trading-dc"
 deadline = time.monotonic() + MINUTES * 60
 stop = threading.Event()
@@ -41,16 +45,33 @@ class Api:
         self.conn = http.client.HTTPConnection("127.0.0.1", HTTP, timeout=30)
 
     def call(self, method, path, body=None):
+        """Status, body and index; a call whose connection broke is made again once, and a
+        deregistration made again that finds nothing (404) had its first attempt applied."""
         for attempt in range(2):
             try:
                 self.conn.request(method, path, json.dumps(body) if body is not None else None)
                 response = self.conn.getresponse()
-                return response.status, response.read(), response.getheader("X-Consul-Index")
+                status = response.status
+                if attempt and status == 404 and "/deregister/" in path:
+                    status = 200
+                return status, response.read(), response.getheader("X-Consul-Index")
             except (http.client.HTTPException, OSError):
                 self.conn.close()
                 self.conn = http.client.HTTPConnection("127.0.0.1", HTTP, timeout=30)
                 if attempt:
                     raise
+
+
+def guarded(name, body):
+    """A thread's body whose exception is a failure, not a thread that silently stops."""
+
+    def run(*args):
+        try:
+            body(*args)
+        except Exception as error:  # noqa: BLE001: any of them ends the thread
+            fail(f"{name} stopped: {error!r}")
+
+    return run
 
 
 def ask(name, rdtype):
@@ -184,9 +205,9 @@ def rss_mib():
                 return int(line.split()[1]) / 1024
 
 
-threads = [threading.Thread(target=churn, args=(k,), daemon=True) for k in range(CHURNERS)]
-threads.append(threading.Thread(target=sampler, daemon=True))
-threads += [threading.Thread(target=watcher, args=(k,), daemon=True) for k in range(200)]
+churners = [threading.Thread(target=guarded("churn", churn), args=(k,), daemon=True) for k in range(CHURNERS)]
+threads = churners + [threading.Thread(target=guarded("sampler", sampler), daemon=True)]
+threads += [threading.Thread(target=guarded("watcher", watcher), args=(k,), daemon=True) for k in range(200)]
 for t in threads:
     t.start()
 started = time.monotonic()
@@ -196,7 +217,8 @@ while time.monotonic() < deadline:
     print(f"{(time.monotonic() - started) / 60:6.1f} {rss_mib():8.1f} {counts['register']:10} "
           f"{counts['deregister']:12} {woken[0]:13} {sampled[0]:15}", flush=True)
 stop.set()
-time.sleep(2)
+for t in churners:  # every write made is acknowledged (or failed) before the check
+    t.join()
 
 # Every acknowledged write, against what the registry holds.
 status, body, _ = Api().call("GET", "/v1/agent/services")
@@ -204,6 +226,8 @@ assert status == 200, status
 held = set(json.loads(body))
 with lock:
     lost = [i for i, op in acked.items() if (op == "register") != (i in held)]
+    with open(ACKED, "w") as f:
+        json.dump(acked, f)
 for iid in lost[:10]:
     fail(f"{iid}: last acknowledged {acked[iid]}, yet {'held' if iid in held else 'missing'}")
 print(f"acknowledged writes checked: {len(acked)} instances, {len(lost)} not as acknowledged; "

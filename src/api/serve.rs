@@ -161,7 +161,7 @@ pub async fn serve(
                 match &tls {
                     None => connections.spawn(refuse(stream, reason)),
                     Some(tls) => {
-                        let acceptor = tls.acceptor();
+                        let acceptor = tls.refusing_acceptor();
                         connections.spawn(async move {
                             if let Ok(Ok(stream)) = tokio::time::timeout(CLOSE_GRACE, acceptor.accept(stream)).await {
                                 refuse(stream, reason).await;
@@ -178,11 +178,17 @@ pub async fn serve(
         connections.spawn(async move {
             match acceptor {
                 None => connection(stream, peer, router, &builder, header_timeout, stopping).await,
-                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => connection(stream, peer, router, &builder, header_timeout, stopping).await,
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
-                },
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream)) => handshake,
+                        () = stopping.cancelled() => return, // a stop never waits on a handshake
+                    };
+                    match handshake {
+                        Ok(Ok(stream)) => connection(stream, peer, router, &builder, header_timeout, stopping).await,
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
+                    }
+                }
             }
             drop(counted);
         });

@@ -39,30 +39,41 @@ pub enum TlsError {
     },
 }
 
-/// The TLS configuration served, swapped whole on a reload.
+/// The TLS configurations served, swapped whole on a reload: one for connections served, one
+/// for connections refused (over a limit), which offers HTTP/1.1 alone so that the refusal, an
+/// HTTP/1.1 503, is what the client reads.
 pub struct HttpTls {
     files: TlsFiles,
     config: ArcSwap<ServerConfig>,
+    refusing: ArcSwap<ServerConfig>,
 }
 
 impl HttpTls {
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
-        let config = server_config(&files)?;
+        let (config, refusing) = configs(&files)?;
         Ok(Self {
             files,
             config: ArcSwap::from_pointee(config),
+            refusing: ArcSwap::from_pointee(refusing),
         })
     }
 
-    /// Reads the files again; on an error the configuration in use stays.
+    /// Reads the files again; on an error the configurations in use stay.
     pub fn reload(&self) -> Result<(), TlsError> {
-        self.config.store(Arc::new(server_config(&self.files)?));
+        let (config, refusing) = configs(&self.files)?;
+        self.config.store(Arc::new(config));
+        self.refusing.store(Arc::new(refusing));
         Ok(())
     }
 
     /// What accepts the next connection.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.config.load_full())
+    }
+
+    /// What accepts a connection that is refused, to tell it why in HTTP/1.1.
+    pub fn refusing_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.refusing.load_full())
     }
 }
 
@@ -91,6 +102,16 @@ fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
+/// The configuration served, and the same offering HTTP/1.1 alone.
+fn configs(files: &TlsFiles) -> Result<(ServerConfig, ServerConfig), TlsError> {
+    let mut config = server_config(files)?;
+    let mut refusing = config.clone();
+    // HTTP/2 when the client offers it (Consul's Go clients do), else HTTP/1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    refusing.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((config, refusing))
+}
+
 fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let certs = certificates("the HTTP TLS certificate (--http-tls-cert)", &files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
@@ -117,10 +138,7 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
+    builder
         .with_single_cert(certs, key)
-        .map_err(|e| pair_error(e.to_string()))?;
-    // HTTP/2 when the client offers it (Consul's Go clients do), else HTTP/1.1.
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+        .map_err(|e| pair_error(e.to_string()))
 }

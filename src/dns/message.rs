@@ -211,13 +211,17 @@ pub fn read_in_full(query: &[u8]) -> InFull {
 }
 
 /// A response to `request` that holds its question and the code alone (and an OPT record when
-/// the request had one, which carries the upper bits of BADVERS).
+/// the request had one, which carries the upper bits of BADVERS). A request of several
+/// questions gets none back: echoing them all made a response over UDP's 512 bytes (found by
+/// the `dns_query` fuzz target).
 fn error_reply(request: &Message, code: ResponseCode) -> Vec<u8> {
     let mut reply = Message::new(request.metadata.id, MessageType::Response, request.metadata.op_code);
     reply.metadata.recursion_desired = request.metadata.recursion_desired;
     reply.metadata.checking_disabled = request.metadata.checking_disabled;
     reply.metadata.response_code = code;
-    reply.add_queries(request.queries.iter().cloned());
+    if let [question] = &request.queries[..] {
+        reply.add_query(question.clone());
+    }
     if let Some(edns) = &request.edns {
         let mut plain = Edns::new();
         plain.set_max_payload(edns.max_payload().max(512));
@@ -276,9 +280,10 @@ pub fn question_end(packet: &[u8]) -> Option<usize> {
 }
 
 /// Cuts `response` to its header and question with TC set, so that the client asks again over
-/// TCP; an OPT record without options follows when `query` had one (RFC 6891 §7). Never larger
-/// than the query it answers. False (and `response` left as it was) when it has no question to
-/// keep.
+/// TCP; an OPT record without options follows when `query` had one (RFC 6891 §7). False (and
+/// `response` left as it was) when it has no question to keep, or when what is left would be
+/// larger than the query (a question name the query compressed): a cut response is never
+/// larger than its query.
 pub fn truncate_to_question(query: &[u8], response: &mut Vec<u8>, max_udp_size: u16) -> bool {
     let Some(end) = question_end(response) else {
         return false;
@@ -287,6 +292,9 @@ pub fn truncate_to_question(query: &[u8], response: &mut Vec<u8>, max_udp_size: 
         let rest = &query[at..];
         rest.len() >= 11 && rest[0] == 0 && u16::from_be_bytes([rest[1], rest[2]]) == TYPE_OPT
     });
+    if end + if had_opt { 11 } else { 0 } > query.len() {
+        return false;
+    }
     response.truncate(end);
     response[2] |= 0x02;
     response[6..12].copy_from_slice(&[0, 0, 0, 0, 0, u8::from(had_opt)]);

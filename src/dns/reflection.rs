@@ -67,8 +67,11 @@ pub fn default_exempt() -> Vec<IpNet> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Send,
-    /// Sent truncated: header and question, TC set.
-    Truncate,
+    /// Past the rate, sent truncated (header and question, TC set).
+    Slip,
+    /// Larger than the amplification bound allows, sent truncated.
+    Bound,
+    /// Past the rate, not sent.
     Drop,
 }
 
@@ -164,19 +167,27 @@ impl ReflectionGuard {
                     tracing::warn!(%ip, rate = self.settings.rate, other_networks = left_out, "DNS responses to a source network over the rate limit this second: every second one slips (TC), the rest are dropped");
                 }
                 return if past.is_multiple_of(SLIP) {
-                    self.stats.slipped.fetch_add(1, Ordering::Relaxed);
-                    Verdict::Truncate
+                    Verdict::Slip
                 } else {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     Verdict::Drop
                 };
             }
         }
         if response_len > AMPLIFICATION * query_len && !self.proven(ip, now) {
-            self.stats.bounded.fetch_add(1, Ordering::Relaxed);
-            return Verdict::Truncate;
+            return Verdict::Bound;
         }
         Verdict::Send
+    }
+
+    /// Counts what was done with a response judged `verdict`: `sent` whether anything went.
+    pub fn counted(&self, verdict: Verdict, sent: bool) {
+        let counter = match (verdict, sent) {
+            (Verdict::Send, _) => return,
+            (Verdict::Slip, true) => &self.stats.slipped,
+            (Verdict::Bound, true) => &self.stats.bounded,
+            _ => &self.stats.dropped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -204,7 +215,7 @@ mod tests {
         assert!(verdicts[..10].iter().all(|v| *v == Verdict::Send), "{verdicts:?}");
         assert_eq!(
             verdicts[10..14],
-            [Verdict::Drop, Verdict::Truncate, Verdict::Drop, Verdict::Truncate]
+            [Verdict::Drop, Verdict::Slip, Verdict::Drop, Verdict::Slip]
         );
         // Its whole /24 shares the count; another network does not.
         assert_eq!(guard.judge("192.0.2.200".parse().unwrap(), 50, 50, 5), Verdict::Drop);
@@ -226,18 +237,18 @@ mod tests {
         let source: IpAddr = "203.0.113.9".parse().unwrap();
         let now = guard.now();
         assert_eq!(guard.judge(source, 50, 150, now), Verdict::Send);
-        assert_eq!(guard.judge(source, 50, 151, now), Verdict::Truncate);
+        assert_eq!(guard.judge(source, 50, 151, now), Verdict::Bound);
         guard.prove(source);
         assert_eq!(guard.judge(source, 50, 1200, now), Verdict::Send);
         // As an IPv4-mapped IPv6 address too; the proof lapses.
         let mapped: IpAddr = "::ffff:203.0.113.9".parse().unwrap();
         assert_eq!(guard.judge(mapped, 50, 1200, now), Verdict::Send);
         let later = now + PROOF_LIFETIME.as_secs() as u32;
-        assert_eq!(guard.judge(source, 50, 1200, later), Verdict::Truncate);
+        assert_eq!(guard.judge(source, 50, 1200, later), Verdict::Bound);
         // Another address of the same network is not proven.
         assert_eq!(
             guard.judge("203.0.113.10".parse().unwrap(), 50, 1200, now),
-            Verdict::Truncate
+            Verdict::Bound
         );
     }
 

@@ -196,11 +196,15 @@ fn forward(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, 
 /// Whether `response` goes to `client`, as it is or cut to its question
 /// ([`super::reflection`]).
 fn sendable(engine: &DnsEngine, client: SocketAddr, query: &[u8], response: &mut Vec<u8>, now: u32) -> bool {
-    match engine.reflection().judge(client.ip(), query.len(), response.len(), now) {
+    let guard = engine.reflection();
+    let verdict = guard.judge(client.ip(), query.len(), response.len(), now);
+    let sent = match verdict {
         Verdict::Send => true,
-        Verdict::Truncate => truncate_to_question(query, response, engine.max_udp_size()),
+        Verdict::Slip | Verdict::Bound => truncate_to_question(query, response, engine.max_udp_size()),
         Verdict::Drop => false,
-    }
+    };
+    guard.counted(verdict, sent);
+    sent
 }
 
 /// Sends every reply, in as few system calls as the kernel allows.

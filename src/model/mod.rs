@@ -491,6 +491,9 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest.is_empty() {
+        return Err(bad());
+    }
     let max = MAX_DURATION.as_nanos();
     let mut total: u128 = 0;
     while !rest.is_empty() {
@@ -588,7 +591,18 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse_go_duration(text), Ok(want), "{text}");
         }
-        for bad in ["", "10", "ten seconds", "-5s", "5x", "s", "1.2.3s", "9999999999h"] {
+        for bad in [
+            "",
+            "10",
+            "ten seconds",
+            "-5s",
+            "5x",
+            "s",
+            "1.2.3s",
+            "9999999999h",
+            "+",
+            ".s",
+        ] {
             assert!(parse_go_duration(bad).is_err(), "{bad} should be refused");
         }
     }

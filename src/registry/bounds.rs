@@ -3,9 +3,9 @@
 //! nothing of it is stored. Replacing what is there (a re-registration, a key written again with
 //! a value no larger) is never refused.
 //!
-//! The bounds are counted on what this server serves plus the writes waiting for their commit
-//! (key/value bytes on what it serves). With etcd every server counts the shared registry, and
-//! servers writing at once near a bound may pass it by the writes in flight.
+//! The bounds are counted on what this server serves plus the writes waiting for their commit.
+//! With etcd every server counts the shared registry as served, and servers writing at once near
+//! a bound may pass it by the writes in flight.
 
 use std::collections::HashSet;
 
@@ -21,7 +21,7 @@ pub struct Bounds {
     pub services: usize,
     /// External nodes (registered through the catalog).
     pub nodes: usize,
-    /// Key/value bytes held (keys and values).
+    /// Key/value bytes held (keys twice, values, and 128 bytes an entry).
     pub kv_bytes: usize,
 }
 
@@ -149,11 +149,11 @@ impl Registry {
         Ok(())
     }
 
-    /// Refuses a key/value entry of `bytes` (key and value) in place of one of `replaced` bytes
-    /// when the entries would pass their bound.
-    pub(super) fn check_kv_room(&self, bytes: usize, replaced: usize) -> Result<(), RegistryError> {
+    /// Refuses a key/value entry of `bytes` in place of one of `replaced` bytes when the
+    /// entries, `held` bytes, would pass their bound.
+    pub(super) fn check_kv_room(&self, held: usize, bytes: usize, replaced: usize) -> Result<(), RegistryError> {
         let limit = self.bounds().kv_bytes;
-        if bytes > replaced && self.kv_bytes().saturating_add(bytes - replaced) > limit {
+        if bytes > replaced && held.saturating_add(bytes - replaced) > limit {
             return Err(RegistryError::Full {
                 bound: Bound::KvBytes,
                 limit,

@@ -93,10 +93,15 @@ impl std::ops::Deref for Entries {
     }
 }
 
-/// What an entry counts against `--max-kv-bytes`.
+/// What an entry counts against `--max-kv-bytes`: what it holds in memory, its key twice (the
+/// map's and the entry's), its value, and the entry's and the map slot's own bytes, so that
+/// empty values under short keys cannot be many more than the bound says.
 fn entry_bytes(key: &str, value: &[u8]) -> usize {
-    key.len() + value.len()
+    2 * key.len() + value.len() + ENTRY_OVERHEAD
 }
+
+/// An entry's bytes besides its key and value (the `Arc`, the entry's fields, a map slot).
+const ENTRY_OVERHEAD: usize = 128;
 
 impl Kv {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
@@ -114,7 +119,7 @@ impl Registry {
         self.kv.read().get(key).cloned()
     }
 
-    /// The bytes the entries' keys and values take.
+    /// The bytes the entries take, as `--max-kv-bytes` counts them.
     pub fn kv_bytes(&self) -> usize {
         self.kv.read().bytes
     }
@@ -199,11 +204,12 @@ impl Registry {
             return Err(RegistryError::KvNotKept);
         }
         self.refuse_if_cut_off()?;
-        if let KvChange::Set { value, .. } = &change {
-            let replaced = self.kv_get(key).map_or(0, |e| entry_bytes(key, &e.value));
-            self.check_kv_room(entry_bytes(key, value), replaced)?;
-        }
         if self.shared {
+            // Counted on what is served: etcd decides every server's writes.
+            if let KvChange::Set { value, .. } = &change {
+                let replaced = self.kv_get(key).map_or(0, |e| entry_bytes(key, &e.value));
+                self.check_kv_room(self.kv_bytes(), entry_bytes(key, value), replaced)?;
+            }
             return Ok(Some(self.kv_write_shared(key, change, recurse, cas)));
         }
         let mut w = self.lock();
@@ -215,6 +221,10 @@ impl Registry {
             if at != cas {
                 return Ok(None);
             }
+        }
+        if let KvChange::Set { value, .. } = &change {
+            let replaced = current.as_ref().map_or(0, |e| entry_bytes(key, &e.value));
+            self.check_kv_room(self.kv_bytes_now(&w), entry_bytes(key, value), replaced)?;
         }
         let index = w.next_index();
         let mut writes: Vec<(Box<str>, Option<Arc<KvEntry>>)> = Vec::new();
@@ -328,6 +338,18 @@ impl Registry {
                 watch.value().send_replace(index);
             }
         }
+    }
+
+    /// The bytes the entries will take once the writes waiting for their commit are applied.
+    fn kv_bytes_now(&self, w: &Writer) -> usize {
+        let entries = self.kv.read();
+        let mut bytes = entries.bytes;
+        for (key, (staged, _)) in &w.kv_staged {
+            let served = entries.get(key).map_or(0, |e| entry_bytes(key, &e.value));
+            let coming = staged.as_ref().map_or(0, |e| entry_bytes(key, &e.value));
+            bytes = (bytes + coming).saturating_sub(served);
+        }
+        bytes
     }
 
     /// An entry as the next write sees it: with the writes waiting for their commit.

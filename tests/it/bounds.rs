@@ -26,7 +26,7 @@ async fn each_bound_refuses_one_more_and_the_server_goes_on() {
         max_instances: 3,
         max_services: 2,
         max_nodes: 1,
-        max_kv_bytes: 100,
+        max_kv_bytes: 300,
         ..common::test_config()
     })
     .await;
@@ -72,14 +72,15 @@ async fn each_bound_refuses_one_more_and_the_server_goes_on() {
     let nodes = server.get_json("/v1/catalog/nodes").await;
     assert!(!nodes.to_string().contains("rack-2"), "{nodes}");
 
-    // Key/value bytes: 100 in all; a key may grow within them; a deletion makes room.
+    // Key/value bytes: 300 in all, an entry counting its key twice and 128 bytes besides its
+    // value; a key may grow within them; a deletion makes room.
     let (status, _) = server.put_raw("/v1/kv/a", vec![b'x'; 60]).await;
     assert_eq!(status, 200);
     assert_full(server.put_raw("/v1/kv/b", vec![b'x'; 60]).await, "--max-kv-bytes");
     assert_eq!(server.get("/v1/kv/b").await.0, 404, "nothing of the refused one stored");
-    let (status, _) = server.put_raw("/v1/kv/a", vec![b'x'; 99]).await;
-    assert_eq!(status, 200, "a + 99 bytes is 100");
-    assert_full(server.put_raw("/v1/kv/a", vec![b'x'; 100]).await, "--max-kv-bytes");
+    let (status, _) = server.put_raw("/v1/kv/a", vec![b'x'; 170]).await;
+    assert_eq!(status, 200, "2 + 128 + 170 is 300");
+    assert_full(server.put_raw("/v1/kv/a", vec![b'x'; 171]).await, "--max-kv-bytes");
     server.http.delete(server.url("/v1/kv/a")).send().await.unwrap();
     let (status, _) = server.put_raw("/v1/kv/b", vec![b'x'; 60]).await;
     assert_eq!(status, 200);

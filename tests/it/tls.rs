@@ -219,3 +219,24 @@ fn a_certificate_without_its_key_stops_the_start() {
         .to_string();
     assert!(error.contains("--http-tls-key"), "{error}");
 }
+
+/// A connection over a limit is told why over TLS, in the HTTP/1.1 503 it can read (not HTTP/2,
+/// which the refusal does not offer).
+#[tokio::test]
+async fn a_tls_client_over_a_limit_reads_the_503() {
+    let dir = TempDir::new("http-tls-limit");
+    let files = TlsFiles::make(&dir.0);
+    let server = TestServer::start_with(sextant::Config {
+        http_max_per_client: 1,
+        ..tls_config(&files, false)
+    })
+    .await;
+    let url = format!("https://127.0.0.1:{}/v1/status/leader", server.app().http_addr().port());
+    // Its connection stays open in its pool: the one this address may have.
+    let holder = https_client(&files, None);
+    assert_eq!(holder.get(&url).send().await.unwrap().status(), 200);
+    let refused = https_client(&files, None).get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.text().await.unwrap().contains("--http-max-per-client"));
+    server.stop().await;
+}
