@@ -87,6 +87,12 @@ pub struct Config {
     pub max_nodes: usize,
     /// Bytes of key/value entries (keys and values) held at most.
     pub max_kv_bytes: usize,
+    /// Tags of one instance, at most (64 at most).
+    pub max_tags_per_instance: usize,
+    /// `Meta` keys of one instance, at most (64 at most).
+    pub max_meta_per_instance: usize,
+    /// Checks of one instance, at most (32 at most).
+    pub max_checks_per_instance: usize,
     /// Flap damping: an instance whose health changes more than this many times within
     /// `flap_window` is held out of DNS (and of `?passing`) until it has been stable for a whole
     /// window. 0 (the default): off, as in Consul.
@@ -189,6 +195,9 @@ impl Default for Config {
             max_services: crate::registry::Bounds::default().services,
             max_nodes: crate::registry::Bounds::default().nodes,
             max_kv_bytes: crate::registry::Bounds::default().kv_bytes,
+            max_tags_per_instance: crate::model::rules::MAX_TAGS,
+            max_meta_per_instance: crate::model::rules::MAX_META_KEYS,
+            max_checks_per_instance: crate::model::rules::MAX_CHECKS,
             flap_threshold: 0,
             flap_window: Duration::from_secs(120),
             dns_meta_txt: false,
@@ -622,12 +631,27 @@ impl Config {
     }
 
     fn bounds(&self) -> Result<crate::registry::Bounds, ConfigError> {
+        use crate::model::rules::{MAX_CHECKS, MAX_META_KEYS, MAX_TAGS};
         let bounds = crate::registry::Bounds {
             instances: self.max_instances,
             services: self.max_services,
             nodes: self.max_nodes,
             kv_bytes: self.max_kv_bytes,
+            tags: self.max_tags_per_instance,
+            meta_keys: self.max_meta_per_instance,
+            checks: self.max_checks_per_instance,
         };
+        let per_instance = [
+            ("max_tags_per_instance", bounds.tags, MAX_TAGS),
+            ("max_meta_per_instance", bounds.meta_keys, MAX_META_KEYS),
+            ("max_checks_per_instance", bounds.checks, MAX_CHECKS),
+        ];
+        if let Some((field, _, max)) = per_instance.into_iter().find(|(_, value, max)| value > max) {
+            return Err(ConfigError::Invalid {
+                field,
+                message: format!("must be at most {max}, what the store keeps"),
+            });
+        }
         let fields = [
             ("max_instances", bounds.instances),
             ("max_services", bounds.services),
@@ -910,9 +934,19 @@ pub struct ServeArgs {
     /// External nodes (registered through the catalog) held at most [default: 50000].
     #[arg(long, value_name = "N")]
     pub max_nodes: Option<usize>,
-    /// Bytes of key/value entries (keys and values) held at most [default: 268435456, 256 MiB].
+    /// Bytes of key/value entries held at most, each its key twice, its value and 128 bytes
+    /// [default: 268435456, 256 MiB].
     #[arg(long, value_name = "BYTES")]
     pub max_kv_bytes: Option<usize>,
+    /// Tags of one instance, at most; more get a 400 [default: 64, the most].
+    #[arg(long, value_name = "N")]
+    pub max_tags_per_instance: Option<usize>,
+    /// Meta keys of one instance, at most; more get a 400 [default: 64, the most].
+    #[arg(long, value_name = "N")]
+    pub max_meta_per_instance: Option<usize>,
+    /// Checks of one instance, at most; more get a 400 [default: 32, the most].
+    #[arg(long, value_name = "N")]
+    pub max_checks_per_instance: Option<usize>,
     /// Flap damping: hold an instance out of DNS when its health changes more than N times
     /// within --flap-window, until it is stable for a window [default: 0, off].
     #[arg(long, value_name = "N")]
@@ -1043,6 +1077,9 @@ impl ServeArgs {
             max_services,
             max_nodes,
             max_kv_bytes,
+            max_tags_per_instance,
+            max_meta_per_instance,
+            max_checks_per_instance,
             flap_threshold,
             flap_window,
             recursor_timeout,

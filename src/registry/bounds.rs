@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use super::{Registry, RegistryError, Writer};
-use crate::model::{Instance, ServiceKey};
+use crate::model::{Instance, ServiceKey, rules};
 
 /// The bounds, each a setting of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +23,11 @@ pub struct Bounds {
     pub nodes: usize,
     /// Key/value bytes held (keys twice, values, and 128 bytes an entry).
     pub kv_bytes: usize,
+    /// Tags, `Meta` keys and checks of one instance, at most (each at most the rules' own
+    /// maximum, [`crate::model::rules`], which is what a store may hold).
+    pub tags: usize,
+    pub meta_keys: usize,
+    pub checks: usize,
 }
 
 impl Bounds {
@@ -32,6 +37,9 @@ impl Bounds {
         services: usize::MAX,
         nodes: usize::MAX,
         kv_bytes: usize::MAX,
+        tags: usize::MAX,
+        meta_keys: usize::MAX,
+        checks: usize::MAX,
     };
 }
 
@@ -44,6 +52,9 @@ impl Default for Bounds {
             services: 50_000,
             nodes: 50_000,
             kv_bytes: 256 * 1024 * 1024,
+            tags: rules::MAX_TAGS,
+            meta_keys: rules::MAX_META_KEYS,
+            checks: rules::MAX_CHECKS,
         }
     }
 }
@@ -101,6 +112,36 @@ impl Registry {
         let bounds = self.bounds();
         if bounds == Bounds::NONE {
             return Ok(());
+        }
+        let per_instance = [
+            (
+                "Tags",
+                instance.tags.len(),
+                bounds.tags,
+                "tags",
+                "--max-tags-per-instance",
+            ),
+            (
+                "Meta",
+                instance.meta.len(),
+                bounds.meta_keys,
+                "keys",
+                "--max-meta-per-instance",
+            ),
+            (
+                "Checks",
+                instance.checks.len(),
+                bounds.checks,
+                "checks",
+                "--max-checks-per-instance",
+            ),
+        ];
+        for (field, count, limit, what, flag) in per_instance {
+            if count > limit {
+                return Err(RegistryError::Invalid(format!(
+                    "{field}: at most {limit} {what} an instance on this server ({flag})"
+                )));
+            }
         }
         // Waiting for their commit: instances not served yet, and the new services among them.
         let coming = || {

@@ -1,5 +1,7 @@
 //! What the registry holds is bounded (`--max-instances`, `--max-services`, `--max-nodes`,
-//! `--max-kv-bytes`): a write past a bound gets a 503 naming the setting and stores nothing,
+//! `--max-kv-bytes`; per instance, `--max-tags-per-instance`, `--max-meta-per-instance`,
+//! `--max-checks-per-instance`): a write past a bound gets a 503 (a 400 for one instance's)
+//! naming the setting and stores nothing,
 //! what is there may still be replaced, room made by a removal is taken again, and the server
 //! goes on answering.
 
@@ -12,6 +14,12 @@ use serde_json::{Value, json};
 
 fn instance(id: &str, service: &str, port: u16) -> Value {
     json!({"Name": service, "ID": id, "Address": "10.0.0.1", "Port": port})
+}
+
+/// Asserts a 400 that names `flag`.
+fn assert_refused((status, body): (reqwest::StatusCode, String), flag: &str) {
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(flag), "the refusal names {flag}: {body}");
 }
 
 /// Asserts a 503 that names `flag`.
@@ -27,6 +35,9 @@ async fn each_bound_refuses_one_more_and_the_server_goes_on() {
         max_services: 2,
         max_nodes: 1,
         max_kv_bytes: 300,
+        max_tags_per_instance: 2,
+        max_meta_per_instance: 2,
+        max_checks_per_instance: 2,
         ..common::test_config()
     })
     .await;
@@ -84,6 +95,21 @@ async fn each_bound_refuses_one_more_and_the_server_goes_on() {
     server.http.delete(server.url("/v1/kv/a")).send().await.unwrap();
     let (status, _) = server.put_raw("/v1/kv/b", vec![b'x'; 60]).await;
     assert_eq!(status, 200);
+
+    // Per instance: tags, Meta keys and checks, each within its own bound.
+    let tagged = json!({"Name": "web", "ID": "web-1", "Port": 80, "Tags": ["a", "b", "c"]});
+    assert_refused(register(tagged).await, "--max-tags-per-instance");
+    let meta = json!({"Name": "web", "ID": "web-1", "Port": 80, "Meta": {"a": "1", "b": "2", "c": "3"}});
+    assert_refused(register(meta).await, "--max-meta-per-instance");
+    let ttl = |n: u32| json!({"Name": format!("c{n}"), "TTL": "1h", "Status": "passing", "ServiceID": "web-1"});
+    for n in 0..2 {
+        let (status, body) = server.put_json("/v1/agent/check/register", &ttl(n)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_refused(
+        server.put_json("/v1/agent/check/register", &ttl(2)).await,
+        "--max-checks-per-instance",
+    );
 
     // Healthy throughout: DNS answers the services it holds.
     let answer = udp(server.dns, "web.service.trading-dc", RecordType::SRV).await;
