@@ -140,13 +140,7 @@ async fn the_design_documents_aiohttp_client_works_unchanged() {
 async fn py_consul_over_https_with_a_client_certificate() {
     let dir = common::tools::TempDir::new("py-consul-tls");
     let files = common::pki::TlsFiles::make(&dir.0);
-    let server = TestServer::start_with(Config {
-        http_tls_cert: Some(files.server_cert.clone()),
-        http_tls_key: Some(files.server_key.clone()),
-        http_tls_client_ca: Some(files.ca.clone()),
-        ..test_config()
-    })
-    .await;
+    let server = TestServer::start_with(common::tls_config(&files, true)).await;
     let path = |p: &std::path::Path| p.display().to_string();
     let (ca, cert, key) = (path(&files.ca), path(&files.client_cert), path(&files.client_key));
     let tls = [
@@ -390,13 +384,7 @@ async fn victoria_metrics_presents_its_consul_token() {
 async fn victoria_metrics_discovers_over_https_with_a_client_certificate() {
     let dir = common::tools::TempDir::new("vm-tls");
     let files = common::pki::TlsFiles::make(&dir.0);
-    let server = TestServer::start_with(Config {
-        http_tls_cert: Some(files.server_cert.clone()),
-        http_tls_key: Some(files.server_key.clone()),
-        http_tls_client_ca: Some(files.ca.clone()),
-        ..test_config()
-    })
-    .await;
+    let server = TestServer::start_with(common::tls_config(&files, true)).await;
     let tls = format!(
         "        scheme: https\n        tls_config:\n          ca_file: {}\n          cert_file: {}\n          \
          key_file: {}\n",

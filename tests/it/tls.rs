@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::TestServer;
 use common::pki::TlsFiles;
 use common::tools::TempDir;
+use common::{TestServer, tls_config};
 use serde_json::json;
 
 fn https_client(files: &TlsFiles, identity: Option<(&Path, &Path)>) -> reqwest::Client {
@@ -28,15 +28,6 @@ fn https_client(files: &TlsFiles, identity: Option<(&Path, &Path)>) -> reqwest::
         builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
     }
     builder.build().unwrap()
-}
-
-fn tls_config(files: &TlsFiles, client_ca: bool) -> sextant::Config {
-    sextant::Config {
-        http_tls_cert: Some(files.server_cert.clone()),
-        http_tls_key: Some(files.server_key.clone()),
-        http_tls_client_ca: client_ca.then(|| files.ca.clone()),
-        ..common::test_config()
-    }
 }
 
 #[tokio::test]

@@ -76,6 +76,17 @@ pub fn temp_data_dir() -> PathBuf {
     std::env::temp_dir().join(format!("sextant-test-data-{}-{n}", std::process::id()))
 }
 
+/// [`test_config`] with the HTTP API over TLS with `files`' server certificate, asking for
+/// client certificates of their CA when `client_ca`.
+pub fn tls_config(files: &pki::TlsFiles, client_ca: bool) -> Config {
+    Config {
+        http_tls_cert: Some(files.server_cert.clone()),
+        http_tls_key: Some(files.server_key.clone()),
+        http_tls_client_ca: client_ca.then(|| files.ca.clone()),
+        ..test_config()
+    }
+}
+
 pub fn test_config() -> Config {
     Config {
         dns: "127.0.0.1:0".parse().unwrap(),
