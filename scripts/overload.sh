@@ -15,14 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
-if ! command -v dnsperf >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y dnsperf >/dev/null
-    else
-        echo "dnsperf is missing: sudo apt-get install -y dnsperf" >&2
-        exit 1
-    fi
-fi
+command -v dnsperf >/dev/null || scripts/apt-install.sh dnsperf
 cargo build --release --quiet
 work=$(mktemp -d)
 trap 'kill ${server:-} 2>/dev/null; wait ${server:-} 2>/dev/null; rm -rf "$work"' EXIT

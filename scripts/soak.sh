@@ -8,14 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-10}
-if ! command -v dnsperf >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y dnsperf >/dev/null
-    else
-        echo "dnsperf is missing: sudo apt-get install -y dnsperf" >&2
-        exit 1
-    fi
-fi
+command -v dnsperf >/dev/null || scripts/apt-install.sh dnsperf
 venv=target/client-venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
