@@ -16,7 +16,8 @@ use sextant::api::wire::{
     parse_registration,
 };
 use sextant::dns::answers::ServiceAnswerMap;
-use sextant::dns::message::{Transport, question_end, truncate_to_question};
+use sextant::dns::cookies::COOKIE_OPTION_LEN;
+use sextant::dns::message::{EDNS_COOKIE, Transport, find_option, question_end, truncate_to_question};
 use sextant::dns::zones::ZoneSource;
 use sextant::dns::{DnsEngine, DnsSettings, Incoming, Reply, forward};
 use sextant::model::{Node, NodeName, ServiceName, format_go_duration, parse_go_duration};
@@ -113,7 +114,7 @@ fn service_of(name: &Name) -> Option<String> {
 /// The DNS query path, raw bytes to response bytes: every response decodes with hickory-proto,
 /// carries the query's ID and (for a query hickory-proto reads) its question, fits UDP's
 /// limit, and an answer for a registry name holds only addresses of that service's instances
-/// that are not critical. Over UDP, the response cut to its question (as the rate limit and the
+/// that are not critical; one to a query with a cookie carries it back. Over UDP, the response cut to its question (as the rate limit and the
 /// amplification bound send it) decodes, says TC, and is no larger than the query.
 pub fn dns_query(data: &[u8]) {
     let fixture = dns_fixture();
@@ -181,6 +182,18 @@ pub fn dns_query(data: &[u8]) {
         (echoed.name(), echoed.query_type(), echoed.query_class()),
         "the response's question is the query's"
     );
+    // RFC 7873: an answer to a query with a cookie carries its client cookie and a server cookie.
+    if let Some(asked) = find_option(data, EDNS_COOKIE)
+        && (asked.len() == 8 || (16..=40).contains(&asked.len()))
+        && response.edns.is_some()
+    {
+        let answered = find_option(&out, EDNS_COOKIE).unwrap_or_else(|| panic!("no cookie in {response:?}"));
+        assert_eq!(
+            (answered.len(), &answered[..8]),
+            (24, &asked[..8]),
+            "the client cookie back"
+        );
+    }
     for record in &response.answers {
         let Some(service) = service_of(&record.name) else {
             continue;
@@ -199,7 +212,8 @@ pub fn dns_query(data: &[u8]) {
 }
 
 /// The forwarding relay: a recursor's response (anything) to a query (anything) reaches the
-/// client under its ID, within its UDP limit, or not at all; SERVFAIL for a query decodes.
+/// client under its ID, without the recursor's cookie, within its UDP limit with room for
+/// sextant's cookie when asked, or not at all; SERVFAIL for a query decodes.
 pub fn forward_relay(data: &[u8]) {
     // The first byte says how long the query is; the recursor's response follows it.
     let Some((&length, rest)) = data.split_first() else {
@@ -207,27 +221,34 @@ pub fn forward_relay(data: &[u8]) {
     };
     let (query, response) = rest.split_at(usize::from(length).min(rest.len()));
     let decoded = Message::from_vec(query).ok();
+    // Room for sextant's cookie when the length byte is odd.
+    let room = usize::from(length % 2) * COOKIE_OPTION_LEN;
     for transport in [Transport::Udp, Transport::Tcp] {
         // Sent on under the response's ID, so that some responses match.
         let mut upstream = query.to_vec();
         if let (Some(id), Some(head)) = (response.get(..2), upstream.get_mut(..2)) {
             head.copy_from_slice(id);
         }
-        let Some(out) = forward::relayed(query, &upstream, response.to_vec(), transport) else {
+        let Some(out) = forward::relayed(query, &upstream, response.to_vec(), transport, room) else {
             continue;
         };
         assert_eq!(out.get(..2), query.get(..2), "relayed under the client's ID");
+        assert!(
+            find_option(&out, EDNS_COOKIE).is_none(),
+            "the recursor's cookie relayed"
+        );
         if transport == Transport::Udp
             && let Some(query) = &decoded
         {
             let limit = query.edns.as_ref().map_or(512, |e| e.max_payload().max(512));
             assert!(
-                out.len() <= usize::from(limit),
-                "{} bytes over UDP, the limit {limit}",
+                out.len() + room <= usize::from(limit),
+                "{} bytes over UDP, with {room} to spare, the limit {limit}",
                 out.len()
             );
         }
-        if out.len() < response.len() {
+        // Shorter for being cut (TC), not for the cookie taken out.
+        if out.len() < response.len() && find_option(response, EDNS_COOKIE).is_none() {
             let cut =
                 Message::from_vec(&out).unwrap_or_else(|e| panic!("a truncated relay that does not decode ({e})"));
             assert!(cut.metadata.truncation);
@@ -352,7 +373,7 @@ pub fn zone_file(data: &[u8]) {
         .build()
         .expect("a runtime");
     let from = SocketAddr::from(([192, 0, 2, 99], 5300));
-    if let Some(response) = runtime.block_on(zones.answer(&query, from, Transport::Tcp, 1232)) {
+    if let Some(response) = runtime.block_on(zones.answer(&query, from, Transport::Tcp, 1232, 0)) {
         Message::from_vec(&response).unwrap_or_else(|e| panic!("a zone's response that does not decode ({e})"));
     }
 }

@@ -3,15 +3,17 @@
 //! are written from the compiled answers, names outside every zone go to the recursors, and the
 //! zone files answer the rest.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use super::answers::ServiceAnswerMap;
+use super::cookies::{COOKIE_OPTION_LEN, ClientCookie, Cookies};
 use super::forward::{self, Forwarder};
 use super::message::{
-    HEADER_LEN, InFull, Question, TYPE_AXFR, TYPE_IXFR, Transport, parse_question, question_end, read_in_full,
+    EDNS_COOKIE, HEADER_LEN, InFull, Question, TYPE_AXFR, TYPE_IXFR, Transport, append_option, find_option,
+    parse_question, question_end, read_in_full, remove_option,
 };
 use super::names::Names;
 use super::reflection::ReflectionGuard;
@@ -59,13 +61,17 @@ pub struct DnsEngine {
     stats: Arc<DnsStats>,
     /// What UDP sends a source.
     reflection: ReflectionGuard,
+    /// The server cookies every response to a query with a cookie carries.
+    cookies: Cookies,
 }
 
-/// What a query asked, as the answer path learned it: for the counts.
+/// What a query asked, as the answer path learned it: for the counts, and the cookie its
+/// response carries.
 #[derive(Default)]
 struct Asked {
     qtype: u16,
     service: Option<ServiceHit>,
+    cookie: Option<ClientCookie>,
 }
 
 impl DnsEngine {
@@ -89,6 +95,7 @@ impl DnsEngine {
             forwarder: None,
             reflection: ReflectionGuard::new(settings.rate_limit.clone(), stats.clone()),
             stats,
+            cookies: Cookies::default(),
         }
     }
 
@@ -116,9 +123,12 @@ impl DnsEngine {
             Step::Done(reply) => reply,
             Step::Zones(in_full) => {
                 let packet = in_full.as_deref().unwrap_or(query.packet);
-                self.answer_from_zones(packet, query.from, query.transport, out).await
+                let room = cookie_room(&asked);
+                self.answer_from_zones(packet, query.from, query.transport, room, out)
+                    .await
             }
         };
+        self.add_cookie(&asked, query.from.ip(), &reply, out);
         if let Some(rcode) = response_code(&reply, out) {
             self.stats.count(query.transport, asked.qtype, rcode, asked.service);
         }
@@ -141,7 +151,8 @@ impl DnsEngine {
             Step::Done(reply) => reply,
             Step::Zones(in_full) => {
                 let packet = in_full.as_deref().unwrap_or(query.packet);
-                let mut future = std::pin::pin!(self.answer_from_zones(packet, query.from, query.transport, out));
+                let room = cookie_room(&asked);
+                let mut future = std::pin::pin!(self.answer_from_zones(packet, query.from, query.transport, room, out));
                 let mut context = std::task::Context::from_waker(std::task::Waker::noop());
                 match future.as_mut().poll(&mut context) {
                     std::task::Poll::Ready(reply) => reply,
@@ -149,6 +160,7 @@ impl DnsEngine {
                 }
             }
         };
+        self.add_cookie(&asked, query.from.ip(), &reply, out);
         if let Some(rcode) = response_code(&reply, out) {
             counter.count(query.transport, asked.qtype, rcode, asked.service);
         }
@@ -158,6 +170,32 @@ impl DnsEngine {
     /// What UDP sends a source (the response-rate limit, the amplification bound).
     pub fn reflection(&self) -> &ReflectionGuard {
         &self.reflection
+    }
+
+    /// Whether `query` carries a server cookie made for `ip` in the last hour: its source is
+    /// real.
+    pub fn cookie_proves(&self, query: &[u8], ip: IpAddr) -> bool {
+        query_cookie(query).is_some_and(|cookie| self.cookies.proves(&cookie, ip, Cookies::now()))
+    }
+
+    /// Adds to `response` the cookie that answers `query`'s, if it had one (a response cut short
+    /// for the reflection guard loses its OPT record's options).
+    pub fn add_query_cookie(&self, query: &[u8], ip: IpAddr, response: &mut Vec<u8>) {
+        if let Some(cookie) = query_cookie(query) {
+            self.sign(&cookie, ip, response);
+        }
+    }
+
+    /// RFC 7873: a response to a query with a cookie carries ours, in its OPT record.
+    fn sign(&self, cookie: &ClientCookie, ip: IpAddr, response: &mut Vec<u8>) {
+        append_option(response, EDNS_COOKIE, &self.cookies.answer(cookie, ip, Cookies::now()));
+    }
+
+    /// [`sign`](Self::sign)s a response that is ready.
+    fn add_cookie(&self, asked: &Asked, ip: IpAddr, reply: &Reply, out: &mut Vec<u8>) {
+        if let (Some(cookie), Reply::Ready) = (&asked.cookie, reply) {
+            self.sign(cookie, ip, out);
+        }
     }
 
     /// The largest UDP response, whatever the client's EDNS buffer.
@@ -200,6 +238,7 @@ impl DnsEngine {
             },
         };
         asked.qtype = q.qtype;
+        asked.cookie = q.cookie;
         if q.qtype == TYPE_AXFR || q.qtype == TYPE_IXFR {
             // Registrations are not for copying out: no zone transfers, of the zone files either.
             self.writer.refuse(query, q, EDE_PROHIBITED, out);
@@ -227,10 +266,20 @@ impl DnsEngine {
         }
     }
 
-    /// The zone data's answer.
-    async fn answer_from_zones(&self, query: &[u8], src: SocketAddr, transport: Transport, out: &mut Vec<u8>) -> Reply {
+    /// The zone data's answer, leaving `room` bytes of a UDP response free.
+    async fn answer_from_zones(
+        &self,
+        query: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        room: u16,
+        out: &mut Vec<u8>,
+    ) -> Reply {
         let zones = self.zones.load_full();
-        match zones.answer(query, src, transport, self.writer.max_udp_size()).await {
+        match zones
+            .answer(query, src, transport, self.writer.max_udp_size(), room)
+            .await
+        {
             Some(response) => {
                 *out = response;
                 Reply::Ready
@@ -259,24 +308,48 @@ impl DnsEngine {
         }
     }
 
-    /// Forwards a query [`answer`](Self::answer) handed back as [`Reply::Forward`]: the
-    /// recursor's response, or SERVFAIL when none answered in time or too many queries are being
-    /// forwarded already.
-    pub async fn forward(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    /// Forwards a query [`answer`](Self::answer) handed back as [`Reply::Forward`] from a
+    /// client at `ip`: the recursor's response, or SERVFAIL when none answered in time or too
+    /// many queries are being forwarded already. Cookies are between neighbours (RFC 7873): the
+    /// client's is not sent on, the recursor's is not relayed, and the client gets ours.
+    pub async fn forward(&self, query: &[u8], transport: Transport, ip: IpAddr) -> Option<Vec<u8>> {
         let forwarder = self.forwarder.as_ref()?;
         let end = question_end(query)?;
-        let response = match forwarder.slot() {
-            Some(_slot) => forwarder.forward(query, transport).await?,
+        let cookie = query_cookie(query);
+        let mut response = match forwarder.slot() {
+            Some(_slot) => {
+                let mut sent_on = query.to_vec();
+                remove_option(&mut sent_on, EDNS_COOKIE);
+                let room = if cookie.is_some() { COOKIE_OPTION_LEN } else { 0 };
+                forwarder.forward(&sent_on, transport, room).await?
+            }
             None => {
                 tracing::debug!("too many queries forwarded at once; answering SERVFAIL");
                 forward::servfail(query, end, None)
             }
         };
+        if let Some(cookie) = cookie {
+            self.sign(&cookie, ip, &mut response);
+        }
         let qtype = u16::from_be_bytes([query[end - 4], query[end - 3]]);
         if let Some(rcode) = response_code(&Reply::Ready, &response) {
             self.stats.count(transport, qtype, rcode, None);
         }
         Some(response)
+    }
+}
+
+/// The cookie `query` carries, if one that is well formed.
+fn query_cookie(query: &[u8]) -> Option<ClientCookie> {
+    ClientCookie::parse(find_option(query, EDNS_COOKIE)?).ok()
+}
+
+/// The bytes a UDP response leaves free for the cookie [`DnsEngine::add_cookie`] adds.
+fn cookie_room(asked: &Asked) -> u16 {
+    if asked.cookie.is_some() {
+        COOKIE_OPTION_LEN as u16
+    } else {
+        0
     }
 }
 

@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::message::{HEADER_LEN, RCODE_SERVFAIL, TYPE_OPT, Transport, parse_opt, question_end};
+use super::message::{
+    EDNS_COOKIE, HEADER_LEN, RCODE_SERVFAIL, TYPE_OPT, Transport, parse_opt, question_end, remove_option,
+};
 use super::reply::{EDE_NO_REACHABLE_AUTHORITY, write_ede_option};
 
 /// Forwarded queries waiting on recursors at once; beyond this, SERVFAIL at once.
@@ -52,9 +54,10 @@ impl Forwarder {
         self.in_flight.clone().try_acquire_owned().ok()
     }
 
-    /// The upstream response to `query`, with the client's ID; SERVFAIL when no recursor gave a
-    /// usable one in time. `None` only for a packet too short to answer.
-    pub async fn forward(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    /// The upstream response to `query`, with the client's ID, leaving `room` bytes of a UDP
+    /// response free; SERVFAIL when no recursor gave a usable one in time. `None` only for a
+    /// packet too short to answer.
+    pub async fn forward(&self, query: &[u8], transport: Transport, room: usize) -> Option<Vec<u8>> {
         let question_end = question_end(query)?;
         for &recursor in &self.recursors {
             let id: u16 = rand::random();
@@ -77,7 +80,7 @@ impl Forwarder {
                     continue;
                 }
             };
-            if let Some(response) = relayed(query, &upstream, response, transport) {
+            if let Some(response) = relayed(query, &upstream, response, transport, room) {
                 return Some(response);
             }
             tracing::debug!(%recursor, "recursor sent a response to another question");
@@ -133,15 +136,23 @@ pub fn servfail(query: &[u8], question_end: usize, ede: Option<u16>) -> Vec<u8> 
 }
 
 /// What the client of `query` is sent for a recursor's `response` to `upstream` (the query as
-/// sent on, under an ID of its own): the response under the client's ID, cut to its question
-/// with TC when it is larger than a UDP client takes; `None` when it answers another question.
-pub fn relayed(query: &[u8], upstream: &[u8], mut response: Vec<u8>, transport: Transport) -> Option<Vec<u8>> {
+/// sent on, under an ID of its own): the response under the client's ID without the
+/// recursor's cookie (which is for sextant), cut to its question with TC when it is larger than
+/// a UDP client takes with `room` bytes to spare; `None` when it answers another question.
+pub fn relayed(
+    query: &[u8],
+    upstream: &[u8],
+    mut response: Vec<u8>,
+    transport: Transport,
+    room: usize,
+) -> Option<Vec<u8>> {
     let question_end = question_end(query)?;
     if upstream.len() < question_end || !answers(&response, &upstream[..question_end]) {
         return None;
     }
     response[..2].copy_from_slice(&query[..2]);
-    if transport == Transport::Udp && response.len() > udp_limit(query, question_end) {
+    remove_option(&mut response, EDNS_COOKIE);
+    if transport == Transport::Udp && response.len() + room > udp_limit(query, question_end) {
         return Some(truncated(&response, question_end));
     }
     Some(response)
@@ -150,7 +161,10 @@ pub fn relayed(query: &[u8], upstream: &[u8], mut response: Vec<u8>, transport: 
 /// The payload size of the query's OPT record, when it has one right after the question.
 fn opt_payload(query: &[u8], question_end: usize) -> Option<u16> {
     let has_opt = query.get(10..12) == Some(&[0, 1]);
-    has_opt.then(|| parse_opt(&query[question_end..])).flatten()
+    has_opt
+        .then(|| parse_opt(&query[question_end..]))
+        .flatten()
+        .map(|opt| opt.payload)
 }
 
 /// The largest UDP response the client of `query` takes: its EDNS payload size, else 512.

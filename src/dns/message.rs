@@ -5,9 +5,14 @@
 //! allocating, at several hundred thousand queries a second; what it does not take as it is
 //! (a compressed name, EDNS options, another class…) hickory-proto reads in full and
 //! [`read_in_full`] re-encodes in the form it takes, so every query meets the same parser.
+//! EDNS options are read, added and removed in place ([`find_option`], [`append_option`],
+//! [`remove_option`]) on any message, the zone data's and the recursors' responses included.
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name};
+
+use super::cookies::ClientCookie;
 
 pub const HEADER_LEN: usize = 12;
 pub const TYPE_A: u16 = 1;
@@ -43,6 +48,8 @@ pub struct Question {
     pub qtype: u16,
     /// The client's EDNS UDP payload size, when it sent an OPT record.
     pub edns_payload: Option<u16>,
+    /// The query's DNS cookie (RFC 7873), when it sent one.
+    pub cookie: Option<ClientCookie>,
     /// The name, lower-cased, and where each label starts in it.
     lower: [u8; 255],
     label_starts: [u8; 128],
@@ -81,7 +88,7 @@ impl Question {
 }
 
 /// Reads the header and the one question (plus an OPT record) of a standard query, class IN, as
-/// written without compression and with no EDNS option a server must act on; `None` for
+/// written without compression and with no EDNS option but a cookie and padding; `None` for
 /// anything else, which [`read_in_full`] takes.
 pub fn parse_question(query: &[u8]) -> Option<Question> {
     if query.len() < HEADER_LEN + 5 {
@@ -99,6 +106,7 @@ pub fn parse_question(query: &[u8]) -> Option<Question> {
         name_len: 0,
         qtype: 0,
         edns_payload: None,
+        cookie: None,
         lower: [0; 255],
         label_starts: [0; 128],
         labels: 0,
@@ -136,7 +144,9 @@ pub fn parse_question(query: &[u8]) -> Option<Question> {
     }
     q.end = pos + 4;
     if counts(3) == 1 {
-        q.edns_payload = Some(parse_opt(&query[q.end..])?);
+        let opt = parse_opt(&query[q.end..])?;
+        q.edns_payload = Some(opt.payload);
+        q.cookie = opt.cookie;
     } else if query.len() != q.end {
         return None;
     }
@@ -146,10 +156,10 @@ pub fn parse_question(query: &[u8]) -> Option<Question> {
 /// What a query [`parse_question`] does not take becomes once hickory-proto has read it.
 pub enum InFull {
     /// The same query re-encoded as [`parse_question`] takes it (the name uncompressed, EDNS
-    /// version 0 without options), and its question.
+    /// version 0 with its cookie alone), and its question.
     Query(Vec<u8>, Box<Question>),
-    /// The response to send: FORMERR, NOTIMP (another opcode), BADVERS (EDNS version above 0) or
-    /// REFUSED (a class sextant does not serve: CH's `version.bind` gets no IN data).
+    /// The response to send: FORMERR (a malformed message, or cookie), NOTIMP (another
+    /// opcode), BADVERS (EDNS version above 0) or REFUSED (a class sextant does not serve: CH's `version.bind` gets no IN data).
     Error(Vec<u8>),
     /// Nothing to send: a response (answering those would make us a reflector), or too short
     /// to have a header.
@@ -198,6 +208,14 @@ pub fn read_in_full(query: &[u8]) -> InFull {
     if let Some(edns) = &message.edns {
         let mut plain = Edns::new();
         plain.set_max_payload(edns.max_payload());
+        // RFC 7873 §5.2.2: a cookie of a length it does not allow, or two, is a FORMERR.
+        match &edns.options().get_all(EdnsCode::Cookie)[..] {
+            [] => {}
+            [EdnsOption::Unknown(code, data)] if ClientCookie::parse(data).is_ok() => {
+                plain.options_mut().insert(EdnsOption::Unknown(*code, data.clone()));
+            }
+            _ => return error(ResponseCode::FormErr),
+        }
         canonical.set_edns(plain);
     }
     match canonical
@@ -234,9 +252,15 @@ fn error_reply(request: &Message, code: ResponseCode) -> Vec<u8> {
     })
 }
 
-/// The OPT record of an EDNS(0) query: its payload size, if it holds nothing the in-place parser
-/// leaves to [`read_in_full`] (version 0, only options a server may ignore).
-pub fn parse_opt(rest: &[u8]) -> Option<u16> {
+/// What the in-place parser takes from a query's OPT record.
+pub struct Opt {
+    pub payload: u16,
+    pub cookie: Option<ClientCookie>,
+}
+
+/// The OPT record of an EDNS(0) query, if it holds nothing the in-place parser leaves to
+/// [`read_in_full`] (version 0; padding, and one well-formed cookie).
+pub fn parse_opt(rest: &[u8]) -> Option<Opt> {
     if rest.len() < 11 || rest[0] != 0 || u16::from_be_bytes([rest[1], rest[2]]) != TYPE_OPT {
         return None;
     }
@@ -250,15 +274,95 @@ pub fn parse_opt(rest: &[u8]) -> Option<u16> {
     if rest.len() != 11 + rdlen {
         return None;
     }
+    let mut cookie = None;
     while !options.is_empty() {
         let code = u16::from_be_bytes([*options.first()?, *options.get(1)?]);
         let len = u16::from_be_bytes([*options.get(2)?, *options.get(3)?]) as usize;
-        if code != EDNS_COOKIE && code != EDNS_PADDING {
+        let data = options.get(4..4 + len)?;
+        match code {
+            EDNS_PADDING => {}
+            EDNS_COOKIE if cookie.is_none() => cookie = Some(ClientCookie::parse(data).ok()?),
+            _ => return None,
+        }
+        options = &options[4 + len..];
+    }
+    Some(Opt { payload, cookie })
+}
+
+/// Where the data of `message`'s OPT record is: the offset of its length field, and the range of
+/// its data. `None` when it has none, or does not parse that far.
+fn opt_data(message: &[u8]) -> Option<(usize, std::ops::Range<usize>)> {
+    let [questions, answers, authorities, additionals] = header_counts(message)?;
+    let mut pos = HEADER_LEN;
+    for _ in 0..questions {
+        pos = name_end(message, pos)? + 4;
+    }
+    for _ in 0..usize::from(answers) + usize::from(authorities) {
+        pos = record_at(message, pos)?.1;
+    }
+    for _ in 0..additionals {
+        let (name_end, end) = record_at(message, pos)?;
+        if end > message.len() {
             return None;
         }
-        options = options.get(4 + len..)?;
+        if u16::from_be_bytes([message[name_end], message[name_end + 1]]) == TYPE_OPT {
+            return Some((name_end + 8, name_end + 10..end));
+        }
+        pos = end;
     }
-    Some(payload)
+    None
+}
+
+/// Where each option of an OPT record's `data` starts (its code), and its whole length.
+fn options(data: &[u8]) -> impl Iterator<Item = (usize, u16, usize)> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let head = data.get(at..at + 4)?;
+        let len = 4 + usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let start = at;
+        at += len;
+        (at <= data.len()).then(|| (start, u16::from_be_bytes([head[0], head[1]]), len))
+    })
+}
+
+/// The data of the first EDNS option `code` in `message`.
+pub fn find_option(message: &[u8], code: u16) -> Option<&[u8]> {
+    let (_, range) = opt_data(message)?;
+    let data = &message[range];
+    let (at, _, len) = options(data).find(|(_, c, _)| *c == code)?;
+    Some(&data[at + 4..at + len])
+}
+
+/// Adds EDNS option `code` with `value` to `message`'s OPT record; false when it has none (or
+/// the option would not fit one).
+pub fn append_option(message: &mut Vec<u8>, code: u16, value: &[u8]) -> bool {
+    let Some((len_at, range)) = opt_data(message) else {
+        return false;
+    };
+    let Ok(new_len) = u16::try_from(range.len() + 4 + value.len()) else {
+        return false;
+    };
+    let option = [&code.to_be_bytes()[..], &(value.len() as u16).to_be_bytes(), value].concat();
+    message.splice(range.end..range.end, option);
+    message[len_at..len_at + 2].copy_from_slice(&new_len.to_be_bytes());
+    true
+}
+
+/// Removes every EDNS option `code` from `message`'s OPT record.
+pub fn remove_option(message: &mut Vec<u8>, code: u16) {
+    let Some((len_at, range)) = opt_data(message) else {
+        return;
+    };
+    let found: Vec<(usize, usize)> = options(&message[range.clone()])
+        .filter(|(_, c, _)| *c == code)
+        .map(|(at, _, len)| (range.start + at, len))
+        .collect();
+    let removed: usize = found.iter().map(|(_, len)| len).sum();
+    for (at, len) in found.into_iter().rev() {
+        message.drain(at..at + len);
+    }
+    let new_len = (range.len() - removed) as u16;
+    message[len_at..len_at + 2].copy_from_slice(&new_len.to_be_bytes());
 }
 
 /// End of the one question of a query (uncompressed, as queries are); `None` when malformed.
@@ -408,7 +512,9 @@ mod tests {
     use hickory_proto::rr::rdata::{A, SOA};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-    use super::{cap_negative_soa_ttls, keep_question_case};
+    use super::{
+        EDNS_COOKIE, EDNS_PADDING, append_option, cap_negative_soa_ttls, find_option, keep_question_case, remove_option,
+    };
 
     fn message(code: ResponseCode, answer: bool) -> Message {
         let zone = Name::from_ascii("example.test.").unwrap();
@@ -473,6 +579,33 @@ mod tests {
             let mut bytes = whole[..cut].to_vec();
             keep_question_case(&mut bytes);
             assert_eq!(bytes.len(), cut);
+        }
+    }
+
+    #[test]
+    fn options_are_found_added_and_removed_in_place() {
+        let mut with_opt = message(ResponseCode::NoError, true);
+        with_opt.set_edns(hickory_proto::op::Edns::new());
+        let mut bytes = with_opt.to_vec().unwrap();
+        assert_eq!(find_option(&bytes, EDNS_COOKIE), None);
+        assert!(append_option(&mut bytes, EDNS_PADDING, &[0; 3]));
+        assert!(append_option(&mut bytes, EDNS_COOKIE, &[1; 24]));
+        assert_eq!(find_option(&bytes, EDNS_COOKIE), Some(&[1; 24][..]));
+        let decoded = Message::from_vec(&bytes).unwrap();
+        assert_eq!(decoded.answers.len(), 1);
+        assert_eq!(decoded.edns.unwrap().options().options.len(), 2);
+        remove_option(&mut bytes, EDNS_COOKIE);
+        assert_eq!(find_option(&bytes, EDNS_COOKIE), None);
+        assert_eq!(find_option(&bytes, EDNS_PADDING), Some(&[0; 3][..]));
+        Message::from_vec(&bytes).expect("still well formed");
+        // Without an OPT record there is nowhere to put one; a cut message is never read past.
+        let mut plain = message(ResponseCode::NoError, true).to_vec().unwrap();
+        assert!(!append_option(&mut plain, EDNS_COOKIE, &[1; 24]));
+        for cut in 0..bytes.len() {
+            let mut short = bytes[..cut].to_vec();
+            let _ = find_option(&short, EDNS_PADDING);
+            remove_option(&mut short, EDNS_PADDING);
+            assert!(short.len() <= cut);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! (`zones`), forwarding, and the one dispatch (`engine`) UDP workers and TCP connections share.
 
 pub mod answers;
+pub mod cookies;
 pub mod engine;
 pub mod forward;
 pub mod message;

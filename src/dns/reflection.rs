@@ -8,7 +8,11 @@
 //!   than [`AMPLIFICATION`] times its query goes out truncated (RFC 8482's spirit, as for ANY).
 //!   A source is real once it has opened a TCP connection (a handshake cannot be spoofed) in the
 //!   last [`PROOF_LIFETIME`], or when it is in an exempt network (loopback by default: no packet
-//!   from outside can claim it).
+//!   from outside can claim it); a query is, when it carries a server cookie made for its
+//!   source (`cookies.rs`).
+//!
+//! A query that shows its source is real is neither limited nor bounded (as BIND does): its
+//! response goes where the query came from, so it reflects nothing.
 //!
 //! Both tables are fixed arrays of atomics, written without a lock or an allocation per query,
 //! so no flood of sources can grow them. Two networks that fall in one slot share its count
@@ -151,8 +155,16 @@ impl ReflectionGuard {
     }
 
     /// What to do with a response of `response_len` bytes to a query of `query_len` from `ip`,
-    /// at second `now` ([`Self::now`]).
-    pub fn judge(&self, ip: IpAddr, query_len: usize, response_len: usize, now: u32) -> Verdict {
+    /// at second `now` ([`Self::now`]); `cookie_proves` tells whether the query carries a valid
+    /// server cookie, asked only of a response that would not go as it is.
+    pub fn judge(
+        &self,
+        ip: IpAddr,
+        query_len: usize,
+        response_len: usize,
+        now: u32,
+        cookie_proves: impl FnOnce() -> bool,
+    ) -> Verdict {
         let ip = ip.to_canonical();
         if self.exempt(ip) {
             return Verdict::Send;
@@ -160,6 +172,9 @@ impl ReflectionGuard {
         if self.settings.rate > 0 {
             let count = self.count(ip, now);
             if count > self.settings.rate {
+                if cookie_proves() {
+                    return Verdict::Send;
+                }
                 let past = count - self.settings.rate;
                 if past == 1
                     && let Some(left_out) = self.log.admit()
@@ -173,7 +188,7 @@ impl ReflectionGuard {
                 };
             }
         }
-        if response_len > AMPLIFICATION * query_len && !self.proven(ip, now) {
+        if response_len > AMPLIFICATION * query_len && !self.proven(ip, now) && !cookie_proves() {
             return Verdict::Bound;
         }
         Verdict::Send
@@ -196,6 +211,11 @@ mod tests {
     use super::*;
     use crate::dns::stats::ServiceIds;
 
+    /// A query without a server cookie.
+    fn judge(guard: &ReflectionGuard, ip: IpAddr, query_len: usize, response_len: usize, now: u32) -> Verdict {
+        guard.judge(ip, query_len, response_len, now, || false)
+    }
+
     fn guard(rate: u32) -> ReflectionGuard {
         let stats = Arc::new(DnsStats::new(Arc::new(ServiceIds::default())));
         ReflectionGuard::new(
@@ -211,24 +231,24 @@ mod tests {
     fn past_the_rate_every_second_response_slips_and_the_rest_are_dropped() {
         let guard = guard(10);
         let flooder: IpAddr = "192.0.2.7".parse().unwrap();
-        let verdicts: Vec<Verdict> = (0..20).map(|_| guard.judge(flooder, 50, 50, 5)).collect();
+        let verdicts: Vec<Verdict> = (0..20).map(|_| judge(&guard, flooder, 50, 50, 5)).collect();
         assert!(verdicts[..10].iter().all(|v| *v == Verdict::Send), "{verdicts:?}");
         assert_eq!(
             verdicts[10..14],
             [Verdict::Drop, Verdict::Slip, Verdict::Drop, Verdict::Slip]
         );
         // Its whole /24 shares the count; another network does not.
-        assert_eq!(guard.judge("192.0.2.200".parse().unwrap(), 50, 50, 5), Verdict::Drop);
-        assert_eq!(guard.judge("198.51.100.1".parse().unwrap(), 50, 50, 5), Verdict::Send);
+        assert_eq!(judge(&guard, "192.0.2.200".parse().unwrap(), 50, 50, 5), Verdict::Drop);
+        assert_eq!(judge(&guard, "198.51.100.1".parse().unwrap(), 50, 50, 5), Verdict::Send);
         // The next second starts afresh.
-        assert_eq!(guard.judge(flooder, 50, 50, 6), Verdict::Send);
+        assert_eq!(judge(&guard, flooder, 50, 50, 6), Verdict::Send);
         // IPv6: a /56 is one network.
         let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
         for _ in 0..10 {
-            assert_eq!(guard.judge(v6("2001:db8:0:100::1"), 50, 50, 5), Verdict::Send);
+            assert_eq!(judge(&guard, v6("2001:db8:0:100::1"), 50, 50, 5), Verdict::Send);
         }
-        assert_eq!(guard.judge(v6("2001:db8:0:1ff::2"), 50, 50, 5), Verdict::Drop);
-        assert_eq!(guard.judge(v6("2001:db8:0:200::1"), 50, 50, 5), Verdict::Send);
+        assert_eq!(judge(&guard, v6("2001:db8:0:1ff::2"), 50, 50, 5), Verdict::Drop);
+        assert_eq!(judge(&guard, v6("2001:db8:0:200::1"), 50, 50, 5), Verdict::Send);
     }
 
     #[test]
@@ -236,18 +256,18 @@ mod tests {
         let guard = guard(0);
         let source: IpAddr = "203.0.113.9".parse().unwrap();
         let now = guard.now();
-        assert_eq!(guard.judge(source, 50, 150, now), Verdict::Send);
-        assert_eq!(guard.judge(source, 50, 151, now), Verdict::Bound);
+        assert_eq!(judge(&guard, source, 50, 150, now), Verdict::Send);
+        assert_eq!(judge(&guard, source, 50, 151, now), Verdict::Bound);
         guard.prove(source);
-        assert_eq!(guard.judge(source, 50, 1200, now), Verdict::Send);
+        assert_eq!(judge(&guard, source, 50, 1200, now), Verdict::Send);
         // As an IPv4-mapped IPv6 address too; the proof lapses.
         let mapped: IpAddr = "::ffff:203.0.113.9".parse().unwrap();
-        assert_eq!(guard.judge(mapped, 50, 1200, now), Verdict::Send);
+        assert_eq!(judge(&guard, mapped, 50, 1200, now), Verdict::Send);
         let later = now + PROOF_LIFETIME.as_secs() as u32;
-        assert_eq!(guard.judge(source, 50, 1200, later), Verdict::Bound);
+        assert_eq!(judge(&guard, source, 50, 1200, later), Verdict::Bound);
         // Another address of the same network is not proven.
         assert_eq!(
-            guard.judge("203.0.113.10".parse().unwrap(), 50, 1200, now),
+            judge(&guard, "203.0.113.10".parse().unwrap(), 50, 1200, now),
             Verdict::Bound
         );
     }
@@ -256,8 +276,30 @@ mod tests {
     fn exempt_networks_are_neither_limited_nor_bounded() {
         let guard = guard(1);
         for _ in 0..10 {
-            assert_eq!(guard.judge("127.0.0.2".parse().unwrap(), 50, 4000, 1), Verdict::Send);
-            assert_eq!(guard.judge("::1".parse().unwrap(), 50, 4000, 1), Verdict::Send);
+            assert_eq!(judge(&guard, "127.0.0.2".parse().unwrap(), 50, 4000, 1), Verdict::Send);
+            assert_eq!(judge(&guard, "::1".parse().unwrap(), 50, 4000, 1), Verdict::Send);
         }
+    }
+
+    #[test]
+    fn a_query_with_a_valid_server_cookie_is_neither_limited_nor_bounded() {
+        let guard = guard(5);
+        let source: IpAddr = "192.0.2.9".parse().unwrap();
+        for _ in 0..5 {
+            assert_eq!(judge(&guard, source, 50, 50, 7), Verdict::Send);
+        }
+        assert_eq!(guard.judge(source, 50, 1200, 7, || true), Verdict::Send);
+        assert_eq!(judge(&guard, source, 50, 50, 7), Verdict::Slip);
+        // The cookie is only looked at when the response would not go as it is.
+        let guard = self::guard(0);
+        let looked = std::cell::Cell::new(false);
+        let proves = || {
+            looked.set(true);
+            true
+        };
+        assert_eq!(guard.judge(source, 50, 150, 7, proves), Verdict::Send);
+        assert!(!looked.get());
+        assert_eq!(guard.judge(source, 50, 151, 7, || true), Verdict::Send);
+        assert_eq!(judge(&guard, source, 50, 151, 7), Verdict::Bound);
     }
 }

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 
 use super::answers::{AnswerSet, ServiceAnswerMap};
+use super::cookies::COOKIE_OPTION_LEN;
 use super::message::{
     CLASS_IN, HEADER_LEN, Question, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_A, TYPE_AAAA, TYPE_ANY,
     TYPE_OPT, TYPE_PTR, TYPE_SRV, Transport,
@@ -216,14 +217,20 @@ impl ReplyWriter {
         finish(query, q, RCODE_REFUSED, Some(ede), sections, out);
     }
 
-    /// The largest response `q` may get, less the OPT record added when the client sent one.
+    /// The largest response `q` may get, less the OPT record added when the client sent one
+    /// (with room for the cookie the engine adds when it sent one).
     fn size_limit(&self, q: &Question, transport: Transport) -> usize {
         let limit = match (transport, q.edns_payload) {
             (Transport::Tcp, _) => u16::MAX as usize,
             (Transport::Udp, Some(payload)) => payload.clamp(512, self.max_udp_size) as usize,
             (Transport::Udp, None) => 512,
         };
-        limit - if q.edns_payload.is_some() { OPT_LEN } else { 0 }
+        let opt = match (q.edns_payload, q.cookie) {
+            (None, _) => 0,
+            (Some(_), None) => OPT_LEN,
+            (Some(_), Some(_)) => OPT_LEN + COOKIE_OPTION_LEN,
+        };
+        limit - opt
     }
 
     /// PTR records naming this node and every service with an instance at `ip`; false when there

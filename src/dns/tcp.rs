@@ -189,7 +189,7 @@ async fn connection(
         let sent = match reply {
             Reply::Ready => Some(&response[..]),
             Reply::Forward => {
-                forwarded = engine.forward(&response, Transport::Tcp).await;
+                forwarded = engine.forward(&response, Transport::Tcp, src.ip()).await;
                 forwarded.as_deref()
             }
             // Not a query that deserves an answer (a response, garbage): no reason to stay.

@@ -179,7 +179,7 @@ fn forward(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, 
     let (socket, engine, query) = (socket.clone(), engine.clone(), query.to_vec());
     runtime.forwards.spawn_on(
         async move {
-            let Some(mut response) = engine.forward(&query, Transport::Udp).await else {
+            let Some(mut response) = engine.forward(&query, Transport::Udp, client.ip()).await else {
                 return;
             };
             let now = engine.reflection().now();
@@ -194,13 +194,23 @@ fn forward(socket: &Arc<UdpSocket>, engine: &Arc<DnsEngine>, runtime: &Runtime, 
 }
 
 /// Whether `response` goes to `client`, as it is or cut to its question
-/// ([`super::reflection`]).
+/// ([`super::reflection`]). A response cut for its size keeps the client's cookie (the client
+/// shows it next time and is answered in full); one slipped for the rate is no larger than its
+/// query.
 fn sendable(engine: &DnsEngine, client: SocketAddr, query: &[u8], response: &mut Vec<u8>, now: u32) -> bool {
     let guard = engine.reflection();
-    let verdict = guard.judge(client.ip(), query.len(), response.len(), now);
+    let proven_by_cookie = || engine.cookie_proves(query, client.ip());
+    let verdict = guard.judge(client.ip(), query.len(), response.len(), now, proven_by_cookie);
     let sent = match verdict {
         Verdict::Send => true,
-        Verdict::Slip | Verdict::Bound => truncate_to_question(query, response, engine.max_udp_size()),
+        Verdict::Slip => truncate_to_question(query, response, engine.max_udp_size()),
+        Verdict::Bound => {
+            let cut = truncate_to_question(query, response, engine.max_udp_size());
+            if cut {
+                engine.add_query_cookie(query, client.ip(), response);
+            }
+            cut
+        }
         Verdict::Drop => false,
     };
     guard.counted(verdict, sent);

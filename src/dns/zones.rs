@@ -79,13 +79,15 @@ impl Zones {
 
     /// The zone data's response to `query` (a standard query, class IN, its name not the
     /// registry's): records, NXDOMAIN, or REFUSED outside every zone. UDP responses are cut to
-    /// the client's buffer and `max_udp_size`. `None` when there is nothing to send.
+    /// the client's buffer and `max_udp_size`, less `room` bytes left for an option the caller
+    /// adds. `None` when there is nothing to send.
     pub async fn answer(
         &self,
         query: &[u8],
         src: SocketAddr,
         transport: Transport,
         max_udp_size: u16,
+        room: u16,
     ) -> Option<Vec<u8>> {
         let protocol = match transport {
             Transport::Udp => Protocol::Udp,
@@ -95,6 +97,7 @@ impl Zones {
         let capture = Capture {
             transport,
             max_udp_size,
+            room,
             bytes: Arc::new(Mutex::new(None)),
         };
         self.catalog
@@ -128,6 +131,8 @@ struct Capture {
     transport: Transport,
     /// The largest UDP response, whatever the client's EDNS buffer.
     max_udp_size: u16,
+    /// Bytes of a UDP response left free (for the cookie the engine adds).
+    room: u16,
     bytes: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
@@ -146,7 +151,7 @@ impl ResponseHandler for Capture {
     ) -> Result<ResponseInfo, NetError> {
         let max_size = match (self.transport, response.edns()) {
             (Transport::Tcp, _) => u16::MAX,
-            (Transport::Udp, Some(edns)) => edns.max_payload().clamp(512, self.max_udp_size),
+            (Transport::Udp, Some(edns)) => edns.max_payload().clamp(512, self.max_udp_size) - self.room,
             (Transport::Udp, None) => 512,
         };
         let id = response.metadata().id;

@@ -252,3 +252,70 @@ async fn large_forwarded_answers_are_whole_or_truncated_never_cut() {
     }
     server.stop().await;
 }
+
+/// Cookies are between neighbours (RFC 7873): a client's cookie is not sent on to the recursor,
+/// the recursor's cookie is not relayed, and the client gets sextant's own.
+#[tokio::test]
+async fn cookies_are_not_relayed_either_way() {
+    use hickory_proto::op::{Edns, Message, MessageType};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    use hickory_proto::rr::{RData, Record};
+    let cookie = |message: &Message| -> Vec<Vec<u8>> {
+        let Some(edns) = &message.edns else {
+            return Vec::new();
+        };
+        let options = edns.options().get_all(EdnsCode::Cookie);
+        options
+            .iter()
+            .map(|option| match option {
+                EdnsOption::Unknown(_, data) => data.clone(),
+                other => panic!("a cookie read as {other:?}"),
+            })
+            .collect()
+    };
+    // A recursor that answers with a cookie of its own, and tells what cookies it was sent.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let recursor = socket.local_addr().unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+            let query = Message::from_vec(&buf[..len]).unwrap();
+            seen_tx.send(cookie(&query)).unwrap();
+            let mut reply = Message::new(query.metadata.id, MessageType::Response, query.metadata.op_code);
+            reply.metadata.recursion_desired = query.metadata.recursion_desired;
+            reply.metadata.recursion_available = true;
+            reply.add_queries(query.queries.clone());
+            let name = query.queries[0].name().clone();
+            reply.add_answer(Record::from_rdata(name, 60, RData::A(A::new(10, 9, 0, 1))));
+            let mut edns = Edns::new();
+            let theirs = [&[7u8; 8][..], &[0xEE; 16]].concat();
+            edns.options_mut().insert(EdnsOption::Unknown(10, theirs));
+            reply.set_edns(edns);
+            socket.send_to(&reply.to_vec().unwrap(), from).await.unwrap();
+        }
+    });
+    let mut config = test_config();
+    config.recursors = vec![recursor.to_string()];
+    let server = TestServer::start_with(config).await;
+    let client_cookie = vec![1, 2, 3, 4, 5, 6, 7, 8];
+    let mut query = query_message("www.example.", RecordType::A, Some(1232));
+    let edns = query.edns.as_mut().unwrap();
+    edns.options_mut()
+        .insert(EdnsOption::Unknown(10, client_cookie.clone()));
+    // (Over UDP: the recursor takes no TCP; both transports share the engine's forwarding.)
+    let reply = udp_message(server.dns, &query).await;
+    assert_eq!(addresses(&reply), vec![ip("10.9.0.1")]);
+    let cookies = cookie(&reply);
+    assert_eq!(cookies.len(), 1, "one cookie: {reply:?}");
+    assert_eq!(cookies[0][..8], client_cookie, "the client's cookie back");
+    assert_ne!(
+        cookies[0][8..],
+        [0xEE; 16],
+        "sextant's server cookie, not the recursor's"
+    );
+    assert_eq!((cookies[0].len(), cookies[0][8]), (24, 1), "an RFC 9018 server cookie");
+    assert_eq!(seen.recv().await.unwrap(), Vec::<Vec<u8>>::new(), "no cookie sent on");
+    server.stop().await;
+}
