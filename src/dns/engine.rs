@@ -65,13 +65,13 @@ pub struct DnsEngine {
     cookies: Cookies,
 }
 
-/// What a query asked, as the answer path learned it: for the counts, and the cookie its
-/// response carries.
+/// What a query asked, as the answer path learned it: for the counts, and whether its response
+/// carries a cookie.
 #[derive(Default)]
 struct Asked {
     qtype: u16,
     service: Option<ServiceHit>,
-    cookie: Option<ClientCookie>,
+    cookie: bool,
 }
 
 impl DnsEngine {
@@ -128,7 +128,9 @@ impl DnsEngine {
                     .await
             }
         };
-        self.add_cookie(&asked, query.from.ip(), &reply, out);
+        if asked.cookie && reply == Reply::Ready {
+            self.add_query_cookie(query.packet, query.from.ip(), out);
+        }
         if let Some(rcode) = response_code(&reply, out) {
             self.stats.count(query.transport, asked.qtype, rcode, asked.service);
         }
@@ -160,7 +162,9 @@ impl DnsEngine {
                 }
             }
         };
-        self.add_cookie(&asked, query.from.ip(), &reply, out);
+        if asked.cookie && reply == Reply::Ready {
+            self.add_query_cookie(query.packet, query.from.ip(), out);
+        }
         if let Some(rcode) = response_code(&reply, out) {
             counter.count(query.transport, asked.qtype, rcode, asked.service);
         }
@@ -178,24 +182,16 @@ impl DnsEngine {
         query_cookie(query).is_some_and(|cookie| self.cookies.proves(&cookie, ip, Cookies::now()))
     }
 
-    /// Adds to `response` the cookie that answers `query`'s, if it had one (a response cut short
-    /// for the reflection guard loses its OPT record's options).
+    /// RFC 7873: a response to a query with a cookie carries ours, in its OPT record (also
+    /// once a response cut short for the reflection guard has lost its OPT record's options).
     pub fn add_query_cookie(&self, query: &[u8], ip: IpAddr, response: &mut Vec<u8>) {
         if let Some(cookie) = query_cookie(query) {
             self.sign(&cookie, ip, response);
         }
     }
 
-    /// RFC 7873: a response to a query with a cookie carries ours, in its OPT record.
     fn sign(&self, cookie: &ClientCookie, ip: IpAddr, response: &mut Vec<u8>) {
         append_option(response, EDNS_COOKIE, &self.cookies.answer(cookie, ip, Cookies::now()));
-    }
-
-    /// [`sign`](Self::sign)s a response that is ready.
-    fn add_cookie(&self, asked: &Asked, ip: IpAddr, reply: &Reply, out: &mut Vec<u8>) {
-        if let (Some(cookie), Reply::Ready) = (&asked.cookie, reply) {
-            self.sign(cookie, ip, out);
-        }
     }
 
     /// The largest UDP response, whatever the client's EDNS buffer.
@@ -344,13 +340,9 @@ fn query_cookie(query: &[u8]) -> Option<ClientCookie> {
     ClientCookie::parse(find_option(query, EDNS_COOKIE)?).ok()
 }
 
-/// The bytes a UDP response leaves free for the cookie [`DnsEngine::add_cookie`] adds.
+/// The bytes a UDP response leaves free for the cookie [`DnsEngine::add_query_cookie`] adds.
 fn cookie_room(asked: &Asked) -> u16 {
-    if asked.cookie.is_some() {
-        COOKIE_OPTION_LEN as u16
-    } else {
-        0
-    }
+    if asked.cookie { COOKIE_OPTION_LEN as u16 } else { 0 }
 }
 
 /// The response code of a response that is ready to send, for the counts (a forwarded query is

@@ -48,8 +48,9 @@ pub struct Question {
     pub qtype: u16,
     /// The client's EDNS UDP payload size, when it sent an OPT record.
     pub edns_payload: Option<u16>,
-    /// The query's DNS cookie (RFC 7873), when it sent one.
-    pub cookie: Option<ClientCookie>,
+    /// Whether the query sent a DNS cookie (RFC 7873), well formed: the answer path reads it
+    /// again only then, so that queries without one do not carry its 40 bytes.
+    pub cookie: bool,
     /// The name, lower-cased, and where each label starts in it.
     lower: [u8; 255],
     label_starts: [u8; 128],
@@ -106,7 +107,7 @@ pub fn parse_question(query: &[u8]) -> Option<Question> {
         name_len: 0,
         qtype: 0,
         edns_payload: None,
-        cookie: None,
+        cookie: false,
         lower: [0; 255],
         label_starts: [0; 128],
         labels: 0,
@@ -255,7 +256,8 @@ fn error_reply(request: &Message, code: ResponseCode) -> Vec<u8> {
 /// What the in-place parser takes from a query's OPT record.
 pub struct Opt {
     pub payload: u16,
-    pub cookie: Option<ClientCookie>,
+    /// Whether it holds a well-formed cookie.
+    pub cookie: bool,
 }
 
 /// The OPT record of an EDNS(0) query, if it holds nothing the in-place parser leaves to
@@ -274,14 +276,14 @@ pub fn parse_opt(rest: &[u8]) -> Option<Opt> {
     if rest.len() != 11 + rdlen {
         return None;
     }
-    let mut cookie = None;
+    let mut cookie = false;
     while !options.is_empty() {
         let code = u16::from_be_bytes([*options.first()?, *options.get(1)?]);
         let len = u16::from_be_bytes([*options.get(2)?, *options.get(3)?]) as usize;
         let data = options.get(4..4 + len)?;
         match code {
             EDNS_PADDING => {}
-            EDNS_COOKIE if cookie.is_none() => cookie = Some(ClientCookie::parse(data).ok()?),
+            EDNS_COOKIE if !cookie => cookie = ClientCookie::parse(data).is_ok().then_some(true)?,
             _ => return None,
         }
         options = &options[4 + len..];

@@ -227,8 +227,8 @@ impl ReplyWriter {
         };
         let opt = match (q.edns_payload, q.cookie) {
             (None, _) => 0,
-            (Some(_), None) => OPT_LEN,
-            (Some(_), Some(_)) => OPT_LEN + COOKIE_OPTION_LEN,
+            (Some(_), false) => OPT_LEN,
+            (Some(_), true) => OPT_LEN + COOKIE_OPTION_LEN,
         };
         limit - opt
     }
