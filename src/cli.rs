@@ -66,6 +66,17 @@ pub struct Common {
     /// The ACL token (else `SEXTANT_HTTP_TOKEN`, else `CONSUL_HTTP_TOKEN`).
     #[arg(long, env = "SEXTANT_HTTP_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https:// server (else `CONSUL_CACERT`; an address
+    /// without a scheme is https:// when `CONSUL_HTTP_SSL` is true).
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for a server that asks for one, with --client-key (else
+    /// `CONSUL_CLIENT_CERT` and `CONSUL_CLIENT_KEY`).
+    #[arg(long, value_name = "PEM", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
     /// JSON output instead of a table.
     #[arg(long)]
     json: bool,
@@ -123,11 +134,17 @@ pub async fn run(command: ClientCommand) -> Result<(), Error> {
 }
 
 fn client(common: &Common) -> Result<Client, Error> {
-    let builder = Client::builder(&common.http);
-    match &common.token {
-        Some(token) => builder.token(token).build(),
-        None => builder.build(),
+    let mut builder = Client::builder(&common.http);
+    if let Some(token) = &common.token {
+        builder = builder.token(token);
     }
+    if let Some(ca) = &common.ca_cert {
+        builder = builder.ca_cert(ca);
+    }
+    if let (Some(cert), Some(key)) = (&common.client_cert, &common.client_key) {
+        builder = builder.client_cert(cert, key);
+    }
+    builder.build()
 }
 
 fn say(json: bool, as_json: Value, as_text: String) {

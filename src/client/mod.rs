@@ -5,7 +5,8 @@
 //! ties a service to sextant) or, for a service that only has DNS, reads SRV records. The pieces:
 //!
 //! - [`Client`]: the HTTP side: one-shot registration and queries, with timeouts, retries with
-//!   backoff, and the ACL token from the environment as Consul's clients take it.
+//!   backoff, and the ACL token and TLS settings from the environment as Consul's clients take
+//!   them.
 //! - [`ServiceView`]: a service's healthy instances, kept current by blocking queries
 //!   ([`Client::watch`]) or by SRV lookups re-read at the TTL ([`ServiceView::dns`]).
 //! - [`Balancer`]: round robin, random, weighted, least outstanding requests, or power of two
@@ -45,6 +46,7 @@ mod register;
 mod view;
 mod wire;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,8 +59,9 @@ pub use error::{Error, Result};
 pub use register::{Check, Registration, SelfRegistration};
 pub use view::{Instance, Instances, ServiceView, ViewState};
 
-/// Where sextant's HTTP API is when nothing says otherwise (its default `--http`).
-pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
+/// Where sextant's HTTP API is when nothing says otherwise (its default `--http`): over
+/// `http://`, or `https://` when `CONSUL_HTTP_SSL` is true.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8500";
 
 /// How long a request may take before it fails with [`Error::Timeout`] (a blocking query gets
 /// its wait on top).
@@ -121,12 +124,100 @@ pub struct ClientBuilder {
     timeout: Duration,
     wait: Duration,
     retry: Retry,
+    tls: Tls,
+}
+
+/// What a client trusts and shows over HTTPS, beyond the system's CAs.
+#[derive(Debug, Clone, Default)]
+struct Tls {
+    /// An address without a scheme is `https://`.
+    https: bool,
+    /// A CA (PEM, one or more certificates) that signs the server's certificate.
+    ca_cert: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for a server that asks for one.
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+}
+
+impl Tls {
+    /// Consul's variables, as its clients read them (`SEXTANT_` ones first): `CONSUL_HTTP_SSL`
+    /// (true: https), `CONSUL_CACERT`, `CONSUL_CLIENT_CERT` and `CONSUL_CLIENT_KEY`.
+    fn from_env() -> Self {
+        let path = |name: &str| env_first(&[&format!("SEXTANT_{name}"), &format!("CONSUL_{name}")]).map(PathBuf::from);
+        Self {
+            https: env_first(&["SEXTANT_HTTP_SSL", "CONSUL_HTTP_SSL"])
+                .is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "1" | "true")),
+            ca_cert: path("CACERT"),
+            client_cert: path("CLIENT_CERT"),
+            client_key: path("CLIENT_KEY"),
+        }
+    }
+
+    /// `builder` trusting the CA and showing the certificate; a file that cannot be read or
+    /// is not PEM is an [`Error::Invalid`] naming it.
+    fn apply(&self, mut builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder> {
+        let read = |what: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|e| Error::Invalid {
+                what,
+                reason: format!("{}: {e}", path.display()),
+            })
+        };
+        if let Some(path) = &self.ca_cert {
+            let invalid = |reason: String| Error::Invalid {
+                what: "CA certificate",
+                reason: format!("{}: {reason}", path.display()),
+            };
+            let certificates = reqwest::Certificate::from_pem_bundle(&read("CA certificate", path)?)
+                .map_err(|e| invalid(e.to_string()))?;
+            if certificates.is_empty() {
+                return Err(invalid("no PEM certificate in it".into()));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        match (&self.client_cert, &self.client_key) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                let mut pem = read("client certificate", cert)?;
+                pem.push(b'\n');
+                pem.extend(read("client key", key)?);
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| Error::Invalid {
+                    what: "client certificate",
+                    reason: format!("{} with {}: {e}", cert.display(), key.display()),
+                })?;
+                builder = builder.identity(identity);
+            }
+            _ => {
+                return Err(Error::Invalid {
+                    what: "client certificate",
+                    reason: "a client certificate needs its key, and a key its certificate".into(),
+                });
+            }
+        }
+        Ok(builder)
+    }
 }
 
 impl ClientBuilder {
     /// The ACL token sent as `X-Consul-Token` (replaces one taken from the environment).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Trusts the CA certificates in `pem_file` for an `https://` server, beside the system's
+    /// (replaces `CONSUL_CACERT`).
+    pub fn ca_cert(mut self, pem_file: impl Into<PathBuf>) -> Self {
+        self.tls.ca_cert = Some(pem_file.into());
+        self
+    }
+
+    /// Shows the client certificate `cert_file` (with its key, both PEM) to a server that asks
+    /// for one (replaces `CONSUL_CLIENT_CERT` and `CONSUL_CLIENT_KEY`).
+    pub fn client_cert(mut self, cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        self.tls.client_cert = Some(cert_file.into());
+        self.tls.client_key = Some(key_file.into());
         self
     }
 
@@ -149,10 +240,10 @@ impl ClientBuilder {
     }
 
     pub fn build(self) -> Result<Client> {
-        let with_scheme = if self.address.contains("://") {
-            self.address.clone()
-        } else {
-            format!("http://{}", self.address)
+        let with_scheme = match (self.address.contains("://"), self.tls.https) {
+            (true, _) => self.address.clone(),
+            (false, true) => format!("https://{}", self.address),
+            (false, false) => format!("http://{}", self.address),
         };
         let base = url::Url::parse(&with_scheme)
             .ok()
@@ -167,12 +258,14 @@ impl ClientBuilder {
                 reason: "timeout and attempts must be above 0".into(),
             });
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(self.timeout)
+        let http = self
+            .tls
+            .apply(reqwest::Client::builder().connect_timeout(self.timeout))?
             .build()
             .map_err(|e| Error::Invalid {
                 what: "HTTP client",
-                reason: e.to_string(),
+                // reqwest's own text is "builder error": the reason is in its source.
+                reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string),
             })?;
         let inner = Inner {
             http,
@@ -189,15 +282,20 @@ impl ClientBuilder {
 /// The token in the environment, as Consul's clients read it: `SEXTANT_HTTP_TOKEN`, else
 /// `CONSUL_HTTP_TOKEN`.
 fn token_from_env() -> Option<String> {
-    ["SEXTANT_HTTP_TOKEN", "CONSUL_HTTP_TOKEN"]
+    env_first(&["SEXTANT_HTTP_TOKEN", "CONSUL_HTTP_TOKEN"])
+}
+
+/// The first of the variables `names` set and not empty.
+fn env_first(names: &[&str]) -> Option<String> {
+    names
         .iter()
         .filter_map(|name| std::env::var(name).ok())
-        .find(|token| !token.is_empty())
+        .find(|value| !value.is_empty())
 }
 
 impl Client {
     /// Settings for a client of the API at `address` (`host:port` or an `http(s)://` URL), with
-    /// the token from the environment.
+    /// the token and TLS settings from the environment.
     ///
     /// ```
     /// use std::time::Duration;
@@ -218,6 +316,7 @@ impl Client {
             timeout: DEFAULT_TIMEOUT,
             wait: DEFAULT_WAIT,
             retry: Retry::default(),
+            tls: Tls::from_env(),
         }
     }
 
@@ -227,13 +326,9 @@ impl Client {
     }
 
     /// A client of the API the environment names (`SEXTANT_HTTP_ADDR`, else `CONSUL_HTTP_ADDR`,
-    /// else [`DEFAULT_ADDRESS`]), with its token.
+    /// else [`DEFAULT_ADDRESS`]), with its token and TLS settings.
     pub fn from_env() -> Result<Self> {
-        let address = ["SEXTANT_HTTP_ADDR", "CONSUL_HTTP_ADDR"]
-            .iter()
-            .filter_map(|name| std::env::var(name).ok())
-            .find(|address| !address.is_empty())
-            .unwrap_or_else(|| DEFAULT_ADDRESS.to_string());
+        let address = env_first(&["SEXTANT_HTTP_ADDR", "CONSUL_HTTP_ADDR"]).unwrap_or_else(|| DEFAULT_ADDRESS.into());
         Self::new(address)
     }
 

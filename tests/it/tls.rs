@@ -231,3 +231,85 @@ async fn a_tls_client_over_a_limit_reads_the_503() {
     assert!(refused.text().await.unwrap().contains("--http-max-per-client"));
     server.stop().await;
 }
+
+/// The command-line client and the client library over HTTPS with a private CA and a client
+/// certificate: from Consul's variables (`CONSUL_HTTP_SSL`, `CONSUL_CACERT`,
+/// `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`), from flags, and from the builder. Without the CA,
+/// or without the certificate, they fail and say so.
+#[tokio::test]
+async fn the_cli_and_the_client_library_speak_https_with_a_private_ca() {
+    use sextant::client::{Client, Registration};
+    let dir = TempDir::new("client-tls");
+    let files = TlsFiles::make(&dir.0);
+    let server = TestServer::start_with(tls_config(&files, true)).await;
+    let port = server.app().http_addr().port();
+    let url = format!("https://127.0.0.1:{port}");
+    let client = Client::builder(&url)
+        .ca_cert(&files.ca)
+        .client_cert(&files.client_cert, &files.client_key)
+        .build()
+        .unwrap();
+    let orders = Registration::new("orders").id("orders-1").address("10.0.0.1").port(80);
+    client.register(&orders).await.unwrap();
+    assert_eq!(client.registered().await.unwrap().len(), 1);
+    let without_certificate = Client::builder(&url).ca_cert(&files.ca).build().unwrap();
+    assert!(
+        without_certificate.registered().await.is_err(),
+        "served without a certificate"
+    );
+
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    // (tokio's Command: the server runs on this test's one thread.)
+    let sextant = async |args: Vec<String>, env: Vec<(&str, String)>| {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sextant"))
+            .args(&args)
+            .env("SEXTANT_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .envs(env)
+            .output()
+            .await
+            .unwrap();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (output.status.code(), text(&output.stdout), text(&output.stderr))
+    };
+    let consul_env = vec![
+        ("CONSUL_HTTP_SSL", "true".to_owned()),
+        ("CONSUL_CACERT", path(&files.ca)),
+        ("CONSUL_CLIENT_CERT", path(&files.client_cert)),
+        ("CONSUL_CLIENT_KEY", path(&files.client_key)),
+    ];
+    let (code, out, err) = sextant(vec!["services".into()], consul_env.clone()).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("orders"), "{out}");
+    let flags = vec![
+        "instances".into(),
+        "orders".into(),
+        "--http".into(),
+        url.clone(),
+        "--ca-cert".into(),
+        path(&files.ca),
+        "--client-cert".into(),
+        path(&files.client_cert),
+        "--client-key".into(),
+        path(&files.client_key),
+    ];
+    let (code, out, err) = sextant(flags, Vec::new()).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("10.0.0.1"), "{out}");
+    // Without the private CA the server is not trusted; without a certificate it refuses.
+    let (code, _, err) = sextant(vec!["services".into()], consul_env[..1].to_vec()).await;
+    assert_eq!(code, Some(3), "{err}");
+    let (code, _, err) = sextant(vec!["services".into()], consul_env[..2].to_vec()).await;
+    assert_eq!(code, Some(3), "{err}");
+    // A CA file that holds no certificate, or a certificate without its key: said, exit 2.
+    let not_pem = dir.0.join("not.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let (code, _, err) = sextant(
+        vec!["services".into(), "--ca-cert".into(), path(&not_pem)],
+        consul_env[..1].to_vec(),
+    )
+    .await;
+    assert!(code == Some(2) && err.contains("CA certificate"), "{code:?}: {err}");
+    let (code, _, err) = sextant(vec!["services".into()], consul_env[..3].to_vec()).await;
+    assert!(code == Some(2) && err.contains("needs its key"), "{code:?}: {err}");
+    server.stop().await;
+}
